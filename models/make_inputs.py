@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Write one realistic input sample (.npz, keys = input names) for a test model.
+
+Why: judges and benchmarks must feed models inputs they were built for (silero
+needs sr=16000 and a zero LSTM state, magika wants byte tokens, OCR wants
+normalised images); pure noise can hide or fake differences.
+
+NAME is a suite short name (models/suite.json, read from models/cache/NAME.onnx),
+a generated model (models/NAME.onnx), or a path to an .onnx file. Symbolic dims
+come from suite.json `input_shapes`, then --input-shape, else 1.
+
+    .venv/bin/python models/make_inputs.py ppocr-det /tmp/det.npz [--seed 0]
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def smooth_image(rng, shape, mean, std):
+    """A smooth random RGB image in [0,1] (bilinear-upsampled noise + gradient), normalised."""
+    n, c, h, w = shape
+
+    def interp(n_out, n_in):  # [n_out, n_in] linear interpolation matrix
+        pos = np.linspace(0, n_in - 1, n_out)
+        return np.stack([np.interp(pos, np.arange(n_in), e) for e in np.eye(n_in)], axis=1)
+
+    lo = rng.uniform(0, 1, (n, c, h // 8 + 2, w // 8 + 2))
+    img = interp(h, lo.shape[2]) @ lo @ interp(w, lo.shape[3]).T
+    img = 0.8 * img + 0.2 * np.linspace(0, 1, w)
+    mean, std = np.array(mean)[:, None, None], np.array(std)[:, None, None]
+    return (img - mean) / std
+
+
+def audio(rng, shape):
+    """Speech-like 16 kHz audio: a few drifting tones + noise, framed as silero expects.
+
+    shape is [frames, 64 + 512]: each row is 64 samples of context (the end of
+    the previous frame) followed by 512 new samples.
+    """
+    frames, width = shape
+    ctx = width - 512 if width > 512 else 0
+    n = frames * (width - ctx) + ctx
+    t = np.arange(n) / 16000.0
+    sig = sum(rng.uniform(0.05, 0.2) * np.sin(2 * np.pi * f * t * (1 + 0.05 * np.sin(3 * t)))
+              for f in rng.uniform(120, 900, 4))
+    sig = sig * (0.6 + 0.4 * np.sin(2 * np.pi * 2.5 * t)) + rng.normal(0, 0.01, n)
+    step = width - ctx
+    return np.stack([sig[i * step: i * step + width] for i in range(frames)])
+
+
+def file_bytes(rng, shape):
+    """Magika tokens: first 1024 + last 1024 bytes of a fake text file, 256 = padding."""
+    words = [b"def", b"return", b"import", b"self", b"value", b"x", b"=", b"(", b")", b":", b"\n", b"    "]
+    text = b" ".join(words[i] for i in rng.integers(0, len(words), int(rng.integers(300, 900))))
+    half = shape[1] // 2
+    beg, end = list(text[:half]), list(text[-half:])
+    row = beg + [256] * (half - len(beg)) + [256] * (half - len(end)) + end
+    return np.tile(np.array(row), (shape[0], 1))
+
+
+def sample(model_name, name, shape, dtype, rng):
+    if model_name.startswith("silero"):
+        if name in ("state", "h", "c"):
+            return np.zeros(shape)
+        if name == "input":
+            return audio(rng, shape)
+    if model_name == "ppocr-det" or model_name == "cnn":
+        return smooth_image(rng, shape, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    if model_name.startswith("ppocr"):
+        return smooth_image(rng, shape, [0.5] * 3, [0.5] * 3)
+    if model_name == "magika":
+        return file_bytes(rng, shape)
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(shape)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, shape)
+    return rng.integers(0, 16, shape)
+
+
+def resolve(name):
+    """Return (model path, suite entry or {})."""
+    if name.endswith(".onnx"):
+        return name, {}
+    with open(os.path.join(HERE, "suite.json")) as f:
+        suite = {m["name"]: m for m in json.load(f)["models"]}
+    if name in suite:
+        return os.path.join(HERE, "cache", name + ".onnx"), suite[name]
+    return os.path.join(HERE, name + ".onnx"), {}
+
+
+def make_inputs(name, seed=0, shapes=None):
+    path, entry = resolve(name)
+    if not os.path.exists(path):
+        sys.exit(f"make_inputs: {path} not found (run models/fetch.py or models/generate.py)")
+    m = onnx.load(path, load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    shapes = {**entry.get("input_shapes", {}), **(shapes or {})}
+    values = entry.get("input_values", {})
+    rng = np.random.default_rng(seed)
+    model_name = os.path.basename(path)[:-5]
+    feeds = {}
+    for vi in m.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        shape = shapes.get(vi.name) or [d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim]
+        if vi.name in values:
+            arr = np.full(shape, values[vi.name])
+        else:
+            arr = sample(model_name, vi.name, shape, dtype, rng)
+        feeds[vi.name] = np.asarray(arr).astype(dtype)
+    return feeds
+
+
+def parse_shape(s):
+    name, dims = s.split("=", 1)
+    return name, [int(d) for d in dims.split(",") if d]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("name", help="suite short name, generated model name, or .onnx path")
+    ap.add_argument("out", help="output .npz")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--input-shape", action="append", default=[], metavar="NAME=D,D,...",
+                    help="pin an input's shape (overrides suite.json)")
+    args = ap.parse_args()
+    feeds = make_inputs(args.name, args.seed, dict(map(parse_shape, args.input_shape)))
+    np.savez(args.out, **feeds)
+    for k, v in feeds.items():
+        print(f"{k}: {v.dtype} {list(v.shape)} range [{v.min():.4g}, {v.max():.4g}]")
+
+
+if __name__ == "__main__":
+    main()
