@@ -3,7 +3,7 @@
 
 Why: judges and benchmarks must feed models inputs they were built for (silero
 needs sr=16000 and a zero LSTM state, magika wants byte tokens, OCR wants
-normalised images); pure noise can hide or fake differences.
+normalised images of text); pure noise can hide or fake differences.
 
 NAME is a suite short name (models/suite.json, read from models/cache/NAME.onnx),
 a generated model (models/NAME.onnx), or a path to an .onnx file. Symbolic dims
@@ -36,6 +36,35 @@ def smooth_image(rng, shape, mean, std):
     img = 0.8 * img + 0.2 * np.linspace(0, 1, w)
     mean, std = np.array(mean)[:, None, None], np.array(std)[:, None, None]
     return (img - mean) / std
+
+
+def text_image(rng, shape, line_h, mean, std):
+    """Dark stroke 'glyphs' in lines on a light, slightly noisy page, normalised.
+
+    Plain smooth noise makes the OCR models degenerate (det outputs all 0), which
+    would make output comparisons meaningless; fake text gives non-trivial outputs.
+    """
+    n, c, h, w = shape
+    img = np.full((n, h, w), 0.92) + rng.normal(0, 0.02, (n, h, w))
+    for page in img:
+        y = (h - line_h[1]) // 2 if h < 2 * line_h[1] else 4
+        while y + line_h[0] < h:
+            lh, x = int(rng.integers(*line_h)), int(rng.integers(2, 10))
+            while x + lh < w - 4:
+                cw, t = int(rng.integers(lh // 2, lh)), max(lh // 8, 1)
+                glyph = np.zeros((lh, cw), bool)
+                for _ in range(3):  # three random horizontal/vertical strokes
+                    if rng.random() < 0.5:
+                        k = int(rng.integers(0, cw - t + 1))
+                        glyph[:, k:k + t] = True
+                    else:
+                        k = int(rng.integers(0, lh - t + 1))
+                        glyph[k:k + t, :] = True
+                page[y:y + lh, x:x + cw][glyph] = 0.1
+                x += cw + int(rng.integers(2, 5)) + (int(rng.integers(6, 12)) if rng.random() < 0.15 else 0)
+            y += lh + int(rng.integers(6, 14))
+    img = np.repeat(img[:, None], c, axis=1)
+    return (img - np.array(mean)[:, None, None]) / np.array(std)[:, None, None]
 
 
 def audio(rng, shape):
@@ -71,10 +100,12 @@ def sample(model_name, name, shape, dtype, rng):
             return np.zeros(shape)
         if name == "input":
             return audio(rng, shape)
-    if model_name == "ppocr-det" or model_name == "cnn":
+    if model_name == "cnn":
         return smooth_image(rng, shape, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    if model_name.startswith("ppocr"):
-        return smooth_image(rng, shape, [0.5] * 3, [0.5] * 3)
+    if model_name == "ppocr-det":  # pages of small text, ImageNet normalisation
+        return text_image(rng, shape, (8, 14), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    if model_name.startswith("ppocr"):  # one line of text filling the height, (x-0.5)/0.5
+        return text_image(rng, shape, (26, 36), [0.5] * 3, [0.5] * 3)
     if model_name == "magika":
         return file_bytes(rng, shape)
     if np.issubdtype(dtype, np.floating):

@@ -37,7 +37,7 @@ def session(path):
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # errors are reported by us, in one line
     try:
         return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     except Exception as e:
