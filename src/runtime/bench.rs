@@ -1,0 +1,177 @@
+//! Timing two models against each other.
+
+use super::catch_tract_panic;
+use super::inputs::Sample;
+use super::load::Model;
+use super::TRACT_CANNOT_RUN;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+use tract_onnx::prelude::{TValue, TVec};
+
+/// Wall-clock statistics of one model's timed runs, in milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    pub runs: usize,
+    pub median_ms: f64,
+    /// 90th percentile (nearest rank).
+    pub p90_ms: f64,
+    pub min_ms: f64,
+    pub mean_ms: f64,
+}
+
+/// Result of [`bench`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchResult {
+    pub warmup: usize,
+    pub runs: usize,
+    pub a: Timing,
+    pub b: Timing,
+    /// a.median_ms / b.median_ms: above 1 means `b` is faster.
+    pub speedup: f64,
+}
+
+/// Times `a` against `b` in this process, single-threaded.
+///
+/// Both models run the same samples (cycling through `samples`). After
+/// `warmup` untimed iterations, `runs` timed iterations each run `a` once
+/// and `b` once, alternating which goes first so that neither always runs
+/// on a warm or a cold cache. Each model reuses one execution state, and
+/// inputs are converted before timing, so only tract's execution is timed.
+pub fn bench(
+    a: &Model,
+    b: &Model,
+    samples: &[Sample],
+    warmup: usize,
+    runs: usize,
+) -> Result<BenchResult> {
+    if samples.is_empty() {
+        bail!("bench needs at least one sample");
+    }
+    if runs == 0 {
+        bail!("bench needs at least one timed run");
+    }
+    let inputs_a = prepare(a, samples).context("preparing inputs of model a")?;
+    let inputs_b = prepare(b, samples).context("preparing inputs of model b")?;
+    let (times_a, times_b) = catch_tract_panic("benchmarking", || {
+        let mut state_a = a.spawn()?;
+        let mut state_b = b.spawn()?;
+        let mut times_a = Vec::with_capacity(runs);
+        let mut times_b = Vec::with_capacity(runs);
+        let time = |state: &mut tract_onnx::prelude::TypedSimpleState,
+                    inputs: &TVec<TValue>|
+         -> Result<f64> {
+            let start = Instant::now();
+            let out = state
+                .run(inputs.clone())
+                .map_err(|e| anyhow!("{TRACT_CANNOT_RUN}: running failed: {e:#}"))?;
+            let elapsed = start.elapsed().as_secs_f64() * 1e3;
+            drop(out);
+            Ok(elapsed)
+        };
+        for i in 0..warmup + runs {
+            let k = i % samples.len();
+            let (ta, tb) = if i % 2 == 0 {
+                let ta = time(&mut state_a, &inputs_a[k])?;
+                (ta, time(&mut state_b, &inputs_b[k])?)
+            } else {
+                let tb = time(&mut state_b, &inputs_b[k])?;
+                (time(&mut state_a, &inputs_a[k])?, tb)
+            };
+            if i >= warmup {
+                times_a.push(ta);
+                times_b.push(tb);
+            }
+        }
+        Ok((times_a, times_b))
+    })?;
+    let a = timing(times_a);
+    let b = timing(times_b);
+    let speedup = if b.median_ms > 0.0 {
+        a.median_ms / b.median_ms
+    } else {
+        1.0
+    };
+    Ok(BenchResult {
+        warmup,
+        runs,
+        a,
+        b,
+        speedup,
+    })
+}
+
+fn prepare(model: &Model, samples: &[Sample]) -> Result<Vec<TVec<TValue>>> {
+    samples
+        .iter()
+        .map(|s| {
+            model
+                .prepare(s)
+                .with_context(|| format!("sample {}", s.source()))
+        })
+        .collect()
+}
+
+/// Statistics of non-empty `times`.
+fn timing(mut times: Vec<f64>) -> Timing {
+    times.sort_by(|x, y| x.total_cmp(y));
+    let n = times.len();
+    let median = if n % 2 == 1 {
+        times[n / 2]
+    } else {
+        (times[n / 2 - 1] + times[n / 2]) / 2.0
+    };
+    // nearest rank: the smallest value with at least 90% of values <= it
+    let p90 = times[((0.9 * n as f64).ceil() as usize).clamp(1, n) - 1];
+    Timing {
+        runs: n,
+        median_ms: median,
+        p90_ms: p90,
+        min_ms: times[0],
+        mean_ms: times.iter().sum::<f64>() / n as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_stats() {
+        let t = timing(vec![5.0, 1.0, 3.0, 2.0, 4.0, 6.0, 7.0, 8.0, 9.0, 10.0]);
+        assert_eq!(t.runs, 10);
+        assert_eq!(t.median_ms, 5.5);
+        assert_eq!(t.p90_ms, 9.0);
+        assert_eq!(t.min_ms, 1.0);
+        assert_eq!(t.mean_ms, 5.5);
+        let t = timing(vec![2.0]);
+        assert_eq!((t.median_ms, t.p90_ms), (2.0, 2.0));
+    }
+}
+
+#[cfg(test)]
+mod model_tests {
+    use super::super::load::InputShapes;
+    use super::super::testutil::mlp;
+    use super::*;
+
+    #[test]
+    fn bench_two_models() {
+        let a = Model::load(&mlp(), &InputShapes::new(), &[]).unwrap();
+        let b = Model::load(&mlp(), &InputShapes::new(), &[]).unwrap();
+        let samples: Vec<Sample> = (0..3)
+            .map(|i| Sample::random(a.inputs(), i).unwrap())
+            .collect();
+        let r = bench(&a, &b, &samples, 2, 7).unwrap();
+        assert_eq!((r.runs, r.a.runs, r.b.runs, r.warmup), (7, 7, 7, 2));
+        assert!(r.a.min_ms > 0.0 && r.a.median_ms <= r.a.p90_ms);
+        assert!(r.speedup > 0.0 && r.speedup.is_finite());
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json["a"]["median_ms"].is_f64());
+        assert!(bench(&a, &b, &[], 0, 1).is_err());
+        assert!(bench(&a, &b, &samples, 0, 0).is_err());
+        let wrong = Sample::new("w");
+        let e = format!("{:#}", bench(&a, &b, &[wrong], 0, 1).unwrap_err());
+        assert!(e.contains("model a") && e.contains("missing"), "{e}");
+    }
+}

@@ -1,0 +1,51 @@
+//! The runtime: the only part of onnx-opt that sees tract.
+//!
+//! Its interface is "ONNX model bytes in, numbers out": load a model into
+//! tract ([`Model::load`]), describe and make its inputs ([`InputSpec`],
+//! [`Sample`], [`load_samples`]), run it ([`Model::run`]), compare two sets
+//! of outputs ([`compare`], [`aggregate`]) and time two models against each
+//! other ([`bench`]). No tract type appears in the public API, and this module
+//! imports nothing from the rest of the crate.
+//!
+//! Every fallible function returns an [`anyhow::Result`] whose message names
+//! the input, file or output at fault. When tract itself refuses a model the
+//! message starts with `tract cannot run this model:` followed by tract's reason.
+//!
+//! tract runs single-threaded here (its default), so timings are per core.
+
+mod bench;
+mod compare;
+mod inputs;
+mod load;
+mod tensor;
+#[cfg(test)]
+mod testutil;
+
+pub use bench::{bench, BenchResult, Timing};
+pub use compare::{aggregate, compare, OutputMetrics, SNR_CAP_DB};
+pub use inputs::{load_samples, Sample};
+pub use load::{Dim, InputShapes, InputSpec, Model, Outputs};
+pub use tensor::{ElemType, Tensor};
+
+/// Prefix of every error that comes from tract refusing a model.
+pub const TRACT_CANNOT_RUN: &str = "tract cannot run this model";
+
+/// Runs `f`, turning a panic inside tract into an error.
+///
+/// tract asserts in a few places on malformed models; a bad model must give
+/// an error, not abort the process.
+fn catch_tract_panic<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(anyhow::anyhow!(
+                "{TRACT_CANNOT_RUN}: tract panicked while {what}: {msg}"
+            ))
+        }
+    }
+}
