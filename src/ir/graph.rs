@@ -1,0 +1,502 @@
+//! The graph: operators, graph inputs, initializers and outer-scope captures
+//! are petgraph nodes; every tensor use is a wire from an output slot to an
+//! input slot. A value's name lives on the outlet that produces it.
+//!
+//! Subgraph captures: a subgraph that uses a value of an enclosing graph gets a
+//! `Capture` node for it, and the node owning the subgraph gets an *implicit*
+//! wire from that outer value (slots after its declared inputs, in the order of
+//! its subgraphs' captures). Dependencies through subgraphs are thus ordinary
+//! wires, and the exporter names each capture after the outer value it is wired to.
+
+use super::{Attribute, Opaque, Tensor, TypeInfo, ValueInfo};
+use anyhow::{bail, Result};
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::{EdgeRef, IntoEdgeReferences, NodeIndexable};
+use petgraph::Direction::{Incoming, Outgoing};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+
+pub type NodeId = NodeIndex<u32>;
+
+/// One output of one node: a tensor.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct Outlet {
+    pub node: NodeId,
+    pub slot: usize,
+}
+
+impl Outlet {
+    pub fn new(node: NodeId, slot: usize) -> Outlet {
+        Outlet { node, slot }
+    }
+}
+
+/// A use of an outlet: the producer's output slot feeds the consumer's input slot.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Wire {
+    pub from: usize,
+    pub to: usize,
+}
+
+/// A produced value: its name and what `value_info` says of it.
+#[derive(Clone, PartialEq, Debug)]
+pub struct Value {
+    /// Empty for an omitted optional output.
+    pub name: String,
+    pub info: Option<ValueInfo>,
+    /// Position in the file's `value_info` list (new entries sort last).
+    pub info_rank: u32,
+}
+
+impl Value {
+    pub fn named(name: impl Into<String>) -> Value {
+        Value {
+            name: name.into(),
+            info: None,
+            info_rank: u32::MAX,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Operator {
+    pub op_type: String,
+    /// `None` or `""`: the default ONNX domain.
+    pub domain: Option<String>,
+    pub overload: Option<String>,
+    pub attributes: Vec<Attribute>,
+    /// Declared input slots, omitted optional inputs included.
+    pub arity: usize,
+    pub doc_string: Option<String>,
+    pub metadata_props: Vec<Opaque>,
+    pub device_configurations: Vec<Opaque>,
+}
+
+impl Operator {
+    pub fn new(op_type: &str, arity: usize, attributes: Vec<Attribute>) -> Operator {
+        Operator {
+            op_type: op_type.to_string(),
+            domain: None,
+            overload: None,
+            attributes,
+            arity,
+            doc_string: None,
+            metadata_props: vec![],
+            device_configurations: vec![],
+        }
+    }
+
+    pub fn is_default_domain(&self) -> bool {
+        matches!(self.domain.as_deref(), None | Some("") | Some("ai.onnx"))
+    }
+
+    /// True for the ONNX-domain operator `op_type`.
+    pub fn is(&self, op_type: &str) -> bool {
+        self.op_type == op_type && self.is_default_domain()
+    }
+
+    pub fn attr(&self, name: &str) -> Option<&Attribute> {
+        self.attributes.iter().find(|a| a.name == name)
+    }
+
+    pub fn has_subgraphs(&self) -> bool {
+        self.attributes.iter().any(|a| !a.graphs().is_empty())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum NodeKind {
+    /// A graph input that is not an initializer.
+    Input,
+    Initializer(Tensor),
+    /// A `sparse_initializer`, carried through untouched.
+    SparseInitializer(Opaque),
+    /// A value of an enclosing graph, used by this subgraph.
+    Capture,
+    Op(Operator),
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub name: Option<String>,
+    pub kind: NodeKind,
+    pub outputs: Vec<Value>,
+}
+
+impl Node {
+    pub fn op(name: Option<String>, op: Operator, outputs: Vec<Value>) -> Node {
+        Node {
+            name,
+            kind: NodeKind::Op(op),
+            outputs,
+        }
+    }
+
+    pub fn as_op(&self) -> Option<&Operator> {
+        match &self.kind {
+            NodeKind::Op(op) => Some(op),
+            _ => None,
+        }
+    }
+
+    pub fn as_op_mut(&mut self) -> Option<&mut Operator> {
+        match &mut self.kind {
+            NodeKind::Op(op) => Some(op),
+            _ => None,
+        }
+    }
+
+    /// A readable label for messages: the node name, else its first output.
+    pub fn label(&self) -> String {
+        match (&self.name, &self.kind) {
+            (Some(n), _) if !n.is_empty() => n.clone(),
+            (_, NodeKind::Op(op)) => format!(
+                "{}({})",
+                op.op_type,
+                self.outputs.first().map_or("", |v| &v.name)
+            ),
+            _ => self
+                .outputs
+                .first()
+                .map_or(String::new(), |v| v.name.clone()),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct GraphInput {
+    /// An `Input` node, or an `Initializer` also declared as a graph input.
+    pub node: NodeId,
+    pub info: ValueInfo,
+}
+
+#[derive(Clone, Debug)]
+pub struct GraphOutput {
+    pub outlet: Outlet,
+    pub info: ValueInfo,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub name: Option<String>,
+    pub doc_string: Option<String>,
+    pub(crate) g: StableDiGraph<Node, Wire>,
+    pub inputs: Vec<GraphInput>,
+    pub outputs: Vec<GraphOutput>,
+    /// `Capture` nodes, in the order of the owning node's implicit slots.
+    pub captures: Vec<NodeId>,
+    /// `value_info` entries naming no value of this graph, kept for lossless output.
+    pub orphan_value_info: Vec<(u32, String, ValueInfo)>,
+    pub quantization_annotation: Vec<Opaque>,
+    pub metadata_props: Vec<Opaque>,
+}
+
+impl Graph {
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.g[id]
+    }
+
+    pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        &mut self.g[id]
+    }
+
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.g.contains_node(id)
+    }
+
+    pub fn op(&self, id: NodeId) -> Option<&Operator> {
+        self.g.node_weight(id).and_then(Node::as_op)
+    }
+
+    /// All node ids in index order.
+    pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.g.node_indices()
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.g.node_count()
+    }
+
+    pub fn add_node(&mut self, node: Node) -> NodeId {
+        self.g.add_node(node)
+    }
+
+    pub fn remove_node(&mut self, id: NodeId) -> Option<Node> {
+        self.g.remove_node(id)
+    }
+
+    /// Wires `from` into input `slot` of `to`, replacing what fed that slot.
+    pub fn connect(&mut self, from: Outlet, to: NodeId, slot: usize) {
+        self.disconnect(to, slot);
+        self.g.add_edge(
+            from.node,
+            to,
+            Wire {
+                from: from.slot,
+                to: slot,
+            },
+        );
+    }
+
+    /// Leaves input `slot` of `to` empty.
+    pub fn disconnect(&mut self, to: NodeId, slot: usize) {
+        let old: Vec<_> = self
+            .g
+            .edges_directed(to, Incoming)
+            .filter(|e| e.weight().to == slot)
+            .map(|e| e.id())
+            .collect();
+        for e in old {
+            self.g.remove_edge(e);
+        }
+    }
+
+    /// Declared input slots of a node in order (`None`: omitted optional input).
+    pub fn inputs(&self, id: NodeId) -> Vec<Option<Outlet>> {
+        let arity = self.op(id).map_or(0, |op| op.arity);
+        let mut slots = vec![None; arity];
+        for e in self.g.edges_directed(id, Incoming) {
+            if let Some(s) = slots.get_mut(e.weight().to) {
+                *s = Some(Outlet::new(e.source(), e.weight().from));
+            }
+        }
+        slots
+    }
+
+    /// The outlet feeding input `slot`, if any.
+    pub fn input(&self, id: NodeId, slot: usize) -> Option<Outlet> {
+        self.g
+            .edges_directed(id, Incoming)
+            .find(|e| e.weight().to == slot)
+            .map(|e| Outlet::new(e.source(), e.weight().from))
+    }
+
+    /// Implicit inputs (values captured by the node's subgraphs), in slot order.
+    pub fn implicit_inputs(&self, id: NodeId) -> Vec<Outlet> {
+        let arity = self.op(id).map_or(0, |op| op.arity);
+        let mut wires: Vec<(usize, Outlet)> = self
+            .g
+            .edges_directed(id, Incoming)
+            .filter(|e| e.weight().to >= arity)
+            .map(|e| (e.weight().to, Outlet::new(e.source(), e.weight().from)))
+            .collect();
+        wires.sort();
+        wires.into_iter().map(|(_, o)| o).collect()
+    }
+
+    /// Every (consumer, input slot) of an outlet, sorted.
+    pub fn consumers(&self, outlet: Outlet) -> Vec<(NodeId, usize)> {
+        let mut uses: Vec<_> = self
+            .g
+            .edges_directed(outlet.node, Outgoing)
+            .filter(|e| e.weight().from == outlet.slot)
+            .map(|e| (e.target(), e.weight().to))
+            .collect();
+        uses.sort();
+        uses
+    }
+
+    /// Nodes fed by any output of `id`.
+    pub fn successors(&self, id: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+        self.g.neighbors_directed(id, Outgoing)
+    }
+
+    pub fn is_graph_output(&self, outlet: Outlet) -> bool {
+        self.outputs.iter().any(|o| o.outlet == outlet)
+    }
+
+    pub fn is_graph_input(&self, id: NodeId) -> bool {
+        self.inputs.iter().any(|i| i.node == id)
+    }
+
+    /// Used anywhere: by a node or as a graph output.
+    pub fn is_used(&self, outlet: Outlet) -> bool {
+        self.is_graph_output(outlet) || !self.consumers(outlet).is_empty()
+    }
+
+    pub fn outlet_name(&self, outlet: Outlet) -> &str {
+        &self.g[outlet.node].outputs[outlet.slot].name
+    }
+
+    /// The constant behind an outlet, if it is an initializer that no one can
+    /// override (an initializer also declared as a graph input is not constant).
+    pub fn const_tensor(&self, outlet: Outlet) -> Option<&Tensor> {
+        match &self.g.node_weight(outlet.node)?.kind {
+            NodeKind::Initializer(t) if !self.is_graph_input(outlet.node) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// What is known of a value's type: its value_info, its graph input or
+    /// output declaration, or its initializer.
+    pub fn known_type(&self, outlet: Outlet) -> Option<TypeInfo> {
+        let node = self.g.node_weight(outlet.node)?;
+        if let Some(ty) = node
+            .outputs
+            .get(outlet.slot)?
+            .info
+            .as_ref()
+            .and_then(|i| i.ty.clone())
+        {
+            return Some(ty);
+        }
+        if let NodeKind::Initializer(t) = &node.kind {
+            return Some(TypeInfo::tensor(t.dtype, &t.dims));
+        }
+        let declared = |info: &ValueInfo| info.ty.clone();
+        self.inputs
+            .iter()
+            .find(|i| i.node == outlet.node)
+            .and_then(|i| declared(&i.info))
+            .or_else(|| {
+                self.outputs
+                    .iter()
+                    .find(|o| o.outlet == outlet)
+                    .and_then(|o| declared(&o.info))
+            })
+    }
+
+    /// Can this outlet be renamed (to take over a graph output's name)
+    /// without changing the graph's interface or a capture?
+    pub fn can_take_name(&self, outlet: Outlet) -> bool {
+        let renamable_kind = match self.g[outlet.node].kind {
+            NodeKind::Op(_) => true,
+            NodeKind::Initializer(_) => !self.is_graph_input(outlet.node),
+            _ => false,
+        };
+        renamable_kind && !self.is_graph_output(outlet)
+    }
+
+    /// The outlet of the value called `name`, by linear search.
+    pub fn find_value(&self, name: &str) -> Option<Outlet> {
+        self.g.node_indices().find_map(|id| {
+            self.g[id]
+                .outputs
+                .iter()
+                .position(|v| v.name == name)
+                .map(|slot| Outlet::new(id, slot))
+        })
+    }
+
+    /// All nodes in a deterministic topological order: sources first, then
+    /// operators in the lexicographically smallest order by node index, which
+    /// is file order for an unchanged import. Fails on a cycle.
+    pub fn topo_order(&self) -> Result<Vec<NodeId>> {
+        let mut indegree: Vec<usize> = vec![0; self.g.node_bound()];
+        for e in self.g.edge_references() {
+            indegree[e.target().index()] += 1;
+        }
+        // Sources (inputs, initializers, captures) first, then operators by index.
+        let key = |n: NodeId| Reverse((self.g[n].as_op().is_some(), n));
+        let mut ready: BinaryHeap<Reverse<(bool, NodeId)>> = self
+            .g
+            .node_indices()
+            .filter(|n| indegree[n.index()] == 0)
+            .map(key)
+            .collect();
+        let mut order = Vec::with_capacity(self.g.node_count());
+        while let Some(Reverse((_, n))) = ready.pop() {
+            order.push(n);
+            for e in self.g.edges_directed(n, Outgoing) {
+                let t = e.target().index();
+                indegree[t] -= 1;
+                if indegree[t] == 0 {
+                    ready.push(key(e.target()));
+                }
+            }
+        }
+        if order.len() != self.g.node_count() {
+            let stuck = self
+                .g
+                .node_indices()
+                .find(|n| indegree[n.index()] > 0)
+                .expect("a node is left");
+            bail!(
+                "the graph has a cycle through node {}",
+                self.g[stuck].label()
+            );
+        }
+        Ok(order)
+    }
+
+    /// Operator nodes only, in topological order.
+    pub fn op_order(&self) -> Result<Vec<NodeId>> {
+        Ok(self
+            .topo_order()?
+            .into_iter()
+            .filter(|&n| self.op(n).is_some())
+            .collect())
+    }
+
+    /// Every value name defined in this graph and its subgraphs.
+    pub fn all_names(&self) -> HashSet<String> {
+        let mut names = HashSet::new();
+        self.collect_names(&mut names);
+        names
+    }
+
+    fn collect_names(&self, names: &mut HashSet<String>) {
+        for n in self.g.node_weights() {
+            names.extend(
+                n.outputs
+                    .iter()
+                    .filter(|v| !v.name.is_empty())
+                    .map(|v| v.name.clone()),
+            );
+            if let NodeKind::Op(op) = &n.kind {
+                for sub in op.attributes.iter().flat_map(|a| a.graphs()) {
+                    sub.collect_names(names);
+                }
+            }
+        }
+    }
+
+    /// Subgraphs of every operator, recursively, depth-first.
+    pub fn visit_graphs(&self, f: &mut dyn FnMut(&Graph)) {
+        f(self);
+        for n in self.g.node_weights() {
+            if let NodeKind::Op(op) = &n.kind {
+                for sub in op.attributes.iter().flat_map(|a| a.graphs()) {
+                    sub.visit_graphs(f);
+                }
+            }
+        }
+    }
+
+    /// Mutable walk over this graph and every subgraph, innermost first.
+    pub fn visit_graphs_mut(&mut self, f: &mut dyn FnMut(&mut Graph) -> Result<()>) -> Result<()> {
+        let ids: Vec<NodeId> = self.g.node_indices().collect();
+        for id in ids {
+            if let NodeKind::Op(op) = &mut self.g[id].kind {
+                for sub in op.attributes.iter_mut().flat_map(|a| a.graphs_mut()) {
+                    sub.visit_graphs_mut(f)?;
+                }
+            }
+        }
+        f(self)
+    }
+
+    /// Operator count of this graph and its subgraphs.
+    pub fn op_count(&self) -> usize {
+        let mut count = 0;
+        self.visit_graphs(&mut |g| {
+            count += g.g.node_weights().filter(|n| n.as_op().is_some()).count()
+        });
+        count
+    }
+
+    /// Constant parameters (initializer elements) of this graph and its subgraphs,
+    /// with the bytes they take.
+    pub fn param_stats(&self) -> (usize, usize) {
+        let (mut params, mut bytes) = (0, 0);
+        self.visit_graphs(&mut |g| {
+            for n in g.g.node_weights() {
+                if let NodeKind::Initializer(t) = &n.kind {
+                    params += t.numel();
+                    bytes += t.byte_len();
+                }
+            }
+        });
+        (params, bytes)
+    }
+}

@@ -1,0 +1,56 @@
+//! The model: the main graph plus the model-level fields, carried losslessly.
+
+use super::{Graph, Opaque};
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct OpsetId {
+    pub domain: Option<String>,
+    pub version: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    pub ir_version: Option<i64>,
+    pub opset_import: Vec<OpsetId>,
+    pub producer_name: Option<String>,
+    pub producer_version: Option<String>,
+    pub domain: Option<String>,
+    pub model_version: Option<i64>,
+    pub doc_string: Option<String>,
+    pub graph: Graph,
+    pub metadata_props: Vec<Opaque>,
+    pub training_info: Vec<Opaque>,
+    pub functions: Vec<Opaque>,
+    pub configuration: Vec<Opaque>,
+}
+
+/// Size figures reported before and after each pass.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, serde::Serialize)]
+pub struct ModelStats {
+    pub nodes: usize,
+    pub params: usize,
+    pub bytes: usize,
+}
+
+impl Model {
+    /// The opset version imported for `domain` (`""` = the default ONNX domain).
+    pub fn opset(&self, domain: &str) -> Option<i64> {
+        let is_default = |d: &str| d.is_empty() || d == "ai.onnx";
+        self.opset_import
+            .iter()
+            .find(|o| {
+                let d = o.domain.as_deref().unwrap_or("");
+                d == domain || (is_default(d) && is_default(domain))
+            })
+            .and_then(|o| o.version)
+    }
+
+    pub fn stats(&self) -> ModelStats {
+        let (params, bytes) = self.graph.param_stats();
+        ModelStats {
+            nodes: self.graph.op_count(),
+            params,
+            bytes,
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The one way passes change a graph. A pass *matches* on `&Graph` and returns
+//! a `Patch` describing the change; `Patch::apply` is the only code that
+//! mutates, and it checks what it is asked to do (no removal of a node still
+//! in use, unique names, graph output names kept).
+
+use super::*;
+use anyhow::{bail, ensure, Context, Result};
+use std::collections::HashSet;
+
+/// An input for a node a patch adds: an existing outlet, or output `slot` of
+/// the `index`-th node added by the same patch.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Src {
+    Old(Outlet),
+    New { index: usize, slot: usize },
+}
+
+impl From<Outlet> for Src {
+    fn from(o: Outlet) -> Src {
+        Src::Old(o)
+    }
+}
+
+#[derive(Debug)]
+pub struct Patch {
+    /// `rule` or `rule: node`, shown when a patch fails.
+    pub label: String,
+    added: Vec<(Node, Vec<Option<Src>>)>,
+    updates: Vec<(NodeId, Operator)>,
+    rewires: Vec<(NodeId, usize, Option<Src>)>,
+    shunts: Vec<(Outlet, Src)>,
+    removals: Vec<NodeId>,
+}
+
+impl Patch {
+    pub fn new(label: impl Into<String>) -> Patch {
+        Patch {
+            label: label.into(),
+            added: vec![],
+            updates: vec![],
+            rewires: vec![],
+            shunts: vec![],
+            removals: vec![],
+        }
+    }
+
+    /// Adds an operator node; its outputs get unique names derived from `outputs`.
+    pub fn add_op(
+        &mut self,
+        name: Option<String>,
+        op: Operator,
+        inputs: Vec<Option<Src>>,
+        outputs: &[&str],
+    ) -> usize {
+        let outputs = outputs.iter().map(|n| Value::named(*n)).collect();
+        self.added.push((Node::op(name, op, outputs), inputs));
+        self.added.len() - 1
+    }
+
+    /// Adds an initializer named (uniquely) after `name`.
+    pub fn add_const(&mut self, name: &str, tensor: Tensor) -> Src {
+        self.added.push((
+            Node {
+                name: None,
+                kind: NodeKind::Initializer(tensor),
+                outputs: vec![Value::named(name)],
+            },
+            vec![],
+        ));
+        Src::New {
+            index: self.added.len() - 1,
+            slot: 0,
+        }
+    }
+
+    /// Output `slot` of the `index`-th added node.
+    pub fn out(index: usize, slot: usize) -> Src {
+        Src::New { index, slot }
+    }
+
+    /// Replaces the operator (attributes, type) of an existing node, keeping its wires.
+    pub fn update(&mut self, node: NodeId, op: Operator) {
+        self.updates.push((node, op));
+    }
+
+    /// Feeds input `slot` of an existing node from `src` (`None`: leave it empty).
+    pub fn rewire(&mut self, node: NodeId, slot: usize, src: Option<Src>) {
+        self.rewires.push((node, slot, src));
+    }
+
+    /// Moves every use of `old` (consumers and graph outputs) to `new`.
+    pub fn shunt(&mut self, old: Outlet, new: impl Into<Src>) {
+        self.shunts.push((old, new.into()));
+    }
+
+    /// Deletes a node; it must be unused once the patch's shunts are done.
+    pub fn remove(&mut self, node: NodeId) {
+        self.removals.push(node);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.updates.is_empty()
+            && self.rewires.is_empty()
+            && self.shunts.is_empty()
+            && self.removals.is_empty()
+    }
+
+    pub fn apply(self, g: &mut Graph) -> Result<()> {
+        let label = self.label.clone();
+        self.apply_inner(g)
+            .with_context(|| format!("patch {label}"))
+    }
+
+    fn apply_inner(self, g: &mut Graph) -> Result<()> {
+        let mut names = if self.added.is_empty() && self.shunts.is_empty() {
+            HashSet::new()
+        } else {
+            g.all_names()
+        };
+        // Names of the nodes this patch removes are free for the ones it adds
+        // (a Constant lifted to an initializer keeps its name).
+        for &id in &self.removals {
+            if g.contains(id) {
+                for v in &g.node(id).outputs {
+                    names.remove(&v.name);
+                }
+            }
+        }
+        let mut ids = Vec::with_capacity(self.added.len());
+        for (mut node, _) in self.added.iter().cloned() {
+            for v in &mut node.outputs {
+                if !v.name.is_empty() {
+                    v.name = unique(&mut names, &v.name);
+                }
+            }
+            ids.push(g.add_node(node));
+        }
+        let resolve = |src: Src| -> Result<Outlet> {
+            match src {
+                Src::Old(o) => Ok(o),
+                Src::New { index, slot } => {
+                    ensure!(
+                        index < ids.len(),
+                        "refers to added node #{index}, which does not exist"
+                    );
+                    Ok(Outlet::new(ids[index], slot))
+                }
+            }
+        };
+        for (i, (_, inputs)) in self.added.iter().enumerate() {
+            for (slot, src) in inputs.iter().enumerate() {
+                if let Some(src) = src {
+                    g.connect(resolve(*src)?, ids[i], slot);
+                }
+            }
+        }
+        for (node, op) in self.updates {
+            ensure!(
+                g.op(node).is_some(),
+                "updates a node that is not an operator"
+            );
+            *g.node_mut(node).as_op_mut().expect("checked") = op;
+        }
+        for (node, slot, src) in self.rewires {
+            match src {
+                Some(src) => g.connect(resolve(src)?, node, slot),
+                None => g.disconnect(node, slot),
+            }
+        }
+        for (old, new) in self.shunts {
+            let new = resolve(new)?;
+            shunt(g, old, new, &mut names)?;
+        }
+        let removed: HashSet<NodeId> = self.removals.iter().copied().collect();
+        for &id in &self.removals {
+            ensure!(g.contains(id), "removes a node twice");
+            for slot in 0..g.node(id).outputs.len() {
+                let o = Outlet::new(id, slot);
+                ensure!(
+                    !g.is_graph_output(o),
+                    "removes {} which is still a graph output",
+                    g.outlet_name(o)
+                );
+                if let Some((user, _)) = g
+                    .consumers(o)
+                    .into_iter()
+                    .find(|(u, _)| !removed.contains(u))
+                {
+                    bail!(
+                        "removes {} which {} still uses",
+                        g.outlet_name(o),
+                        g.node(user).label()
+                    );
+                }
+            }
+            g.inputs.retain(|i| i.node != id);
+        }
+        for id in self.removals {
+            g.remove_node(id);
+        }
+        Ok(())
+    }
+}
+
+fn unique(names: &mut HashSet<String>, base: &str) -> String {
+    let mut name = base.to_string();
+    let mut k = 1;
+    while names.contains(&name) {
+        name = format!("{base}_{k}");
+        k += 1;
+    }
+    names.insert(name.clone());
+    name
+}
+
+/// Moves every use of `old` to `new`. A graph output keeps its name: `new`
+/// takes it over when it is free to, else an Identity carries it.
+fn shunt(g: &mut Graph, old: Outlet, new: Outlet, names: &mut HashSet<String>) -> Result<()> {
+    if old == new {
+        return Ok(());
+    }
+    for (user, slot) in g.consumers(old) {
+        g.connect(new, user, slot);
+    }
+    let outputs: Vec<usize> = (0..g.outputs.len())
+        .filter(|&i| g.outputs[i].outlet == old)
+        .collect();
+    if outputs.is_empty() {
+        return Ok(());
+    }
+    let target = if g.can_take_name(new) {
+        let old_name = g.outlet_name(old).to_string();
+        let spare = unique(names, &format!("{old_name}_replaced"));
+        g.node_mut(old.node).outputs[old.slot].name = spare;
+        let v = &mut g.node_mut(new.node).outputs[new.slot];
+        names.remove(&v.name);
+        v.name = old_name;
+        v.info = None;
+        new
+    } else {
+        let old_name = g.outlet_name(old).to_string();
+        let spare = unique(names, &format!("{old_name}_replaced"));
+        g.node_mut(old.node).outputs[old.slot].name = spare;
+        let id = g.add_node(Node::op(
+            None,
+            Operator::new("Identity", 1, vec![]),
+            vec![Value::named(old_name)],
+        ));
+        g.connect(new, id, 0);
+        Outlet::new(id, 0)
+    };
+    for i in outputs {
+        g.outputs[i].outlet = target;
+    }
+    Ok(())
+}
+
+/// A rewrite rule: looks at one node, read-only, and may propose a patch.
+pub type Rule = fn(&Graph, NodeId) -> Result<Option<Patch>>;
+
+/// Applies `rules` over the graph's operators until none applies; returns
+/// how many patches were applied. Subgraphs are not visited (callers walk them).
+pub fn rewrite_to_fixpoint(g: &mut Graph, rules: &[(&str, Rule)]) -> Result<usize> {
+    const MAX_SWEEPS: usize = 64;
+    let mut applied = 0;
+    for _ in 0..MAX_SWEEPS {
+        let before = applied;
+        for id in g.op_order()? {
+            if !g.contains(id) {
+                continue;
+            }
+            for (name, rule) in rules {
+                let label = || format!("{name}: {}", g.node(id).label());
+                if let Some(mut patch) = rule(g, id).with_context(label)? {
+                    if patch.label.is_empty() {
+                        patch.label = label();
+                    }
+                    patch.apply(g)?;
+                    #[cfg(debug_assertions)]
+                    super::verify::verify_graph(g).context("after a patch")?;
+                    applied += 1;
+                    break;
+                }
+            }
+        }
+        if applied == before {
+            return Ok(applied);
+        }
+    }
+    bail!("rewriting did not settle after {MAX_SWEEPS} sweeps")
+}

@@ -1,0 +1,187 @@
+//! Constant tensors (initializers, `Constant` values, tensor attributes).
+//!
+//! The payload keeps the storage the file used (`raw_data` or one of the typed
+//! fields) so a round trip is lossless; passes read it through typed views and
+//! write new tensors as little-endian raw data.
+
+use super::{DataType, Opaque};
+use anyhow::{bail, ensure, Result};
+use bytes::Bytes;
+
+#[derive(Clone, PartialEq, Debug)]
+pub enum TensorData {
+    /// Little-endian packed elements (`raw_data`). Aliases the file buffer when loaded.
+    Raw(Bytes),
+    Float(Vec<f32>),
+    /// Also holds the small integer, bool and f16 types, as ONNX stores them.
+    Int32(Vec<i32>),
+    Int64(Vec<i64>),
+    Double(Vec<f64>),
+    /// Also holds u32.
+    Uint64(Vec<u64>),
+    String(Vec<Bytes>),
+}
+
+#[derive(Clone, PartialEq, Debug)]
+pub struct Tensor {
+    /// The name a tensor held by an attribute carries in the file
+    /// (initializers are named by the outlet they feed).
+    pub name: Option<String>,
+    pub dtype: DataType,
+    pub dims: Vec<i64>,
+    pub data: TensorData,
+    pub doc_string: Option<String>,
+    /// `TensorProto.segment`, carried through untouched.
+    pub segment: Option<Opaque>,
+    /// `data_location` as written in the file, when it was written (external
+    /// data is always resolved into `Raw` on load).
+    pub data_location: Option<i32>,
+    pub metadata_props: Vec<Opaque>,
+}
+
+impl Tensor {
+    pub fn new(dtype: DataType, dims: Vec<i64>, data: TensorData) -> Tensor {
+        Tensor {
+            name: None,
+            dtype,
+            dims,
+            data,
+            doc_string: None,
+            segment: None,
+            data_location: None,
+            metadata_props: vec![],
+        }
+    }
+
+    pub fn from_f32(dims: Vec<i64>, values: &[f32]) -> Tensor {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Tensor::new(DataType::FLOAT, dims, TensorData::Raw(bytes.into()))
+    }
+
+    pub fn from_i64(dims: Vec<i64>, values: &[i64]) -> Tensor {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Tensor::new(DataType::INT64, dims, TensorData::Raw(bytes.into()))
+    }
+
+    /// Number of elements (1 for a scalar).
+    pub fn numel(&self) -> usize {
+        self.dims.iter().map(|&d| d.max(0) as usize).product()
+    }
+
+    pub fn is_scalar_like(&self) -> bool {
+        self.numel() == 1
+    }
+
+    /// Bytes the payload takes in the file.
+    pub fn byte_len(&self) -> usize {
+        match &self.data {
+            TensorData::Raw(b) => b.len(),
+            TensorData::Float(v) => v.len() * 4,
+            TensorData::Int32(v) => v.len() * 4,
+            TensorData::Int64(v) => v.len() * 8,
+            TensorData::Double(v) => v.len() * 8,
+            TensorData::Uint64(v) => v.len() * 8,
+            TensorData::String(v) => v.iter().map(|s| s.len()).sum(),
+        }
+    }
+
+    /// The elements as f32, for float tensors (f32, f64).
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        let out: Vec<f32> = match (self.dtype, &self.data) {
+            (DataType::FLOAT, TensorData::Raw(b)) => {
+                le_chunks::<4>(b)?.map(f32::from_le_bytes).collect()
+            }
+            (DataType::FLOAT, TensorData::Float(v)) => v.clone(),
+            (DataType::DOUBLE, TensorData::Raw(b)) => le_chunks::<8>(b)?
+                .map(|c| f64::from_le_bytes(c) as f32)
+                .collect(),
+            (DataType::DOUBLE, TensorData::Double(v)) => v.iter().map(|&x| x as f32).collect(),
+            (dt, _) => bail!("expected a float tensor, found {dt}"),
+        };
+        self.check_len(out.len())?;
+        Ok(out)
+    }
+
+    /// The elements as i64, for integer and bool tensors.
+    pub fn to_i64(&self) -> Result<Vec<i64>> {
+        let out: Vec<i64> = match (self.dtype.0, &self.data) {
+            (7, TensorData::Raw(b)) => le_chunks::<8>(b)?.map(i64::from_le_bytes).collect(),
+            (6, TensorData::Raw(b)) => le_chunks::<4>(b)?
+                .map(|c| i32::from_le_bytes(c) as i64)
+                .collect(),
+            (5, TensorData::Raw(b)) => le_chunks::<2>(b)?
+                .map(|c| i16::from_le_bytes(c) as i64)
+                .collect(),
+            (4, TensorData::Raw(b)) => le_chunks::<2>(b)?
+                .map(|c| u16::from_le_bytes(c) as i64)
+                .collect(),
+            (3, TensorData::Raw(b)) => b.iter().map(|&x| x as i8 as i64).collect(),
+            (2 | 9, TensorData::Raw(b)) => b.iter().map(|&x| x as i64).collect(),
+            (12, TensorData::Raw(b)) => le_chunks::<4>(b)?
+                .map(|c| u32::from_le_bytes(c) as i64)
+                .collect(),
+            (7, TensorData::Int64(v)) => v.clone(),
+            (2..=6 | 9, TensorData::Int32(v)) => v.iter().map(|&x| x as i64).collect(),
+            (12 | 13, TensorData::Uint64(v)) => v.iter().map(|&x| x as i64).collect(),
+            (_, _) => bail!("expected an integer tensor, found {}", self.dtype),
+        };
+        self.check_len(out.len())?;
+        Ok(out)
+    }
+
+    fn check_len(&self, got: usize) -> Result<()> {
+        ensure!(
+            got == self.numel(),
+            "tensor holds {got} elements but its dims {:?} say {}",
+            self.dims,
+            self.numel()
+        );
+        Ok(())
+    }
+
+    /// A stable 64-bit FNV-1a digest of type, dims and payload, shown in the
+    /// text form so that snapshot diffs reveal changed weights.
+    pub fn digest(&self) -> u64 {
+        let mut h = Fnv::default();
+        h.write(&self.dtype.0.to_le_bytes());
+        for d in &self.dims {
+            h.write(&d.to_le_bytes());
+        }
+        match &self.data {
+            TensorData::Raw(b) => h.write(b),
+            TensorData::Float(v) => v.iter().for_each(|x| h.write(&x.to_le_bytes())),
+            TensorData::Int32(v) => v.iter().for_each(|x| h.write(&x.to_le_bytes())),
+            TensorData::Int64(v) => v.iter().for_each(|x| h.write(&x.to_le_bytes())),
+            TensorData::Double(v) => v.iter().for_each(|x| h.write(&x.to_le_bytes())),
+            TensorData::Uint64(v) => v.iter().for_each(|x| h.write(&x.to_le_bytes())),
+            TensorData::String(v) => v.iter().for_each(|x| h.write(x)),
+        }
+        h.0
+    }
+}
+
+fn le_chunks<const N: usize>(b: &[u8]) -> Result<impl Iterator<Item = [u8; N]> + '_> {
+    ensure!(
+        b.len() % N == 0,
+        "raw data of {} bytes is not a whole number of {N}-byte elements",
+        b.len()
+    );
+    Ok(b.chunks_exact(N)
+        .map(|c| c.try_into().expect("chunks_exact yields N bytes")))
+}
+
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+}

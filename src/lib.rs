@@ -1,0 +1,9 @@
+//! onnx-opt: a graph-rewriting compiler for ONNX models.
+//!
+//! `onnx` reads and writes files (the only module that sees protobuf),
+//! `ir` is the graph and its rewrite API, `passes` the rewrites, `pipeline`
+//! runs them in order with the verifier in between, and `runtime` runs
+//! models in tract to check and time the result (the only module that sees tract).
+
+pub mod ir;
+pub mod onnx;

@@ -1,0 +1,222 @@
+//! External data: tensors stored in side files next to the model
+//! (`location`, `offset`, `length` relative to the model's folder).
+//!
+//! Reading refuses absolute paths, `..` escapes and symlinks that leave the
+//! folder. Writing puts every tensor of at least `threshold` bytes into one
+//! side file, each aligned to `ALIGN` bytes so runtimes can map them.
+
+use super::proto as pb;
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+const ALIGN: u64 = 4096;
+
+#[derive(Clone, Debug)]
+pub struct ExternalData {
+    /// Side file name (in the output folder); default `<output file name>.data`.
+    pub file_name: Option<String>,
+    /// Tensors smaller than this stay inline.
+    pub threshold: usize,
+}
+
+impl Default for ExternalData {
+    fn default() -> Self {
+        ExternalData {
+            file_name: None,
+            threshold: 1024,
+        }
+    }
+}
+
+const EXTERNAL: i32 = pb::tensor_proto::DataLocation::External as i32;
+
+/// Every tensor of the model, subgraphs and functions included.
+fn for_each_tensor(
+    m: &mut pb::ModelProto,
+    f: &mut dyn FnMut(&mut pb::TensorProto) -> Result<()>,
+) -> Result<()> {
+    fn graph(
+        g: &mut pb::GraphProto,
+        f: &mut dyn FnMut(&mut pb::TensorProto) -> Result<()>,
+    ) -> Result<()> {
+        for t in &mut g.initializer {
+            f(t)?;
+        }
+        for st in &mut g.sparse_initializer {
+            for t in st.values.iter_mut().chain(st.indices.iter_mut()) {
+                f(t)?;
+            }
+        }
+        for n in &mut g.node {
+            nodes(std::slice::from_mut(n), f)?;
+        }
+        Ok(())
+    }
+    fn nodes(
+        ns: &mut [pb::NodeProto],
+        f: &mut dyn FnMut(&mut pb::TensorProto) -> Result<()>,
+    ) -> Result<()> {
+        for a in ns.iter_mut().flat_map(|n| n.attribute.iter_mut()) {
+            for t in a.t.iter_mut().chain(a.tensors.iter_mut()) {
+                f(t)?;
+            }
+            for g in
+                a.g.iter_mut()
+                    .map(|g| g as &mut pb::GraphProto)
+                    .chain(a.graphs.iter_mut())
+            {
+                graph(g, f)?;
+            }
+        }
+        Ok(())
+    }
+    if let Some(g) = &mut m.graph {
+        graph(g, f)?;
+    }
+    for func in &mut m.functions {
+        nodes(&mut func.node, f)?;
+    }
+    Ok(())
+}
+
+/// Loads every external tensor into `raw_data`.
+pub fn resolve(m: &mut pb::ModelProto, model_dir: Option<&Path>) -> Result<()> {
+    let mut files: HashMap<PathBuf, Bytes> = HashMap::new();
+    for_each_tensor(m, &mut |t| {
+        if t.data_location != Some(EXTERNAL) {
+            return Ok(());
+        }
+        let name = t.name.clone().unwrap_or_default();
+        let dir = model_dir.ok_or_else(|| {
+            anyhow!("tensor '{name}' uses external data, but the model has no folder")
+        })?;
+        let entry = |key: &str| {
+            t.external_data
+                .iter()
+                .find(|e| e.key.as_deref() == Some(key))
+                .and_then(|e| e.value.clone())
+        };
+        let location = entry("location")
+            .ok_or_else(|| anyhow!("tensor '{name}': external data without a location"))?;
+        let number = |key: &str| -> Result<Option<u64>> {
+            entry(key)
+                .map(|v| {
+                    v.parse::<u64>()
+                        .with_context(|| format!("tensor '{name}': bad {key} '{v}'"))
+                })
+                .transpose()
+        };
+        let (offset, length) = (number("offset")?.unwrap_or(0), number("length")?);
+        let path = safe_join(dir, &location).with_context(|| format!("tensor '{name}'"))?;
+        let data = match files.get(&path) {
+            Some(d) => d.clone(),
+            None => {
+                let d = Bytes::from(std::fs::read(&path).with_context(|| {
+                    format!(
+                        "tensor '{name}': cannot read external data {}",
+                        path.display()
+                    )
+                })?);
+                files.insert(path.clone(), d.clone());
+                d
+            }
+        };
+        let end = match length {
+            Some(len) => offset.checked_add(len),
+            None => Some(data.len() as u64),
+        };
+        let end = end.filter(|&e| e <= data.len() as u64 && offset <= e).ok_or_else(|| {
+            anyhow!("tensor '{name}': external data range {offset}+{length:?} is outside {} ({} bytes)", location, data.len())
+        })?;
+        t.raw_data = Some(data.slice(offset as usize..end as usize));
+        t.external_data.clear();
+        t.data_location = None;
+        Ok(())
+    })
+}
+
+/// `dir/location`, refusing anything that would leave `dir`.
+fn safe_join(dir: &Path, location: &str) -> Result<PathBuf> {
+    let rel = Path::new(location);
+    ensure!(
+        !rel.is_absolute(),
+        "external data location '{location}' is an absolute path"
+    );
+    ensure!(
+        rel.components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir)),
+        "external data location '{location}' leaves the model's folder"
+    );
+    let path = dir.join(rel);
+    let real = path
+        .canonicalize()
+        .with_context(|| format!("cannot open external data {}", path.display()))?;
+    let real_dir = dir
+        .canonicalize()
+        .with_context(|| format!("cannot open folder {}", dir.display()))?;
+    if !real.starts_with(&real_dir) {
+        bail!("external data location '{location}' links outside the model's folder");
+    }
+    Ok(path)
+}
+
+/// Moves large tensors of `m` into a temporary side file in `dir`; returns
+/// its final file name and the temporary file to persist.
+pub fn write(
+    m: &mut pb::ModelProto,
+    model_path: &Path,
+    dir: &Path,
+    options: &ExternalData,
+) -> Result<(String, tempfile::NamedTempFile)> {
+    let file_name = match &options.file_name {
+        Some(n) => n.clone(),
+        None => format!(
+            "{}.data",
+            model_path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("model.onnx")
+        ),
+    };
+    ensure!(
+        Path::new(&file_name).components().count() == 1 && !file_name.starts_with('.'),
+        "external data file name '{file_name}' must be a plain file name"
+    );
+    let tmp = tempfile::Builder::new()
+        .prefix(".onnx-opt-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    let mut out = std::io::BufWriter::new(tmp);
+    let mut offset = 0u64;
+    for_each_tensor(m, &mut |t| {
+        let Some(raw) = t.raw_data.as_ref().filter(|r| r.len() >= options.threshold) else {
+            return Ok(());
+        };
+        let pad = (ALIGN - offset % ALIGN) % ALIGN;
+        out.write_all(&vec![0u8; pad as usize])?;
+        offset += pad;
+        out.write_all(raw)?;
+        let entry = |k: &str, v: String| pb::StringStringEntryProto {
+            key: Some(k.to_string()),
+            value: Some(v),
+        };
+        t.external_data = vec![
+            entry("location", file_name.clone()),
+            entry("offset", offset.to_string()),
+            entry("length", raw.len().to_string()),
+        ];
+        offset += raw.len() as u64;
+        t.raw_data = None;
+        t.data_location = Some(EXTERNAL);
+        Ok(())
+    })
+    .context("cannot write external data")?;
+    let tmp = out
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .context("cannot write external data")?;
+    Ok((file_name, tmp))
+}

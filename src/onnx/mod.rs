@@ -1,0 +1,134 @@
+//! ONNX files ⇄ IR. The only module that sees protobuf types.
+//!
+//! Invariants: the input file is only read; output is written to a temporary
+//! file in the destination folder and renamed into place, so a failure never
+//! leaves a partial file; the same IR always encodes to the same bytes.
+
+mod export;
+mod external;
+mod import;
+#[allow(clippy::all)]
+#[rustfmt::skip]
+pub mod proto;
+
+use crate::ir::{DataType, Model, Opaque};
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use prost::Message;
+use std::path::{Path, PathBuf};
+
+pub use external::ExternalData;
+
+/// Protobuf cannot encode a message of 2 GiB or more.
+const PROTOBUF_LIMIT: usize = (1 << 31) - 1;
+
+/// Decodes a model from bytes; external data is resolved against `model_dir`.
+pub fn decode(bytes: Bytes, model_dir: Option<&Path>) -> Result<Model> {
+    let mut proto = proto::ModelProto::decode(bytes)
+        .context("not a valid ONNX protobuf (truncated or corrupt?)")?;
+    external::resolve(&mut proto, model_dir)?;
+    import::import_model(proto)
+}
+
+/// Reads and imports an ONNX file.
+pub fn load(path: &Path) -> Result<Model> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    decode(Bytes::from(bytes), path.parent())
+        .with_context(|| format!("cannot load {}", path.display()))
+}
+
+/// Encodes a model to ONNX bytes, all tensors inline.
+pub fn encode(model: &Model) -> Result<Vec<u8>> {
+    let proto = export::export_model(model)?;
+    let len = proto.encoded_len();
+    if len > PROTOBUF_LIMIT {
+        bail!("the model is {len} bytes, over protobuf's 2 GiB limit: save it with external data");
+    }
+    Ok(proto.encode_to_vec())
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SaveOptions {
+    /// Write tensors to a side file; automatic when the model would pass 2 GiB.
+    pub external: Option<ExternalData>,
+}
+
+/// What `save` wrote.
+#[derive(Clone, Debug)]
+pub struct Saved {
+    pub bytes: u64,
+    pub external_file: Option<PathBuf>,
+}
+
+/// Exports and writes a model atomically (temporary file, then rename).
+pub fn save(model: &Model, path: &Path, options: &SaveOptions) -> Result<Saved> {
+    let mut proto = export::export_model(model)?;
+    let mut external = options.external.clone();
+    if external.is_none() && proto.encoded_len() > PROTOBUF_LIMIT {
+        external = Some(ExternalData::default());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut external_file = None;
+    let mut pending_data = None;
+    if let Some(ext) = external {
+        let (file_name, tmp) = external::write(&mut proto, path, &dir, &ext)?;
+        external_file = Some(dir.join(&file_name));
+        pending_data = Some((tmp, dir.join(file_name)));
+    }
+    let bytes = proto.encode_to_vec();
+    let tmp = write_temp(&dir, &bytes)?;
+    if let Some((data_tmp, data_path)) = pending_data {
+        data_tmp
+            .persist(&data_path)
+            .with_context(|| format!("cannot write {}", data_path.display()))?;
+    }
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Saved {
+        bytes: bytes.len() as u64,
+        external_file,
+    })
+}
+
+pub(crate) fn write_temp(dir: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile> {
+    use std::io::Write;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".onnx-opt-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.flush())
+        .with_context(|| format!("cannot write to {}", dir.display()))?;
+    Ok(tmp)
+}
+
+fn decode_dtype(v: i32) -> DataType {
+    DataType(v)
+}
+
+fn opaque<M: Message>(m: &M) -> Opaque {
+    Opaque(Bytes::from(m.encode_to_vec()))
+}
+
+fn opaques<M: Message>(ms: &[M]) -> Vec<Opaque> {
+    ms.iter().map(opaque).collect()
+}
+
+fn decode_opaque<M: Message + Default>(o: &Opaque) -> Result<M> {
+    Ok(M::decode(o.0.clone())?)
+}
+
+fn decode_opaques<M: Message + Default>(os: &[Opaque]) -> Result<Vec<M>> {
+    os.iter().map(decode_opaque).collect()
+}
+
+/// Decoded model protos, for tests that check the round trip field by field.
+pub fn decode_proto(bytes: &[u8]) -> Result<proto::ModelProto> {
+    Ok(proto::ModelProto::decode(bytes)?)
+}
+
+#[cfg(test)]
+mod tests;
