@@ -183,6 +183,7 @@ pub struct Model {
     inputs: Vec<InputSpec>,
     output_names: Vec<String>,
     model_outputs: usize,
+    defaulted: Vec<String>,
 }
 
 impl Model {
@@ -232,15 +233,7 @@ impl Model {
             None => None,
         };
         let cannot = |e: anyhow::Error| -> anyhow::Error {
-            let mut msg = format!("{TRACT_CANNOT_RUN}: {e:#}");
-            if !pin_notes.is_empty() {
-                msg.push_str(&format!(
-                    "\n(note: symbolic input dims were set to 1: {}; \
-                     pin them with --input-shape NAME=DIM,...)",
-                    pin_notes.join(", ")
-                ));
-            }
-            anyhow!(msg)
+            anyhow!("{TRACT_CANNOT_RUN}: {e:#}{}", defaulted_note(&pin_notes))
         };
 
         let plan = catch_tract_panic("loading the model", || {
@@ -315,6 +308,7 @@ impl Model {
             inputs,
             output_names,
             model_outputs,
+            defaulted: pin_notes,
         })
     }
 
@@ -326,6 +320,14 @@ impl Model {
     /// Names of all outputs: the model's own, then the extra ones.
     pub fn output_names(&self) -> &[String] {
         &self.output_names
+    }
+
+    /// Input dims that were symbolic or unknown and not given in the
+    /// [`InputShapes`], so were set to 1, as `name[axis] (symbol)` strings.
+    /// Worth a warning: a model may load and run with them and still compute
+    /// nonsense (an image model fed 1x1 images).
+    pub fn defaulted_dims(&self) -> &[String] {
+        &self.defaulted
     }
 
     /// Names of the model's own outputs (without the extra ones).
@@ -350,9 +352,12 @@ impl Model {
     /// Runs prepared inputs (no checks) and returns tract's raw outputs.
     pub(crate) fn run_prepared(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
         catch_tract_panic("running the model", || {
-            self.plan
-                .run(inputs)
-                .map_err(|e| anyhow!("{TRACT_CANNOT_RUN}: running failed: {e:#}"))
+            self.plan.run(inputs).map_err(|e| {
+                anyhow!(
+                    "{TRACT_CANNOT_RUN}: running failed: {e:#}{}",
+                    defaulted_note(&self.defaulted)
+                )
+            })
         })
     }
 
@@ -385,6 +390,19 @@ impl Model {
     /// Runs the model on several samples in parallel (rayon), keeping order.
     pub fn run_many(&self, samples: &[Sample]) -> Result<Vec<Outputs>> {
         samples.par_iter().map(|s| self.run(s)).collect()
+    }
+}
+
+/// A note for error messages when symbolic dims were set to 1 ("" if none).
+fn defaulted_note(defaulted: &[String]) -> String {
+    if defaulted.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n(note: symbolic input dims were set to 1: {}; \
+             pin them with --input-shape NAME=DIM,...)",
+            defaulted.join(", ")
+        )
     }
 }
 
@@ -543,7 +561,7 @@ fn input_specs(
                         usize::try_from(*v).map(Dim::Fixed).unwrap_or(Dim::Unknown)
                     }
                     Some(pb::tensor_shape_proto::dimension::Value::DimParam(p))
-                        if !p.is_empty() =>
+                        if !p.is_empty() && p != "?" =>
                     {
                         Dim::Symbolic(p.clone())
                     }
@@ -670,6 +688,7 @@ mod tests {
             }]
         );
         assert_eq!(m.output_names(), &["y".to_string()]);
+        assert_eq!(m.defaulted_dims(), &["x[0] (batch)".to_string()]);
         let s = Sample::random(m.inputs(), 7).unwrap();
         let out = m.run(&s).unwrap();
         let x = s.get("x").unwrap().to_f32_vec().unwrap();
@@ -691,6 +710,7 @@ mod tests {
         ];
         let m = Model::load(&mlp(), &shapes(&["x=5,4"]), &extra).unwrap();
         assert_eq!(m.inputs()[0].shape, vec![5, 4]);
+        assert!(m.defaulted_dims().is_empty());
         assert_eq!(m.output_names(), &["y", "mm", "W"]);
         assert_eq!(m.model_output_names(), &["y"]);
         let s = Sample::random(m.inputs(), 1).unwrap();

@@ -101,6 +101,24 @@ impl ElemType {
         }
     }
 
+    /// The ONNX `TensorProto.DataType` code of this element type.
+    pub fn onnx_code(self) -> i32 {
+        match self {
+            ElemType::F32 => 1,
+            ElemType::U8 => 2,
+            ElemType::I8 => 3,
+            ElemType::U16 => 4,
+            ElemType::I16 => 5,
+            ElemType::I32 => 6,
+            ElemType::I64 => 7,
+            ElemType::Bool => 9,
+            ElemType::F16 => 10,
+            ElemType::F64 => 11,
+            ElemType::U32 => 12,
+            ElemType::U64 => 13,
+        }
+    }
+
     pub(crate) fn to_datum(self) -> DatumType {
         match self {
             ElemType::F32 => DatumType::F32,
@@ -275,6 +293,34 @@ impl Tensor {
         Tensor::from_tract(t)
     }
 
+    /// The elements in row-major order as little-endian bytes, the layout of
+    /// ONNX `raw_data` (bools one byte each).
+    pub fn to_le_bytes(&self) -> Result<Vec<u8>> {
+        let ram = self.value.try_as_plain_ram()?;
+        macro_rules! le {
+            ($t:ty) => {
+                ram.as_slice::<$t>()?
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect()
+            };
+        }
+        Ok(match self.elem_type {
+            ElemType::F32 => le!(f32),
+            ElemType::F64 => le!(f64),
+            ElemType::F16 => le!(f16),
+            ElemType::I8 => le!(i8),
+            ElemType::U8 => le!(u8),
+            ElemType::I16 => le!(i16),
+            ElemType::U16 => le!(u16),
+            ElemType::I32 => le!(i32),
+            ElemType::U32 => le!(u32),
+            ElemType::I64 => le!(i64),
+            ElemType::U64 => le!(u64),
+            ElemType::Bool => ram.as_slice::<bool>()?.iter().map(|&b| b as u8).collect(),
+        })
+    }
+
     /// The elements in row-major order, converted to f32 (bools as 0/1).
     pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
         let t = self
@@ -335,6 +381,7 @@ mod tests {
         assert!(ElemType::from_onnx(99).is_err());
         for e in ElemType::ALL {
             assert_eq!(ElemType::from_datum(e.to_datum()).unwrap(), e);
+            assert_eq!(ElemType::from_onnx(e.onnx_code()).unwrap(), e);
         }
     }
 
@@ -353,6 +400,35 @@ mod tests {
         let c = t.cast(ElemType::F32).unwrap();
         assert_eq!(c.elem_type(), ElemType::F32);
         assert_eq!(c.to_f32_vec().unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn quantized_tract_tensors_show_their_storage() {
+        use tract_onnx::prelude::QParams;
+        let f = tract_onnx::prelude::Tensor::from_shape(&[3], &[0f32, 1.0, -2.0]).unwrap();
+        for (dt, want) in [
+            (
+                DatumType::QU8(QParams::ZpScale {
+                    zero_point: 128,
+                    scale: 0.5,
+                }),
+                ElemType::U8,
+            ),
+            (
+                DatumType::QI8(QParams::ZpScale {
+                    zero_point: 1,
+                    scale: 0.5,
+                }),
+                ElemType::I8,
+            ),
+        ] {
+            let q = f.cast_to_dt(dt).unwrap().into_owned();
+            let t = Tensor::from_tract(q).unwrap();
+            assert_eq!(t.elem_type(), want);
+            let raw = t.to_f32_vec().unwrap();
+            let zp = if want == ElemType::U8 { 128.0 } else { 1.0 };
+            assert_eq!(raw, vec![zp, zp + 2.0, zp - 4.0]);
+        }
     }
 
     #[test]
