@@ -5,5 +5,12 @@
 //! runs them in order with the verifier in between, and `runtime` runs
 //! models in tract to check and time the result (the only module that sees tract).
 
+pub mod exec;
+pub mod inspect;
 pub mod ir;
 pub mod onnx;
+#[path = "../passes/mod.rs"]
+pub mod passes;
+pub mod pipeline;
+pub mod report;
+pub mod runtime;

@@ -45,6 +45,25 @@ impl Model {
             .and_then(|o| o.version)
     }
 
+    /// The model-level fields with an empty graph, for building small models
+    /// (a node to evaluate) that share this model's opsets and functions.
+    pub fn clone_header(&self) -> Model {
+        Model {
+            ir_version: self.ir_version,
+            opset_import: self.opset_import.clone(),
+            producer_name: self.producer_name.clone(),
+            producer_version: self.producer_version.clone(),
+            domain: self.domain.clone(),
+            model_version: self.model_version,
+            doc_string: None,
+            graph: Graph::default(),
+            metadata_props: vec![],
+            training_info: vec![],
+            functions: self.functions.clone(),
+            configuration: vec![],
+        }
+    }
+
     pub fn stats(&self) -> ModelStats {
         let (params, bytes) = self.graph.param_stats();
         ModelStats {

@@ -82,9 +82,11 @@ fn for_each_tensor(
     Ok(())
 }
 
-/// Loads every external tensor into `raw_data`.
-pub fn resolve(m: &mut pb::ModelProto, model_dir: Option<&Path>) -> Result<()> {
+/// Loads every external tensor into `raw_data`; returns how many there were
+/// and how many bytes they held.
+pub fn resolve(m: &mut pb::ModelProto, model_dir: Option<&Path>) -> Result<(usize, u64)> {
     let mut files: HashMap<PathBuf, Bytes> = HashMap::new();
+    let (mut count, mut bytes) = (0usize, 0u64);
     for_each_tensor(m, &mut |t| {
         if t.data_location != Some(EXTERNAL) {
             return Ok(());
@@ -134,8 +136,11 @@ pub fn resolve(m: &mut pb::ModelProto, model_dir: Option<&Path>) -> Result<()> {
         t.raw_data = Some(data.slice(offset as usize..end as usize));
         t.external_data.clear();
         t.data_location = None;
+        count += 1;
+        bytes += end - offset;
         Ok(())
-    })
+    })?;
+    Ok((count, bytes))
 }
 
 /// `dir/location`, refusing anything that would leave `dir`.

@@ -22,18 +22,49 @@ pub use external::ExternalData;
 /// Protobuf cannot encode a message of 2 GiB or more.
 const PROTOBUF_LIMIT: usize = (1 << 31) - 1;
 
+/// What loading a file found besides the model.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadInfo {
+    /// Bytes of the model file plus its external data.
+    pub file_bytes: u64,
+    pub external_tensors: usize,
+}
+
 /// Decodes a model from bytes; external data is resolved against `model_dir`.
 pub fn decode(bytes: Bytes, model_dir: Option<&Path>) -> Result<Model> {
+    Ok(decode_with_info(bytes, model_dir)?.0)
+}
+
+fn decode_with_info(bytes: Bytes, model_dir: Option<&Path>) -> Result<(Model, LoadInfo)> {
+    let len = bytes.len() as u64;
     let mut proto = proto::ModelProto::decode(bytes)
         .context("not a valid ONNX protobuf (truncated or corrupt?)")?;
-    external::resolve(&mut proto, model_dir)?;
-    import::import_model(proto)
+    let (external_tensors, external_bytes) = external::resolve(&mut proto, model_dir)?;
+    let model = import::import_model(proto)?;
+    Ok((
+        model,
+        LoadInfo {
+            file_bytes: len + external_bytes,
+            external_tensors,
+        },
+    ))
 }
 
 /// Reads and imports an ONNX file.
 pub fn load(path: &Path) -> Result<Model> {
+    Ok(load_with_info(path)?.0)
+}
+
+pub fn load_with_info(path: &Path) -> Result<(Model, LoadInfo)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    decode(Bytes::from(bytes), path.parent())
+    let dir = path.parent().map(|d| {
+        if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d
+        }
+    });
+    decode_with_info(Bytes::from(bytes), dir)
         .with_context(|| format!("cannot load {}", path.display()))
 }
 
@@ -91,6 +122,14 @@ pub fn save(model: &Model, path: &Path, options: &SaveOptions) -> Result<Saved> 
         bytes: bytes.len() as u64,
         external_file,
     })
+}
+
+/// Writes `bytes` to `path` through a temporary file in `dir`.
+pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    write_temp(dir, bytes)?
+        .persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 pub(crate) fn write_temp(dir: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile> {

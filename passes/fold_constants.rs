@@ -1,0 +1,206 @@
+//! # fold-constants
+//!
+//! **What:** evaluates, once, every operator whose inputs are all constant,
+//! and `Shape`/`Size` of values whose shape is statically known; their
+//! results become initializers. Subgraphs included.
+//!
+//! **Why:** exporters build weights and shapes with arithmetic
+//! (`ConstantOfShape`, `Shape → Gather → Concat → Reshape`); folded, the
+//! runtime does less, and the weight-rewriting passes see plain weights.
+//!
+//! ```text
+//! s = Shape(x: f32[1,8,16,16])                  init c: i64[2] = [8, 256]
+//! c = Concat(Gather(s, 1), k)            →      y = Reshape(x, c)
+//! y = Reshape(x, c)
+//! ```
+//! Evaluation runs each node in tract, so folding computes exactly what the
+//! runtime would. Never folded: random ops, `DequantizeLinear` (it would undo
+//! quantized weights), ops with subgraphs or outside the ONNX domain, and
+//! results larger than `max-mb`. Initializers left unused are for `dce`.
+//!
+//! **Options:** `max-mb` (default 64): results larger than this many MiB stay
+//! computed at run time.
+
+use crate::ir::{DimValue, Graph, Model, NodeId, Outlet, Patch, Tensor, TypeKind};
+use crate::passes::PassInfo;
+use crate::pipeline::{OptionInfo, Options, Pass};
+use anyhow::{ensure, Result};
+use serde_json::json;
+use std::collections::HashMap;
+
+pub const INFO: PassInfo = PassInfo {
+    name: "fold-constants",
+    summary: "evaluate constant-only subgraphs and static Shape/Size once, in tract",
+    exact: true,
+    options: &[OptionInfo {
+        name: "max-mb",
+        default: "64",
+        help: "largest folded result in MiB",
+    }],
+    build,
+};
+
+fn build(options: &Options) -> Result<Box<dyn Pass>> {
+    let max_mb: f64 = options.get("max-mb")?;
+    ensure!(
+        max_mb > 0.0,
+        "pass 'fold-constants': max-mb must be positive"
+    );
+    Ok(Box::new(FoldConstants {
+        max_bytes: (max_mb * 1024.0 * 1024.0) as usize,
+    }))
+}
+
+struct FoldConstants {
+    max_bytes: usize,
+}
+
+const NEVER_FOLD: &[&str] = &[
+    "RandomNormal",
+    "RandomNormalLike",
+    "RandomUniform",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+    "DequantizeLinear",
+    "Constant",
+];
+
+impl Pass for FoldConstants {
+    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
+        let (mut folded, mut skipped) = (0, vec![]);
+        let context = model.clone_header();
+        model.graph.visit_graphs_mut(&mut |g| {
+            let (patch, n) = self.fold(&context, g, &mut skipped)?;
+            folded += n;
+            patch.apply(g)
+        })?;
+        skipped.sort();
+        skipped.dedup();
+        Ok(json!({ "folded_values": folded, "not_evaluable": skipped }))
+    }
+}
+
+impl FoldConstants {
+    /// One sweep in topological order: constants propagate, so a whole
+    /// constant region folds at once; only values used outside it are kept.
+    fn fold(&self, model: &Model, g: &Graph, skipped: &mut Vec<String>) -> Result<(Patch, usize)> {
+        let mut values: HashMap<Outlet, Tensor> = HashMap::new();
+        for id in g.op_order()? {
+            let op = g.op(id).expect("operators");
+            if !op.is_default_domain()
+                || op.has_subgraphs()
+                || NEVER_FOLD.contains(&op.op_type.as_str())
+            {
+                continue;
+            }
+            let results = if let Some(t) = static_shape_op(g, id) {
+                vec![Some(t)]
+            } else {
+                let inputs = g.inputs(id);
+                if inputs.iter().all(Option::is_none) {
+                    continue;
+                }
+                let args: Option<Vec<Option<&Tensor>>> = inputs
+                    .iter()
+                    .map(|o| match o {
+                        None => Some(None),
+                        Some(o) => values.get(o).or_else(|| g.const_tensor(*o)).map(Some),
+                    })
+                    .collect();
+                let Some(args) = args else { continue };
+                match crate::exec::evaluate_node(model, g, id, &args) {
+                    Ok(r) => r,
+                    Err(_) => {
+                        skipped.push(op.op_type.clone());
+                        continue;
+                    }
+                }
+            };
+            for (slot, t) in results.into_iter().enumerate() {
+                if let Some(t) = t.filter(|t| t.byte_len() <= self.max_bytes) {
+                    values.insert(Outlet::new(id, slot), t);
+                }
+            }
+        }
+        // Keep the values used by a node that stays, or by a graph output.
+        let mut patch = Patch::new("fold-constants");
+        let mut kept: Vec<(Outlet, Tensor)> = values
+            .iter()
+            .filter(|(o, _)| {
+                g.is_graph_output(**o)
+                    || g.consumers(**o)
+                        .iter()
+                        .any(|(user, _)| !folded_node(g, *user, &values))
+            })
+            .map(|(o, t)| (*o, t.clone()))
+            .collect();
+        kept.sort_by_key(|(o, _)| *o);
+        let count = kept.len();
+        for (outlet, tensor) in kept {
+            let name = g.outlet_name(outlet).to_string();
+            let init = patch.add_const(&name, tensor);
+            patch.shunt(outlet, init);
+        }
+        // A folded node is used only by other folded nodes once its kept
+        // values are shunted: remove them together, so the new constants keep
+        // their names.
+        let mut folded: Vec<NodeId> = values.keys().map(|o| o.node).collect();
+        folded.sort();
+        folded.dedup();
+        for id in folded.into_iter().filter(|&id| folded_node(g, id, &values)) {
+            patch.remove(id);
+        }
+        Ok((patch, count))
+    }
+}
+
+/// Every used output of `id` has a folded value.
+fn folded_node(g: &Graph, id: NodeId, values: &HashMap<Outlet, Tensor>) -> bool {
+    let node = g.node(id);
+    (0..node.outputs.len()).all(|slot| {
+        let o = Outlet::new(id, slot);
+        values.contains_key(&o) || !g.is_used(o)
+    })
+}
+
+/// `Shape(x)` / `Size(x)` when x's shape is statically known.
+fn static_shape_op(g: &Graph, id: NodeId) -> Option<Tensor> {
+    let op = g.op(id)?;
+    if !(op.is("Shape") || op.is("Size")) {
+        return None;
+    }
+    let ty = g.known_type(g.input(id, 0)?)?;
+    let TypeKind::Tensor {
+        shape: Some(dims), ..
+    } = &ty.kind
+    else {
+        return None;
+    };
+    let dims: Vec<i64> = dims
+        .iter()
+        .map(|d| match d.value {
+            DimValue::Known(v) if v >= 0 => Some(v),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    if op.op_type == "Size" {
+        return Some(Tensor::from_i64(vec![], &[dims.iter().product()]));
+    }
+    let rank = dims.len() as i64;
+    let clamp = |v: i64| if v < 0 { (v + rank).max(0) } else { v.min(rank) } as usize;
+    let int_attr = |name: &str| match op.attr(name).map(|a| &a.value) {
+        Some(crate::ir::AttrValue::Int(v)) => Some(*v),
+        _ => None,
+    };
+    let (start, end) = (
+        clamp(int_attr("start").unwrap_or(0)),
+        clamp(int_attr("end").unwrap_or(rank)),
+    );
+    let slice = if start < end {
+        &dims[start..end]
+    } else {
+        &[][..]
+    };
+    Some(Tensor::from_i64(vec![slice.len() as i64], slice))
+}

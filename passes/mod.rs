@@ -1,0 +1,31 @@
+//! The passes, one per file, registered in one alphabetical list.
+//!
+//! Each file opens with a doc comment: what the pass does, why, before →
+//! after, options. Passes match on `&Graph` and change it only through
+//! `ir::Patch`; they do no IO.
+
+mod dce;
+mod eliminate;
+mod fold_constants;
+mod lift_constants;
+
+pub use lift_constants::constant_value;
+
+use crate::pipeline::{OptionInfo, Options, Pass};
+use anyhow::Result;
+
+pub struct PassInfo {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// Changes outputs by floating-point rounding at most.
+    pub exact: bool,
+    pub options: &'static [OptionInfo],
+    pub build: fn(&Options) -> Result<Box<dyn Pass>>,
+}
+
+pub const PASSES: &[PassInfo] = &[
+    dce::INFO,
+    eliminate::INFO,
+    fold_constants::INFO,
+    lift_constants::INFO,
+];

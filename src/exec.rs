@@ -1,0 +1,93 @@
+//! The bridge from IR models to the tract runtime: encode, load, run. Passes
+//! that evaluate or calibrate and the CLI's verify/bench all go through here.
+
+use crate::ir::{
+    DataType, Graph, GraphOutput, Model, Node, NodeId, NodeKind, Outlet, Tensor, TensorData, Value,
+    ValueInfo,
+};
+use crate::runtime::{self, InputShapes, Sample};
+use anyhow::{Context, Result};
+
+/// Loads a model into tract with `extra_outputs` (intermediate values) exposed.
+pub fn load(
+    model: &Model,
+    shapes: &InputShapes,
+    extra_outputs: &[String],
+) -> Result<runtime::Model> {
+    let bytes = crate::onnx::encode(model)?;
+    runtime::Model::load(&bytes, shapes, extra_outputs)
+}
+
+/// Evaluates one operator of `g` whose inputs are the given constants (one
+/// per declared slot, `None` for omitted ones); returns one tensor per
+/// output (`None` for omitted outputs).
+pub fn evaluate_node(
+    model: &Model,
+    g: &Graph,
+    id: NodeId,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Option<Tensor>>> {
+    let node = g.node(id);
+    let mut mini = Graph::default();
+    let op_node = mini.add_node(Node {
+        name: node.name.clone(),
+        kind: node.kind.clone(),
+        outputs: node
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(k, v)| {
+                Value::named(if v.name.is_empty() {
+                    String::new()
+                } else {
+                    format!("out{k}")
+                })
+            })
+            .collect(),
+    });
+    for (slot, t) in inputs.iter().enumerate() {
+        if let Some(t) = t {
+            let c = mini.add_node(Node {
+                name: None,
+                kind: NodeKind::Initializer((*t).clone()),
+                outputs: vec![Value::named(format!("in{slot}"))],
+            });
+            mini.connect(Outlet::new(c, 0), op_node, slot);
+        }
+    }
+    for (k, v) in node.outputs.iter().enumerate() {
+        if !v.name.is_empty() {
+            mini.outputs.push(GraphOutput {
+                outlet: Outlet::new(op_node, k),
+                info: ValueInfo::default(),
+            });
+        }
+    }
+    let mini_model = Model {
+        graph: mini,
+        ..model.clone_header()
+    };
+    let rt = load(&mini_model, &InputShapes::new(), &[])?;
+    let outputs = rt.run(&Sample::new("constants"))?;
+    let mut values = outputs.iter().map(|(_, t)| from_runtime(t));
+    node.outputs
+        .iter()
+        .map(|v| {
+            if v.name.is_empty() {
+                Ok(None)
+            } else {
+                values.next().context("missing output")?.map(Some)
+            }
+        })
+        .collect()
+}
+
+/// A runtime tensor as an IR tensor (little-endian raw data).
+pub fn from_runtime(t: &runtime::Tensor) -> Result<Tensor> {
+    let dims = t.shape().iter().map(|&d| d as i64).collect();
+    Ok(Tensor::new(
+        DataType(t.elem_type().onnx_code()),
+        dims,
+        TensorData::Raw(t.to_le_bytes()?.into()),
+    ))
+}

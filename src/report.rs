@@ -1,0 +1,172 @@
+//! The run report: a readable summary table for the terminal and the same
+//! facts as JSON (`--report`). Field names are a stable interface for CI.
+
+use crate::ir::ModelStats;
+use crate::pipeline::PassReport;
+use crate::runtime::{BenchResult, OutputMetrics};
+use serde::Serialize;
+use std::fmt::Write;
+
+#[derive(Serialize, Debug)]
+pub struct Report {
+    pub input: String,
+    pub output: String,
+    pub passes: Vec<PassReport>,
+    pub model: Sizes,
+    pub verify: Option<VerifyReport>,
+    pub bench: Option<BenchReport>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Sizes {
+    pub before: FileStats,
+    pub after: FileStats,
+}
+
+/// `bytes`: weight bytes; `file_bytes`: the serialized model.
+#[derive(Serialize, Debug)]
+pub struct FileStats {
+    #[serde(flatten)]
+    pub stats: ModelStats,
+    pub file_bytes: u64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct VerifyReport {
+    /// `None` when tract could not run the model (`skipped` says why).
+    pub ok: Option<bool>,
+    pub tolerance: Option<f64>,
+    /// Where the inputs came from (`random, seed 0` or a path).
+    pub inputs: String,
+    pub samples: usize,
+    pub outputs: Vec<OutputMetrics>,
+    pub skipped: Option<String>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Timing {
+    pub median: f64,
+    pub p90: f64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct BenchReport {
+    pub runs: usize,
+    pub warmup: usize,
+    pub before_ms: Timing,
+    pub after_ms: Timing,
+    pub speedup: f64,
+}
+
+impl From<&BenchResult> for BenchReport {
+    fn from(b: &BenchResult) -> BenchReport {
+        BenchReport {
+            runs: b.runs,
+            warmup: b.warmup,
+            before_ms: Timing {
+                median: b.a.median_ms,
+                p90: b.a.p90_ms,
+            },
+            after_ms: Timing {
+                median: b.b.median_ms,
+                p90: b.b.p90_ms,
+            },
+            speedup: b.speedup,
+        }
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.2} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+impl Report {
+    /// The summary table printed on stdout.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "{} -> {}", self.input, self.output);
+        if !self.passes.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<18} {:>9} {:>15} {:>23}  details",
+                "pass", "ms", "nodes", "params"
+            );
+            for p in &self.passes {
+                let details = match &p.details {
+                    serde_json::Value::Object(m) if !m.is_empty() => m
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<18} {:>9.1} {:>15} {:>23}  {details}",
+                    p.name,
+                    p.ms,
+                    format!("{} -> {}", p.nodes_before, p.nodes_after),
+                    format!("{} -> {}", p.params_before, p.params_after)
+                );
+            }
+        }
+        let (b, a) = (&self.model.before, &self.model.after);
+        let _ = writeln!(
+            out,
+            "model: {} -> {} nodes, {} -> {} params, file {} -> {}",
+            b.stats.nodes,
+            a.stats.nodes,
+            b.stats.params,
+            a.stats.params,
+            human_bytes(b.file_bytes),
+            human_bytes(a.file_bytes)
+        );
+        if let Some(v) = &self.verify {
+            match (&v.skipped, v.ok) {
+                (Some(why), _) => {
+                    let _ = writeln!(out, "verify: NOT RUN: {why}");
+                }
+                (None, ok) => {
+                    let verdict = match (ok, v.tolerance) {
+                        (Some(true), Some(t)) => format!("ok (max_rel_err <= {t:e})"),
+                        (Some(false), Some(t)) => format!("FAILED (max_rel_err > {t:e})"),
+                        _ => "measured (no tolerance: the pipeline is lossy; set --tolerance to enforce one)".into(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "verify: {verdict}, {} sample(s) from {}",
+                        v.samples, v.inputs
+                    );
+                    let _ = writeln!(
+                        out,
+                        "  {:<28} {:>10} {:>10} {:>10} {:>8} {:>6}",
+                        "output", "max_abs", "max_rel", "cosine", "snr_db", "top1"
+                    );
+                    for o in &v.outputs {
+                        let top1 = o
+                            .top1_agreement
+                            .map_or("-".to_string(), |t| format!("{:.3}", t));
+                        let _ = writeln!(
+                            out,
+                            "  {:<28} {:>10.3e} {:>10.3e} {:>10.6} {:>8.1} {:>6}",
+                            o.name, o.max_abs_err, o.max_rel_err, o.cosine, o.snr_db, top1
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(bench) = &self.bench {
+            let _ = writeln!(
+                out,
+                "bench (tract, 1 thread, {} runs): before {:.3} ms (p90 {:.3}), after {:.3} ms (p90 {:.3}), speedup {:.2}x",
+                bench.runs, bench.before_ms.median, bench.before_ms.p90, bench.after_ms.median, bench.after_ms.p90, bench.speedup
+            );
+        }
+        out
+    }
+}
