@@ -7,6 +7,7 @@ use crate::ir::{
 };
 use crate::runtime::{self, InputShapes, Sample};
 use anyhow::{Context, Result};
+use std::collections::HashSet;
 
 /// Loads a model into tract with `extra_outputs` (intermediate values) exposed.
 pub fn load(
@@ -14,8 +15,31 @@ pub fn load(
     shapes: &InputShapes,
     extra_outputs: &[String],
 ) -> Result<runtime::Model> {
-    let bytes = crate::onnx::encode(model)?;
+    let bytes = crate::onnx::encode(&for_tract(model))?;
     runtime::Model::load(&bytes, shapes, extra_outputs)
+}
+
+/// ONNX allows several nodes of one name (silero's openvino export has 98
+/// `F0::anon`); tract does not, so duplicates get a `#k` suffix. Only the
+/// copy handed to tract changes.
+fn for_tract(model: &Model) -> Model {
+    let mut m = model.clone();
+    let mut seen = HashSet::new();
+    let _ = m.graph.visit_graphs_mut(&mut |g| {
+        let ids: Vec<NodeId> = g.node_ids().collect();
+        for id in ids {
+            if let Some(name) = g.node_mut(id).name.as_mut().filter(|n| !n.is_empty()) {
+                let base = name.clone();
+                let mut k = 1;
+                while !seen.insert(name.clone()) {
+                    *name = format!("{base}#{k}");
+                    k += 1;
+                }
+            }
+        }
+        Ok(())
+    });
+    m
 }
 
 /// Evaluates one operator of `g` whose inputs are the given constants (one

@@ -268,7 +268,25 @@ fn check_in_tract(
     tolerance: Option<f64>,
 ) -> Result<(Option<VerifyReport>, Option<BenchReport>)> {
     let before = exec::load(original, shapes, &[]).context("original model")?;
-    let after = exec::load(optimised, shapes, &[]).context("optimised model")?;
+    if !before.defaulted_dims().is_empty() {
+        eprintln!(
+            "warning: symbolic dims set to 1 for running: {} (pin them with --input-shape)",
+            before.defaulted_dims().join(", ")
+        );
+    }
+    // The original runs, so the optimised model must too: a failure here is
+    // an error of the rewrite, never a reason to skip verification.
+    let after = exec::load(optimised, shapes, &[])
+        .map_err(|e| {
+            anyhow::anyhow!("{e:#}")
+                .context("the optimised model does not load in tract, though the original does")
+        })
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}",
+                format!("{e:#}").replace(runtime::TRACT_CANNOT_RUN, "tract refused it")
+            )
+        })?;
     let (samples, source) = match &args.inputs {
         Some(path) => (
             runtime::load_samples(path, before.inputs())?,

@@ -1,0 +1,74 @@
+//! Shared helpers of the integration tests.
+#![allow(dead_code)]
+
+use onnx_opt::ir::Model;
+use onnx_opt::pipeline::Pipeline;
+use std::path::{Path, PathBuf};
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn model_path(name: &str) -> PathBuf {
+    let generated = repo().join("models").join(format!("{name}.onnx"));
+    if generated.exists() {
+        generated
+    } else {
+        repo().join("models/cache").join(format!("{name}.onnx"))
+    }
+}
+
+pub fn load(name: &str) -> Model {
+    onnx_opt::onnx::load(&model_path(name)).unwrap_or_else(|e| panic!("{name}: {e:#}"))
+}
+
+pub fn run(model: &mut Model, passes: &str) {
+    Pipeline::parse(passes)
+        .unwrap()
+        .run(model, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{passes}: {e:#}"));
+}
+
+/// The real-model suite: (name, tract can run it, input shapes to pin).
+pub fn suite() -> Vec<(String, bool, Vec<String>)> {
+    let text =
+        std::fs::read_to_string(repo().join("models/suite.json")).expect("models/suite.json");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("suite.json parses");
+    let models = json["models"].as_array().expect("suite.json has models[]");
+    models
+        .iter()
+        .map(|m| {
+            let shapes = m["input_shapes"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| {
+                            let dims: Vec<String> = v
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|d| d.to_string())
+                                .collect();
+                            format!("{k}={}", dims.join(","))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                m["name"].as_str().unwrap().to_string(),
+                m["tract_runs"].as_bool().unwrap_or(false),
+                shapes,
+            )
+        })
+        .collect()
+}
+
+/// Fails loudly when the suite has not been fetched: `scripts/test` fetches it.
+pub fn require_suite() {
+    for (name, ..) in suite() {
+        assert!(
+            model_path(&name).exists(),
+            "suite model {name} missing: run `python models/fetch.py` (scripts/test does)"
+        );
+    }
+}
