@@ -45,6 +45,18 @@ impl Attribute {
         }
     }
 
+    pub fn int(name: &str, v: i64) -> Attribute {
+        Attribute::new(name, AttrValue::Int(v))
+    }
+
+    pub fn ints(name: &str, v: &[i64]) -> Attribute {
+        Attribute::new(name, AttrValue::Ints(v.to_vec()))
+    }
+
+    pub fn float(name: &str, v: f32) -> Attribute {
+        Attribute::new(name, AttrValue::Float(v))
+    }
+
     /// Subgraphs held by this attribute, in order.
     pub fn graphs(&self) -> &[Graph] {
         match &self.value {

@@ -8,7 +8,7 @@
 //! its subgraphs' captures). Dependencies through subgraphs are thus ordinary
 //! wires, and the exporter names each capture after the outer value it is wired to.
 
-use super::{Attribute, Opaque, Tensor, TypeInfo, ValueInfo};
+use super::{AttrValue, Attribute, Opaque, Tensor, TypeInfo, ValueInfo};
 use anyhow::{bail, Result};
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef, IntoEdgeReferences, NodeIndexable};
@@ -97,6 +97,38 @@ impl Operator {
 
     pub fn attr(&self, name: &str) -> Option<&Attribute> {
         self.attributes.iter().find(|a| a.name == name)
+    }
+
+    /// An `INT` attribute, or `default` when absent.
+    pub fn attr_int(&self, name: &str, default: i64) -> i64 {
+        match self.attr(name).map(|a| &a.value) {
+            Some(AttrValue::Int(v)) => *v,
+            _ => default,
+        }
+    }
+
+    /// A `FLOAT` attribute, or `default` when absent.
+    pub fn attr_float(&self, name: &str, default: f32) -> f32 {
+        match self.attr(name).map(|a| &a.value) {
+            Some(AttrValue::Float(v)) => *v,
+            _ => default,
+        }
+    }
+
+    /// An `INTS` attribute, if present.
+    pub fn attr_ints(&self, name: &str) -> Option<&[i64]> {
+        match self.attr(name).map(|a| &a.value) {
+            Some(AttrValue::Ints(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Sets (replaces or adds) an attribute.
+    pub fn set_attr(&mut self, attr: Attribute) {
+        match self.attributes.iter_mut().find(|a| a.name == attr.name) {
+            Some(a) => *a = attr,
+            None => self.attributes.push(attr),
+        }
     }
 
     pub fn has_subgraphs(&self) -> bool {

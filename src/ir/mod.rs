@@ -4,6 +4,7 @@
 //! Invariant: nothing here knows protobuf, tract or files.
 
 mod attr;
+pub mod build;
 pub mod diff;
 mod dtype;
 mod graph;
