@@ -20,7 +20,7 @@
 //!
 //! **Options:** none.
 
-use crate::ir::patch::{rewrite_to_fixpoint, Rule};
+use crate::ir::patch::{rewrite_to_fixpoint, Rule, RuleContext};
 use crate::ir::{AttrValue, DataType, Graph, Model, NodeId, Outlet, Patch};
 use crate::passes::PassInfo;
 use crate::pipeline::{Options, Pass};
@@ -41,7 +41,7 @@ fn build(_: &Options) -> Result<Box<dyn Pass>> {
 
 struct Eliminate;
 
-const RULES: &[(&str, Rule)] = &[
+pub const RULES: &[(&str, Rule)] = &[
     ("identity", identity),
     ("dropout", dropout),
     ("transpose", transpose),
@@ -52,8 +52,11 @@ const RULES: &[(&str, Rule)] = &[
 impl Pass for Eliminate {
     fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
         let mut removed = 0;
+        let ctx = RuleContext {
+            opset: model.opset("").unwrap_or(1),
+        };
         model.graph.visit_graphs_mut(&mut |g| {
-            removed += rewrite_to_fixpoint(g, RULES)?;
+            removed += rewrite_to_fixpoint(&ctx, g, RULES)?;
             Ok(())
         })?;
         Ok(json!({ "removed": removed }))
@@ -76,7 +79,7 @@ fn bypass(g: &Graph, id: NodeId, input: Outlet) -> Option<Patch> {
     Some(patch)
 }
 
-fn identity(g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+fn identity(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
     let op = g.op(id).expect("rules see operators");
     Ok(match g.input(id, 0) {
         Some(input) if op.is("Identity") => bypass(g, id, input),
@@ -84,7 +87,7 @@ fn identity(g: &Graph, id: NodeId) -> Result<Option<Patch>> {
     })
 }
 
-fn dropout(g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+fn dropout(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
     let op = g.op(id).expect("rules see operators");
     let Some(input) = g.input(id, 0).filter(|_| op.is("Dropout")) else {
         return Ok(None);
@@ -104,7 +107,7 @@ fn dropout(g: &Graph, id: NodeId) -> Result<Option<Patch>> {
     })
 }
 
-fn transpose(g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+fn transpose(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
     let op = g.op(id).expect("rules see operators");
     let Some(input) = g.input(id, 0).filter(|_| op.is("Transpose")) else {
         return Ok(None);
@@ -120,7 +123,7 @@ fn transpose(g: &Graph, id: NodeId) -> Result<Option<Patch>> {
     })
 }
 
-fn cast(g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+fn cast(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
     let op = g.op(id).expect("rules see operators");
     let Some(input) = g.input(id, 0).filter(|_| op.is("Cast")) else {
         return Ok(None);
@@ -137,7 +140,7 @@ fn cast(g: &Graph, id: NodeId) -> Result<Option<Patch>> {
     })
 }
 
-fn reshape(g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+fn reshape(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
     let op = g.op(id).expect("rules see operators");
     let Some(input) = g.input(id, 0).filter(|_| op.is("Reshape")) else {
         return Ok(None);

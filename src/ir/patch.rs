@@ -30,6 +30,7 @@ pub struct Patch {
     rewires: Vec<(NodeId, usize, Option<Src>)>,
     shunts: Vec<(Outlet, Src)>,
     removals: Vec<NodeId>,
+    types: Vec<(Outlet, TypeInfo)>,
 }
 
 impl Patch {
@@ -41,6 +42,7 @@ impl Patch {
             rewires: vec![],
             shunts: vec![],
             removals: vec![],
+            types: vec![],
         }
     }
 
@@ -98,12 +100,19 @@ impl Patch {
         self.removals.push(node);
     }
 
+    /// Records the type of an existing value (its `value_info`), keeping the
+    /// rest of its info. Changes no computation.
+    pub fn set_type(&mut self, outlet: Outlet, ty: TypeInfo) {
+        self.types.push((outlet, ty));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.added.is_empty()
             && self.updates.is_empty()
             && self.rewires.is_empty()
             && self.shunts.is_empty()
             && self.removals.is_empty()
+            && self.types.is_empty()
     }
 
     pub fn apply(self, g: &mut Graph) -> Result<()> {
@@ -113,6 +122,19 @@ impl Patch {
     }
 
     fn apply_inner(self, g: &mut Graph) -> Result<()> {
+        for (outlet, ty) in self.types {
+            ensure!(
+                g.contains(outlet.node) && outlet.slot < g.node(outlet.node).outputs.len(),
+                "sets the type of a value that does not exist"
+            );
+            ensure!(
+                !g.outlet_name(outlet).is_empty(),
+                "sets the type of an omitted output of {}",
+                g.node(outlet.node).label()
+            );
+            let v = &mut g.node_mut(outlet.node).outputs[outlet.slot];
+            v.info.get_or_insert_with(ValueInfo::default).ty = Some(ty);
+        }
         let mut names = if self.added.is_empty() && self.shunts.is_empty() {
             HashSet::new()
         } else {
@@ -256,12 +278,24 @@ fn shunt(g: &mut Graph, old: Outlet, new: Outlet, names: &mut HashSet<String>) -
     Ok(())
 }
 
+/// What rules may assume of the model they rewrite.
+#[derive(Clone, Copy, Debug)]
+pub struct RuleContext {
+    /// Highest default-domain opset a rule may emit operators from: the
+    /// model's opset, or lower when the user targets an older runtime.
+    pub opset: i64,
+}
+
 /// A rewrite rule: looks at one node, read-only, and may propose a patch.
-pub type Rule = fn(&Graph, NodeId) -> Result<Option<Patch>>;
+pub type Rule = fn(&RuleContext, &Graph, NodeId) -> Result<Option<Patch>>;
 
 /// Applies `rules` over the graph's operators until none applies; returns
 /// how many patches were applied. Subgraphs are not visited (callers walk them).
-pub fn rewrite_to_fixpoint(g: &mut Graph, rules: &[(&str, Rule)]) -> Result<usize> {
+pub fn rewrite_to_fixpoint(
+    ctx: &RuleContext,
+    g: &mut Graph,
+    rules: &[(&str, Rule)],
+) -> Result<usize> {
     const MAX_SWEEPS: usize = 64;
     let mut applied = 0;
     for _ in 0..MAX_SWEEPS {
@@ -272,7 +306,7 @@ pub fn rewrite_to_fixpoint(g: &mut Graph, rules: &[(&str, Rule)]) -> Result<usiz
             }
             for (name, rule) in rules {
                 let label = || format!("{name}: {}", g.node(id).label());
-                if let Some(mut patch) = rule(g, id).with_context(label)? {
+                if let Some(mut patch) = rule(ctx, g, id).with_context(label)? {
                     if patch.label.is_empty() {
                         patch.label = label();
                     }

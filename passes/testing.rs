@@ -1,0 +1,53 @@
+//! Test helpers shared by the pass files: run a pipeline on a fixture, check
+//! in tract that outputs did not change beyond rounding, and pin the graph
+//! diff as a snapshot in `snapshots/` (review with `cargo insta review`).
+
+use crate::exec;
+use crate::ir::{diff::model_diff, Model};
+use crate::pipeline::Pipeline;
+use crate::runtime::{self, InputShapes, Sample};
+
+/// Runs `passes` on a copy of `model`.
+pub fn rewrite(model: &Model, passes: &str) -> Model {
+    let mut out = model.clone();
+    Pipeline::parse(passes)
+        .unwrap()
+        .run(&mut out, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{passes}: {e:#}"));
+    out
+}
+
+/// Largest max_rel_err over all outputs, on three seeded random samples.
+pub fn max_rel_err(before: &Model, after: &Model) -> f64 {
+    let shapes = InputShapes::new();
+    let a = exec::load(before, &shapes, &[]).unwrap_or_else(|e| panic!("original: {e:#}"));
+    let b = exec::load(after, &shapes, &[]).unwrap_or_else(|e| panic!("rewritten: {e:#}"));
+    let mut worst: f64 = 0.0;
+    for seed in 0..3 {
+        let sample = Sample::random(a.inputs(), seed).unwrap();
+        let metrics = runtime::compare(&a.run(&sample).unwrap(), &b.run(&sample).unwrap()).unwrap();
+        worst = metrics.iter().map(|m| m.max_rel_err).fold(worst, f64::max);
+    }
+    worst
+}
+
+/// Runs `passes`, asserts outputs stay within 1e-5 relative in tract, pins
+/// the diff as snapshot `name`, and returns the rewritten model.
+pub fn check(name: &str, model: &Model, passes: &str) -> Model {
+    let after = rewrite(model, passes);
+    let err = max_rel_err(model, &after);
+    assert!(
+        err <= 1e-5,
+        "{name}: {passes} changed outputs: max_rel_err {err:e}"
+    );
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots");
+    insta::with_settings!({
+        snapshot_path => path,
+        prepend_module_to_snapshot => false,
+        description => format!("{passes} on {name}"),
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!(name, model_diff(model, &after));
+    });
+    after
+}
