@@ -192,7 +192,7 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     let passes = pipeline.run(&mut model, &mut |name| {
         progress.set_message(format!("pass {name}"))
     })?;
-    let after_bytes = onnx::encode(&model).map(|b| b.len() as u64).unwrap_or(0);
+    let after_bytes = onnx::encoded_len(&model)?;
 
     let mut report = Report {
         input: input.display().to_string(),

@@ -56,7 +56,7 @@ pub fn load(path: &Path) -> Result<Model> {
 }
 
 pub fn load_with_info(path: &Path) -> Result<(Model, LoadInfo)> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = read_file(path).with_context(|| format!("cannot read {}", path.display()))?;
     let dir = path.parent().map(|d| {
         if d.as_os_str().is_empty() {
             Path::new(".")
@@ -64,8 +64,23 @@ pub fn load_with_info(path: &Path) -> Result<(Model, LoadInfo)> {
             d
         }
     });
-    decode_with_info(Bytes::from(bytes), dir)
-        .with_context(|| format!("cannot load {}", path.display()))
+    decode_with_info(bytes, dir).with_context(|| format!("cannot load {}", path.display()))
+}
+
+/// Files above this size are memory-mapped rather than read: the weights
+/// then alias the page cache instead of a 1x copy (a 100 MB model loads in ~0 ms).
+const MAP_ABOVE: u64 = 1 << 20;
+
+fn read_file(path: &Path) -> std::io::Result<Bytes> {
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() <= MAP_ABOVE {
+        return std::fs::read(path).map(Bytes::from);
+    }
+    // SAFETY: the mapping is read-only and private to this process. Another
+    // process truncating the file while we run would fault, as with any
+    // mapped model (ONNX Runtime and tract map models the same way).
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    Ok(Bytes::from_owner(map))
 }
 
 /// Encodes a model to ONNX bytes, all tensors inline.
@@ -109,8 +124,7 @@ pub fn save(model: &Model, path: &Path, options: &SaveOptions) -> Result<Saved> 
         external_file = Some(dir.join(&file_name));
         pending_data = Some((tmp, dir.join(file_name)));
     }
-    let bytes = proto.encode_to_vec();
-    let tmp = write_temp(&dir, &bytes)?;
+    let (tmp, len) = encode_to_temp(&dir, &proto)?;
     if let Some((data_tmp, data_path)) = pending_data {
         data_tmp
             .persist(&data_path)
@@ -119,9 +133,38 @@ pub fn save(model: &Model, path: &Path, options: &SaveOptions) -> Result<Saved> 
     tmp.persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(Saved {
-        bytes: bytes.len() as u64,
+        bytes: len,
         external_file,
     })
+}
+
+/// Encodes straight into an exactly sized, memory-mapped temporary file in
+/// `dir`: a large model is never copied into a second buffer.
+fn encode_to_temp(dir: &Path, proto: &proto::ModelProto) -> Result<(tempfile::NamedTempFile, u64)> {
+    let len = proto.encoded_len();
+    let tmp = tempfile::Builder::new()
+        .prefix(".onnx-opt-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    let write_err = || format!("cannot write to {}", dir.display());
+    tmp.as_file().set_len(len as u64).with_context(write_err)?;
+    if len > 0 {
+        // SAFETY: a fresh temporary file of ours; nothing else maps or resizes it.
+        let mut map =
+            unsafe { memmap2::MmapMut::map_mut(tmp.as_file()) }.with_context(write_err)?;
+        let mut buf: &mut [u8] = &mut map[..];
+        proto.encode(&mut buf).context("protobuf encoding")?;
+        anyhow::ensure!(
+            buf.is_empty(),
+            "protobuf encoding wrote fewer bytes than announced"
+        );
+    }
+    Ok((tmp, len as u64))
+}
+
+/// The size `save` would write inline, without encoding.
+pub fn encoded_len(model: &Model) -> Result<u64> {
+    Ok(export::export_model(model)?.encoded_len() as u64)
 }
 
 /// Writes `bytes` to `path` through a temporary file in `dir`.
