@@ -3,9 +3,10 @@
 //! Its interface is "ONNX model bytes in, numbers out": load a model into
 //! tract ([`Model::load`]), describe and make its inputs ([`InputSpec`],
 //! [`Sample`], [`load_samples`]), run it ([`Model::run`]), compare two sets
-//! of outputs ([`compare`], [`aggregate`]) and time two models against each
-//! other ([`bench`]). No tract type appears in the public API, and this module
-//! imports nothing from the rest of the crate.
+//! of outputs ([`compare`], [`aggregate`]), time two models against each
+//! other ([`bench`]) and infer the types of a model's values without running
+//! it ([`infer_types`]). No tract type appears in the public API, and this
+//! module imports nothing from the rest of the crate.
 //!
 //! Every fallible function returns an [`anyhow::Result`] whose message names
 //! the input, file or output at fault. When tract itself refuses a model the
@@ -15,6 +16,7 @@
 
 mod bench;
 mod compare;
+mod infer;
 mod inputs;
 mod load;
 mod tensor;
@@ -23,6 +25,7 @@ mod testutil;
 
 pub use bench::{bench, BenchResult, Timing};
 pub use compare::{aggregate, compare, OutputMetrics, SNR_CAP_DB};
+pub use infer::{infer_types, InferredTypes, ValueType};
 pub use inputs::{load_samples, Sample};
 pub use load::{Dim, InputShapes, InputSpec, Model, Outputs};
 pub use tensor::{ElemType, Tensor};

@@ -1,0 +1,428 @@
+//! Type and shape inference: what tract's analysis knows of every value of a
+//! model, with the input shapes the file declares (nothing pinned).
+
+use super::load::Dim;
+use super::tensor::ElemType;
+use super::{catch_tract_panic, TRACT_CANNOT_RUN};
+use anyhow::{anyhow, Result};
+use std::collections::HashSet;
+use tract_onnx::pb;
+use tract_onnx::prelude::{Framework, InferenceFact, InferenceModelExt, TDim};
+use tract_onnx::tract_hir::infer::{Factoid, GenericFactoid};
+
+/// What inference knows of one value's type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValueType {
+    pub elem_type: ElemType,
+    /// `None`: rank unknown. A dim is [`Dim::Symbolic`] only when it is
+    /// exactly a `dim_param` of a graph input (never a symbol tract made up).
+    pub dims: Option<Vec<Dim>>,
+}
+
+/// The result of [`infer_types`].
+#[derive(Clone, Debug, Default)]
+pub struct InferredTypes {
+    /// Every value of the main graph whose element type is known, by ONNX
+    /// name, in file order: graph inputs, initializers, node outputs.
+    pub types: Vec<(String, ValueType)>,
+    /// Why the analysis stopped short, if it did: operators tract does not
+    /// know, and its first failure. The types are then what it found around
+    /// those nodes.
+    pub incomplete: Option<String>,
+}
+
+/// Infers the element type and shape of every value of the main graph of an
+/// ONNX model (its bytes), by tract's analysis.
+///
+/// Input shapes are the declared ones: symbolic dims stay symbolic, so a dim
+/// is known only when the model fixes it. Output shapes and `value_info` in
+/// the file are ignored (a wrong annotation must not propagate). When the
+/// analysis fails on some nodes, the types found elsewhere are still
+/// returned, with the reason in [`InferredTypes::incomplete`]; an error means
+/// tract could not even read the model.
+///
+/// Two things tract would assume that ONNX does not promise are left out:
+/// nodes with subgraphs (`If`, `Loop`, `Scan`), whose outputs (and what only
+/// they determine) stay unknown, since tract's `If` assumes both branches give
+/// the same shape and pushes one branch's shape onto the outer graph; and the
+/// values of initializers that are also graph inputs (a caller may override
+/// them), which count as inputs of their declared type. Subgraph values are
+/// not reported.
+pub fn infer_types(bytes: &[u8]) -> Result<InferredTypes> {
+    let framework = tract_onnx::onnx()
+        .with_ignore_output_shapes(true)
+        .with_ignore_value_info(true);
+    let mut proto = framework
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(|e| anyhow!("not a valid ONNX model (protobuf decoding failed): {e:#}"))?;
+    let graph = proto
+        .graph
+        .as_mut()
+        .ok_or_else(|| anyhow!("not a valid ONNX model: it has no graph"))?;
+    cut_subgraph_nodes(graph);
+    let inputs: HashSet<String> = graph.input.iter().map(|i| i.name.clone()).collect();
+    graph.initializer.retain(|t| !inputs.contains(&t.name));
+    let graph = proto.graph.as_ref().expect("checked above");
+    let parsed = catch_tract_panic("reading the model", || {
+        framework
+            .parse(&proto, None)
+            .map_err(|e| anyhow!("{TRACT_CANNOT_RUN}: {e:#}"))
+    })?;
+    let mut model = parsed.model;
+    let analysis = catch_tract_panic("analysing the model", || {
+        model.analyse(true).map_err(|e| anyhow!("{e:#}"))
+    });
+    let mut unknown_ops: Vec<&str> = graph
+        .node
+        .iter()
+        .map(|n| n.op_type.as_str())
+        .filter(|op| !framework.op_register.0.contains_key(*op))
+        .collect();
+    unknown_ops.sort();
+    unknown_ops.dedup();
+    let notes: Vec<String> = (!unknown_ops.is_empty())
+        .then(|| format!("operators tract does not know: {}", unknown_ops.join(", ")))
+        .into_iter()
+        .chain(analysis.err().map(|e| format!("{e:#}")))
+        .collect();
+    let incomplete = (!notes.is_empty()).then(|| notes.join("; "));
+
+    let declared = declared_symbols(graph);
+    let unresolved: HashSet<&str> = parsed
+        .unresolved_inputs
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    let mut seen = HashSet::new();
+    let mut types = vec![];
+    for name in value_names(graph) {
+        if name.is_empty() || unresolved.contains(name) || !seen.insert(name) {
+            continue;
+        }
+        let Some(&outlet) = parsed.outlets_by_name.get(name) else {
+            continue;
+        };
+        let fact = model.outlet_fact(outlet)?;
+        if let Some(ty) = value_type(fact, &declared) {
+            types.push((name.to_string(), ty));
+        }
+    }
+    Ok(InferredTypes { types, incomplete })
+}
+
+/// Removes the nodes that own subgraphs, and the graph outputs they make:
+/// their outputs become unresolved inputs, which tract knows nothing of.
+fn cut_subgraph_nodes(graph: &mut pb::GraphProto) {
+    let has_subgraph = |n: &pb::NodeProto| {
+        n.attribute
+            .iter()
+            .any(|a| a.g.is_some() || !a.graphs.is_empty())
+    };
+    let cut: HashSet<String> = graph
+        .node
+        .iter()
+        .filter(|n| has_subgraph(n))
+        .flat_map(|n| n.output.iter().cloned())
+        .collect();
+    graph.node.retain(|n| !has_subgraph(n));
+    graph.output.retain(|o| !cut.contains(&o.name));
+}
+
+/// Names of the main graph's values, in file order.
+fn value_names(graph: &pb::GraphProto) -> impl Iterator<Item = &str> {
+    graph
+        .input
+        .iter()
+        .map(|i| i.name.as_str())
+        .chain(graph.initializer.iter().map(|t| t.name.as_str()))
+        .chain(
+            graph
+                .node
+                .iter()
+                .flat_map(|n| n.output.iter().map(|o| o.as_str())),
+        )
+}
+
+/// The `dim_param`s of the graph inputs: the only symbols worth reporting.
+fn declared_symbols(graph: &pb::GraphProto) -> HashSet<String> {
+    use pb::tensor_shape_proto::dimension::Value;
+    graph
+        .input
+        .iter()
+        .filter_map(|i| match i.r#type.as_ref()?.value.as_ref()? {
+            pb::type_proto::Value::TensorType(t) => t.shape.as_ref(),
+        })
+        .flat_map(|s| s.dim.iter())
+        .filter_map(|d| match &d.value {
+            Some(Value::DimParam(p)) if !p.is_empty() && p != "?" => Some(p.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn value_type(fact: &InferenceFact, declared: &HashSet<String>) -> Option<ValueType> {
+    let elem_type = ElemType::from_datum(fact.datum_type.concretize()?).ok()?;
+    let dims = (!fact.shape.is_open()).then(|| {
+        fact.shape
+            .dims()
+            .map(|d| match d {
+                GenericFactoid::Only(d) => dim(d, declared),
+                GenericFactoid::Any => Dim::Unknown,
+            })
+            .collect()
+    });
+    Some(ValueType { elem_type, dims })
+}
+
+fn dim(d: &TDim, declared: &HashSet<String>) -> Dim {
+    match d {
+        TDim::Sym(s) => {
+            let name = s.to_string();
+            if declared.contains(&name) {
+                Dim::Symbolic(name)
+            } else {
+                Dim::Unknown
+            }
+        }
+        _ => match d.to_i64() {
+            Ok(v) if v >= 0 => Dim::Fixed(v as usize),
+            _ => Dim::Unknown,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    fn infer(g: pb::GraphProto) -> InferredTypes {
+        infer_types(&encode(&model_proto(g))).unwrap()
+    }
+
+    fn type_of<'a>(r: &'a InferredTypes, name: &str) -> Option<&'a ValueType> {
+        r.types.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    fn sym(s: &str) -> Dim {
+        Dim::Symbolic(s.into())
+    }
+
+    #[test]
+    fn mlp_keeps_the_batch_symbolic() {
+        let r = infer_types(&mlp()).unwrap();
+        assert!(r.incomplete.is_none(), "{:?}", r.incomplete);
+        let names: Vec<&str> = r.types.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["x", "W", "b", "mm", "pre", "y"]);
+        let f32_of = |dims: Vec<Dim>| ValueType {
+            elem_type: ElemType::F32,
+            dims: Some(dims),
+        };
+        assert_eq!(
+            type_of(&r, "x"),
+            Some(&f32_of(vec![sym("batch"), Dim::Fixed(4)]))
+        );
+        assert_eq!(
+            type_of(&r, "W"),
+            Some(&f32_of(vec![Dim::Fixed(4), Dim::Fixed(3)]))
+        );
+        for v in ["mm", "pre", "y"] {
+            assert_eq!(
+                type_of(&r, v),
+                Some(&f32_of(vec![sym("batch"), Dim::Fixed(3)])),
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn shapes_are_int64_and_made_up_symbols_are_unknown() {
+        // s = Shape(x), c = Cast(s) to f32, nz = NonZero(x), d = Concat(x, x)
+        let g = graph(
+            vec![
+                node("Shape", &["x"], &["s"]),
+                pb::NodeProto {
+                    attribute: vec![pb::AttributeProto {
+                        name: "to".into(),
+                        r#type: 2,
+                        i: FLOAT as i64,
+                        ..Default::default()
+                    }],
+                    ..node("Cast", &["s"], &["c"])
+                },
+                node("NonZero", &["x"], &["nz"]),
+                pb::NodeProto {
+                    attribute: vec![pb::AttributeProto {
+                        name: "axis".into(),
+                        r#type: 2,
+                        i: 0,
+                        ..Default::default()
+                    }],
+                    ..node("Concat", &["x", "x"], &["d"])
+                },
+            ],
+            vec![value_info("x", FLOAT, Some(&["n", "3"]))],
+            vec![
+                value_info("c", FLOAT, None),
+                value_info("nz", INT64, None),
+                value_info("d", FLOAT, None),
+            ],
+            vec![],
+        );
+        let r = infer(g);
+        let s = type_of(&r, "s").unwrap();
+        assert_eq!(s.elem_type, ElemType::I64);
+        assert_eq!(s.dims, Some(vec![Dim::Fixed(2)]));
+        assert_eq!(type_of(&r, "c").unwrap().elem_type, ElemType::F32);
+        // NonZero's count is a symbol tract invents: not reported as one.
+        let nz = type_of(&r, "nz").unwrap();
+        assert_eq!(nz.elem_type, ElemType::I64);
+        for d in nz.dims.iter().flatten() {
+            assert!(!matches!(d, Dim::Symbolic(_)), "{nz:?}");
+        }
+        // 2*n is no dim_param of the model: unknown.
+        let d = type_of(&r, "d").unwrap();
+        assert_eq!(d.dims, Some(vec![Dim::Unknown, Dim::Fixed(3)]));
+    }
+
+    #[test]
+    fn a_failing_node_leaves_the_rest_typed() {
+        let g = graph(
+            vec![
+                node("Relu", &["x"], &["a"]),
+                node("FrobnicateX", &["a"], &["b"]),
+                node("Relu", &["b"], &["c"]),
+                node("Squeeze", &["x", "axes"], &["bad"]),
+                node("Relu", &["x"], &["d"]),
+            ],
+            vec![value_info("x", FLOAT, Some(&["2"]))],
+            vec![
+                value_info("c", FLOAT, None),
+                value_info("bad", FLOAT, None),
+                value_info("d", FLOAT, None),
+            ],
+            vec![i64_tensor("axes", &[1], &[0])],
+        );
+        let r = infer(g);
+        let why = r.incomplete.as_deref().unwrap_or("");
+        assert!(
+            why.contains("does not know: FrobnicateX") && why.contains("squeeze"),
+            "{why}"
+        );
+        for v in ["a", "d"] {
+            let t = type_of(&r, v).unwrap();
+            assert_eq!(t.dims, Some(vec![Dim::Fixed(2)]), "{v}");
+        }
+        assert!(type_of(&r, "b").is_none());
+    }
+
+    #[test]
+    fn unresolved_names_are_not_reported() {
+        let g = graph(
+            vec![node("Add", &["x", "ghost"], &["y"])],
+            vec![value_info("x", FLOAT, Some(&["2"]))],
+            vec![value_info("y", FLOAT, None)],
+            vec![],
+        );
+        let r = infer(g);
+        assert!(type_of(&r, "ghost").is_none());
+        assert_eq!(type_of(&r, "x").unwrap().elem_type, ElemType::F32);
+    }
+
+    #[test]
+    fn if_branches_do_not_constrain_the_outer_graph() {
+        // then: Identity(x) (x of any shape); else: a constant f32[3].
+        // tract's If unifies both branches, which would make x, y and z f32[3].
+        let then_branch = pb::GraphProto {
+            name: "then".into(),
+            node: vec![node("Identity", &["x"], &["t"])],
+            output: vec![value_info("t", FLOAT, None)],
+            ..Default::default()
+        };
+        let else_branch = pb::GraphProto {
+            name: "else".into(),
+            node: vec![pb::NodeProto {
+                attribute: vec![pb::AttributeProto {
+                    name: "value".into(),
+                    r#type: 4,
+                    t: Some(f32_tensor("", &[3], &[1.0, 2.0, 3.0])),
+                    ..Default::default()
+                }],
+                ..node("Constant", &[], &["e"])
+            }],
+            output: vec![value_info("e", FLOAT, None)],
+            ..Default::default()
+        };
+        let g = graph(
+            vec![
+                node("Relu", &["x"], &["r"]),
+                pb::NodeProto {
+                    attribute: vec![
+                        pb::AttributeProto {
+                            name: "then_branch".into(),
+                            r#type: 5,
+                            g: Some(then_branch),
+                            ..Default::default()
+                        },
+                        pb::AttributeProto {
+                            name: "else_branch".into(),
+                            r#type: 5,
+                            g: Some(else_branch),
+                            ..Default::default()
+                        },
+                    ],
+                    ..node("If", &["c"], &["y"])
+                },
+                node("Relu", &["y"], &["z"]),
+            ],
+            vec![
+                value_info("c", BOOL, Some(&[])),
+                value_info("x", FLOAT, None),
+            ],
+            vec![value_info("z", FLOAT, None), value_info("r", FLOAT, None)],
+            vec![],
+        );
+        let r = infer(g);
+        assert!(type_of(&r, "y").is_none());
+        for v in ["x", "r"] {
+            let t = type_of(&r, v).unwrap();
+            assert_eq!(t.elem_type, ElemType::F32);
+            assert_eq!(t.dims, None, "{v}");
+        }
+        if let Some(z) = type_of(&r, "z") {
+            assert_eq!(z.dims, None);
+        }
+    }
+
+    #[test]
+    fn overridable_initializers_are_not_constants() {
+        // y = Reshape(x, shape), shape an initializer and a graph input.
+        let g = graph(
+            vec![node("Reshape", &["x", "shape"], &["y"])],
+            vec![
+                value_info("x", FLOAT, Some(&["6"])),
+                value_info("shape", INT64, Some(&["2"])),
+            ],
+            vec![value_info("y", FLOAT, None)],
+            vec![i64_tensor("shape", &[2], &[2, 3])],
+        );
+        let r = infer(g);
+        let y = type_of(&r, "y").unwrap();
+        assert!(y.dims.iter().flatten().all(|d| *d == Dim::Unknown), "{y:?}");
+        // A plain initializer is a constant.
+        let g = graph(
+            vec![node("Reshape", &["x", "shape"], &["y"])],
+            vec![value_info("x", FLOAT, Some(&["6"]))],
+            vec![value_info("y", FLOAT, None)],
+            vec![i64_tensor("shape", &[2], &[2, 3])],
+        );
+        let y = type_of(&infer(g), "y").unwrap().clone();
+        assert_eq!(y.dims, Some(vec![Dim::Fixed(2), Dim::Fixed(3)]));
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        let e = infer_types(b"not a model").unwrap_err();
+        assert!(format!("{e:#}").contains("not a valid ONNX model"), "{e:#}");
+    }
+}
