@@ -7,6 +7,7 @@
 mod dce;
 mod eliminate;
 mod fold_constants;
+mod infer_shapes;
 mod lift_constants;
 
 pub use lift_constants::constant_value;
@@ -27,5 +28,6 @@ pub const PASSES: &[PassInfo] = &[
     dce::INFO,
     eliminate::INFO,
     fold_constants::INFO,
+    infer_shapes::INFO,
     lift_constants::INFO,
 ];

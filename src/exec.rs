@@ -2,8 +2,8 @@
 //! that evaluate or calibrate and the CLI's verify/bench all go through here.
 
 use crate::ir::{
-    DataType, Graph, GraphOutput, Model, Node, NodeId, NodeKind, Outlet, Tensor, TensorData, Value,
-    ValueInfo,
+    DataType, Dim, DimValue, Graph, GraphOutput, Model, Node, NodeId, NodeKind, Outlet, Tensor,
+    TensorData, TypeInfo, TypeKind, Value, ValueInfo,
 };
 use crate::runtime::{self, InputShapes, Sample};
 use anyhow::{Context, Result};
@@ -114,4 +114,30 @@ pub fn from_runtime(t: &runtime::Tensor) -> Result<Tensor> {
         dims,
         TensorData::Raw(t.to_le_bytes()?.into()),
     ))
+}
+
+/// What tract's analysis infers of the types of the main graph's values, by
+/// name, with the declared input shapes (see [`runtime::infer_types`]).
+pub fn infer_types(model: &Model) -> Result<runtime::InferredTypes> {
+    let bytes = crate::onnx::encode(model)?;
+    runtime::infer_types(&bytes)
+}
+
+/// An inferred type as an IR tensor type.
+pub fn type_info(t: &runtime::ValueType) -> TypeInfo {
+    let dim = |d: &runtime::Dim| Dim {
+        value: match d {
+            runtime::Dim::Fixed(n) => DimValue::Known(*n as i64),
+            runtime::Dim::Symbolic(s) => DimValue::Param(s.clone()),
+            runtime::Dim::Unknown => DimValue::Unknown,
+        },
+        denotation: None,
+    };
+    TypeInfo {
+        kind: TypeKind::Tensor {
+            elem: Some(DataType(t.elem_type.onnx_code())),
+            shape: t.dims.as_ref().map(|dims| dims.iter().map(dim).collect()),
+        },
+        denotation: None,
+    }
 }

@@ -1,0 +1,254 @@
+//! # infer-shapes
+//!
+//! **What:** records the element type and shape of every operator output of
+//! the main graph that has no type yet, as tract's analysis infers them from
+//! the declared input shapes. Symbolic input dims stay symbolic: a dim is a
+//! number only when the model fixes it, the input's `dim_param` when it is
+//! one, else unknown. Only annotations change (`value_info`), never a value.
+//!
+//! **Why:** the other passes only see the types of graph inputs and outputs,
+//! initializers and the file's `value_info`. With intermediate types known,
+//! `eliminate` removes a `Reshape`/`Cast` that changes nothing and
+//! `fold-constants` folds `Shape`/`Size` of values with a static shape.
+//!
+//! ```text
+//! a = Conv(x: f32[1,8,16,16], w)                a = Conv(x, w)       a: f32[1,8,16,16]
+//! b = Reshape(a, [1,8,16,16])             →     b = Reshape(a, [1,8,16,16])
+//! s = Shape(b)                                  s = Shape(b)         b: f32[1,8,16,16]
+//! ```
+//! Values that already have a type keep it; graph outputs keep their
+//! declaration; values whose element type tract cannot infer stay untyped.
+//! Subgraphs (`If`, `Loop`, `Scan` bodies) are not annotated. When tract's
+//! analysis fails on some nodes, the types it did find are recorded and the
+//! reason is in the details (`incomplete`); when tract cannot read the model
+//! at all, nothing changes (`error`). Run it again after passes that make new
+//! values; a pass that changes what a value computes must drop its type.
+//!
+//! **Options:** none.
+
+use crate::ir::{Graph, Model, Outlet, Patch};
+use crate::passes::PassInfo;
+use crate::pipeline::{Options, Pass};
+use crate::runtime::ValueType;
+use anyhow::Result;
+use serde_json::json;
+use std::collections::HashMap;
+
+pub const INFO: PassInfo = PassInfo {
+    name: "infer-shapes",
+    summary: "record inferred types and shapes of intermediate values (value_info), from tract",
+    exact: true,
+    options: &[],
+    build,
+};
+
+fn build(_: &Options) -> Result<Box<dyn Pass>> {
+    Ok(Box::new(InferShapes))
+}
+
+struct InferShapes;
+
+impl Pass for InferShapes {
+    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
+        let inferred = match crate::exec::infer_types(model) {
+            Ok(inferred) => inferred,
+            Err(e) => return Ok(json!({ "annotated": 0, "error": format!("{e:#}") })),
+        };
+        let types: HashMap<&str, &ValueType> = inferred
+            .types
+            .iter()
+            .map(|(name, ty)| (name.as_str(), ty))
+            .collect();
+        let (patch, counts) = annotate(&model.graph, &types);
+        patch.apply(&mut model.graph)?;
+        let mut details = json!({
+            "annotated": counts.annotated,
+            "static": counts.static_shape,
+            "untyped": counts.untyped,
+        });
+        if let Some(why) = inferred.incomplete {
+            details["incomplete"] = json!(why);
+        }
+        Ok(details)
+    }
+}
+
+#[derive(Default, Debug, PartialEq)]
+struct Counts {
+    /// Values given a type.
+    annotated: usize,
+    /// Of those, values whose every dim is a number.
+    static_shape: usize,
+    /// Untyped values tract knows no element type of.
+    untyped: usize,
+}
+
+/// A patch typing every untyped operator output of `g` found in `types`.
+fn annotate(g: &Graph, types: &HashMap<&str, &ValueType>) -> (Patch, Counts) {
+    let mut patch = Patch::new("infer-shapes");
+    let mut counts = Counts::default();
+    for id in g.node_ids().filter(|&id| g.op(id).is_some()) {
+        for (slot, v) in g.node(id).outputs.iter().enumerate() {
+            let outlet = Outlet::new(id, slot);
+            let typed = v.info.as_ref().is_some_and(|i| i.ty.is_some());
+            if v.name.is_empty() || typed || g.is_graph_output(outlet) {
+                continue;
+            }
+            let Some(ty) = types.get(v.name.as_str()) else {
+                counts.untyped += 1;
+                continue;
+            };
+            let ty = crate::exec::type_info(ty);
+            counts.annotated += 1;
+            if ty.static_dims().is_some() {
+                counts.static_shape += 1;
+            }
+            patch.set_type(outlet, ty);
+        }
+    }
+    (patch, counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::build::ModelBuilder;
+    use crate::ir::{DataType, Dim, DimValue, Model, Tensor, TypeInfo, TypeKind, ValueInfo};
+    use crate::pipeline::Pipeline;
+
+    fn f32_type(dims: &[&str]) -> TypeInfo {
+        let dim = |d: &&str| Dim {
+            value: match d.parse() {
+                Ok(n) => DimValue::Known(n),
+                Err(_) => DimValue::Param(d.to_string()),
+            },
+            denotation: None,
+        };
+        TypeInfo {
+            kind: TypeKind::Tensor {
+                elem: Some(DataType::FLOAT),
+                shape: Some(dims.iter().map(dim).collect()),
+            },
+            denotation: None,
+        }
+    }
+
+    /// x: f32[batch, 4]; a = MatMul(x, W); s = Shape(a); b = Relu(a) (typed
+    /// in the file as f32 of unknown rank); y = Identity(b), a graph output.
+    fn model() -> Model {
+        let mut b = ModelBuilder::new(17);
+        let x = b.input("x", DataType::FLOAT, &[1, 4]);
+        let w = b.init("W", Tensor::from_f32(vec![4, 4], &[0.5; 16]));
+        let a = b.op("MatMul", &[x, w], vec![], "a");
+        b.op("Shape", &[a], vec![], "s");
+        let r = b.op("Relu", &[a], vec![], "b");
+        let y = b.op("Identity", &[r], vec![], "y");
+        b.output(y, DataType::FLOAT);
+        let mut m = b.build().unwrap();
+        m.graph.inputs[0].info.ty = Some(f32_type(&["batch", "4"]));
+        let declared = TypeInfo {
+            kind: TypeKind::Tensor {
+                elem: Some(DataType::FLOAT),
+                shape: None,
+            },
+            denotation: None,
+        };
+        m.graph.node_mut(r.node).outputs[0].info = Some(ValueInfo {
+            ty: Some(declared),
+            doc_string: Some("from the file".into()),
+            ..Default::default()
+        });
+        m
+    }
+
+    fn run(m: &mut Model, passes: &str) -> serde_json::Value {
+        let reports = Pipeline::parse(passes)
+            .unwrap()
+            .run(m, &mut |_| {})
+            .unwrap();
+        reports[0].details.clone()
+    }
+
+    fn info_of<'a>(m: &'a Model, name: &str) -> Option<&'a ValueInfo> {
+        let o = m.graph.find_value(name).unwrap();
+        m.graph.node(o.node).outputs[o.slot].info.as_ref()
+    }
+
+    #[test]
+    fn annotates_untyped_operator_outputs_only() {
+        let mut m = model();
+        let before = m.clone();
+        let d = run(&mut m, "infer-shapes");
+        assert_eq!(d["annotated"], 2, "{d}");
+        assert_eq!(d["static"], 1, "{d}");
+        assert_eq!(d["untyped"], 0, "{d}");
+        assert!(d.get("incomplete").is_none(), "{d}");
+        // The batch stays symbolic; Shape's output is int64[2].
+        let a = info_of(&m, "a").and_then(|i| i.ty.clone());
+        assert_eq!(a, Some(f32_type(&["batch", "4"])));
+        let s = info_of(&m, "s").and_then(|i| i.ty.clone());
+        assert_eq!(s, Some(TypeInfo::tensor(DataType::INT64, &[2])));
+        // What the file said is kept; a graph output keeps its declaration.
+        assert_eq!(info_of(&m, "b"), info_of(&before, "b"));
+        assert!(info_of(&m, "y").is_none());
+        // Nothing but annotations changed.
+        let text = |m: &Model| {
+            let mut m = m.clone();
+            for id in m.graph.node_ids().collect::<Vec<_>>() {
+                for v in &mut m.graph.node_mut(id).outputs {
+                    v.info = None;
+                }
+            }
+            crate::ir::text::model_to_text(&m)
+        };
+        assert_eq!(text(&m), text(&before));
+    }
+
+    #[test]
+    fn symbolic_shapes_are_not_folded() {
+        let mut m = model();
+        run(&mut m, "infer-shapes,fold-constants");
+        let s = m.graph.find_value("s").unwrap();
+        assert!(m.graph.op(s.node).is_some_and(|op| op.is("Shape")));
+    }
+
+    #[test]
+    fn a_model_tract_cannot_read_is_left_alone() {
+        let mut m = model();
+        // A Cast with no `to`: tract refuses to build the node.
+        let s = m.graph.find_value("s").unwrap();
+        m.graph.node_mut(s.node).as_op_mut().unwrap().op_type = "Cast".into();
+        let d = run(&mut m, "infer-shapes");
+        assert_eq!(d["annotated"], 0, "{d}");
+        assert!(
+            d["error"].as_str().is_some_and(|e| e.contains("Cast")),
+            "{d}"
+        );
+        assert!(info_of(&m, "a").is_none());
+    }
+
+    #[test]
+    fn canon_loses_its_no_ops_and_shape_arithmetic() {
+        let ops_after = |passes: &str| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/canon.onnx");
+            let mut m = crate::onnx::load(&path).unwrap();
+            run(&mut m, passes);
+            let mut ops: Vec<String> = m
+                .graph
+                .op_order()
+                .unwrap()
+                .into_iter()
+                .map(|id| m.graph.op(id).unwrap().op_type.clone())
+                .collect();
+            ops.sort();
+            ops
+        };
+        let with = ops_after("lift-constants,infer-shapes,fold-constants,eliminate,dce");
+        assert_eq!(with, ["Conv", "MatMul", "Mul", "Relu", "Reshape"]);
+        // Without the types, the no-op Reshape and Cast and the shape
+        // arithmetic stay.
+        let without = ops_after("lift-constants,fold-constants,eliminate,dce");
+        for op in ["Cast", "Shape", "Gather", "Concat"] {
+            assert!(without.iter().any(|o| o == op), "{op}: {without:?}");
+        }
+    }
+}
