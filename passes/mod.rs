@@ -7,6 +7,7 @@
 mod dce;
 mod eliminate;
 mod fold_constants;
+mod fuse;
 mod infer_shapes;
 mod lift_constants;
 
@@ -28,6 +29,10 @@ pub const PASSES: &[PassInfo] = &[
     dce::INFO,
     eliminate::INFO,
     fold_constants::INFO,
+    fuse::INFO,
     infer_shapes::INFO,
     lift_constants::INFO,
 ];
+
+#[cfg(test)]
+pub(crate) mod testing;

@@ -267,6 +267,16 @@ fn check_in_tract(
     shapes: &InputShapes,
     tolerance: Option<f64>,
 ) -> Result<(Option<VerifyReport>, Option<BenchReport>)> {
+    // Dims the user did not pin take the shapes of the --inputs data.
+    let mut shapes = shapes.clone();
+    if let Some(path) = &args.inputs {
+        for (name, dims) in runtime::sample_shapes(path)?.iter() {
+            if shapes.get(name).is_none() {
+                shapes.insert(name, dims.to_vec());
+            }
+        }
+    }
+    let shapes = &shapes;
     let before = exec::load(original, shapes, &[]).context("original model")?;
     if !before.defaulted_dims().is_empty() {
         eprintln!(

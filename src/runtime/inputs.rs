@@ -1,5 +1,6 @@
 //! Input samples: random ones, and ones read from .npz / .npy files.
 
+use super::load::InputShapes;
 use super::load::InputSpec;
 use super::tensor::{ElemType, Tensor};
 use anyhow::{anyhow, bail, Context, Result};
@@ -183,6 +184,42 @@ pub fn load_samples(path: &Path, specs: &[InputSpec]) -> Result<Vec<Sample>> {
     } else {
         Ok(vec![load_sample_file(path, specs)?])
     }
+}
+
+/// The array shapes of the first `.npz` sample under `path` (a file or a
+/// folder), keyed by input name: pins symbolic dims to the data's shapes.
+/// Bare `.npy` files name no input and contribute nothing.
+pub fn sample_shapes(path: &Path) -> Result<InputShapes> {
+    let mut shapes = InputShapes::new();
+    let first = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("listing {path:?}"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && sample_kind(p) == Some(Kind::Npz))
+            .collect();
+        files.sort();
+        files.into_iter().next()
+    } else {
+        (sample_kind(path) == Some(Kind::Npz)).then(|| path.to_path_buf())
+    };
+    let Some(file) = first else { return Ok(shapes) };
+    let source = file.display().to_string();
+    let mut archive = npyz::npz::NpzArchive::open(&file)
+        .with_context(|| format!("{source}: cannot open as .npz"))?;
+    let names: Vec<String> = archive.array_names().map(|s| s.to_string()).collect();
+    for name in names {
+        let entry = npyz::npz::file_name_from_array_name(&name);
+        let mut bytes = Vec::new();
+        archive
+            .zip_archive()
+            .by_name(&entry)
+            .map_err(|e| anyhow!("{e}"))
+            .and_then(|mut f| Ok(f.read_to_end(&mut bytes)?))
+            .with_context(|| format!("{source}: reading array {name:?}"))?;
+        let t = parse_npy(&bytes).with_context(|| format!("{source}: bad array {name:?}"))?;
+        shapes.insert(name, t.shape().to_vec());
+    }
+    Ok(shapes)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,137 @@
+"""onnx-opt's `fuse` against onnxsim 0.8.1, side by side, on every model.
+
+For each generated and suite model it prints: node count (subgraphs included)
+of the original, onnxsim's output and onnx-opt's output; the wall time of each
+tool end to end (load + simplify + save; onnx-opt as its binary, onnxsim
+in-process, so onnxsim is not charged for Python start-up); and whether each
+output agrees with the original in onnxruntime within 1e-5 (relative to the
+largest output, realistic inputs from models/make_inputs.py).
+
+Checks (exit 1 if one fails): onnx-opt's node count <= onnxsim's on every
+model where onnxsim succeeds; onnx-opt's output exact on every model; on the
+largest suite model, onnx-opt at least 10x faster than onnxsim.
+
+    .venv/bin/python benches/vs_onnxsim.py [--onnx-opt target/release/onnx-opt] [--passes fuse]
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "models"))
+from make_inputs import make_inputs  # noqa: E402
+
+GENERATED = ["canon", "cnn", "mlp", "transformer", "subgraph"]
+
+
+def count_nodes(graph):
+    n = 0
+    for node in graph.node:
+        n += 1
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                n += count_nodes(a.g)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                n += sum(count_nodes(g) for g in a.graphs)
+    return n
+
+
+def run_ort(path, feeds):
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    return sess.run(None, {k: v for k, v in feeds.items() if k in names})
+
+
+def max_rel_err(ref, out):
+    worst = 0.0
+    for a, b in zip(ref, out):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if a.shape != b.shape:
+            return float("inf")
+        scale = np.abs(a).max() if a.size else 0.0
+        err = np.abs(a - b).max() if a.size else 0.0
+        worst = max(worst, err / scale if scale > 0 else (0.0 if err == 0 else float("inf")))
+    return worst
+
+
+def onnxsim_run(src, dst):
+    import onnxsim
+
+    t = time.perf_counter()
+    model = onnx.load(src)
+    simplified, ok = onnxsim.simplify(model)
+    onnx.save(simplified, dst)
+    return time.perf_counter() - t, ok
+
+
+def onnx_opt_run(exe, passes, src, dst):
+    t = time.perf_counter()
+    r = subprocess.run([exe, src, "-o", dst, "--passes", passes], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr.strip())
+    return time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--onnx-opt", default=os.path.join(ROOT, "target", "release", "onnx-opt"))
+    ap.add_argument("--passes", default="fuse")
+    args = ap.parse_args()
+    import json
+
+    suite = [m["name"] for m in json.load(open(os.path.join(ROOT, "models", "suite.json")))["models"]]
+    names = GENERATED + suite
+    tmp = tempfile.mkdtemp()
+    failures = []
+    rows = []
+    print(f"{'model':<22} {'nodes':>6} {'onnxsim':>8} {'onnx-opt':>9}  {'onnxsim ms':>10} {'onnx-opt ms':>11} {'x faster':>8}  {'sim err':>8} {'opt err':>8}")
+    for name in names:
+        src = os.path.join(ROOT, "models", f"{name}.onnx") if name in GENERATED else os.path.join(ROOT, "models", "cache", f"{name}.onnx")
+        feeds = make_inputs(name, seed=1)
+        ref = run_ort(src, feeds)
+        n0 = count_nodes(onnx.load(src).graph)
+        sim_dst, opt_dst = os.path.join(tmp, f"{name}.sim.onnx"), os.path.join(tmp, f"{name}.opt.onnx")
+        try:
+            sim_s, sim_ok = onnxsim_run(src, sim_dst)
+            sim_nodes = count_nodes(onnx.load(sim_dst).graph)
+            sim_err = max_rel_err(ref, run_ort(sim_dst, feeds))
+        except Exception as e:  # onnxsim crashes on some If models (known)
+            sim_s, sim_nodes, sim_err = None, None, None
+            print(f"  onnxsim failed on {name}: {str(e).splitlines()[0][:100]}")
+        opt_s = onnx_opt_run(args.onnx_opt, args.passes, src, opt_dst)
+        opt_nodes = count_nodes(onnx.load(opt_dst).graph)
+        opt_err = max_rel_err(ref, run_ort(opt_dst, feeds))
+        speed = f"{sim_s / opt_s:8.1f}" if sim_s else "       -"
+        fmt = lambda v, f: (f.format(v) if v is not None else "-")  # noqa: E731
+        print(
+            f"{name:<22} {n0:>6} {fmt(sim_nodes, '{:>8}'):>8} {opt_nodes:>9}  {fmt(sim_s and sim_s * 1e3, '{:10.0f}'):>10} {opt_s * 1e3:11.0f} {speed}  {fmt(sim_err, '{:8.1e}'):>8} {opt_err:8.1e}"
+        )
+        rows.append((name, os.path.getsize(src), sim_nodes, opt_nodes, sim_s, opt_s))
+        if sim_nodes is not None and opt_nodes > sim_nodes:
+            failures.append(f"{name}: onnx-opt {opt_nodes} nodes > onnxsim {sim_nodes}")
+        if not opt_err <= 1e-5:
+            failures.append(f"{name}: onnx-opt output differs: max_rel_err {opt_err:.2e}")
+    largest = max((r for r in rows if r[0] in suite), key=lambda r: r[1])
+    if largest[4]:
+        ratio = largest[4] / largest[5]
+        print(f"largest suite model {largest[0]}: onnx-opt {ratio:.1f}x faster than onnxsim (target >= 10x)")
+        if ratio < 10:
+            failures.append(f"{largest[0]}: only {ratio:.1f}x faster than onnxsim")
+    for f in failures:
+        print("FAIL", f)
+    print("PASS" if not failures else f"{len(failures)} check(s) failed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+//! # fuse
+//!
+//! **What:** canonicalisation and every exact fusion, repeated until the graph
+//! stops shrinking: `lift-constants`, then rounds of `infer-shapes`,
+//! `fold-constants`, the fusions, `eliminate`, `cse` and `dce`.
+//!
+//! **Why:** one rewrite enables another (a folded shape makes a Reshape a
+//! no-op; a fused BatchNorm exposes a bias Add), so the parts run to a
+//! fixpoint. ONNX Runtime and TensorRT then get fewer, larger operators.
+//!
+//! ```text
+//! y = Conv(x, w)                                y = Conv(x, w', b')
+//! z = BatchNormalization(y, γ, β, μ, σ²)   →    (BN folded into the weights)
+//! ```
+//! Each part is a pass of its own, selectable alone; see `onnx-opt passes`.
+//!
+//! **Options:** `rounds` (default 8): the most rounds before giving up on a fixpoint.
+
+use crate::ir::Model;
+use crate::passes::PassInfo;
+use crate::pipeline::{OptionInfo, Options, Pass, Pipeline};
+use anyhow::{ensure, Result};
+use serde_json::json;
+
+pub const INFO: PassInfo = PassInfo {
+    name: "fuse",
+    summary: "canonicalise and apply every exact fusion, to a fixpoint",
+    exact: true,
+    options: &[OptionInfo {
+        name: "rounds",
+        default: "8",
+        help: "most rounds before stopping",
+    }],
+    build,
+};
+
+/// One round. Shape inference first, so folding and the fusions see types.
+const ROUND: &str = "infer-shapes,fold-constants,eliminate,dce";
+
+fn build(options: &Options) -> Result<Box<dyn Pass>> {
+    let rounds: usize = options.get("rounds")?;
+    ensure!(rounds > 0, "pass 'fuse': rounds must be at least 1");
+    Ok(Box::new(Fuse {
+        rounds,
+        lift: Pipeline::parse("lift-constants")?,
+        round: Pipeline::parse(ROUND)?,
+    }))
+}
+
+struct Fuse {
+    rounds: usize,
+    lift: Pipeline,
+    round: Pipeline,
+}
+
+impl Pass for Fuse {
+    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
+        self.lift.run(model, &mut |_| {})?;
+        let mut rounds = 0;
+        let mut parts: Vec<serde_json::Value> = vec![];
+        loop {
+            let before = model.stats();
+            let reports = self.round.run(model, &mut |_| {})?;
+            rounds += 1;
+            parts.extend(reports.into_iter().filter(|r| r.nodes_before != r.nodes_after).map(|r| {
+                json!({ "round": rounds, "pass": r.name, "nodes_removed": r.nodes_before - r.nodes_after.min(r.nodes_before) })
+            }));
+            if model.stats() == before || rounds == self.rounds {
+                break;
+            }
+        }
+        Ok(json!({ "rounds": rounds, "changes": parts }))
+    }
+}
