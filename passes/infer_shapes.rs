@@ -50,6 +50,10 @@ struct InferShapes;
 
 impl Pass for InferShapes {
     fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
+        // Nothing to learn when every value is typed (a second `fuse` round).
+        if !has_untyped_value(&model.graph) {
+            return Ok(json!({ "annotated": 0 }));
+        }
         let inferred = match crate::exec::infer_types(model) {
             Ok(inferred) => inferred,
             Err(e) => return Ok(json!({ "annotated": 0, "error": format!("{e:#}") })),
@@ -71,6 +75,15 @@ impl Pass for InferShapes {
         }
         Ok(details)
     }
+}
+
+fn has_untyped_value(g: &Graph) -> bool {
+    g.node_ids().filter(|&id| g.op(id).is_some()).any(|id| {
+        g.node(id).outputs.iter().enumerate().any(|(slot, v)| {
+            let typed = v.info.as_ref().is_some_and(|i| i.ty.is_some());
+            !v.name.is_empty() && !typed && !g.is_graph_output(Outlet::new(id, slot))
+        })
+    })
 }
 
 #[derive(Default, Debug, PartialEq)]

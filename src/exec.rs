@@ -2,8 +2,8 @@
 //! that evaluate or calibrate and the CLI's verify/bench all go through here.
 
 use crate::ir::{
-    DataType, Dim, DimValue, Graph, GraphOutput, Model, Node, NodeId, NodeKind, Outlet, Tensor,
-    TensorData, TypeInfo, TypeKind, Value, ValueInfo,
+    DataType, Dim, DimValue, Graph, GraphInput, GraphOutput, Model, Node, NodeId, NodeKind, Outlet,
+    Tensor, TensorData, TypeInfo, TypeKind, Value, ValueInfo,
 };
 use crate::runtime::{self, InputShapes, Sample};
 use anyhow::{Context, Result};
@@ -119,8 +119,35 @@ pub fn from_runtime(t: &runtime::Tensor) -> Result<Tensor> {
 /// What tract's analysis infers of the types of the main graph's values, by
 /// name, with the declared input shapes (see [`runtime::infer_types`]).
 pub fn infer_types(model: &Model) -> Result<runtime::InferredTypes> {
-    let bytes = crate::onnx::encode(model)?;
+    let bytes = crate::onnx::encode(&weights_as_inputs(model))?;
     runtime::infer_types(&bytes)
+}
+
+/// Large float initializers become typed graph inputs: shape inference needs
+/// their shapes, never their values (shapes are computed from integer
+/// tensors), and tract then parses kilobytes instead of the whole model
+/// (PP-OCRv4 rec: 47 ms → see benches/vs_onnxsim.py).
+fn weights_as_inputs(model: &Model) -> Model {
+    const KEEP_BELOW: usize = 4096;
+    let mut m = model.clone();
+    let g = &mut m.graph;
+    let weights: Vec<NodeId> = g
+        .node_ids()
+        .filter(|&id| !g.is_graph_input(id))
+        .filter(|&id| matches!(&g.node(id).kind, NodeKind::Initializer(t) if t.dtype.is_float() && t.byte_len() >= KEEP_BELOW))
+        .collect();
+    for id in weights {
+        let NodeKind::Initializer(t) = std::mem::replace(&mut g.node_mut(id).kind, NodeKind::Input)
+        else {
+            unreachable!("filtered above")
+        };
+        let info = ValueInfo {
+            ty: Some(TypeInfo::tensor(t.dtype, &t.dims)),
+            ..ValueInfo::default()
+        };
+        g.inputs.push(GraphInput { node: id, info });
+    }
+    m
 }
 
 /// An inferred type as an IR tensor type.
