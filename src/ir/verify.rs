@@ -15,7 +15,7 @@ pub fn verify(model: &Model) -> Result<()> {
         model.graph.captures.is_empty(),
         "the main graph uses values that are never defined"
     );
-    let mut names = HashSet::new();
+    let mut names = HashSet::with_capacity(model.graph.node_count());
     unique_names(&model.graph, &mut names)
 }
 
@@ -173,7 +173,7 @@ fn check_node(g: &Graph, id: NodeId) -> Result<()> {
 
 /// Value names are unique across the whole model (ONNX's SSA rule);
 /// captures alias outer values and are skipped.
-fn unique_names(g: &Graph, names: &mut HashSet<String>) -> Result<()> {
+fn unique_names<'g>(g: &'g Graph, names: &mut HashSet<&'g str>) -> Result<()> {
     for id in g.node_ids() {
         let node = g.node(id);
         if matches!(node.kind, NodeKind::Capture) {
@@ -181,7 +181,7 @@ fn unique_names(g: &Graph, names: &mut HashSet<String>) -> Result<()> {
         }
         for v in node.outputs.iter().filter(|v| !v.name.is_empty()) {
             ensure!(
-                names.insert(v.name.clone()),
+                names.insert(v.name.as_str()),
                 "value name '{}' is defined twice",
                 v.name
             );
