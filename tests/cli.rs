@@ -268,3 +268,32 @@ fn inspect_shows_where_weights_live() {
     assert!(text.contains("input  x: f32[1,8,16,16]"), "{text}");
     assert!(text.contains("opsets ai.onnx:13"), "{text}");
 }
+
+#[test]
+fn a_model_tract_cannot_run_is_still_rewritten_and_says_so() {
+    require_suite();
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("vad.onnx"), dir.path().join("r.json"));
+    let input = model_path("silero-vad");
+    let o = onnx_opt(&[
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--passes",
+        "lift-constants,dce",
+        "--verify",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("verify: NOT RUN: tract cannot run this model")
+    );
+    assert!(out.exists());
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(r["verify"]["ok"].is_null());
+    assert!(r["verify"]["skipped"]
+        .as_str()
+        .unwrap()
+        .contains("tract cannot run this model"));
+}

@@ -227,3 +227,200 @@ fn graph_difference(ga: &proto::GraphProto, gb: &proto::GraphProto, path: &str) 
     }
     (ga != gb).then(|| format!("{path}: graph-level fields"))
 }
+
+/// A model with every field the IR carries opaquely or that tract_onnx::pb
+/// drops: node metadata/overload/device configurations, local functions with
+/// attribute protos, training info, configuration, non-tensor types,
+/// sparse initializers, tensor metadata and segments.
+#[test]
+fn every_field_survives_the_round_trip() {
+    use proto::*;
+    let prop = |k: &str, v: &str| StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v.into()),
+    };
+    let float_tensor = |dims: &[i64]| TypeProto {
+        denotation: Some("TENSOR".into()),
+        value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+            elem_type: Some(1),
+            shape: Some(TensorShapeProto {
+                dim: dims
+                    .iter()
+                    .map(|&d| tensor_shape_proto::Dimension {
+                        denotation: Some("DATA_BATCH".into()),
+                        value: Some(if d < 0 {
+                            tensor_shape_proto::dimension::Value::DimParam("N".into())
+                        } else {
+                            tensor_shape_proto::dimension::Value::DimValue(d)
+                        }),
+                    })
+                    .collect(),
+            }),
+        })),
+    };
+    let seq = TypeProto {
+        denotation: None,
+        value: Some(type_proto::Value::SequenceType(Box::new(
+            type_proto::Sequence {
+                elem_type: Some(Box::new(float_tensor(&[-1, 2]))),
+            },
+        ))),
+    };
+    let map = TypeProto {
+        denotation: None,
+        value: Some(type_proto::Value::MapType(Box::new(type_proto::Map {
+            key_type: Some(7),
+            value_type: Some(Box::new(TypeProto {
+                denotation: None,
+                value: Some(type_proto::Value::OptionalType(Box::new(
+                    type_proto::Optional {
+                        elem_type: Some(Box::new(float_tensor(&[3]))),
+                    },
+                ))),
+            })),
+        }))),
+    };
+    let vi = |name: &str, t: TypeProto| ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(t),
+        doc_string: Some(format!("doc of {name}")),
+        metadata_props: vec![prop("origin", name)],
+    };
+    let node = NodeProto {
+        input: vec!["x".into(), "w".into(), "".into()],
+        output: vec!["y".into()],
+        name: Some("f".into()),
+        op_type: Some("MyFunc".into()),
+        domain: Some("local".into()),
+        overload: Some("v2".into()),
+        attribute: vec![AttributeProto {
+            name: Some("alpha".into()),
+            r#type: Some(attribute_proto::AttributeType::Float as i32),
+            f: Some(0.5),
+            doc_string: Some("scale".into()),
+            ..Default::default()
+        }],
+        doc_string: Some("a call".into()),
+        metadata_props: vec![prop("pass", "none")],
+        device_configurations: vec![NodeDeviceConfigurationProto {
+            configuration_id: Some("cfg".into()),
+            sharding_spec: vec![],
+            pipeline_stage: Some(1),
+        }],
+    };
+    let function = FunctionProto {
+        name: Some("MyFunc".into()),
+        input: vec!["a".into(), "b".into(), "c".into()],
+        output: vec!["o".into()],
+        attribute: vec![],
+        attribute_proto: vec![AttributeProto {
+            name: Some("alpha".into()),
+            r#type: Some(attribute_proto::AttributeType::Float as i32),
+            f: Some(1.0),
+            ..Default::default()
+        }],
+        node: vec![NodeProto {
+            input: vec!["a".into(), "b".into()],
+            output: vec!["o".into()],
+            op_type: Some("Add".into()),
+            ..Default::default()
+        }],
+        doc_string: Some("fn".into()),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(18),
+        }],
+        domain: Some("local".into()),
+        overload: Some("v2".into()),
+        value_info: vec![vi("o", float_tensor(&[2]))],
+        metadata_props: vec![prop("k", "v")],
+    };
+    let weights = TensorProto {
+        dims: vec![2],
+        data_type: Some(1),
+        segment: Some(tensor_proto::Segment {
+            begin: Some(0),
+            end: Some(2),
+        }),
+        raw_data: Some(Bytes::from_static(&[0, 0, 128, 63, 0, 0, 0, 64])),
+        name: Some("w".into()),
+        doc_string: Some("weights".into()),
+        metadata_props: vec![prop("unit", "none")],
+        ..Default::default()
+    };
+    let sparse = SparseTensorProto {
+        values: Some(TensorProto {
+            dims: vec![1],
+            data_type: Some(1),
+            float_data: vec![3.0],
+            name: Some("sp".into()),
+            ..Default::default()
+        }),
+        indices: Some(TensorProto {
+            dims: vec![1],
+            data_type: Some(7),
+            int64_data: vec![1],
+            ..Default::default()
+        }),
+        dims: vec![4],
+    };
+    let m = ModelProto {
+        ir_version: Some(11),
+        opset_import: vec![
+            OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(18),
+            },
+            OperatorSetIdProto {
+                domain: Some("local".into()),
+                version: Some(1),
+            },
+        ],
+        producer_name: Some("test".into()),
+        producer_version: Some("1".into()),
+        domain: Some("org.test".into()),
+        model_version: Some(3),
+        doc_string: Some("all fields".into()),
+        graph: Some(GraphProto {
+            node: vec![node],
+            name: Some("g".into()),
+            initializer: vec![weights],
+            sparse_initializer: vec![sparse],
+            doc_string: Some("graph doc".into()),
+            input: vec![
+                vi("x", float_tensor(&[-1, 2])),
+                vi("s", seq.clone()),
+                vi("mp", map),
+            ],
+            output: vec![vi("y", float_tensor(&[-1, 2])), vi("s", seq)],
+            value_info: vec![vi("unrelated", float_tensor(&[1]))],
+            quantization_annotation: vec![TensorAnnotation {
+                tensor_name: Some("y".into()),
+                quant_parameter_tensor_names: vec![prop("SCALE_TENSOR", "w")],
+            }],
+            metadata_props: vec![prop("graph", "meta")],
+        }),
+        metadata_props: vec![prop("author", "onnx-opt")],
+        training_info: vec![TrainingInfoProto {
+            initialization: Some(GraphProto {
+                name: Some("init".into()),
+                ..Default::default()
+            }),
+            algorithm: None,
+            initialization_binding: vec![prop("w", "w")],
+            update_binding: vec![],
+        }],
+        functions: vec![function],
+        configuration: vec![DeviceConfigurationProto {
+            name: Some("cfg".into()),
+            num_devices: Some(2),
+            device: vec!["cpu0".into(), "cpu1".into()],
+        }],
+    };
+    let bytes = m.encode_to_vec();
+    let model = decode(Bytes::from(bytes.clone()), None).unwrap();
+    verify(&model).unwrap();
+    let back = decode_proto(&encode(&model).unwrap()).unwrap();
+    assert_eq!(first_difference(&m, &back), None);
+    assert_eq!(m, back);
+}
