@@ -286,8 +286,10 @@ fn a_model_tract_cannot_run_is_still_rewritten_and_says_so() {
         report.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains("verify: NOT RUN: tract cannot run this model")
+        table.contains("verify: NOT RUN: original model: tract cannot run this model"),
+        "{table}"
     );
     assert!(out.exists());
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
