@@ -8,6 +8,8 @@ mod dce;
 mod eliminate;
 mod fold_constants;
 mod fuse;
+mod fuse_bias;
+mod fuse_bn;
 mod infer_shapes;
 mod lift_constants;
 
@@ -30,6 +32,8 @@ pub const PASSES: &[PassInfo] = &[
     eliminate::INFO,
     fold_constants::INFO,
     fuse::INFO,
+    fuse_bias::INFO,
+    fuse_bn::INFO,
     infer_shapes::INFO,
     lift_constants::INFO,
 ];
