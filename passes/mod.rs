@@ -10,6 +10,7 @@ mod fold_constants;
 mod fuse;
 mod fuse_bias;
 mod fuse_bn;
+mod fuse_gemm;
 mod infer_shapes;
 mod lift_constants;
 
@@ -34,6 +35,7 @@ pub const PASSES: &[PassInfo] = &[
     fuse::INFO,
     fuse_bias::INFO,
     fuse_bn::INFO,
+    fuse_gemm::INFO,
     infer_shapes::INFO,
     lift_constants::INFO,
 ];
