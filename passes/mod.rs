@@ -11,6 +11,7 @@ mod fuse;
 mod fuse_bias;
 mod fuse_bn;
 mod fuse_gemm;
+mod fuse_transpose;
 mod infer_shapes;
 mod lift_constants;
 
@@ -36,6 +37,7 @@ pub const PASSES: &[PassInfo] = &[
     fuse_bias::INFO,
     fuse_bn::INFO,
     fuse_gemm::INFO,
+    fuse_transpose::INFO,
     infer_shapes::INFO,
     lift_constants::INFO,
 ];
