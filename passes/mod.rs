@@ -10,6 +10,7 @@ mod fold_constants;
 mod fuse;
 mod fuse_bias;
 mod fuse_bn;
+mod fuse_cast;
 mod fuse_gemm;
 mod fuse_transpose;
 mod infer_shapes;
@@ -36,6 +37,7 @@ pub const PASSES: &[PassInfo] = &[
     fuse::INFO,
     fuse_bias::INFO,
     fuse_bn::INFO,
+    fuse_cast::INFO,
     fuse_gemm::INFO,
     fuse_transpose::INFO,
     infer_shapes::INFO,
