@@ -12,6 +12,7 @@ mod fuse_bias;
 mod fuse_bn;
 mod fuse_cast;
 mod fuse_gemm;
+mod fuse_pad;
 mod fuse_transpose;
 mod infer_shapes;
 mod lift_constants;
@@ -39,6 +40,7 @@ pub const PASSES: &[PassInfo] = &[
     fuse_bn::INFO,
     fuse_cast::INFO,
     fuse_gemm::INFO,
+    fuse_pad::INFO,
     fuse_transpose::INFO,
     infer_shapes::INFO,
     lift_constants::INFO,
