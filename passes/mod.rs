@@ -13,6 +13,7 @@ mod fuse_bn;
 mod fuse_cast;
 mod fuse_gemm;
 mod fuse_pad;
+mod fuse_reshape;
 mod fuse_transpose;
 mod infer_shapes;
 mod lift_constants;
@@ -41,6 +42,7 @@ pub const PASSES: &[PassInfo] = &[
     fuse_cast::INFO,
     fuse_gemm::INFO,
     fuse_pad::INFO,
+    fuse_reshape::INFO,
     fuse_transpose::INFO,
     infer_shapes::INFO,
     lift_constants::INFO,

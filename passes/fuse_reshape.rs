@@ -1,0 +1,562 @@
+//! # fuse-reshape
+//!
+//! **What:** collapses chains of shape-only operators. A `Reshape` or
+//! `Flatten` of a `Reshape` or `Flatten` reads the original value directly
+//! (one Reshape or Flatten instead of two); `Squeeze(Unsqueeze(x, a), a)`
+//! is `x`; `Unsqueeze(Squeeze(x, a), a)` is `x` when the squeezed dims of `x`
+//! are known to be 1. Both axes forms are read (`axes` attribute before
+//! opset 13, input from 13). Subgraphs included.
+//!
+//! **Why:** exporters reshape step by step (`[N,C,H,W] → [N,C,HW] → [N,HW,C]`
+//! around a Transpose, Flatten then Reshape before a MatMul, Unsqueeze then
+//! Squeeze around a 4-D-only op); each step is a node, and in ONNX Runtime
+//! often a copy. Only the last shape matters, as the data order never changes.
+//!
+//! ```text
+//! a = Reshape(x: f32[2,3,4], [6, 4])            y = Reshape(x, [6, 2, -1])
+//! y = Reshape(a, [0, 2, -1])              →
+//!
+//! a = Unsqueeze(x, [0])                         (uses of y use x)
+//! y = Squeeze(a, [0])                     →
+//! ```
+//! A `0` in the outer shape copies a dim of the *intermediate* value; it is
+//! rewritten to that dim when the inner shape gives it as a literal, kept
+//! when the inner shape also copied it from `x`, and taken from the
+//! intermediate's known type otherwise; when none of these says, the chain
+//! stays. (`-1` needs nothing: the element count is the same.) With
+//! `allowzero=1` a 0 is a literal 0 and is kept. Above, the intermediate's dim
+//! 0 is the literal 6.
+//! A Flatten of a reshaped value becomes `Reshape(x, [P, -1])` (or
+//! `[-1, Q]`) when the product `P` of the leading (`Q` of the trailing)
+//! intermediate dims is known.
+//!
+//! **Options:** none.
+
+use crate::ir::patch::{rewrite_to_fixpoint, Rule, RuleContext, Src};
+use crate::ir::{
+    Attribute, DimValue, Graph, Model, NodeId, Operator, Outlet, Patch, Tensor, TypeKind,
+};
+use crate::passes::PassInfo;
+use crate::pipeline::{Options, Pass};
+use anyhow::Result;
+use serde_json::json;
+
+pub const INFO: PassInfo = PassInfo {
+    name: "fuse-reshape",
+    summary: "collapse Reshape/Flatten chains and cancelling Squeeze/Unsqueeze pairs",
+    exact: true,
+    options: &[],
+    build,
+};
+
+fn build(_: &Options) -> Result<Box<dyn Pass>> {
+    Ok(Box::new(FuseReshape))
+}
+
+struct FuseReshape;
+
+pub const RULES: &[(&str, Rule)] = &[
+    ("reshape-of-reshape", reshape_of_reshape),
+    ("flatten-of-reshape", flatten_of_reshape),
+    ("squeeze-unsqueeze", squeeze_unsqueeze),
+    ("unsqueeze-squeeze", unsqueeze_squeeze),
+];
+
+impl Pass for FuseReshape {
+    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
+        let mut fused = 0;
+        let ctx = RuleContext {
+            opset: model.opset("").unwrap_or(1),
+        };
+        model.graph.visit_graphs_mut(&mut |g| {
+            fused += rewrite_to_fixpoint(&ctx, g, RULES)?;
+            Ok(())
+        })?;
+        Ok(json!({ "fused": fused }))
+    }
+}
+
+/// Known dims of a value (`None` per dim when symbolic or unknown), if its rank is known.
+fn dims(g: &Graph, outlet: Outlet) -> Option<Vec<Option<i64>>> {
+    match g.known_type(outlet)?.kind {
+        TypeKind::Tensor {
+            shape: Some(dims), ..
+        } => Some(
+            dims.iter()
+                .map(|d| match d.value {
+                    DimValue::Known(v) if v >= 0 => Some(v),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+fn const_ints(g: &Graph, outlet: Option<Outlet>) -> Option<Vec<i64>> {
+    g.const_tensor(outlet?)?.to_i64().ok()
+}
+
+/// Is `mid` used by nothing but its one consumer, so it goes when that does?
+fn dies_with_consumer(g: &Graph, mid: Outlet) -> bool {
+    g.consumers(mid).len() == 1 && !g.is_graph_output(mid)
+}
+
+/// A shape-only producer whose output has the same elements, in the same
+/// order, as its input `x`.
+enum Inner {
+    /// `Reshape(x, shape)`, `shape` constant.
+    Reshape { shape: Vec<i64>, allowzero: bool },
+    /// `Flatten(x, axis)`: `[prod(x[..axis]), prod(x[axis..])]`.
+    Flatten { axis: i64 },
+}
+
+impl Inner {
+    fn of(g: &Graph, mid: Outlet) -> Option<(Inner, Outlet)> {
+        let op = g.op(mid.node)?;
+        let x = g.input(mid.node, 0)?;
+        let inner = if op.is("Reshape") {
+            Inner::Reshape {
+                shape: const_ints(g, g.input(mid.node, 1))?,
+                allowzero: op.attr_int("allowzero", 0) == 1,
+            }
+        } else if op.is("Flatten") {
+            Inner::Flatten {
+                axis: op.attr_int("axis", 1),
+            }
+        } else {
+            return None;
+        };
+        Some((inner, x))
+    }
+
+    fn rank(&self) -> usize {
+        match self {
+            Inner::Reshape { shape, .. } => shape.len(),
+            Inner::Flatten { .. } => 2,
+        }
+    }
+
+    /// Dim `i` of the intermediate value `mid`, when something says it:
+    /// a literal of the shape, else the known type of `mid`, else (for a
+    /// copying 0 of the shape, or a Flatten) the known dims of `x`.
+    fn dim(&self, g: &Graph, x: Outlet, mid: Outlet, i: usize) -> Option<i64> {
+        if let Inner::Reshape { shape, .. } = self {
+            if shape.get(i).is_some_and(|&s| s > 0) {
+                return Some(shape[i]);
+            }
+        }
+        if let Some(d) = dims(g, mid).and_then(|d| d.get(i).copied().flatten()) {
+            return Some(d);
+        }
+        let xd = dims(g, x)?;
+        match self {
+            Inner::Reshape { shape, allowzero } => {
+                (shape.get(i) == Some(&0) && !allowzero).then(|| xd.get(i).copied().flatten())?
+            }
+            Inner::Flatten { axis } => {
+                let axis = if *axis < 0 {
+                    axis + xd.len() as i64
+                } else {
+                    *axis
+                };
+                let axis = usize::try_from(axis).ok().filter(|&a| a <= xd.len())?;
+                let part = if i == 0 { &xd[..axis] } else { &xd[axis..] };
+                part.iter().copied().product::<Option<i64>>()
+            }
+        }
+    }
+
+    /// Does a copying 0 at position `i` mean the same for `x` as for `mid`?
+    /// (The inner shape copied `x`'s dim `i` itself.)
+    fn copies_x(&self, i: usize) -> bool {
+        matches!(self, Inner::Reshape { shape, allowzero: false } if shape.get(i) == Some(&0))
+    }
+}
+
+/// `Reshape(R(x), s) = Reshape(x, s')` for `R` a Reshape or Flatten: both
+/// keep the element order, so only the last shape matters. `s'` is `s` with
+/// each copying 0 made explicit: the intermediate's dim, or left 0 when that
+/// dim was itself copied from `x`.
+fn reshape_of_reshape(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+    let op = g.op(id).expect("rules see operators");
+    let Some(mid) = g.input(id, 0).filter(|_| op.is("Reshape")) else {
+        return Ok(None);
+    };
+    let Some((inner, x)) = Inner::of(g, mid) else {
+        return Ok(None);
+    };
+    let Some(shape_in) = g.input(id, 1) else {
+        return Ok(None);
+    };
+    let Some(shape) = const_ints(g, Some(shape_in)) else {
+        return Ok(None);
+    };
+    let allowzero = op.attr_int("allowzero", 0) == 1;
+    let mut resolved = shape.clone();
+    for (i, s) in resolved.iter_mut().enumerate() {
+        if *s != 0 || allowzero || inner.copies_x(i) {
+            continue;
+        }
+        match inner.dim(g, x, mid, i) {
+            Some(d) if d > 0 => *s = d,
+            _ => return Ok(None),
+        }
+    }
+    let mut patch = Patch::new("");
+    patch.rewire(id, 0, Some(x.into()));
+    if resolved != shape {
+        let name = format!("{}.fused", g.outlet_name(shape_in));
+        let dims = vec![resolved.len() as i64];
+        let c = patch.add_const(&name, Tensor::from_i64(dims, &resolved));
+        patch.rewire(id, 1, Some(c));
+    }
+    if dies_with_consumer(g, mid) {
+        patch.remove(mid.node);
+    }
+    Ok(Some(patch))
+}
+
+/// `Flatten(R(x), 0) = Flatten(x, 0)` (both `[1, n]`);
+/// `Flatten(Flatten(x, a), 1) = Flatten(x, a)` (a 2-D value flattens to itself);
+/// otherwise `Flatten(R(x), k) = Reshape(x, [P, -1])` with `P` the product
+/// of the intermediate's first `k` dims, or `Reshape(x, [-1, Q])` with `Q`
+/// the product of the rest, when known and positive.
+fn flatten_of_reshape(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+    let op = g.op(id).expect("rules see operators");
+    let Some(mid) = g.input(id, 0).filter(|_| op.is("Flatten")) else {
+        return Ok(None);
+    };
+    let Some((inner, x)) = Inner::of(g, mid) else {
+        return Ok(None);
+    };
+    let rank = inner.rank();
+    let axis = op.attr_int("axis", 1);
+    let axis = if axis < 0 { axis + rank as i64 } else { axis };
+    let Some(axis) = usize::try_from(axis).ok().filter(|&a| a <= rank) else {
+        return Ok(None);
+    };
+    let out = Outlet::new(id, 0);
+    let mut patch = Patch::new("");
+    match (&inner, axis) {
+        (_, 0) => {
+            let mut op = op.clone();
+            op.set_attr(Attribute::int("axis", 0));
+            patch.update(id, op);
+            patch.rewire(id, 0, Some(x.into()));
+        }
+        (Inner::Flatten { .. }, 1) => {
+            if g.is_graph_output(out) && !g.can_take_name(mid) {
+                return Ok(None);
+            }
+            patch.shunt(out, mid);
+            patch.remove(id);
+            return Ok(Some(patch));
+        }
+        _ => {
+            // Reshape with a shape input exists from opset 5.
+            if ctx.opset < 5 {
+                return Ok(None);
+            }
+            let product = |range: std::ops::Range<usize>| -> Option<i64> {
+                range
+                    .map(|i| inner.dim(g, x, mid, i))
+                    .product::<Option<i64>>()
+                    .filter(|&p| p > 0)
+            };
+            let shape = match (product(0..axis), product(axis..rank)) {
+                (Some(p), _) => [p, -1],
+                (None, Some(q)) => [-1, q],
+                (None, None) => return Ok(None),
+            };
+            let name = g.outlet_name(out).to_string();
+            let c = patch.add_const(&format!("{name}.shape"), Tensor::from_i64(vec![2], &shape));
+            let reshape = Operator::new("Reshape", 2, vec![]);
+            let node = g.node(id).name.clone();
+            let r = patch.add_op(node, reshape, vec![Some(x.into()), Some(c)], &[&name]);
+            patch.shunt(out, Src::New { index: r, slot: 0 });
+            patch.remove(id);
+        }
+    }
+    if dies_with_consumer(g, mid) {
+        patch.remove(mid.node);
+    }
+    Ok(Some(patch))
+}
+
+/// The `axes` of a Squeeze/Unsqueeze: the attribute (opset < 13) or the
+/// constant second input (opset ≥ 13). `Some(None)`: no axes given;
+/// `None`: axes not known.
+fn axes(g: &Graph, id: NodeId) -> Option<Option<Vec<i64>>> {
+    let op = g.op(id)?;
+    if let Some(a) = op.attr_ints("axes") {
+        return Some(Some(a.to_vec()));
+    }
+    match g.input(id, 1) {
+        None => Some(None),
+        Some(o) => const_ints(g, Some(o)).map(Some),
+    }
+}
+
+/// `axes` as a sorted set of non-negative axes of a rank-`rank` tensor;
+/// `None` when out of range, repeated, or negative with `rank` unknown.
+fn normalized(axes: &[i64], rank: Option<usize>) -> Option<Vec<usize>> {
+    let mut out = axes
+        .iter()
+        .map(|&a| {
+            let a = if a < 0 { a + rank? as i64 } else { a };
+            usize::try_from(a)
+                .ok()
+                .filter(|&a| rank.is_none_or(|r| a < r))
+        })
+        .collect::<Option<Vec<usize>>>()?;
+    out.sort_unstable();
+    let n = out.len();
+    out.dedup();
+    (out.len() == n).then_some(out)
+}
+
+/// Replaces the outer node `id` and, when unshared, the inner one by `x`.
+fn bypass_pair(g: &Graph, id: NodeId, mid: Outlet, x: Outlet) -> Option<Patch> {
+    let out = Outlet::new(id, 0);
+    let inner_dies = dies_with_consumer(g, mid);
+    if g.is_graph_output(out) && !g.can_take_name(x) && !inner_dies {
+        return None;
+    }
+    let mut patch = Patch::new("");
+    patch.shunt(out, x);
+    patch.remove(id);
+    if inner_dies {
+        patch.remove(mid.node);
+    }
+    Some(patch)
+}
+
+/// `Squeeze(Unsqueeze(x, a), a) = x`: the inserted dims are 1 and are
+/// removed again. Axes of both refer to the same rank, `rank(x) + |a|`.
+fn squeeze_unsqueeze(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+    let op = g.op(id).expect("rules see operators");
+    let Some(mid) = g.input(id, 0).filter(|_| op.is("Squeeze")) else {
+        return Ok(None);
+    };
+    if !g.op(mid.node).is_some_and(|o| o.is("Unsqueeze")) {
+        return Ok(None);
+    }
+    let (Some(x), Some(Some(sq)), Some(Some(unsq))) =
+        (g.input(mid.node, 0), axes(g, id), axes(g, mid.node))
+    else {
+        return Ok(None);
+    };
+    let rank = dims(g, x).map(|d| d.len() + unsq.len());
+    let (Some(sq), Some(unsq)) = (normalized(&sq, rank), normalized(&unsq, rank)) else {
+        return Ok(None);
+    };
+    Ok((sq == unsq).then(|| bypass_pair(g, id, mid, x)).flatten())
+}
+
+/// `Unsqueeze(Squeeze(x, a), a) = x` when `x`'s dims at `a` are 1 (known,
+/// not just promised by the model being valid). Without axes, Squeeze
+/// removes every dim that is 1, so every dim of `x` must then be known.
+fn unsqueeze_squeeze(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+    let op = g.op(id).expect("rules see operators");
+    let Some(mid) = g.input(id, 0).filter(|_| op.is("Unsqueeze")) else {
+        return Ok(None);
+    };
+    if !g.op(mid.node).is_some_and(|o| o.is("Squeeze")) {
+        return Ok(None);
+    }
+    let (Some(x), Some(sq), Some(Some(unsq))) =
+        (g.input(mid.node, 0), axes(g, mid.node), axes(g, id))
+    else {
+        return Ok(None);
+    };
+    let Some(xd) = dims(g, x) else {
+        return Ok(None);
+    };
+    let sq = match sq {
+        Some(sq) => normalized(&sq, Some(xd.len())),
+        None if xd.iter().all(Option::is_some) => {
+            Some((0..xd.len()).filter(|&i| xd[i] == Some(1)).collect())
+        }
+        None => None,
+    };
+    let (Some(sq), Some(unsq)) = (sq, normalized(&unsq, Some(xd.len()))) else {
+        return Ok(None);
+    };
+    let ones = sq.iter().all(|&i| xd[i] == Some(1));
+    Ok((ones && sq == unsq)
+        .then(|| bypass_pair(g, id, mid, x))
+        .flatten())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::build::ModelBuilder;
+    use crate::ir::{
+        diff::model_diff, Attribute, DataType, Model, Outlet, Tensor, TypeInfo, ValueInfo,
+    };
+    use crate::passes::testing::{check, rewrite};
+
+    const PASS: &str = "fuse-reshape";
+
+    fn shape(b: &mut ModelBuilder, name: &str, s: &[i64]) -> Outlet {
+        b.init(name, Tensor::from_i64(vec![s.len() as i64], s))
+    }
+
+    fn unchanged(m: &Model) {
+        assert_eq!(model_diff(m, &rewrite(m, PASS)), "no change\n");
+    }
+
+    /// x: f32[2,3,4] → Reshape(s1) → Reshape(s2) → Relu → y.
+    fn reshapes(s1: &[i64], s2: &[i64]) -> Model {
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[2, 3, 4]);
+        let s1 = shape(&mut b, "s1", s1);
+        let a = b.op("Reshape", &[x, s1], vec![], "a");
+        let s2 = shape(&mut b, "s2", s2);
+        let r = b.op("Reshape", &[a, s2], vec![], "r");
+        let y = b.op("Relu", &[r], vec![], "y");
+        b.output(y, DataType::FLOAT);
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn reshape_of_reshape() {
+        // 0 copies the intermediate's literal 6; -1 needs nothing.
+        let after = check(
+            "fuse-reshape__reshape-reshape",
+            &reshapes(&[6, 4], &[0, 2, -1]),
+            PASS,
+        );
+        assert_eq!(after.graph.op_count(), 2);
+        // 0 in both copies x's dim 0 and stays 0.
+        let after = check(
+            "fuse-reshape__reshape-reshape-copy",
+            &reshapes(&[0, 12], &[0, -1, 3]),
+            PASS,
+        );
+        assert_eq!(after.graph.op_count(), 2);
+    }
+
+    #[test]
+    fn zero_of_unknown_intermediate_dim_stays() {
+        // a = Reshape(x, [-1, 4]): its dim 0 is not known without types.
+        unchanged(&reshapes(&[-1, 4], &[0, 2, 2]));
+        // Known from the intermediate's type (as infer-shapes records it), it fuses.
+        let mut m = reshapes(&[-1, 4], &[0, 2, 2]);
+        let a = m.graph.find_value("a").unwrap();
+        m.graph.node_mut(a.node).outputs[0].info = Some(ValueInfo {
+            ty: Some(TypeInfo::tensor(DataType::FLOAT, &[6, 4])),
+            ..ValueInfo::default()
+        });
+        let after = check("fuse-reshape__reshape-reshape-typed", &m, PASS);
+        assert_eq!(after.graph.op_count(), 2);
+    }
+
+    #[test]
+    fn reshape_shared_inner_stays() {
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[2, 3, 4]);
+        let s1 = shape(&mut b, "s1", &[6, 4]);
+        let a = b.op("Reshape", &[x, s1], vec![], "a");
+        let s2 = shape(&mut b, "s2", &[4, 6]);
+        let r = b.op("Reshape", &[a, s2], vec![], "r");
+        let n = b.op("Neg", &[a], vec![], "n");
+        b.output(r, DataType::FLOAT);
+        b.output(n, DataType::FLOAT);
+        let after = check("fuse-reshape__shared-inner", &b.build().unwrap(), PASS);
+        assert_eq!(after.graph.op_count(), 3);
+    }
+
+    #[test]
+    fn flatten_chains() {
+        // Reshape(Flatten(x, 2)): the 0 is Flatten's leading dim 2·3 = 6.
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[2, 3, 4]);
+        let f = b.op("Flatten", &[x], vec![Attribute::int("axis", 2)], "f");
+        let s = shape(&mut b, "s", &[0, 2, 2]);
+        let r = b.op("Reshape", &[f, s], vec![], "r");
+        b.output(r, DataType::FLOAT);
+        let after = check("fuse-reshape__flatten-reshape", &b.build().unwrap(), PASS);
+        assert_eq!(after.graph.op_count(), 1);
+
+        // Flatten(Reshape(x, [4, 3, 2]), 1) = Reshape(x, [4, -1]).
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[2, 3, 4]);
+        let s = shape(&mut b, "s", &[4, 3, 2]);
+        let r = b.op("Reshape", &[x, s], vec![], "r");
+        let f = b.op("Flatten", &[r], vec![], "f");
+        let y = b.op("Relu", &[f], vec![], "y");
+        b.output(y, DataType::FLOAT);
+        let after = check("fuse-reshape__reshape-flatten", &b.build().unwrap(), PASS);
+        assert_eq!(after.graph.op_count(), 2);
+
+        // Flatten(Flatten(x, 2), 1) = Flatten(x, 2).
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[2, 3, 4]);
+        let f = b.op("Flatten", &[x], vec![Attribute::int("axis", 2)], "f");
+        let g = b.op("Flatten", &[f], vec![], "g");
+        let y = b.op("Relu", &[g], vec![], "y");
+        b.output(y, DataType::FLOAT);
+        let after = check("fuse-reshape__flatten-flatten", &b.build().unwrap(), PASS);
+        assert_eq!(after.graph.op_count(), 2);
+    }
+
+    /// x: f32[dims] → `first`(axes) → `second`(axes) → Relu → y, axes as
+    /// attributes before opset 13 and as inputs from 13.
+    fn pair(opset: i64, dims: &[i64], first: &str, second: &str, axes: &[i64]) -> Model {
+        let mut b = ModelBuilder::new(opset);
+        let x = b.input("x", DataType::FLOAT, dims);
+        let op = |b: &mut ModelBuilder, ty: &str, input, out: &str| {
+            if opset < 13 {
+                b.op(ty, &[input], vec![Attribute::ints("axes", axes)], out)
+            } else {
+                let a = shape(b, &format!("{out}.axes"), axes);
+                b.op(ty, &[input, a], vec![], out)
+            }
+        };
+        let a = op(&mut b, first, x, "a");
+        let s = op(&mut b, second, a, "s");
+        let y = b.op("Relu", &[s], vec![], "y");
+        b.output(y, DataType::FLOAT);
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn squeeze_of_unsqueeze_vanishes() {
+        for opset in [11, 13] {
+            let m = pair(opset, &[2, 3], "Unsqueeze", "Squeeze", &[0, -1]);
+            let name = format!("fuse-reshape__squeeze-unsqueeze-opset{opset}");
+            assert_eq!(check(&name, &m, PASS).graph.op_count(), 1);
+        }
+        // Different axes: [2,1] → [1,2,1] → [1,2] is not the identity.
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[2, 1]);
+        let a0 = shape(&mut b, "a0", &[0]);
+        let a2 = shape(&mut b, "a2", &[2]);
+        let u = b.op("Unsqueeze", &[x, a0], vec![], "u");
+        let s = b.op("Squeeze", &[u, a2], vec![], "s");
+        b.output(s, DataType::FLOAT);
+        unchanged(&b.build().unwrap());
+    }
+
+    #[test]
+    fn unsqueeze_of_squeeze_needs_known_ones() {
+        for opset in [11, 13] {
+            let m = pair(opset, &[1, 3, 1], "Squeeze", "Unsqueeze", &[0, 2]);
+            let name = format!("fuse-reshape__unsqueeze-squeeze-opset{opset}");
+            assert_eq!(check(&name, &m, PASS).graph.op_count(), 1);
+        }
+        // x's dim 0 is symbolic: it is 1 only if the model is run correctly.
+        let mut m = pair(13, &[1, 3, 1], "Squeeze", "Unsqueeze", &[0]);
+        let mut ty = TypeInfo::tensor(DataType::FLOAT, &[1, 3, 1]);
+        if let crate::ir::TypeKind::Tensor {
+            shape: Some(dims), ..
+        } = &mut ty.kind
+        {
+            dims[0].value = crate::ir::DimValue::Param("n".into());
+        }
+        m.graph.inputs[0].info.ty = Some(ty);
+        unchanged(&m);
+    }
+}
