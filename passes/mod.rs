@@ -4,6 +4,7 @@
 //! after, options. Passes match on `&Graph` and change it only through
 //! `ir::Patch`; they do no IO.
 
+mod cse;
 mod dce;
 mod eliminate;
 mod fold_constants;
@@ -33,6 +34,7 @@ pub struct PassInfo {
 }
 
 pub const PASSES: &[PassInfo] = &[
+    cse::INFO,
     dce::INFO,
     eliminate::INFO,
     fold_constants::INFO,

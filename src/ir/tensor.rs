@@ -7,6 +7,7 @@
 use super::{DataType, Opaque};
 use anyhow::{bail, ensure, Result};
 use bytes::Bytes;
+use std::borrow::Cow;
 
 #[derive(Clone, PartialEq, Debug)]
 pub enum TensorData {
@@ -137,6 +138,35 @@ impl Tensor {
             self.numel()
         );
         Ok(())
+    }
+
+    /// Same type, dims and elements, bit for bit (`-0.0` differs from `0.0`),
+    /// whichever storage each uses. Pair with `digest` to find duplicates.
+    pub fn same_payload(&self, other: &Tensor) -> bool {
+        if self.dtype != other.dtype || self.dims != other.dims {
+            return false;
+        }
+        match (&self.data, &other.data) {
+            (TensorData::String(a), TensorData::String(b)) => a == b,
+            (TensorData::String(_), _) | (_, TensorData::String(_)) => false,
+            _ => self.le_bytes() == other.le_bytes(),
+        }
+    }
+
+    /// The payload as little-endian bytes of its storage (empty for strings).
+    fn le_bytes(&self) -> Cow<'_, [u8]> {
+        fn pack<T, const N: usize>(v: &[T], f: impl Fn(&T) -> [u8; N]) -> Cow<'static, [u8]> {
+            Cow::Owned(v.iter().flat_map(f).collect())
+        }
+        match &self.data {
+            TensorData::Raw(b) => Cow::Borrowed(b),
+            TensorData::Float(v) => pack(v, |x| x.to_le_bytes()),
+            TensorData::Int32(v) => pack(v, |x| x.to_le_bytes()),
+            TensorData::Int64(v) => pack(v, |x| x.to_le_bytes()),
+            TensorData::Double(v) => pack(v, |x| x.to_le_bytes()),
+            TensorData::Uint64(v) => pack(v, |x| x.to_le_bytes()),
+            TensorData::String(_) => Cow::Borrowed(&[]),
+        }
     }
 
     /// A stable 64-bit FNV-1a digest of type, dims and payload, shown in the
