@@ -9,6 +9,7 @@ mod dce;
 mod eliminate;
 mod fold_constants;
 mod fuse;
+mod fuse_activation;
 mod fuse_bias;
 mod fuse_bn;
 mod fuse_cast;
@@ -39,6 +40,7 @@ pub const PASSES: &[PassInfo] = &[
     eliminate::INFO,
     fold_constants::INFO,
     fuse::INFO,
+    fuse_activation::INFO,
     fuse_bias::INFO,
     fuse_bn::INFO,
     fuse_cast::INFO,
