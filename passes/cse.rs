@@ -24,7 +24,7 @@
 //! subgraphs, operators outside the ONNX domains (`ai.onnx`, `ai.onnx.ml`),
 //! whose determinism is unknown, and initializers that are also graph inputs
 //! (the caller may override them). Graph outputs keep their names.
-//! Initializers are compared by a digest first, then byte for byte.
+//! Initializers are compared by a hash of their payload first, then byte for byte.
 //!
 //! In the first topological order, two operators with the same inputs become
 //! ready together, so the first of them is the one with the smaller node id:
@@ -99,7 +99,7 @@ pub fn merge_initializers(g: &mut Graph) -> Result<usize> {
         let mut kept: HashMap<u64, Vec<NodeId>> = HashMap::new();
         for id in group {
             let t = tensor(id);
-            let same = kept.entry(t.digest()).or_default();
+            let same = kept.entry(t.payload_hash()).or_default();
             match same.iter().find(|&&k| tensor(k).same_payload(t)) {
                 Some(&k) => {
                     patch.shunt(Outlet::new(id, 0), Outlet::new(k, 0));

@@ -291,18 +291,25 @@ impl Producer {
     }
 
     /// The output channel each weight element contributes to.
-    fn channel_of(&self, i: usize) -> usize {
-        let d = |k: usize| self.weight_dims[k] as usize;
-        let inner = |from: usize| self.weight_dims[from..].iter().product::<i64>() as usize;
-        match self.kind {
-            Kind::Conv => i / inner(1),
+    /// Maps a weight element's flat index to its output channel. The dim
+    /// products are taken once: this runs for every weight element.
+    fn channel_map(&self) -> impl Fn(usize) -> usize + '_ {
+        let d = |k: usize| self.weight_dims.get(k).map_or(1, |&v| v as usize);
+        let inner = |from: usize| {
+            self.weight_dims
+                .get(from..)
+                .map_or(1, |r| r.iter().product::<i64>() as usize)
+        };
+        let (d0, d1, inner1, inner2) = (d(0), d(1), inner(1), inner(2));
+        move |i| match self.kind {
+            Kind::Conv => i / inner1,
             Kind::ConvTranspose { group } => {
                 // w[c, j, k...] feeds output channel (c / (C/group))·(M/group) + j.
-                let (c, j) = (i / inner(1), (i / inner(2)) % d(1));
-                (c / (d(0) / group)) * d(1) + j
+                let (c, j) = (i / inner1, (i / inner2) % d1);
+                (c / (d0 / group)) * d1 + j
             }
-            Kind::Gemm { trans_b: true } => i / d(1),
-            Kind::Gemm { trans_b: false } | Kind::MatMul => i % d(1),
+            Kind::Gemm { trans_b: true } => i / d1,
+            Kind::Gemm { trans_b: false } | Kind::MatMul => i % d1,
         }
     }
 
@@ -312,8 +319,12 @@ impl Producer {
         let op = g.op(self.id).expect("an operator");
         let label = g.node(self.id).label();
         if s.iter().any(|&x| x != 1.0) {
-            let w: Vec<f64> = (0..self.weight.len())
-                .map(|i| self.weight[i] * s[self.channel_of(i)])
+            let channel_of = self.channel_map();
+            let w: Vec<f64> = self
+                .weight
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| x * s[channel_of(i)])
                 .collect();
             let tensor = to_tensor(self.weight_dims.clone(), &w);
             replace_const(g, patch, self.id, 1, &format!("{label}.weight"), tensor);

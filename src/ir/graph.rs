@@ -461,19 +461,19 @@ impl Graph {
     }
 
     /// Every value name defined in this graph and its subgraphs.
-    pub fn all_names(&self) -> HashSet<String> {
-        let mut names = HashSet::new();
+    pub fn all_names(&self) -> HashSet<&str> {
+        let mut names = HashSet::with_capacity(self.g.node_count());
         self.collect_names(&mut names);
         names
     }
 
-    fn collect_names(&self, names: &mut HashSet<String>) {
+    fn collect_names<'a>(&'a self, names: &mut HashSet<&'a str>) {
         for n in self.g.node_weights() {
             names.extend(
                 n.outputs
                     .iter()
                     .filter(|v| !v.name.is_empty())
-                    .map(|v| v.name.clone()),
+                    .map(|v| v.name.as_str()),
             );
             if let NodeKind::Op(op) = &n.kind {
                 for sub in op.attributes.iter().flat_map(|a| a.graphs()) {

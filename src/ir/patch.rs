@@ -5,7 +5,7 @@
 
 use super::*;
 use anyhow::{bail, ensure, Context, Result};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// An input for a node a patch adds: an existing outlet, or output `slot` of
 /// the `index`-th node added by the same patch.
@@ -135,26 +135,62 @@ impl Patch {
             let v = &mut g.node_mut(outlet.node).outputs[outlet.slot];
             v.info.get_or_insert_with(ValueInfo::default).ty = Some(ty);
         }
-        let mut names = if self.added.is_empty() && self.shunts.is_empty() {
-            HashSet::new()
-        } else {
-            g.all_names()
-        };
-        // Names of the nodes this patch removes are free for the ones it adds
-        // (a Constant lifted to an initializer keeps its name).
-        for &id in &self.removals {
-            if g.contains(id) {
+        // Names are chosen before anything changes, against the graph's names
+        // (borrowed); the names of nodes this patch removes are free, so a
+        // Constant lifted to an initializer keeps its name.
+        let (added_names, mut spares) = {
+            let needs_names = !self.added.is_empty()
+                || self.shunts.iter().any(|(old, _)| g.is_graph_output(*old));
+            let mut taken = if needs_names {
+                g.all_names()
+            } else {
+                HashSet::new()
+            };
+            for &id in self.removals.iter().filter(|&&id| g.contains(id)) {
                 for v in &g.node(id).outputs {
-                    names.remove(&v.name);
+                    taken.remove(v.name.as_str());
                 }
             }
-        }
-        let mut ids = Vec::with_capacity(self.added.len());
-        for (mut node, _) in self.added.iter().cloned() {
-            for v in &mut node.outputs {
-                if !v.name.is_empty() {
-                    v.name = unique(&mut names, &v.name);
+            let mut fresh: HashSet<String> = HashSet::new();
+            let mut pick = |base: &str| {
+                let mut name = base.to_string();
+                let mut k = 1;
+                while taken.contains(name.as_str()) || fresh.contains(&name) {
+                    name = format!("{base}_{k}");
+                    k += 1;
                 }
+                fresh.insert(name.clone());
+                name
+            };
+            let added_names: Vec<Vec<String>> = self
+                .added
+                .iter()
+                .map(|(node, _)| {
+                    node.outputs
+                        .iter()
+                        .map(|v| {
+                            if v.name.is_empty() {
+                                String::new()
+                            } else {
+                                pick(&v.name)
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            // A graph output's old producer gives up the name: its spare one.
+            let spares: HashMap<Outlet, String> = self
+                .shunts
+                .iter()
+                .filter(|(old, _)| g.is_graph_output(*old))
+                .map(|(old, _)| (*old, pick(&format!("{}_replaced", g.outlet_name(*old)))))
+                .collect();
+            (added_names, spares)
+        };
+        let mut ids = Vec::with_capacity(self.added.len());
+        for ((mut node, _), names) in self.added.iter().cloned().zip(added_names) {
+            for (v, name) in node.outputs.iter_mut().zip(names) {
+                v.name = name;
             }
             ids.push(g.add_node(node));
         }
@@ -192,7 +228,7 @@ impl Patch {
         }
         for (old, new) in self.shunts {
             let new = resolve(new)?;
-            shunt(g, old, new, &mut names)?;
+            shunt(g, old, new, spares.remove(&old))?;
         }
         let removed: HashSet<NodeId> = self.removals.iter().copied().collect();
         for &id in &self.removals {
@@ -225,20 +261,10 @@ impl Patch {
     }
 }
 
-fn unique(names: &mut HashSet<String>, base: &str) -> String {
-    let mut name = base.to_string();
-    let mut k = 1;
-    while names.contains(&name) {
-        name = format!("{base}_{k}");
-        k += 1;
-    }
-    names.insert(name.clone());
-    name
-}
-
 /// Moves every use of `old` to `new`. A graph output keeps its name: `new`
-/// takes it over when it is free to, else an Identity carries it.
-fn shunt(g: &mut Graph, old: Outlet, new: Outlet, names: &mut HashSet<String>) -> Result<()> {
+/// takes it over when it is free to, else an Identity carries it; `old` then
+/// takes the `spare` name chosen for it.
+fn shunt(g: &mut Graph, old: Outlet, new: Outlet, spare: Option<String>) -> Result<()> {
     if old == new {
         return Ok(());
     }
@@ -248,22 +274,16 @@ fn shunt(g: &mut Graph, old: Outlet, new: Outlet, names: &mut HashSet<String>) -
     let outputs: Vec<usize> = (0..g.outputs.len())
         .filter(|&i| g.outputs[i].outlet == old)
         .collect();
-    if outputs.is_empty() {
+    let Some(spare) = spare.filter(|_| !outputs.is_empty()) else {
         return Ok(());
-    }
+    };
+    let old_name = std::mem::replace(&mut g.node_mut(old.node).outputs[old.slot].name, spare);
     let target = if g.can_take_name(new) {
-        let old_name = g.outlet_name(old).to_string();
-        let spare = unique(names, &format!("{old_name}_replaced"));
-        g.node_mut(old.node).outputs[old.slot].name = spare;
         let v = &mut g.node_mut(new.node).outputs[new.slot];
-        names.remove(&v.name);
         v.name = old_name;
         v.info = None;
         new
     } else {
-        let old_name = g.outlet_name(old).to_string();
-        let spare = unique(names, &format!("{old_name}_replaced"));
-        g.node_mut(old.node).outputs[old.slot].name = spare;
         let id = g.add_node(Node::op(
             None,
             Operator::new("Identity", 1, vec![]),

@@ -169,6 +169,43 @@ impl Tensor {
         }
     }
 
+    /// A cheap fingerprint of the payload: a hash of 32 elements sampled
+    /// evenly, the same for raw and typed storage of the same values. It
+    /// finds candidate duplicates in O(1); `same_payload` confirms them.
+    pub fn payload_hash(&self) -> u64 {
+        const SAMPLES: usize = 32;
+        let n = match &self.data {
+            TensorData::Raw(b) => self.dtype.size_of().map_or(b.len(), |s| b.len() / s.max(1)),
+            TensorData::Float(v) => v.len(),
+            TensorData::Int32(v) => v.len(),
+            TensorData::Int64(v) => v.len(),
+            TensorData::Double(v) => v.len(),
+            TensorData::Uint64(v) => v.len(),
+            TensorData::String(_) => return self.digest(),
+        };
+        let mut h = WordHash(n as u64);
+        for k in 0..SAMPLES.min(n) {
+            let i = k * n / SAMPLES.min(n);
+            let word = match &self.data {
+                TensorData::Raw(b) => {
+                    let size = self.dtype.size_of().unwrap_or(1).max(1);
+                    let mut w = [0u8; 8];
+                    let bytes = &b[i * size..(i * size + size).min(b.len())];
+                    w[..bytes.len().min(8)].copy_from_slice(&bytes[..bytes.len().min(8)]);
+                    u64::from_le_bytes(w)
+                }
+                TensorData::Float(v) => v[i].to_bits() as u64,
+                TensorData::Int32(v) => v[i] as u32 as u64,
+                TensorData::Int64(v) => v[i] as u64,
+                TensorData::Double(v) => v[i].to_bits(),
+                TensorData::Uint64(v) => v[i],
+                TensorData::String(_) => unreachable!("returned above"),
+            };
+            h.word(word);
+        }
+        h.0
+    }
+
     /// A stable 64-bit FNV-1a digest of type, dims and payload, shown in the
     /// text form so that snapshot diffs reveal changed weights.
     pub fn digest(&self) -> u64 {
@@ -200,6 +237,15 @@ fn le_chunks<const N: usize>(b: &[u8]) -> Result<impl Iterator<Item = [u8; N]> +
         .map(|c| c.try_into().expect("chunks_exact yields N bytes")))
 }
 
+/// Multiply-rotate hashing of 64-bit words.
+struct WordHash(u64);
+
+impl WordHash {
+    fn word(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
 struct Fnv(u64);
 
 impl Default for Fnv {
@@ -213,5 +259,21 @@ impl Fnv {
         for &b in bytes {
             self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_hash_is_the_same_for_raw_and_typed_storage() {
+        let values = [1.5f32, -2.0, 3.25];
+        let raw = Tensor::from_f32(vec![3], &values);
+        let typed = Tensor::new(DataType::FLOAT, vec![3], TensorData::Float(values.to_vec()));
+        assert!(raw.same_payload(&typed));
+        assert_eq!(raw.payload_hash(), typed.payload_hash());
+        let other = Tensor::from_f32(vec![3], &[1.5, -2.0, 3.5]);
+        assert_ne!(raw.payload_hash(), other.payload_hash());
     }
 }
