@@ -59,9 +59,7 @@ pub const RULES: &[(&str, Rule)] = &[("duplicate", duplicate)];
 
 impl Pass for Cse {
     fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let ctx = RuleContext {
-            opset: model.opset("").unwrap_or(1),
-        };
+        let ctx = RuleContext::for_model(model, None);
         let (mut initializers, mut operators) = (0, 0);
         model.graph.visit_graphs_mut(&mut |g| {
             initializers += merge_initializers(g)?;

@@ -20,7 +20,7 @@
 //!
 //! **Options:** none.
 
-use crate::ir::patch::{rewrite_to_fixpoint, Rule, RuleContext};
+use crate::ir::patch::{rewrite_model, Rule, RuleContext};
 use crate::ir::{AttrValue, DataType, Graph, Model, NodeId, Outlet, Patch};
 use crate::passes::PassInfo;
 use crate::pipeline::{Options, Pass};
@@ -51,14 +51,8 @@ pub const RULES: &[(&str, Rule)] = &[
 
 impl Pass for Eliminate {
     fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let mut removed = 0;
-        let ctx = RuleContext {
-            opset: model.opset("").unwrap_or(1),
-        };
-        model.graph.visit_graphs_mut(&mut |g| {
-            removed += rewrite_to_fixpoint(&ctx, g, RULES)?;
-            Ok(())
-        })?;
+        let ctx = RuleContext::for_model(model, None);
+        let removed = rewrite_model(model, &ctx, RULES)?;
         Ok(json!({ "removed": removed }))
     }
 }

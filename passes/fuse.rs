@@ -15,7 +15,9 @@
 //! ```
 //! Each part is a pass of its own, selectable alone; see `onnx-opt passes`.
 //!
-//! **Options:** `rounds` (default 8): the most rounds before giving up on a fixpoint.
+//! **Options:** `rounds` (default 8): the most rounds before giving up on a
+//! fixpoint; `target-opset` (default 0 = the model's): emit no operator newer
+//! than this opset.
 
 use crate::ir::Model;
 use crate::passes::PassInfo;
@@ -27,11 +29,14 @@ pub const INFO: PassInfo = PassInfo {
     name: "fuse",
     summary: "canonicalise and apply every exact fusion, to a fixpoint",
     exact: true,
-    options: &[OptionInfo {
-        name: "rounds",
-        default: "8",
-        help: "most rounds before stopping",
-    }],
+    options: &[
+        OptionInfo {
+            name: "rounds",
+            default: "8",
+            help: "most rounds before stopping",
+        },
+        crate::passes::fuse_activation::TARGET_OPSET,
+    ],
     build,
 };
 
@@ -43,10 +48,15 @@ const ROUND: &str = "infer-shapes,fold-constants,eliminate,fuse-bn,fuse-gemm,fus
 fn build(options: &Options) -> Result<Box<dyn Pass>> {
     let rounds: usize = options.get("rounds")?;
     ensure!(rounds > 0, "pass 'fuse': rounds must be at least 1");
+    let target: i64 = options.get("target-opset")?;
+    let round = ROUND.replace(
+        "fuse-activation",
+        &format!("fuse-activation{{target-opset={target}}}"),
+    );
     Ok(Box::new(Fuse {
         rounds,
         lift: Pipeline::parse("lift-constants")?,
-        round: Pipeline::parse(ROUND)?,
+        round: Pipeline::parse(&round)?,
     }))
 }
 

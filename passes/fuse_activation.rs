@@ -32,7 +32,8 @@
 //! counted in the report (`hardswish_needs_opset_14`, ...); at opset 6–13
 //! `x * (Clip(x + 3, 0, 6) / 6)` still becomes `x * HardSigmoid(x)`.
 //!
-//! **Options:** none.
+//! **Options:** `target-opset` (default 0 = the model's opset): emit no
+//! operator newer than this, for runtimes that lag the model's opset.
 
 use crate::ir::patch::{rewrite_to_fixpoint, Rule, RuleContext, Src};
 use crate::ir::{
@@ -40,8 +41,8 @@ use crate::ir::{
     Tensor, TypeKind,
 };
 use crate::passes::PassInfo;
-use crate::pipeline::{Options, Pass};
-use anyhow::Result;
+use crate::pipeline::{OptionInfo, Options, Pass};
+use anyhow::{ensure, Result};
 use serde_json::json;
 
 pub const INFO: PassInfo = PassInfo {
@@ -49,15 +50,31 @@ pub const INFO: PassInfo = PassInfo {
     summary:
         "fuse written-out HardSwish, HardSigmoid, Gelu and LayerNormalization into their ONNX ops",
     exact: true,
-    options: &[],
+    options: &[TARGET_OPSET],
     build,
 };
 
-fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(FuseActivation))
+/// Shared with `fuse`, which passes it on.
+pub const TARGET_OPSET: OptionInfo = OptionInfo {
+    name: "target-opset",
+    default: "0",
+    help: "emit no op newer than this opset (0: the model's own); for older runtimes",
+};
+
+fn build(options: &Options) -> Result<Box<dyn Pass>> {
+    let target: i64 = options.get("target-opset")?;
+    ensure!(
+        target >= 0,
+        "pass 'fuse-activation': target-opset must be >= 0"
+    );
+    Ok(Box::new(FuseActivation {
+        target: (target > 0).then_some(target),
+    }))
 }
 
-struct FuseActivation;
+struct FuseActivation {
+    target: Option<i64>,
+}
 
 /// HardSwish before HardSigmoid: both start at the same Clip, and HardSwish
 /// takes the longer pattern.
@@ -70,9 +87,7 @@ pub const RULES: &[(&str, Rule)] = &[
 
 impl Pass for FuseActivation {
     fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let ctx = RuleContext {
-            opset: model.opset("").unwrap_or(1),
-        };
+        let ctx = RuleContext::for_model(model, self.target);
         let mut fused = [0usize; 4];
         let mut waiting = Waiting::default();
         model.graph.visit_graphs_mut(&mut |g| {
@@ -816,6 +831,17 @@ mod tests {
         // √2 written as 1.41: only the arrangement scaling by 1/√2 fuses.
         let after = rewrite(&gelus(20, 1.41), PASS);
         assert_eq!(ops(&after, "Gelu"), 1);
+    }
+
+    #[test]
+    fn target_opset_keeps_newer_ops_out() {
+        let model = gelus(20, std::f32::consts::SQRT_2);
+        for passes in ["fuse-activation{target-opset=19}", "fuse{target-opset=19}"] {
+            let after = rewrite(&model, passes);
+            assert_eq!(ops(&after, "Gelu"), 0, "{passes}");
+        }
+        // Under `fuse`, CSE first merges what the three arrangements share.
+        assert!(ops(&rewrite(&model, "fuse{target-opset=20}"), "Gelu") >= 1);
     }
 
     #[test]

@@ -29,7 +29,7 @@
 //! **Options:** none.
 
 use super::fuse_bn::{remove_dead_consts, sole_use, Kind, Producer};
-use crate::ir::patch::{rewrite_to_fixpoint, Rule, RuleContext};
+use crate::ir::patch::{rewrite_model, Rule, RuleContext};
 use crate::ir::{DataType, Graph, Model, NodeId, Outlet, Patch};
 use crate::passes::PassInfo;
 use crate::pipeline::{Options, Pass};
@@ -54,14 +54,8 @@ pub const RULES: &[(&str, Rule)] = &[("add", add), ("mul", mul), ("div", div)];
 
 impl Pass for FuseBias {
     fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let mut fused = 0;
-        let ctx = RuleContext {
-            opset: model.opset("").unwrap_or(1),
-        };
-        model.graph.visit_graphs_mut(&mut |g| {
-            fused += rewrite_to_fixpoint(&ctx, g, RULES)?;
-            Ok(())
-        })?;
+        let ctx = RuleContext::for_model(model, None);
+        let fused = rewrite_model(model, &ctx, RULES)?;
         Ok(json!({ "fused": fused }))
     }
 }

@@ -21,7 +21,7 @@
 //!
 //! **Options:** none.
 
-use crate::ir::patch::{rewrite_to_fixpoint, Rule, RuleContext};
+use crate::ir::patch::{rewrite_model, Rule, RuleContext};
 use crate::ir::{AttrValue, DataType, Graph, Model, NodeId, Operator, Outlet, Patch};
 use crate::passes::PassInfo;
 use crate::pipeline::{Options, Pass};
@@ -46,14 +46,8 @@ pub const RULES: &[(&str, Rule)] = &[("cast-cast", cast_cast)];
 
 impl Pass for FuseCast {
     fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let mut fused = 0;
-        let ctx = RuleContext {
-            opset: model.opset("").unwrap_or(1),
-        };
-        model.graph.visit_graphs_mut(&mut |g| {
-            fused += rewrite_to_fixpoint(&ctx, g, RULES)?;
-            Ok(())
-        })?;
+        let ctx = RuleContext::for_model(model, None);
+        let fused = rewrite_model(model, &ctx, RULES)?;
         Ok(json!({ "fused": fused }))
     }
 }

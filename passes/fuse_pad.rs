@@ -22,7 +22,7 @@
 //!
 //! **Options:** none.
 
-use crate::ir::patch::{rewrite_to_fixpoint, Rule, RuleContext};
+use crate::ir::patch::{rewrite_model, Rule, RuleContext};
 use crate::ir::{AttrValue, Attribute, Graph, Model, NodeId, Operator, Outlet, Patch, TypeKind};
 use crate::passes::PassInfo;
 use crate::pipeline::{Options, Pass};
@@ -47,14 +47,8 @@ pub const RULES: &[(&str, Rule)] = &[("pad-conv", pad_conv), ("pad-avgpool", pad
 
 impl Pass for FusePad {
     fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let mut fused = 0;
-        let ctx = RuleContext {
-            opset: model.opset("").unwrap_or(1),
-        };
-        model.graph.visit_graphs_mut(&mut |g| {
-            fused += rewrite_to_fixpoint(&ctx, g, RULES)?;
-            Ok(())
-        })?;
+        let ctx = RuleContext::for_model(model, None);
+        let fused = rewrite_model(model, &ctx, RULES)?;
         Ok(json!({ "fused": fused }))
     }
 }

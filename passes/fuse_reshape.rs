@@ -32,7 +32,7 @@
 //!
 //! **Options:** none.
 
-use crate::ir::patch::{rewrite_to_fixpoint, Rule, RuleContext, Src};
+use crate::ir::patch::{rewrite_model, Rule, RuleContext, Src};
 use crate::ir::{
     Attribute, DimValue, Graph, Model, NodeId, Operator, Outlet, Patch, Tensor, TypeKind,
 };
@@ -64,14 +64,8 @@ pub const RULES: &[(&str, Rule)] = &[
 
 impl Pass for FuseReshape {
     fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let mut fused = 0;
-        let ctx = RuleContext {
-            opset: model.opset("").unwrap_or(1),
-        };
-        model.graph.visit_graphs_mut(&mut |g| {
-            fused += rewrite_to_fixpoint(&ctx, g, RULES)?;
-            Ok(())
-        })?;
+        let ctx = RuleContext::for_model(model, None);
+        let fused = rewrite_model(model, &ctx, RULES)?;
         Ok(json!({ "fused": fused }))
     }
 }

@@ -9,7 +9,7 @@ mod dce;
 mod eliminate;
 mod fold_constants;
 mod fuse;
-mod fuse_activation;
+pub(crate) mod fuse_activation;
 mod fuse_bias;
 mod fuse_bn;
 mod fuse_cast;

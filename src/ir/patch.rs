@@ -306,6 +306,32 @@ pub struct RuleContext {
     pub opset: i64,
 }
 
+impl RuleContext {
+    /// The context for rewriting `model`: the default-domain opset it
+    /// imports, lowered to `target` when the user targets an older runtime.
+    pub fn for_model(model: &Model, target: Option<i64>) -> RuleContext {
+        let opset = model.opset("").unwrap_or(1);
+        RuleContext {
+            opset: target.map_or(opset, |t| t.min(opset)),
+        }
+    }
+}
+
+/// Applies `rules` to a fixpoint in the main graph and every subgraph;
+/// returns how many patches were applied.
+pub fn rewrite_model(
+    model: &mut Model,
+    ctx: &RuleContext,
+    rules: &[(&str, Rule)],
+) -> Result<usize> {
+    let mut applied = 0;
+    model.graph.visit_graphs_mut(&mut |g| {
+        applied += rewrite_to_fixpoint(ctx, g, rules)?;
+        Ok(())
+    })?;
+    Ok(applied)
+}
+
 /// A rewrite rule: looks at one node, read-only, and may propose a patch.
 pub type Rule = fn(&RuleContext, &Graph, NodeId) -> Result<Option<Patch>>;
 
