@@ -11,6 +11,7 @@ mod graph;
 mod model;
 mod opaque;
 pub mod patch;
+pub mod shape_value;
 mod tensor;
 pub mod text;
 mod types;
