@@ -8,6 +8,7 @@ mod cse;
 mod dce;
 mod eliminate;
 mod fold_constants;
+mod fold_shapes;
 mod fuse;
 pub(crate) mod fuse_activation;
 mod fuse_bias;
@@ -39,6 +40,7 @@ pub const PASSES: &[PassInfo] = &[
     dce::INFO,
     eliminate::INFO,
     fold_constants::INFO,
+    fold_shapes::INFO,
     fuse::INFO,
     fuse_activation::INFO,
     fuse_bias::INFO,

@@ -1,0 +1,321 @@
+//! # fold-shapes
+//!
+//! **What:** resolves `Reshape` shapes computed at run time from `Shape`
+//! (through Slice, Gather, Concat, Cast, Unsqueeze/Squeeze; see
+//! `ir::shape_value`). A Reshape to the shape its input already has, dim for
+//! dim (symbolic dims included), is removed; otherwise a computed shape whose
+//! elements are all known numbers, dims the Reshape copies from its own input
+//! at the same position, and at most one other dim becomes a constant: a
+//! number stays, a copied dim becomes `0`, the one other dim becomes `-1`.
+//! Subgraphs included.
+//!
+//! **Why:** exporters with a dynamic batch (jax2tf, tf2onnx, torch.onnx)
+//! build every Reshape's target from `Shape(x)`; the shape arithmetic is
+//! extra nodes and keeps ONNX Runtime and TensorRT from planning memory
+//! statically. Once the shape is a constant, the arithmetic is dead.
+//!
+//! ```text
+//! s = Shape(bytes: [N, 2048])                   y = Reshape(x, [-1, 512, 256])
+//! n = Slice(s, [0], [1], [0])             →
+//! t = Concat(n, [512], [256])
+//! y = Reshape(x, t)
+//! ```
+//! Identities used: `Reshape(x, s) = x` when `s[i]` is `x`'s dim `i` for
+//! every `i` (a `0` copying it with `allowzero=0`; at most one `-1`, the
+//! rest matching); `Reshape(x, s) = Reshape(x, s')` where `s'[i] = 0` when
+//! `s[i]` is `x`'s dim `i` (`allowzero=0`), and `s'[j] = -1` for the single
+//! other dim `j` when every remaining element is a known positive number
+//! (then `-1` infers exactly `s[j]` whenever the original Reshape is valid).
+//! Dims are equal only when certainly the same number: the same known value,
+//! the same `dim_param`, or the same dim of the same value; never two
+//! unknown dims.
+//!
+//! **Options:** none.
+
+use crate::ir::patch::{rewrite_to_fixpoint, Rule, RuleContext};
+use crate::ir::shape_value::{dims, shape_value, SymInt};
+use crate::ir::{Graph, Model, NodeId, Outlet, Patch, Tensor};
+use crate::passes::PassInfo;
+use crate::pipeline::{Options, Pass};
+use anyhow::Result;
+use serde_json::json;
+
+pub const INFO: PassInfo = PassInfo {
+    name: "fold-shapes",
+    summary: "remove Reshapes to a computed shape equal to the input's; make computed Reshape shapes constant",
+    exact: true,
+    options: &[],
+    build,
+};
+
+fn build(_: &Options) -> Result<Box<dyn Pass>> {
+    Ok(Box::new(FoldShapes))
+}
+
+struct FoldShapes;
+
+pub const RULES: &[(&str, Rule)] = &[
+    ("reshape-same", reshape_same),
+    ("reshape-const", reshape_const),
+];
+
+impl Pass for FoldShapes {
+    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
+        let mut folded = 0;
+        let ctx = RuleContext {
+            opset: model.opset("").unwrap_or(1),
+        };
+        model.graph.visit_graphs_mut(&mut |g| {
+            folded += rewrite_to_fixpoint(&ctx, g, RULES)?;
+            Ok(())
+        })?;
+        Ok(json!({ "folded": folded }))
+    }
+}
+
+/// A Reshape (opset ≥ 5 input form): its data input, its shape input, what
+/// the shape holds, and `allowzero`.
+fn reshape(g: &Graph, id: NodeId) -> Option<(Outlet, Outlet, Vec<SymInt>, bool)> {
+    let op = g.op(id)?;
+    if !op.is("Reshape") {
+        return None;
+    }
+    let (x, s) = (g.input(id, 0)?, g.input(id, 1)?);
+    let value = shape_value(g, s)?;
+    if value.scalar {
+        return None;
+    }
+    Some((x, s, value.elems, op.attr_int("allowzero", 0) == 1))
+}
+
+/// `Reshape(x, s) = x` when every `s[i]` is `x`'s dim `i` (or a copying 0),
+/// with at most one `-1`. Needs `x`'s rank, not its dims to be numbers.
+fn reshape_same(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+    let Some((x, _, shape, allowzero)) = reshape(g, id) else {
+        return Ok(None);
+    };
+    let Some(xd) = dims(g, x) else {
+        return Ok(None);
+    };
+    let minus_one = shape.iter().filter(|&e| *e == SymInt::Known(-1)).count();
+    let same = shape.len() == xd.len()
+        && minus_one <= 1
+        && shape.iter().zip(&xd).all(|(s, d)| {
+            s == d || *s == SymInt::Known(-1) || (*s == SymInt::Known(0) && !allowzero)
+        });
+    let out = Outlet::new(id, 0);
+    if !same || (g.is_graph_output(out) && !g.can_take_name(x)) {
+        return Ok(None);
+    }
+    let mut patch = Patch::new("");
+    patch.shunt(out, x);
+    patch.remove(id);
+    Ok(Some(patch))
+}
+
+/// `Reshape(x, s) = Reshape(x, s')` with `s'` constant: numbers kept, `x`'s
+/// own dims copied with `0` (`allowzero=0`), one other dim inferred with
+/// `-1` when every other element is a positive number.
+fn reshape_const(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+    let Some((x, s, shape, allowzero)) = reshape(g, id) else {
+        return Ok(None);
+    };
+    if g.const_tensor(s).is_some() {
+        return Ok(None);
+    }
+    let xd = dims(g, x);
+    let mut out: Vec<Option<i64>> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, e)| match e {
+            SymInt::Known(n) => Some(*n),
+            _ if !allowzero && xd.as_ref().and_then(|d| d.get(i)) == Some(e) => Some(0),
+            _ => None,
+        })
+        .collect();
+    let open: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_none()).collect();
+    match open[..] {
+        [] => {}
+        [j] if out.iter().flatten().all(|&n| n > 0) => out[j] = Some(-1),
+        _ => return Ok(None),
+    }
+    let values: Vec<i64> = out.into_iter().flatten().collect();
+    let mut patch = Patch::new("");
+    let name = format!("{}.folded", g.outlet_name(s));
+    let c = patch.add_const(&name, Tensor::from_i64(vec![values.len() as i64], &values));
+    patch.rewire(id, 1, Some(c));
+    Ok(Some(patch))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::build::ModelBuilder;
+    use crate::ir::{
+        diff::model_diff, Attribute, DataType, Dim, DimValue, Model, Outlet, Tensor, TypeInfo,
+        TypeKind,
+    };
+    use crate::passes::testing::{check, rewrite};
+
+    const PASS: &str = "fold-shapes";
+
+    /// A float type with dims given as numbers, `dim_param`s, or `?` (unknown).
+    fn ty(dims: &[&str]) -> TypeInfo {
+        let dim = |d: &&str| Dim {
+            value: match (d.parse(), *d) {
+                (Ok(n), _) => DimValue::Known(n),
+                (_, "?") => DimValue::Unknown,
+                _ => DimValue::Param(d.to_string()),
+            },
+            denotation: None,
+        };
+        TypeInfo {
+            kind: TypeKind::Tensor {
+                elem: Some(DataType::FLOAT),
+                shape: Some(dims.iter().map(dim).collect()),
+            },
+            denotation: None,
+        }
+    }
+
+    fn ints(b: &mut ModelBuilder, name: &str, v: &[i64]) -> Outlet {
+        b.init(name, Tensor::from_i64(vec![v.len() as i64], v))
+    }
+
+    fn unchanged(m: &Model) {
+        assert_eq!(model_diff(m, &rewrite(m, PASS)), "no change\n");
+    }
+
+    /// bytes: f32[`bytes`], x: f32[`x`] (tract runs symbols as 1);
+    /// y = Relu(Reshape(x, Cast(Concat(Slice(Cast(Shape(bytes), i32), [0], [1]), tail), i64))).
+    fn magika_like(bytes: &[&str], x: &[&str], tail: &[i64]) -> Model {
+        let mut b = ModelBuilder::new(15);
+        let by = b.input("bytes", DataType::FLOAT, &[2, 8]);
+        let xi = b.input("x", DataType::FLOAT, &[2, 4, 4]);
+        let s = b.op("Shape", &[by], vec![], "s");
+        let s32 = b.op("Cast", &[s], vec![Attribute::int("to", 6)], "s32");
+        let (z, one) = (ints(&mut b, "z", &[0]), ints(&mut b, "one", &[1]));
+        let n = b.op("Slice", &[s32, z, one, z], vec![], "n");
+        let t = b.init(
+            "tail",
+            Tensor::new(
+                DataType::INT32,
+                vec![tail.len() as i64],
+                crate::ir::TensorData::Int32(tail.iter().map(|&v| v as i32).collect()),
+            ),
+        );
+        let cat = b.op("Concat", &[n, t], vec![Attribute::int("axis", 0)], "cat");
+        let shape = b.op("Cast", &[cat], vec![Attribute::int("to", 7)], "shape");
+        let r = b.op("Reshape", &[xi, shape], vec![], "r");
+        let y = b.op("Relu", &[r], vec![], "y");
+        b.output(y, DataType::FLOAT);
+        let mut m = b.build().unwrap();
+        m.graph.inputs[0].info.ty = Some(ty(bytes));
+        m.graph.inputs[1].info.ty = Some(ty(x));
+        m
+    }
+
+    #[test]
+    fn same_symbolic_shape_is_removed() {
+        // bytes' dim 0 and x's dim 0 are both N: the Reshape changes nothing.
+        let m = magika_like(&["N", "8"], &["N", "4", "4"], &[4, 4]);
+        let after = check("fold-shapes__same-symbol", &m, &format!("{PASS},dce"));
+        assert_eq!(after.graph.op_count(), 1);
+    }
+
+    #[test]
+    fn computed_shape_becomes_constant() {
+        // x: [N, 16] reshaped to [N, 2, 8]: bytes' N is x's dim 0, copied: [0, 2, 8].
+        let m = magika_like(&["N", "8"], &["N", "16"], &[2, 8]);
+        let after = check("fold-shapes__copied-symbol", &m, &format!("{PASS},dce"));
+        assert_eq!(after.graph.op_count(), 2);
+        // Another symbol M: the one open dim, [-1, 4, 4].
+        let m = magika_like(&["M", "8"], &["N", "16"], &[4, 4]);
+        let after = check("fold-shapes__minus-one", &m, &format!("{PASS},dce"));
+        assert_eq!(after.graph.op_count(), 2);
+        // Into [N, 4, 4] the same [-1, 4, 4] is then x's own shape (a valid
+        // run has M·16 = N·16): removed.
+        let m = magika_like(&["M", "8"], &["N", "4", "4"], &[4, 4]);
+        let after = check("fold-shapes__minus-one-same", &m, &format!("{PASS},dce"));
+        assert_eq!(after.graph.op_count(), 1);
+    }
+
+    /// x: f32[N, ?, 4]; y = Reshape(x, Concat(Slice(Shape(x), [0], [2]), tail)).
+    fn own_dims(tail: &[i64]) -> Model {
+        let mut b = ModelBuilder::new(15);
+        let x = b.input("x", DataType::FLOAT, &[2, 3, 4]);
+        let s = b.op("Shape", &[x], vec![], "s");
+        let (z, two) = (ints(&mut b, "z", &[0]), ints(&mut b, "two", &[2]));
+        let head = b.op("Slice", &[s, z, two], vec![], "head");
+        let k = ints(&mut b, "tail", tail);
+        let cat = b.op("Concat", &[head, k], vec![Attribute::int("axis", 0)], "cat");
+        let r = b.op("Reshape", &[x, cat], vec![], "r");
+        let y = b.op("Relu", &[r], vec![], "y");
+        b.output(y, DataType::FLOAT);
+        let mut m = b.build().unwrap();
+        m.graph.inputs[0].info.ty = Some(ty(&["N", "?", "4"]));
+        m
+    }
+
+    #[test]
+    fn own_dims_are_copied() {
+        // [N, dim1(x), 4] is x's shape, the unknown dim included: removed.
+        let after = check(
+            "fold-shapes__own-shape",
+            &own_dims(&[4]),
+            &format!("{PASS},dce"),
+        );
+        assert_eq!(after.graph.op_count(), 1);
+        // [N, dim1(x), 2, 2]: x's own dims become copying 0s: [0, 0, 2, 2].
+        let after = check(
+            "fold-shapes__copied-dims",
+            &own_dims(&[2, 2]),
+            &format!("{PASS},dce"),
+        );
+        assert_eq!(after.graph.op_count(), 2);
+    }
+
+    /// x: f32[?, ?, 4]; o: f32[`o`]; y = Reshape(x, Concat(Shape(o), [4])).
+    fn open_dims(o: &[&str], allowzero: i64) -> Model {
+        let mut b = ModelBuilder::new(15);
+        let x = b.input("x", DataType::FLOAT, &[2, 3, 4]);
+        let oi = b.input("o", DataType::FLOAT, &[2, 3]);
+        let s = b.op("Shape", &[oi], vec![], "s");
+        let k = ints(&mut b, "k", &[4]);
+        let cat = b.op("Concat", &[s, k], vec![Attribute::int("axis", 0)], "cat");
+        let attrs = vec![Attribute::int("allowzero", allowzero)];
+        let y = b.op("Reshape", &[x, cat], attrs, "y");
+        b.output(y, DataType::FLOAT);
+        let mut m = b.build().unwrap();
+        m.graph.inputs[0].info.ty = Some(ty(&["?", "?", "4"]));
+        m.graph.inputs[1].info.ty = Some(ty(o));
+        m
+    }
+
+    #[test]
+    fn unknown_or_two_open_dims_stay() {
+        // Unknown dims of o and of x are not known to be equal: two open dims.
+        unchanged(&open_dims(&["?", "?"], 0));
+        // An unnamed (empty) dim_param is no symbol either.
+        unchanged(&open_dims(&["", ""], 0));
+        // [M, P, 4]: two dims not of x and not numbers: no constant says it.
+        unchanged(&open_dims(&["M", "P"], 0));
+        unchanged(&open_dims(&["M", "P"], 1));
+    }
+
+    #[test]
+    fn allowzero_keeps_dims_literal() {
+        // allowzero=1: x's own dims are not written as copying 0s, so
+        // [N, dim1(x), 2, 2] has two open dims and stays. (To x's exact
+        // shape, [N, dim1(x), 4], it is still a no-op: see the next check.)
+        let mut m = own_dims(&[2, 2]);
+        let r = m.graph.find_value("r").unwrap();
+        let op = m.graph.node_mut(r.node).as_op_mut().unwrap();
+        op.set_attr(Attribute::int("allowzero", 1));
+        unchanged(&m);
+        let mut m = own_dims(&[4]);
+        let r = m.graph.find_value("r").unwrap();
+        let op = m.graph.node_mut(r.node).as_op_mut().unwrap();
+        op.set_attr(Attribute::int("allowzero", 1));
+        assert_eq!(rewrite(&m, PASS).graph.op_count(), m.graph.op_count() - 1);
+    }
+}
