@@ -3,7 +3,7 @@
 //! **What:** canonicalisation and every exact fusion, repeated until the graph
 //! stops shrinking: `lift-constants`, then rounds of `infer-shapes`,
 //! `fold-constants`, `fold-shapes`, `eliminate`, the `fuse-*` passes (BatchNorm,
-//! Gemm, bias, Pad, Transpose, Reshape, Cast, activations), `cse` and `dce`.
+//! Gemm, bias, Pad, Transpose, Reshape, Slice, Cast, activations), `cse` and `dce`.
 //!
 //! **Why:** one rewrite enables another (a folded shape makes a Reshape a
 //! no-op; a fused BatchNorm exposes a bias Add), so the parts run to a
@@ -43,7 +43,7 @@ pub const INFO: PassInfo = PassInfo {
 /// One round. Shape inference first, so folding and the fusions see types;
 /// BatchNorm before bias (a folded BN leaves a bias to merge); CSE and DCE last.
 const ROUND: &str = "infer-shapes,fold-constants,fold-shapes,eliminate,fuse-bn,fuse-gemm,fuse-bias,\
-                     fuse-pad,fuse-transpose,fuse-reshape,fuse-cast,fuse-activation,cse,dce";
+                     fuse-pad,fuse-transpose,fuse-reshape,fuse-slice,fuse-cast,fuse-activation,cse,dce";
 
 fn build(options: &Options) -> Result<Box<dyn Pass>> {
     let rounds: usize = options.get("rounds")?;

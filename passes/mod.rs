@@ -17,6 +17,7 @@ mod fuse_cast;
 mod fuse_gemm;
 mod fuse_pad;
 mod fuse_reshape;
+mod fuse_slice;
 mod fuse_transpose;
 mod infer_shapes;
 mod lift_constants;
@@ -49,6 +50,7 @@ pub const PASSES: &[PassInfo] = &[
     fuse_gemm::INFO,
     fuse_pad::INFO,
     fuse_reshape::INFO,
+    fuse_slice::INFO,
     fuse_transpose::INFO,
     infer_shapes::INFO,
     lift_constants::INFO,
