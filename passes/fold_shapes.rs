@@ -32,7 +32,7 @@
 //!
 //! **Options:** none.
 
-use crate::ir::patch::{rewrite_to_fixpoint, Rule, RuleContext};
+use crate::ir::patch::{rewrite_model, Rule, RuleContext};
 use crate::ir::shape_value::{dims, shape_value, SymInt};
 use crate::ir::{Graph, Model, NodeId, Outlet, Patch, Tensor};
 use crate::passes::PassInfo;
@@ -61,14 +61,8 @@ pub const RULES: &[(&str, Rule)] = &[
 
 impl Pass for FoldShapes {
     fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let mut folded = 0;
-        let ctx = RuleContext {
-            opset: model.opset("").unwrap_or(1),
-        };
-        model.graph.visit_graphs_mut(&mut |g| {
-            folded += rewrite_to_fixpoint(&ctx, g, RULES)?;
-            Ok(())
-        })?;
+        let ctx = RuleContext::for_model(model, None);
+        let folded = rewrite_model(model, &ctx, RULES)?;
         Ok(json!({ "folded": folded }))
     }
 }

@@ -25,7 +25,7 @@
 //!
 //! **Options:** none.
 
-use crate::ir::patch::{rewrite_to_fixpoint, Rule, RuleContext};
+use crate::ir::patch::{rewrite_model, Rule, RuleContext};
 use crate::ir::{Attribute, DimValue, Graph, Model, NodeId, Outlet, Patch, Tensor, TypeKind};
 use crate::passes::PassInfo;
 use crate::pipeline::{Options, Pass};
@@ -50,14 +50,8 @@ pub const RULES: &[(&str, Rule)] = &[("slice-of-slice", slice_of_slice)];
 
 impl Pass for FuseSlice {
     fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let mut fused = 0;
-        let ctx = RuleContext {
-            opset: model.opset("").unwrap_or(1),
-        };
-        model.graph.visit_graphs_mut(&mut |g| {
-            fused += rewrite_to_fixpoint(&ctx, g, RULES)?;
-            Ok(())
-        })?;
+        let ctx = RuleContext::for_model(model, None);
+        let fused = rewrite_model(model, &ctx, RULES)?;
         Ok(json!({ "fused": fused }))
     }
 }
