@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use onnx_opt::exec;
 use onnx_opt::ir::diff::model_diff;
+use onnx_opt::ir::{DataType, Model, NodeId, NodeKind, Tensor};
 use onnx_opt::runtime::{self, InputShapes, Sample};
 
 /// (model, passes run first, pass under test)
@@ -25,6 +26,16 @@ const SNAPSHOT_ROWS: &[(&str, &str, &str)] = &[
         "",
         "lift-constants,fold-constants,eliminate,dce",
     ),
+    (
+        "canon",
+        "",
+        "lift-constants,infer-shapes,fold-constants,eliminate,dce",
+    ),
+    ("canon", "", "fuse"),
+    ("cnn", "", "fuse"),
+    ("mlp", "", "fuse"),
+    ("transformer", "", "fuse"),
+    ("subgraph", "", "fuse"),
 ];
 
 #[test]
@@ -34,7 +45,14 @@ fn pass_snapshots() {
         run(&mut before, setup);
         let mut after = before.clone();
         run(&mut after, passes);
-        let name = format!("{model}__{}", passes.replace(',', "+"));
+        let name = match *setup {
+            "" => format!("{model}__{}", passes.replace(',', "+")),
+            _ => format!(
+                "{model}__{}__after-{}",
+                passes.replace(',', "+"),
+                setup.replace(',', "+")
+            ),
+        };
         insta::with_settings!({
             snapshot_path => repo().join("snapshots"),
             prepend_module_to_snapshot => false,
@@ -48,28 +66,109 @@ fn pass_snapshots() {
 
 const CANONICALISE: &str = "lift-constants,fold-constants,eliminate,dce";
 
-/// max |a-b| / max |a| over every output, on two seeded random samples.
-fn max_rel_err(name: &str, shapes: &[String], passes: &str) -> Option<f64> {
-    let original = load(name);
-    let mut rewritten = original.clone();
-    run(&mut rewritten, passes);
-    let shapes = InputShapes::parse(shapes).unwrap();
-    let a = exec::load(&original, &shapes, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+/// The inputs a model is checked on: the realistic sample scripts/test makes
+/// for suite models (models/make_inputs.py: rendered text, speech, file
+/// bytes), else two seeded random samples. Random noise makes PP-OCR det
+/// output all but zeros, and relative errors there measure nothing.
+fn samples_for(name: &str, rt: &runtime::Model) -> Vec<Sample> {
+    let path = repo()
+        .join("models/cache/inputs")
+        .join(format!("{name}.npz"));
+    if path.exists() {
+        runtime::load_samples(&path, rt.inputs()).unwrap()
+    } else {
+        (0..2)
+            .map(|seed| Sample::random(rt.inputs(), seed).unwrap())
+            .collect()
+    }
+}
+
+fn shapes_for(name: &str, shapes: &[String]) -> InputShapes {
+    let path = repo()
+        .join("models/cache/inputs")
+        .join(format!("{name}.npz"));
+    if path.exists() {
+        runtime::sample_shapes(&path).unwrap()
+    } else {
+        InputShapes::parse(shapes).unwrap()
+    }
+}
+
+/// max |a-b| / max |a| over every output and sample.
+fn max_rel_err(name: &str, shapes: &[String], original: &Model, rewritten: &Model) -> f64 {
+    let shapes = shapes_for(name, shapes);
+    let a = exec::load(original, &shapes, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let b =
-        exec::load(&rewritten, &shapes, &[]).unwrap_or_else(|e| panic!("{name} rewritten: {e:#}"));
+        exec::load(rewritten, &shapes, &[]).unwrap_or_else(|e| panic!("{name} rewritten: {e:#}"));
     let mut worst: f64 = 0.0;
-    for seed in 0..2 {
-        let sample = Sample::random(a.inputs(), seed).unwrap();
+    for sample in samples_for(name, &a) {
         let metrics = runtime::compare(&a.run(&sample).unwrap(), &b.run(&sample).unwrap()).unwrap();
         worst = metrics.iter().map(|m| m.max_rel_err).fold(worst, f64::max);
     }
-    Some(worst)
+    worst
+}
+
+/// How far rounding alone moves a model's outputs: every weight and bias of
+/// a Conv, ConvTranspose, Gemm or MatMul (what fusions rewrite) scaled by
+/// 1 ± ε (about one ulp), the sign by a fixed pattern. A rewrite that changes nothing but
+/// rounding stays within a small multiple of this.
+fn rounding_floor(name: &str, shapes: &[String], model: &Model) -> f64 {
+    let mut model = model.clone();
+    run(&mut model, "lift-constants"); // weights in Constant nodes count too
+    let g = &model.graph;
+    let mut weights: Vec<NodeId> = vec![];
+    for id in g.node_ids() {
+        let Some(op) = g.op(id) else { continue };
+        if ["Conv", "ConvTranspose", "Gemm", "MatMul"]
+            .iter()
+            .any(|t| op.is(t))
+        {
+            for slot in 1..op.arity.min(3) {
+                if let Some(o) = g.input(id, slot).filter(|&o| {
+                    g.const_tensor(o)
+                        .is_some_and(|t| t.dtype == DataType::FLOAT)
+                }) {
+                    weights.push(o.node);
+                }
+            }
+        }
+    }
+    weights.sort();
+    weights.dedup();
+    let mut nudged = model.clone();
+    for (k, id) in weights.into_iter().enumerate() {
+        if let NodeKind::Initializer(t) = &mut nudged.graph.node_mut(id).kind {
+            let moved: Vec<f32> = t
+                .to_f32()
+                .unwrap()
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    if (i + k) % 2 == 0 {
+                        v * (1.0 + f32::EPSILON)
+                    } else {
+                        v * (1.0 - f32::EPSILON)
+                    }
+                })
+                .collect();
+            *t = Tensor::from_f32(t.dims.clone(), &moved);
+        }
+    }
+    max_rel_err(name, shapes, &model, &nudged)
+}
+
+fn rewritten(name: &str, passes: &str) -> (Model, Model) {
+    let original = load(name);
+    let mut after = original.clone();
+    run(&mut after, passes);
+    (original, after)
 }
 
 #[test]
 fn canonicalisation_is_exact_on_generated_models() {
     for name in ["canon", "cnn", "mlp", "transformer", "subgraph"] {
-        let err = max_rel_err(name, &[], CANONICALISE).unwrap();
+        let (a, b) = rewritten(name, CANONICALISE);
+        let err = max_rel_err(name, &[], &a, &b);
         assert!(err <= 1e-5, "{name}: max_rel_err {err:e}");
     }
 }
@@ -79,11 +178,36 @@ fn canonicalisation_is_exact_on_the_suite() {
     require_suite();
     for (name, tract_runs, shapes) in suite() {
         if !tract_runs {
-            // Still rewritten and verified by the ONNX Runtime judge (tests/python).
+            // Still rewritten and judged by ONNX Runtime (tests/python).
             continue;
         }
-        let err = max_rel_err(&name, &shapes, CANONICALISE).unwrap();
+        let (a, b) = rewritten(&name, CANONICALISE);
+        let err = max_rel_err(&name, &shapes, &a, &b);
         assert!(err <= 1e-5, "{name}: max_rel_err {err:e}");
+    }
+}
+
+/// Fusion folds weights, so it changes rounding: within 1e-5 relative, or
+/// twice the model's own rounding floor where that is higher (PP-OCRv4 det:
+/// one ulp on every weight moves its output by ~1.5e-5; onnxsim's output of
+/// it is 1.2e-5 off in ONNX Runtime).
+#[test]
+fn fusion_changes_nothing_but_rounding() {
+    require_suite();
+    let generated =
+        ["canon", "cnn", "mlp", "transformer", "subgraph"].map(|n| (n.to_string(), true, vec![]));
+    for (name, tract_runs, shapes) in generated.into_iter().chain(suite()) {
+        if !tract_runs {
+            continue;
+        }
+        let (a, b) = rewritten(&name, "fuse");
+        let err = max_rel_err(&name, &shapes, &a, &b);
+        let floor = rounding_floor(&name, &shapes, &a);
+        eprintln!("{name}: fuse max_rel_err {err:.2e}, rounding floor {floor:.2e}");
+        assert!(
+            err <= f64::max(1e-5, 2.0 * floor),
+            "{name}: max_rel_err {err:e}, rounding floor {floor:e}"
+        );
     }
 }
 
