@@ -5,7 +5,9 @@ are. For every generated and suite model:
   - `--passes ''` (a pure round trip) passes onnx.checker (full check) and gives
     bit-identical onnxruntime outputs;
   - the canonicalisation pipeline passes the checker and keeps onnxruntime
-    outputs within 1e-5 of the original (relative to the largest output).
+    outputs within 1e-5 of the original (relative to the largest output);
+  - `fuse` passes the checker and moves outputs by rounding only: within
+    1e-5, or twice the model's measured rounding floor where that is higher.
 Realistic inputs come from models/make_inputs.py (rendered text for OCR,
 speech-like audio for silero, file bytes for magika).
 
@@ -17,7 +19,10 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import numpy_helper
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODELS = os.path.join(ROOT, "models")
@@ -84,3 +89,58 @@ def test_canonicalisation_is_valid_and_exact_in_onnxruntime(name, tmp_path):
     assert code == 0, log
     code, log = judge("ort_compare.py", src, out, "--rtol", "1e-5", *inputs_for(name, tmp_path))
     assert code == 0, log
+
+
+def ort_outputs(path, feeds):
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    return sess.run(None, {k: v for k, v in feeds.items() if k in names})
+
+
+def max_rel_err(ref, out):
+    worst = 0.0
+    for a, b in zip(ref, out):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        scale = np.abs(a).max() if a.size else 0.0
+        err = np.abs(a - b).max() if a.size else 0.0
+        worst = max(worst, err / scale if scale > 0 else (0.0 if err == 0 else np.inf))
+    return worst
+
+
+def rounding_floor(lifted_path, feeds, tmp_path):
+    """How far rounding alone moves the outputs: every weight and bias of a
+    Conv/ConvTranspose/Gemm/MatMul scaled by 1 +- eps (about one ulp)."""
+    m = onnx.load(str(lifted_path))
+    weights = set()
+    for n in m.graph.node:
+        if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+            weights.update(n.input[1:3])
+    eps = np.finfo(np.float32).eps
+    for k, t in enumerate(m.graph.initializer):
+        if t.name in weights and t.data_type == onnx.TensorProto.FLOAT:
+            w = numpy_helper.to_array(t)
+            sign = np.where((np.arange(w.size) + k) % 2 == 0, 1.0, -1.0).reshape(w.shape)
+            t.CopyFrom(numpy_helper.from_array((w * (1 + sign * eps)).astype(np.float32), t.name))
+    nudged = tmp_path / "nudged.onnx"
+    onnx.save(m, str(nudged))
+    return max_rel_err(ort_outputs(lifted_path, feeds), ort_outputs(nudged, feeds))
+
+
+@pytest.mark.parametrize("name", GENERATED + sorted(SUITE))
+def test_fuse_is_valid_and_changes_nothing_but_rounding(name, tmp_path):
+    """`fuse` folds weights, so outputs may move by rounding: within 1e-5, or
+    twice the model's own rounding floor where that is higher (PP-OCRv4 det)."""
+    src = model_path(name)
+    out, lifted = tmp_path / "fused.onnx", tmp_path / "lifted.onnx"
+    for dst, passes in [(out, "fuse"), (lifted, "lift-constants")]:
+        code, log = sh(ONNX_OPT, src, "-o", dst, "--passes", passes)
+        assert code == 0, log
+    code, log = judge("check.py", out)
+    assert code == 0, log
+    feeds = make_inputs(name, seed=0)
+    err = max_rel_err(ort_outputs(src, feeds), ort_outputs(out, feeds))
+    floor = rounding_floor(lifted, feeds, tmp_path)
+    assert err <= max(1e-5, 2 * floor), f"{name}: max_rel_err {err:.2e}, rounding floor {floor:.2e}"
