@@ -69,7 +69,7 @@ fn bad_input_gets_a_clear_error_and_no_output() {
     expect_error(
         &[&cnn, "-o", out, "--passes", "dce,nosuch"],
         d,
-        "unknown pass 'nosuch'; valid passes: dce",
+        "unknown pass 'nosuch'; valid passes: cse, dce",
     );
     expect_error(
         &[&cnn, "-o", out, "--passes", "dce{x=1}"],
