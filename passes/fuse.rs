@@ -68,12 +68,12 @@ struct Fuse {
 
 impl Pass for Fuse {
     fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        self.lift.run(model, &mut |_| {})?;
+        self.lift.run_nested(model)?;
         let mut rounds = 0;
         let mut parts: Vec<serde_json::Value> = vec![];
         loop {
             let before = model.stats();
-            let reports = self.round.run(model, &mut |_| {})?;
+            let reports = self.round.run_nested(model)?;
             rounds += 1;
             parts.extend(reports.into_iter().filter(|r| r.nodes_before != r.nodes_after).map(|r| {
                 json!({ "round": rounds, "pass": r.name, "nodes_removed": r.nodes_before - r.nodes_after.min(r.nodes_before) })

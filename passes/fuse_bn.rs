@@ -200,7 +200,6 @@ pub(super) struct Producer {
     /// Rank of the output.
     pub out_rank: usize,
     weight_dims: Vec<i64>,
-    weight: Vec<f64>,
     /// Dims and values of the constant bias (`C` for Gemm), if any.
     bias: Option<(Vec<i64>, Vec<f64>)>,
     /// Gemm's `beta` (1 otherwise).
@@ -274,7 +273,6 @@ impl Producer {
             channels,
             out_rank,
             weight_dims: dims,
-            weight: f64s(w)?,
             bias,
             beta: if matches!(kind, Kind::Gemm { .. }) {
                 f64::from(op.attr_float("beta", 1.0))
@@ -313,14 +311,32 @@ impl Producer {
         let op = g.op(self.id).expect("an operator");
         let label = g.node(self.id).label();
         if s.iter().any(|&x| x != 1.0) {
-            let channel_of = self.channel_map();
-            let w: Vec<f64> = self
-                .weight
-                .iter()
-                .enumerate()
-                .map(|(i, &x)| x * s[channel_of(i)])
-                .collect();
-            let tensor = to_tensor(self.weight_dims.clone(), &w);
+            // Read only now: analysing a candidate must not copy its weights.
+            // Each product in f64, rounded once to f32.
+            let weight = g
+                .input(self.id, 1)
+                .and_then(|o| g.const_tensor(o))
+                .expect("analysed as a constant");
+            let mut w = weight
+                .to_f32()
+                .expect("analysed as f32 (the verifier checks its length)");
+            let scale = |x: &mut f32, s: f64| *x = (f64::from(*x) * s) as f32;
+            match self.kind {
+                // Output channel o owns the contiguous block w[o, ...].
+                Kind::Conv | Kind::Gemm { trans_b: true } => {
+                    let block = w.len() / s.len().max(1);
+                    for (chunk, &so) in w.chunks_exact_mut(block.max(1)).zip(s) {
+                        chunk.iter_mut().for_each(|x| scale(x, so));
+                    }
+                }
+                _ => {
+                    let channel_of = self.channel_map();
+                    w.iter_mut()
+                        .enumerate()
+                        .for_each(|(i, x)| scale(x, s[channel_of(i)]));
+                }
+            }
+            let tensor = Tensor::from_f32(self.weight_dims.clone(), &w);
             replace_const(g, patch, self.id, 1, &format!("{label}.weight"), tensor);
         }
         // Gemm: α·A·B' + β·C becomes α·A·(B'·s) + 1·(s·β·C + t).

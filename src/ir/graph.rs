@@ -460,6 +460,20 @@ impl Graph {
             .collect())
     }
 
+    /// Is `name` defined in this graph or its subgraphs? A scan, cheaper
+    /// than building `all_names` when a patch adds one or two values.
+    pub fn has_name(&self, name: &str) -> bool {
+        self.g.node_weights().any(|n| {
+            n.outputs.iter().any(|v| v.name == name)
+                || n.as_op().is_some_and(|op| {
+                    op.attributes
+                        .iter()
+                        .flat_map(|a| a.graphs())
+                        .any(|sub| sub.has_name(name))
+                })
+        })
+    }
+
     /// Every value name defined in this graph and its subgraphs.
     pub fn all_names(&self) -> HashSet<&str> {
         let mut names = HashSet::with_capacity(self.g.node_count());

@@ -139,23 +139,18 @@ impl Patch {
         // (borrowed); the names of nodes this patch removes are free, so a
         // Constant lifted to an initializer keeps its name.
         let (added_names, mut spares) = {
-            let needs_names = !self.added.is_empty()
-                || self.shunts.iter().any(|(old, _)| g.is_graph_output(*old));
-            let mut taken = if needs_names {
-                g.all_names()
-            } else {
-                HashSet::new()
-            };
-            for &id in self.removals.iter().filter(|&&id| g.contains(id)) {
-                for v in &g.node(id).outputs {
-                    taken.remove(v.name.as_str());
-                }
-            }
+            let freed: HashSet<&str> = self
+                .removals
+                .iter()
+                .filter(|&&id| g.contains(id))
+                .flat_map(|&id| g.node(id).outputs.iter().map(|v| v.name.as_str()))
+                .collect();
+            let taken = |name: &str| g.has_name(name) && !freed.contains(name);
             let mut fresh: HashSet<String> = HashSet::new();
             let mut pick = |base: &str| {
                 let mut name = base.to_string();
                 let mut k = 1;
-                while taken.contains(name.as_str()) || fresh.contains(&name) {
+                while fresh.contains(&name) || taken(&name) {
                     name = format!("{base}_{k}");
                     k += 1;
                 }

@@ -55,7 +55,10 @@ impl Tensor {
     }
 
     pub fn from_f32(dims: Vec<i64>, values: &[f32]) -> Tensor {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut bytes = Vec::with_capacity(values.len() * 4);
+        values
+            .iter()
+            .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
         Tensor::new(DataType::FLOAT, dims, TensorData::Raw(bytes.into()))
     }
 

@@ -155,6 +155,23 @@ fn check_node(g: &Graph, id: NodeId) -> Result<()> {
                 raw.len()
             );
         }
+        // Typed storage of f32/f64/i64 holds one entry per element (passes
+        // rely on it: a float weight always converts). Types packed several
+        // to an entry (f16 in int32_data, complex) are left alone.
+        let typed = match (&t.data, t.dtype) {
+            (TensorData::Float(v), DataType::FLOAT) => Some(v.len()),
+            (TensorData::Double(v), DataType::DOUBLE) => Some(v.len()),
+            (TensorData::Int64(v), DataType::INT64) => Some(v.len()),
+            _ => None,
+        };
+        if let Some(len) = typed {
+            ensure!(
+                len == t.numel(),
+                "initializer holds {len} values, its dims {:?} need {}",
+                t.dims,
+                t.numel()
+            );
+        }
         if let Some(elem) = node.outputs[0]
             .info
             .as_ref()
