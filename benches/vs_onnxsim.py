@@ -1,7 +1,7 @@
 """onnx-opt's `fuse` against onnxsim 0.8.1, side by side, on every model.
 
 For each generated and suite model it prints: node count (subgraphs included)
-of the original, onnxsim's output and onnx-opt's output; the wall time of each
+of the original, onnxsim's output and onnx-opt's output; the median wall time (5 runs) of each
 tool end to end (load + simplify + save; onnx-opt as its binary, onnxsim
 in-process, so onnxsim is not charged for Python start-up); and whether each
 output agrees with the original in onnxruntime within 1e-5 (relative to the
@@ -66,6 +66,15 @@ def max_rel_err(ref, out):
     return worst
 
 
+RUNS = 5
+
+
+def median_times(run, *args):
+    """Median (end to end, rewrite only) over RUNS runs: one run is too noisy."""
+    times = [run(*args) for _ in range(RUNS)]
+    return tuple(float(np.median([t[i] for t in times])) for i in range(2))
+
+
 def onnxsim_run(src, dst):
     """(end-to-end seconds, simplify-only seconds)."""
     import onnxsim
@@ -111,13 +120,13 @@ def main():
         n0 = count_nodes(onnx.load(src).graph)
         sim_dst, opt_dst = os.path.join(tmp, f"{name}.sim.onnx"), os.path.join(tmp, f"{name}.opt.onnx")
         try:
-            sim_s, sim_pass = onnxsim_run(src, sim_dst)
+            sim_s, sim_pass = median_times(onnxsim_run, src, sim_dst)
             sim_nodes = count_nodes(onnx.load(sim_dst).graph)
             sim_err = max_rel_err(ref, run_ort(sim_dst, feeds))
         except Exception as e:  # onnxsim crashes on some If models (known)
             sim_s, sim_pass, sim_nodes, sim_err = None, None, None, None
             print(f"  onnxsim failed on {name}: {str(e).splitlines()[0][:100]}")
-        opt_s, opt_pass = onnx_opt_run(args.onnx_opt, args.passes, src, opt_dst)
+        opt_s, opt_pass = median_times(onnx_opt_run, args.onnx_opt, args.passes, src, opt_dst)
         opt_nodes = count_nodes(onnx.load(opt_dst).graph)
         opt_err = max_rel_err(ref, run_ort(opt_dst, feeds))
         fmt = lambda v, f: (f.format(v) if v is not None else "-")  # noqa: E731
