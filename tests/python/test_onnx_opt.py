@@ -144,3 +144,49 @@ def test_fuse_is_valid_and_changes_nothing_but_rounding(name, tmp_path):
     err = max_rel_err(ort_outputs(src, feeds), ort_outputs(out, feeds))
     floor = rounding_floor(lifted, feeds, tmp_path)
     assert err <= max(1e-5, 2 * floor), f"{name}: max_rel_err {err:.2e}, rounding floor {floor:.2e}"
+
+
+def test_opset_7_model_round_trips_and_fuses(tmp_path):
+    """Old attribute forms (Pad `pads`, Dropout `ratio`, BatchNormalization-7,
+    Squeeze/Unsqueeze `axes`) at opset 7: round trip bit-identical; `fuse`
+    valid, smaller and within rounding in ONNX Runtime."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    rng = np.random.default_rng(7)
+    init = lambda name, *shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)  # noqa: E731
+    nodes = [
+        h.make_node("Pad", ["x"], ["padded"], pads=[0, 0, 1, 1, 0, 0, 1, 1], mode="constant", value=0.0),
+        h.make_node("Conv", ["padded", "w"], ["conv"], kernel_shape=[3, 3]),
+        h.make_node("BatchNormalization", ["conv", "gamma", "beta", "mean", "var"], ["bn"], epsilon=1e-3),
+        h.make_node("Relu", ["bn"], ["relu"]),
+        h.make_node("Dropout", ["relu"], ["drop"], ratio=0.3),
+        h.make_node("GlobalAveragePool", ["drop"], ["pool"]),
+        h.make_node("Squeeze", ["pool"], ["squeezed"], axes=[2, 3]),
+        h.make_node("Unsqueeze", ["squeezed"], ["again"], axes=[2, 3]),
+        h.make_node("Squeeze", ["again"], ["flat"], axes=[2, 3]),
+        h.make_node("Gemm", ["flat", "fc", "fcb"], ["y"], transB=1),
+    ]
+    var = numpy_helper.from_array((rng.random(8) + 0.5).astype(np.float32), "var")
+    graph = h.make_graph(
+        nodes,
+        "opset7",
+        [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
+        [h.make_tensor_value_info("y", T.FLOAT, [1, 4])],
+        [init("w", 8, 3, 3, 3), init("gamma", 8), init("beta", 8), init("mean", 8), var, init("fc", 4, 8), init("fcb", 4)],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 7)], ir_version=4)
+    onnx.checker.check_model(model, full_check=True)
+    src, rt, fused = tmp_path / "m7.onnx", tmp_path / "rt.onnx", tmp_path / "fused.onnx"
+    onnx.save(model, str(src))
+    for dst, passes in [(rt, ""), (fused, "fuse")]:
+        code, log = sh(ONNX_OPT, src, "-o", dst, "--passes", passes)
+        assert code == 0, log
+        code, log = judge("check.py", dst)
+        assert code == 0, log
+    code, log = judge("ort_compare.py", src, rt, "--exact")
+    assert code == 0, log
+    code, log = judge("ort_compare.py", src, fused, "--rtol", "1e-5")
+    assert code == 0, log
+    ops = [n.op_type for n in onnx.load(str(fused)).graph.node]
+    assert "BatchNormalization" not in ops and "Pad" not in ops and "Dropout" not in ops, ops
