@@ -20,12 +20,11 @@
 //!
 //! **Options:** none.
 
-use crate::ir::patch::{rewrite_model, Rule, RuleContext};
-use crate::ir::{AttrValue, DataType, Graph, Model, NodeId, Outlet, Patch};
-use crate::passes::PassInfo;
+use crate::ir::patch::{Rule, RuleContext};
+use crate::ir::{AttrValue, DataType, Graph, NodeId, Outlet, Patch};
+use crate::passes::{PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
-use serde_json::json;
 
 pub const INFO: PassInfo = PassInfo {
     name: "eliminate",
@@ -36,10 +35,11 @@ pub const INFO: PassInfo = PassInfo {
 };
 
 fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(Eliminate))
+    Ok(Box::new(RulePass {
+        rules: RULES,
+        count: "removed",
+    }))
 }
-
-struct Eliminate;
 
 pub const RULES: &[(&str, Rule)] = &[
     ("identity", identity),
@@ -48,14 +48,6 @@ pub const RULES: &[(&str, Rule)] = &[
     ("cast", cast),
     ("reshape", reshape),
 ];
-
-impl Pass for Eliminate {
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let ctx = RuleContext::for_model(model, None);
-        let removed = rewrite_model(model, &ctx, RULES)?;
-        Ok(json!({ "removed": removed }))
-    }
-}
 
 /// Replaces node `id` (one used output) by the value `input`.
 fn bypass(g: &Graph, id: NodeId, input: Outlet) -> Option<Patch> {

@@ -32,13 +32,12 @@
 //!
 //! **Options:** none.
 
-use crate::ir::patch::{rewrite_model, Rule, RuleContext};
+use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::shape_value::{dims, shape_value, SymInt};
-use crate::ir::{Graph, Model, NodeId, Outlet, Patch, Tensor};
-use crate::passes::PassInfo;
+use crate::ir::{Graph, NodeId, Outlet, Patch, Tensor};
+use crate::passes::{PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
-use serde_json::json;
 
 pub const INFO: PassInfo = PassInfo {
     name: "fold-shapes",
@@ -49,23 +48,16 @@ pub const INFO: PassInfo = PassInfo {
 };
 
 fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(FoldShapes))
+    Ok(Box::new(RulePass {
+        rules: RULES,
+        count: "folded",
+    }))
 }
-
-struct FoldShapes;
 
 pub const RULES: &[(&str, Rule)] = &[
     ("reshape-same", reshape_same),
     ("reshape-const", reshape_const),
 ];
-
-impl Pass for FoldShapes {
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let ctx = RuleContext::for_model(model, None);
-        let folded = rewrite_model(model, &ctx, RULES)?;
-        Ok(json!({ "folded": folded }))
-    }
-}
 
 /// A Reshape (opset ≥ 5 input form): its data input, its shape input, what
 /// the shape holds, and `allowzero`.

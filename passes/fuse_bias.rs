@@ -29,12 +29,11 @@
 //! **Options:** none.
 
 use super::fuse_bn::{remove_dead_consts, sole_use, Kind, Producer};
-use crate::ir::patch::{rewrite_model, Rule, RuleContext};
-use crate::ir::{DataType, Graph, Model, NodeId, Outlet, Patch};
-use crate::passes::PassInfo;
+use crate::ir::patch::{Rule, RuleContext};
+use crate::ir::{DataType, Graph, NodeId, Outlet, Patch};
+use crate::passes::{PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
-use serde_json::json;
 
 pub const INFO: PassInfo = PassInfo {
     name: "fuse-bias",
@@ -45,20 +44,13 @@ pub const INFO: PassInfo = PassInfo {
 };
 
 fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(FuseBias))
+    Ok(Box::new(RulePass {
+        rules: RULES,
+        count: "fused",
+    }))
 }
-
-struct FuseBias;
 
 pub const RULES: &[(&str, Rule)] = &[("add", add), ("mul", mul), ("div", div)];
-
-impl Pass for FuseBias {
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let ctx = RuleContext::for_model(model, None);
-        let fused = rewrite_model(model, &ctx, RULES)?;
-        Ok(json!({ "fused": fused }))
-    }
-}
 
 /// For the binary op `id` (`op_type`): the producer feeding it, its single
 /// use being this op, and the constant on the other side expanded to one

@@ -33,12 +33,11 @@
 //!
 //! **Options:** none.
 
-use crate::ir::patch::{rewrite_model, Rule, RuleContext};
-use crate::ir::{Attribute, DataType, Graph, Model, NodeId, Outlet, Patch, Tensor, TypeKind};
-use crate::passes::PassInfo;
+use crate::ir::patch::{Rule, RuleContext};
+use crate::ir::{Attribute, DataType, Graph, NodeId, Outlet, Patch, Tensor, TypeKind};
+use crate::passes::{PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
-use serde_json::json;
 
 pub const INFO: PassInfo = PassInfo {
     name: "fuse-bn",
@@ -49,20 +48,13 @@ pub const INFO: PassInfo = PassInfo {
 };
 
 fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(FuseBn))
+    Ok(Box::new(RulePass {
+        rules: RULES,
+        count: "fused",
+    }))
 }
-
-struct FuseBn;
 
 pub const RULES: &[(&str, Rule)] = &[("batchnorm", batchnorm)];
-
-impl Pass for FuseBn {
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let ctx = RuleContext::for_model(model, None);
-        let fused = rewrite_model(model, &ctx, RULES)?;
-        Ok(json!({ "fused": fused }))
-    }
-}
 
 // BN(y) = s·(y − μ) + β = s·y + (β − μ·s), s = γ/√(σ²+ε), per channel (axis 1).
 // With y = P(x) one of the producers of `fold_affine`, s·y + t = P'(x).

@@ -21,12 +21,11 @@
 //!
 //! **Options:** none.
 
-use crate::ir::patch::{rewrite_model, Rule, RuleContext};
-use crate::ir::{AttrValue, DataType, Graph, Model, NodeId, Operator, Outlet, Patch};
-use crate::passes::PassInfo;
+use crate::ir::patch::{Rule, RuleContext};
+use crate::ir::{AttrValue, DataType, Graph, NodeId, Operator, Outlet, Patch};
+use crate::passes::{PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
-use serde_json::json;
 
 pub const INFO: PassInfo = PassInfo {
     name: "fuse-cast",
@@ -37,20 +36,13 @@ pub const INFO: PassInfo = PassInfo {
 };
 
 fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(FuseCast))
+    Ok(Box::new(RulePass {
+        rules: RULES,
+        count: "fused",
+    }))
 }
-
-struct FuseCast;
 
 pub const RULES: &[(&str, Rule)] = &[("cast-cast", cast_cast)];
-
-impl Pass for FuseCast {
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let ctx = RuleContext::for_model(model, None);
-        let fused = rewrite_model(model, &ctx, RULES)?;
-        Ok(json!({ "fused": fused }))
-    }
-}
 
 /// What an element type can hold, for deciding exactness.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -230,7 +222,7 @@ fn cast_cast(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
 mod tests {
     use super::*;
     use crate::ir::build::ModelBuilder;
-    use crate::ir::{diff::model_diff, Attribute};
+    use crate::ir::{diff::model_diff, Attribute, Model};
     use crate::passes::testing::{check, rewrite};
 
     const PASS: &str = "fuse-cast";

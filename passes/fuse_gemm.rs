@@ -22,12 +22,11 @@
 //! **Options:** none.
 
 use super::fuse_bn::{known_rank, sole_use};
-use crate::ir::patch::{rewrite_model, Rule, RuleContext};
-use crate::ir::{DataType, DimValue, Graph, Model, NodeId, Outlet, Patch, TypeKind};
-use crate::passes::PassInfo;
+use crate::ir::patch::{Rule, RuleContext};
+use crate::ir::{DataType, DimValue, Graph, NodeId, Outlet, Patch, TypeKind};
+use crate::passes::{PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
-use serde_json::json;
 
 pub const INFO: PassInfo = PassInfo {
     name: "fuse-gemm",
@@ -38,20 +37,13 @@ pub const INFO: PassInfo = PassInfo {
 };
 
 fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(FuseGemm))
+    Ok(Box::new(RulePass {
+        rules: RULES,
+        count: "fused",
+    }))
 }
-
-struct FuseGemm;
 
 pub const RULES: &[(&str, Rule)] = &[("matmul-add", matmul_add)];
-
-impl Pass for FuseGemm {
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let ctx = RuleContext::for_model(model, None);
-        let fused = rewrite_model(model, &ctx, RULES)?;
-        Ok(json!({ "fused": fused }))
-    }
-}
 
 /// Known dims of a value (`None` per unknown or symbolic dim), if its rank is known.
 fn dims(g: &Graph, outlet: Outlet) -> Option<Vec<Option<i64>>> {

@@ -22,12 +22,11 @@
 //!
 //! **Options:** none.
 
-use crate::ir::patch::{rewrite_model, Rule, RuleContext};
-use crate::ir::{AttrValue, Attribute, Graph, Model, NodeId, Operator, Outlet, Patch, TypeKind};
-use crate::passes::PassInfo;
+use crate::ir::patch::{Rule, RuleContext};
+use crate::ir::{AttrValue, Attribute, Graph, NodeId, Operator, Outlet, Patch, TypeKind};
+use crate::passes::{PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
-use serde_json::json;
 
 pub const INFO: PassInfo = PassInfo {
     name: "fuse-pad",
@@ -38,20 +37,13 @@ pub const INFO: PassInfo = PassInfo {
 };
 
 fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(FusePad))
+    Ok(Box::new(RulePass {
+        rules: RULES,
+        count: "fused",
+    }))
 }
-
-struct FusePad;
 
 pub const RULES: &[(&str, Rule)] = &[("pad-conv", pad_conv), ("pad-avgpool", pad_avgpool)];
-
-impl Pass for FusePad {
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let ctx = RuleContext::for_model(model, None);
-        let fused = rewrite_model(model, &ctx, RULES)?;
-        Ok(json!({ "fused": fused }))
-    }
-}
 
 fn const_ints(g: &Graph, outlet: Option<Outlet>) -> Option<Vec<i64>> {
     g.const_tensor(outlet?)?.to_i64().ok()

@@ -32,14 +32,11 @@
 //!
 //! **Options:** none.
 
-use crate::ir::patch::{rewrite_model, Rule, RuleContext, Src};
-use crate::ir::{
-    Attribute, DimValue, Graph, Model, NodeId, Operator, Outlet, Patch, Tensor, TypeKind,
-};
-use crate::passes::PassInfo;
+use crate::ir::patch::{Rule, RuleContext, Src};
+use crate::ir::{Attribute, DimValue, Graph, NodeId, Operator, Outlet, Patch, Tensor, TypeKind};
+use crate::passes::{PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
-use serde_json::json;
 
 pub const INFO: PassInfo = PassInfo {
     name: "fuse-reshape",
@@ -50,10 +47,11 @@ pub const INFO: PassInfo = PassInfo {
 };
 
 fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(FuseReshape))
+    Ok(Box::new(RulePass {
+        rules: RULES,
+        count: "fused",
+    }))
 }
-
-struct FuseReshape;
 
 pub const RULES: &[(&str, Rule)] = &[
     ("reshape-of-reshape", reshape_of_reshape),
@@ -61,14 +59,6 @@ pub const RULES: &[(&str, Rule)] = &[
     ("squeeze-unsqueeze", squeeze_unsqueeze),
     ("unsqueeze-squeeze", unsqueeze_squeeze),
 ];
-
-impl Pass for FuseReshape {
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let ctx = RuleContext::for_model(model, None);
-        let fused = rewrite_model(model, &ctx, RULES)?;
-        Ok(json!({ "fused": fused }))
-    }
-}
 
 /// Known dims of a value (`None` per dim when symbolic or unknown), if its rank is known.
 fn dims(g: &Graph, outlet: Outlet) -> Option<Vec<Option<i64>>> {

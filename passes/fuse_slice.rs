@@ -25,12 +25,11 @@
 //!
 //! **Options:** none.
 
-use crate::ir::patch::{rewrite_model, Rule, RuleContext};
-use crate::ir::{Attribute, DimValue, Graph, Model, NodeId, Outlet, Patch, Tensor, TypeKind};
-use crate::passes::PassInfo;
+use crate::ir::patch::{Rule, RuleContext};
+use crate::ir::{Attribute, DimValue, Graph, NodeId, Outlet, Patch, Tensor, TypeKind};
+use crate::passes::{PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
-use serde_json::json;
 
 pub const INFO: PassInfo = PassInfo {
     name: "fuse-slice",
@@ -41,20 +40,13 @@ pub const INFO: PassInfo = PassInfo {
 };
 
 fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(FuseSlice))
+    Ok(Box::new(RulePass {
+        rules: RULES,
+        count: "fused",
+    }))
 }
-
-struct FuseSlice;
 
 pub const RULES: &[(&str, Rule)] = &[("slice-of-slice", slice_of_slice)];
-
-impl Pass for FuseSlice {
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let ctx = RuleContext::for_model(model, None);
-        let fused = rewrite_model(model, &ctx, RULES)?;
-        Ok(json!({ "fused": fused }))
-    }
-}
 
 /// One slice of one axis: `[start, end)` by `step`, as written.
 #[derive(Clone, Copy, PartialEq, Debug)]

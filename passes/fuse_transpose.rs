@@ -21,12 +21,11 @@
 //!
 //! **Options:** none.
 
-use crate::ir::patch::{rewrite_model, Rule, RuleContext};
-use crate::ir::{Attribute, Graph, Model, NodeId, Operator, Outlet, Patch};
-use crate::passes::PassInfo;
+use crate::ir::patch::{Rule, RuleContext};
+use crate::ir::{Attribute, Graph, NodeId, Operator, Outlet, Patch};
+use crate::passes::{PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
-use serde_json::json;
 
 pub const INFO: PassInfo = PassInfo {
     name: "fuse-transpose",
@@ -37,20 +36,13 @@ pub const INFO: PassInfo = PassInfo {
 };
 
 fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(FuseTranspose))
+    Ok(Box::new(RulePass {
+        rules: RULES,
+        count: "fused",
+    }))
 }
-
-struct FuseTranspose;
 
 pub const RULES: &[(&str, Rule)] = &[("transpose-transpose", transpose_transpose)];
-
-impl Pass for FuseTranspose {
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        let ctx = RuleContext::for_model(model, None);
-        let fused = rewrite_model(model, &ctx, RULES)?;
-        Ok(json!({ "fused": fused }))
-    }
-}
 
 /// The permutation of a Transpose: its `perm`, or the reversal of the
 /// input's axes when absent (needs the rank: `rank_hint` or the input's

@@ -24,8 +24,25 @@ mod lift_constants;
 
 pub use lift_constants::constant_value;
 
+use crate::ir::patch::{rewrite_model, Rule, RuleContext};
+use crate::ir::Model;
 use crate::pipeline::{OptionInfo, Options, Pass};
 use anyhow::Result;
+
+/// A pass that applies its rules to a fixpoint in every graph (subgraphs
+/// included) and reports how many patches applied, under `count`.
+pub(crate) struct RulePass {
+    pub rules: &'static [(&'static str, Rule)],
+    pub count: &'static str,
+}
+
+impl Pass for RulePass {
+    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
+        let ctx = RuleContext::for_model(model, None);
+        let applied = rewrite_model(model, &ctx, self.rules)?;
+        Ok(serde_json::json!({ self.count: applied }))
+    }
+}
 
 pub struct PassInfo {
     pub name: &'static str,

@@ -22,16 +22,7 @@ pub fn inspect(model: &Model, file_bytes: u64, external_tensors: usize) -> Strin
     let opsets: Vec<String> = model
         .opset_import
         .iter()
-        .map(|o| {
-            format!(
-                "{}:{}",
-                o.domain
-                    .as_deref()
-                    .filter(|d| !d.is_empty())
-                    .unwrap_or("ai.onnx"),
-                o.version.unwrap_or(0)
-            )
-        })
+        .map(|o| format!("{}:{}", o.domain_label(), o.version.unwrap_or(0)))
         .collect();
     let _ = writeln!(
         out,

@@ -24,6 +24,16 @@ pub struct Model {
     pub configuration: Vec<Opaque>,
 }
 
+impl OpsetId {
+    /// The domain as people write it: `ai.onnx` for the default one.
+    pub fn domain_label(&self) -> &str {
+        self.domain
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .unwrap_or("ai.onnx")
+    }
+}
+
 /// Size figures reported before and after each pass.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, serde::Serialize)]
 pub struct ModelStats {

@@ -21,16 +21,7 @@ pub fn model_to_text(m: &Model) -> String {
     let opsets: Vec<String> = m
         .opset_import
         .iter()
-        .map(|o| {
-            format!(
-                "{}={}",
-                o.domain
-                    .as_deref()
-                    .filter(|d| !d.is_empty())
-                    .unwrap_or("ai.onnx"),
-                o.version.unwrap_or(0)
-            )
-        })
+        .map(|o| format!("{}={}", o.domain_label(), o.version.unwrap_or(0)))
         .collect();
     let _ = writeln!(
         out,
