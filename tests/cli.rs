@@ -90,6 +90,13 @@ fn bad_input_gets_a_clear_error_and_no_output() {
     );
     expect_error(&[&cnn, "-o", out, "--input-shape", "x=1,a"], d, "x=1,a");
 
+    // /proc takes no new files, even from root (CI runs as root).
+    expect_error(
+        &[&cnn, "-o", "/proc/out.onnx"],
+        d,
+        "output folder /proc is not writable",
+    );
+
     let ro = d.join("ro");
     std::fs::create_dir(&ro).unwrap();
     let mut perms = std::fs::metadata(&ro).unwrap().permissions();
@@ -298,4 +305,27 @@ fn a_model_tract_cannot_run_is_still_rewritten_and_says_so() {
         .as_str()
         .unwrap()
         .contains("tract cannot run this model"));
+}
+
+#[test]
+fn verification_over_tolerance_exits_2_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cnn.onnx");
+    let input = model_path("cnn");
+    // fuse folds BatchNorm into the weights: outputs move by rounding (~3e-7).
+    let args = [
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--passes",
+        "fuse",
+        "--verify",
+    ];
+    let o = onnx_opt(&[&args[..], &["--tolerance", "0"]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("verify: FAILED"));
+    assert!(!out.exists(), "nothing is written when verification fails");
+    let o = onnx_opt(&[&args[..], &["--tolerance", "1e-5"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.exists());
 }
