@@ -29,7 +29,7 @@
 use crate::ir::{Graph, Model, Outlet, Patch};
 use crate::passes::PassInfo;
 use crate::pipeline::{Options, Pass};
-use crate::runtime::ValueType;
+use crate::runtime::{InferredTypes, ValueType};
 use anyhow::Result;
 use serde_json::json;
 use std::collections::HashMap;
@@ -54,30 +54,41 @@ impl Pass for InferShapes {
         if !has_untyped_value(&model.graph) {
             return Ok(json!({ "annotated": 0 }));
         }
-        let inferred = match crate::exec::infer_types(model) {
-            Ok(inferred) => inferred,
-            Err(e) => return Ok(json!({ "annotated": 0, "error": format!("{e:#}") })),
-        };
-        let types: HashMap<&str, &ValueType> = inferred
-            .types
-            .iter()
-            .map(|(name, ty)| (name.as_str(), ty))
-            .collect();
-        let (patch, counts) = annotate(&model.graph, &types);
-        patch.apply(&mut model.graph)?;
-        let mut details = json!({
-            "annotated": counts.annotated,
-            "static": counts.static_shape,
-            "untyped": counts.untyped,
-        });
-        if let Some(why) = inferred.incomplete {
-            details["incomplete"] = json!(why);
-        }
-        Ok(details)
+        let inferred = crate::exec::infer_types(model);
+        record(model, inferred)
     }
 }
 
-fn has_untyped_value(g: &Graph) -> bool {
+/// Types the untyped operator outputs of the main graph that `inferred`
+/// names. The model may have been rewritten since the types were inferred:
+/// exact rewrites keep what a surviving name denotes, so its type holds.
+pub(crate) fn record(
+    model: &mut Model,
+    inferred: Result<InferredTypes>,
+) -> Result<serde_json::Value> {
+    let inferred = match inferred {
+        Ok(inferred) => inferred,
+        Err(e) => return Ok(json!({ "annotated": 0, "error": format!("{e:#}") })),
+    };
+    let types: HashMap<&str, &ValueType> = inferred
+        .types
+        .iter()
+        .map(|(name, ty)| (name.as_str(), ty))
+        .collect();
+    let (patch, counts) = annotate(&model.graph, &types);
+    patch.apply(&mut model.graph)?;
+    let mut details = json!({
+        "annotated": counts.annotated,
+        "static": counts.static_shape,
+        "untyped": counts.untyped,
+    });
+    if let Some(why) = inferred.incomplete {
+        details["incomplete"] = json!(why);
+    }
+    Ok(details)
+}
+
+pub(crate) fn has_untyped_value(g: &Graph) -> bool {
     g.node_ids().filter(|&id| g.op(id).is_some()).any(|id| {
         g.node(id).outputs.iter().enumerate().any(|(slot, v)| {
             let typed = v.info.as_ref().is_some_and(|i| i.ty.is_some());

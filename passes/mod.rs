@@ -19,7 +19,7 @@ mod fuse_pad;
 mod fuse_reshape;
 mod fuse_slice;
 mod fuse_transpose;
-mod infer_shapes;
+pub(crate) mod infer_shapes;
 mod lift_constants;
 
 pub use lift_constants::constant_value;

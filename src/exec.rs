@@ -119,8 +119,13 @@ pub fn from_runtime(t: &runtime::Tensor) -> Result<Tensor> {
 /// What tract's analysis infers of the types of the main graph's values, by
 /// name, with the declared input shapes (see [`runtime::infer_types`]).
 pub fn infer_types(model: &Model) -> Result<runtime::InferredTypes> {
-    let bytes = crate::onnx::encode(&weights_as_inputs(model))?;
-    runtime::infer_types(&bytes)
+    runtime::infer_types(&inference_bytes(model)?)
+}
+
+/// The model as `runtime::infer_types` takes it (weights as typed inputs),
+/// for callers that run the inference on another thread.
+pub fn inference_bytes(model: &Model) -> Result<Vec<u8>> {
+    crate::onnx::encode(&weights_as_inputs(model))
 }
 
 /// Large float initializers become typed graph inputs: shape inference needs
