@@ -21,7 +21,7 @@
 //! **Options:** `max-mb` (default 64): results larger than this many MiB stay
 //! computed at run time.
 
-use crate::ir::{DimValue, Graph, Model, NodeId, Outlet, Patch, Tensor, TypeKind};
+use crate::ir::{Graph, Model, NodeId, Outlet, Patch, Tensor};
 use crate::passes::PassInfo;
 use crate::pipeline::{OptionInfo, Options, Pass};
 use anyhow::{ensure, Result};
@@ -170,20 +170,7 @@ fn static_shape_op(g: &Graph, id: NodeId) -> Option<Tensor> {
     if !(op.is("Shape") || op.is("Size")) {
         return None;
     }
-    let ty = g.known_type(g.input(id, 0)?)?;
-    let TypeKind::Tensor {
-        shape: Some(dims), ..
-    } = &ty.kind
-    else {
-        return None;
-    };
-    let dims: Vec<i64> = dims
-        .iter()
-        .map(|d| match d.value {
-            DimValue::Known(v) if v >= 0 => Some(v),
-            _ => None,
-        })
-        .collect::<Option<_>>()?;
+    let dims = g.known_type(g.input(id, 0)?)?.static_dims()?;
     if op.op_type == "Size" {
         return Some(Tensor::from_i64(vec![], &[dims.iter().product()]));
     }

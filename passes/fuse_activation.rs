@@ -272,20 +272,12 @@ fn sole_user(g: &Graph, o: Outlet) -> Option<NodeId> {
     }
 }
 
-fn rank(g: &Graph, o: Outlet) -> Option<usize> {
-    match g.known_type(o)?.kind {
-        TypeKind::Tensor {
-            shape: Some(dims), ..
-        } => Some(dims.len()),
-        _ => None,
-    }
-}
-
 /// The value of a one-element float constant, when broadcasting it against
 /// `x` cannot widen the rank (a scalar, or `x` known to have at least its rank).
 fn scalar(g: &Graph, c: Outlet, x: Outlet) -> Option<f64> {
     let t = g.const_tensor(c)?;
-    if t.numel() != 1 || !(t.dims.is_empty() || rank(g, x).is_some_and(|r| r >= t.dims.len())) {
+    if t.numel() != 1 || !(t.dims.is_empty() || g.known_rank(x).is_some_and(|r| r >= t.dims.len()))
+    {
         return None;
     }
     t.to_f32().ok().map(|v| v[0] as f64)
@@ -489,7 +481,7 @@ fn mean_last_axis(g: &Graph, id: NodeId) -> Option<Outlet> {
     };
     match axes.as_slice() {
         [-1] => Some(x),
-        [a] if rank(g, x) == Some(*a as usize + 1) => Some(x),
+        [a] if g.known_rank(x) == Some(*a as usize + 1) => Some(x),
         _ => None,
     }
 }
@@ -569,7 +561,7 @@ fn match_layer_norm(g: &Graph, rm1: NodeId) -> Option<LayerNormMatch> {
     let dim = dim
         .or_else(|| gamma.and_then(last_dim).filter(|&n| n > 1))
         .or_else(|| beta.and_then(last_dim).filter(|&n| n > 1))?;
-    let x_rank = rank(g, x);
+    let x_rank = g.known_rank(x);
     // γ/β as [D]: values along the last axis only, not widening x's rank.
     let expand = |o: Option<Outlet>, default: f32| -> Option<(Option<Outlet>, Vec<f32>)> {
         let Some(o) = o else {

@@ -34,7 +34,7 @@
 //! **Options:** none.
 
 use crate::ir::patch::{Rule, RuleContext};
-use crate::ir::{Attribute, DataType, Graph, NodeId, Outlet, Patch, Tensor, TypeKind};
+use crate::ir::{Attribute, DataType, Graph, NodeId, Outlet, Patch, Tensor};
 use crate::passes::{PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
@@ -110,16 +110,6 @@ fn batchnorm(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> 
 /// `outlet`'s only use is one input of `user`, and it is not a graph output.
 pub(super) fn sole_use(g: &Graph, outlet: Outlet, user: NodeId) -> bool {
     !g.is_graph_output(outlet) && matches!(g.consumers(outlet)[..], [(u, _)] if u == user)
-}
-
-/// The rank of a value, when its type says (symbolic dims count).
-pub(super) fn known_rank(g: &Graph, outlet: Outlet) -> Option<usize> {
-    match g.known_type(outlet)?.kind {
-        TypeKind::Tensor {
-            shape: Some(dims), ..
-        } => Some(dims.len()),
-        _ => None,
-    }
 }
 
 /// Removes the initializers feeding `node` (which the patch removes) that
@@ -230,7 +220,7 @@ impl Producer {
                 (Kind::Gemm { trans_b }, n, 2)
             }
             "MatMul" if allow_matmul && dims.len() == 2 => {
-                if known_rank(g, g.input(id, 0)?)? != 2 {
+                if g.known_rank(g.input(id, 0)?)? != 2 {
                     return None;
                 }
                 (Kind::MatMul, dims[1], 2)

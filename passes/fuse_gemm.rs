@@ -21,9 +21,9 @@
 //!
 //! **Options:** none.
 
-use super::fuse_bn::{known_rank, sole_use};
+use super::fuse_bn::sole_use;
 use crate::ir::patch::{Rule, RuleContext};
-use crate::ir::{DataType, DimValue, Graph, NodeId, Outlet, Patch, TypeKind};
+use crate::ir::{DataType, Graph, NodeId, Outlet, Patch};
 use crate::passes::{PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
@@ -45,23 +45,6 @@ fn build(_: &Options) -> Result<Box<dyn Pass>> {
 
 pub const RULES: &[(&str, Rule)] = &[("matmul-add", matmul_add)];
 
-/// Known dims of a value (`None` per unknown or symbolic dim), if its rank is known.
-fn dims(g: &Graph, outlet: Outlet) -> Option<Vec<Option<i64>>> {
-    match g.known_type(outlet)?.kind {
-        TypeKind::Tensor {
-            shape: Some(dims), ..
-        } => Some(
-            dims.iter()
-                .map(|d| match d.value {
-                    DimValue::Known(v) => Some(v),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        _ => None,
-    }
-}
-
 // Add(MatMul(x, W), b) = Gemm(x, W, b) {α=1, β=1} for x: [M,K], W: [K,N] and
 // b unidirectionally broadcastable to [M,N] without varying along M.
 fn matmul_add(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
@@ -82,14 +65,14 @@ fn matmul_add(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>>
         if !matches!(elem, DataType::FLOAT | DataType::DOUBLE) {
             return None;
         }
-        if known_rank(g, x)? != 2 {
+        if g.known_rank(x)? != 2 {
             return None;
         }
-        let w_dims = dims(g, w)?;
+        let w_dims = g.known_dims(w)?;
         let [_, n] = w_dims[..] else {
             return None;
         };
-        let b_dims = dims(g, bias)?;
+        let b_dims = g.known_dims(bias)?;
         // Right-aligned: last axis 1 or N (N must be known unless 1), any
         // other axis 1; at most 2 axes, so the Add does not add one.
         let last_ok = match b_dims.last() {

@@ -33,7 +33,7 @@
 //! **Options:** none.
 
 use crate::ir::patch::{Rule, RuleContext, Src};
-use crate::ir::{Attribute, DimValue, Graph, NodeId, Operator, Outlet, Patch, Tensor, TypeKind};
+use crate::ir::{Attribute, Graph, NodeId, Operator, Outlet, Patch, Tensor};
 use crate::passes::{PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
@@ -59,23 +59,6 @@ pub const RULES: &[(&str, Rule)] = &[
     ("squeeze-unsqueeze", squeeze_unsqueeze),
     ("unsqueeze-squeeze", unsqueeze_squeeze),
 ];
-
-/// Known dims of a value (`None` per dim when symbolic or unknown), if its rank is known.
-fn dims(g: &Graph, outlet: Outlet) -> Option<Vec<Option<i64>>> {
-    match g.known_type(outlet)?.kind {
-        TypeKind::Tensor {
-            shape: Some(dims), ..
-        } => Some(
-            dims.iter()
-                .map(|d| match d.value {
-                    DimValue::Known(v) if v >= 0 => Some(v),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        _ => None,
-    }
-}
 
 fn const_ints(g: &Graph, outlet: Option<Outlet>) -> Option<Vec<i64>> {
     g.const_tensor(outlet?)?.to_i64().ok()
@@ -130,10 +113,10 @@ impl Inner {
                 return Some(shape[i]);
             }
         }
-        if let Some(d) = dims(g, mid).and_then(|d| d.get(i).copied().flatten()) {
+        if let Some(d) = g.known_dims(mid).and_then(|d| d.get(i).copied().flatten()) {
             return Some(d);
         }
-        let xd = dims(g, x)?;
+        let xd = g.known_dims(x)?;
         match self {
             Inner::Reshape { shape, allowzero } => {
                 (shape.get(i) == Some(&0) && !allowzero).then(|| xd.get(i).copied().flatten())?
@@ -331,7 +314,7 @@ fn squeeze_unsqueeze(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Pa
     else {
         return Ok(None);
     };
-    let rank = dims(g, x).map(|d| d.len() + unsq.len());
+    let rank = g.known_dims(x).map(|d| d.len() + unsq.len());
     let (Some(sq), Some(unsq)) = (normalized(&sq, rank), normalized(&unsq, rank)) else {
         return Ok(None);
     };
@@ -354,7 +337,7 @@ fn unsqueeze_squeeze(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Pa
     else {
         return Ok(None);
     };
-    let Some(xd) = dims(g, x) else {
+    let Some(xd) = g.known_dims(x) else {
         return Ok(None);
     };
     let sq = match sq {

@@ -26,7 +26,7 @@
 //! **Options:** none.
 
 use crate::ir::patch::{Rule, RuleContext};
-use crate::ir::{Attribute, DimValue, Graph, NodeId, Outlet, Patch, Tensor, TypeKind};
+use crate::ir::{Attribute, Graph, NodeId, Outlet, Patch, Tensor};
 use crate::passes::{PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
@@ -110,23 +110,6 @@ impl SliceParams {
     }
 }
 
-/// `x`'s rank and dims (`None` per dim when not a known number).
-fn dims(g: &Graph, x: Outlet) -> Option<Vec<Option<i64>>> {
-    match g.known_type(x)?.kind {
-        TypeKind::Tensor {
-            shape: Some(dims), ..
-        } => Some(
-            dims.iter()
-                .map(|d| match d.value {
-                    DimValue::Known(v) if v >= 0 => Some(v),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        _ => None,
-    }
-}
-
 /// A bound of a step-1 slice on a dim of length `len`, as an offset in `[0, len]`.
 fn clamp(bound: i64, len: i64) -> i64 {
     let b = if bound < 0 {
@@ -167,7 +150,7 @@ fn slice_of_slice(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch
     if inner.attrs != outer.attrs {
         return Ok(None);
     }
-    let xd = dims(g, inner.x);
+    let xd = g.known_dims(inner.x);
     let rank = xd.as_ref().map(|d| d.len() as i64);
     let norm = |a: &AxisSlice| -> Option<AxisSlice> {
         let axis = if a.axis < 0 { a.axis + rank? } else { a.axis };

@@ -388,6 +388,16 @@ impl Graph {
             })
     }
 
+    /// A value's dims when its rank is known (see `TypeInfo::dims`).
+    pub fn known_dims(&self, outlet: Outlet) -> Option<Vec<Option<i64>>> {
+        self.known_type(outlet)?.dims()
+    }
+
+    /// A value's rank, when known.
+    pub fn known_rank(&self, outlet: Outlet) -> Option<usize> {
+        self.known_type(outlet)?.rank()
+    }
+
     /// Can this outlet be renamed (to take over a graph output's name)
     /// without changing the graph's interface or a capture?
     pub fn can_take_name(&self, outlet: Outlet) -> bool {

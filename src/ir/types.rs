@@ -73,20 +73,38 @@ impl TypeInfo {
         }
     }
 
-    /// Fully static tensor dims, if known.
-    pub fn static_dims(&self) -> Option<Vec<i64>> {
+    /// A tensor's dims when its rank is known: each a number, or `None` when
+    /// symbolic or unknown (a negative `dim_value`, as paddle writes for a
+    /// dynamic dim, is unknown too).
+    pub fn dims(&self) -> Option<Vec<Option<i64>>> {
         match &self.kind {
             TypeKind::Tensor {
                 shape: Some(dims), ..
-            } => dims
-                .iter()
-                .map(|d| match d.value {
-                    DimValue::Known(v) => Some(v),
-                    _ => None,
-                })
-                .collect(),
+            } => Some(
+                dims.iter()
+                    .map(|d| match d.value {
+                        DimValue::Known(v) if v >= 0 => Some(v),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
             _ => None,
         }
+    }
+
+    /// A tensor's rank, when known (symbolic dims count).
+    pub fn rank(&self) -> Option<usize> {
+        match &self.kind {
+            TypeKind::Tensor {
+                shape: Some(dims), ..
+            } => Some(dims.len()),
+            _ => None,
+        }
+    }
+
+    /// Fully static tensor dims, if known.
+    pub fn static_dims(&self) -> Option<Vec<i64>> {
+        self.dims()?.into_iter().collect()
     }
 }
 
