@@ -112,15 +112,6 @@ pub fn merge_initializers(g: &mut Graph) -> Result<usize> {
     Ok(merged)
 }
 
-const RANDOM: &[&str] = &[
-    "RandomNormal",
-    "RandomNormalLike",
-    "RandomUniform",
-    "RandomUniformLike",
-    "Multinomial",
-    "Bernoulli",
-];
-
 // f(x₁…xₙ) = f(x₁…xₙ) for deterministic f  ⇒  the later copy uses the earlier one's outputs
 fn duplicate(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
     if !mergeable(g, id) {
@@ -167,7 +158,7 @@ fn mergeable(g: &Graph, id: NodeId) -> bool {
                 .and_then(|t| t.to_i64().ok())
                 .is_some_and(|v| v.iter().all(|&x| x == 0))
         });
-    let random = op.is_default_domain() && RANDOM.contains(&op.op_type.as_str());
+    let random = op.is_random();
     onnx_domain
         && !training
         && !random

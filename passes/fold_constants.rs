@@ -55,16 +55,8 @@ struct FoldConstants {
     max_bytes: usize,
 }
 
-const NEVER_FOLD: &[&str] = &[
-    "RandomNormal",
-    "RandomNormalLike",
-    "RandomUniform",
-    "RandomUniformLike",
-    "Multinomial",
-    "Bernoulli",
-    "DequantizeLinear",
-    "Constant",
-];
+/// Besides random ops: folding would undo quantized weights, or lift constants.
+const NEVER_FOLD: &[&str] = &["DequantizeLinear", "Constant"];
 
 impl Pass for FoldConstants {
     fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
@@ -90,6 +82,7 @@ impl FoldConstants {
             let op = g.op(id).expect("operators");
             if !op.is_default_domain()
                 || op.has_subgraphs()
+                || op.is_random()
                 || NEVER_FOLD.contains(&op.op_type.as_str())
             {
                 continue;

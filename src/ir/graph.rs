@@ -95,6 +95,20 @@ impl Operator {
         self.op_type == op_type && self.is_default_domain()
     }
 
+    /// An ONNX-domain operator whose output is random: never folded, never
+    /// merged with its twin.
+    pub fn is_random(&self) -> bool {
+        const RANDOM: &[&str] = &[
+            "RandomNormal",
+            "RandomNormalLike",
+            "RandomUniform",
+            "RandomUniformLike",
+            "Multinomial",
+            "Bernoulli",
+        ];
+        self.is_default_domain() && RANDOM.contains(&self.op_type.as_str())
+    }
+
     pub fn attr(&self, name: &str) -> Option<&Attribute> {
         self.attributes.iter().find(|a| a.name == name)
     }

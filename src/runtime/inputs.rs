@@ -105,11 +105,7 @@ impl Sample {
             if !specs.iter().any(|s| s.name == name) {
                 bail!(
                     "{name:?} is not an input of the model (inputs: {})",
-                    specs
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    input_names(specs)
                 );
             }
         }
@@ -208,15 +204,7 @@ pub fn sample_shapes(path: &Path) -> Result<InputShapes> {
         .with_context(|| format!("{source}: cannot open as .npz"))?;
     let names: Vec<String> = archive.array_names().map(|s| s.to_string()).collect();
     for name in names {
-        let entry = npyz::npz::file_name_from_array_name(&name);
-        let mut bytes = Vec::new();
-        archive
-            .zip_archive()
-            .by_name(&entry)
-            .map_err(|e| anyhow!("{e}"))
-            .and_then(|mut f| Ok(f.read_to_end(&mut bytes)?))
-            .with_context(|| format!("{source}: reading array {name:?}"))?;
-        let t = parse_npy(&bytes).with_context(|| format!("{source}: bad array {name:?}"))?;
+        let t = read_npz_array(&mut archive, &name, &source)?;
         shapes.insert(name, t.shape().to_vec());
     }
     Ok(shapes)
@@ -249,11 +237,7 @@ fn load_sample_file(path: &Path, specs: &[InputSpec]) -> Result<Sample> {
                     "{source}: a bare .npy file can only feed a single-input model, \
                      this one has {} inputs ({}); use a .npz keyed by input name",
                     specs.len(),
-                    specs
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    input_names(specs)
                 );
             };
             let bytes = std::fs::read(path).with_context(|| format!("reading {source}"))?;
@@ -269,11 +253,7 @@ fn load_sample_file(path: &Path, specs: &[InputSpec]) -> Result<Sample> {
                 if !specs.iter().any(|s| &s.name == name) {
                     bail!(
                         "{source}: array {name:?} is not an input of the model (inputs: {})",
-                        specs
-                            .iter()
-                            .map(|s| s.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        input_names(specs)
                     );
                 }
             }
@@ -289,22 +269,39 @@ fn load_sample_file(path: &Path, specs: &[InputSpec]) -> Result<Sample> {
                         }
                     );
                 }
-                let entry = npyz::npz::file_name_from_array_name(&spec.name);
-                let mut bytes = Vec::new();
-                archive
-                    .zip_archive()
-                    .by_name(&entry)
-                    .map_err(|e| anyhow!("{e}"))
-                    .and_then(|mut f| Ok(f.read_to_end(&mut bytes)?))
-                    .with_context(|| format!("{source}: reading array {:?}", spec.name))?;
-                let t = parse_npy(&bytes)
-                    .with_context(|| format!("{source}: bad array {:?}", spec.name))?;
+                let t = read_npz_array(&mut archive, &spec.name, &source)?;
                 check_tensor(spec, &t).with_context(|| source.clone())?;
                 sample.insert(spec.name.clone(), t);
             }
         }
     }
     Ok(sample)
+}
+
+/// The model's input names, for error messages.
+fn input_names(specs: &[InputSpec]) -> String {
+    specs
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Reads and decodes the array `name` of an open .npz archive.
+fn read_npz_array(
+    archive: &mut npyz::npz::NpzArchive<std::io::BufReader<std::fs::File>>,
+    name: &str,
+    source: &str,
+) -> Result<Tensor> {
+    let entry = npyz::npz::file_name_from_array_name(name);
+    let mut bytes = Vec::new();
+    archive
+        .zip_archive()
+        .by_name(&entry)
+        .map_err(|e| anyhow!("{e}"))
+        .and_then(|mut f| Ok(f.read_to_end(&mut bytes)?))
+        .with_context(|| format!("{source}: reading array {name:?}"))?;
+    parse_npy(&bytes).with_context(|| format!("{source}: bad array {name:?}"))
 }
 
 /// Decodes a whole .npy file (header + data) into a tensor.
