@@ -159,7 +159,7 @@ fn main() -> ExitCode {
 fn round_trip(input: &Path, output: &Path) -> anyhow::Result<()> {
     let mut model = onnx::load(input)?;
     verify(&model)?;
-    Pipeline::parse("")?.run(&mut model, &mut |_| {})?;
+    Pipeline::parse("")?.run(&mut model, &Default::default(), &mut |_| {})?;
     onnx::save(&model, output, &SaveOptions::default())?;
     Ok(())
 }

@@ -36,7 +36,7 @@
 use crate::ir::patch::{rewrite_to_fixpoint, Rule, RuleContext};
 use crate::ir::{AttrValue, Attribute, Graph, Model, NodeId, Operator, Outlet, Patch};
 use crate::passes::PassInfo;
-use crate::pipeline::{Options, Pass};
+use crate::pipeline::{Options, Pass, PassContext};
 use anyhow::Result;
 use serde_json::json;
 use std::collections::HashMap;
@@ -45,6 +45,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "cse",
     summary: "merge operators computing the same thing, and identical initializers",
     exact: true,
+    uses_data: false,
     options: &[],
     build,
 };
@@ -58,7 +59,7 @@ struct Cse;
 pub const RULES: &[(&str, Rule)] = &[("duplicate", duplicate)];
 
 impl Pass for Cse {
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
+    fn run(&self, model: &mut Model, _: &PassContext) -> Result<serde_json::Value> {
         let ctx = RuleContext::for_model(model, None);
         let (mut initializers, mut operators) = (0, 0);
         model.graph.visit_graphs_mut(&mut |g| {

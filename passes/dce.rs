@@ -17,7 +17,7 @@
 
 use crate::ir::{Graph, Model, NodeId, NodeKind, Outlet, Patch};
 use crate::passes::PassInfo;
-use crate::pipeline::{Options, Pass};
+use crate::pipeline::{Options, Pass, PassContext};
 use anyhow::Result;
 use serde_json::json;
 use std::collections::HashSet;
@@ -26,6 +26,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "dce",
     summary: "remove operators and initializers that no graph output depends on",
     exact: true,
+    uses_data: false,
     options: &[],
     build,
 };
@@ -37,7 +38,7 @@ fn build(_: &Options) -> Result<Box<dyn Pass>> {
 struct Dce;
 
 impl Pass for Dce {
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
+    fn run(&self, model: &mut Model, _: &PassContext) -> Result<serde_json::Value> {
         let (mut ops, mut inits) = (0, 0);
         model.graph.visit_graphs_mut(&mut |g| {
             let dead = dead_nodes(g)?;

@@ -30,6 +30,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "eliminate",
     summary: "remove Identity, inference Dropout and no-op Transpose/Cast/Reshape",
     exact: true,
+    uses_data: false,
     options: &[],
     build,
 };

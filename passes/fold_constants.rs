@@ -23,7 +23,7 @@
 
 use crate::ir::{Graph, Model, NodeId, Outlet, Patch, Tensor};
 use crate::passes::PassInfo;
-use crate::pipeline::{OptionInfo, Options, Pass};
+use crate::pipeline::{OptionInfo, Options, Pass, PassContext};
 use anyhow::{ensure, Result};
 use serde_json::json;
 use std::collections::HashMap;
@@ -32,6 +32,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fold-constants",
     summary: "evaluate constant-only subgraphs and static Shape/Size once, in tract",
     exact: true,
+    uses_data: false,
     options: &[OptionInfo {
         name: "max-mb",
         default: "64",
@@ -59,7 +60,7 @@ struct FoldConstants {
 const NEVER_FOLD: &[&str] = &["DequantizeLinear", "Constant"];
 
 impl Pass for FoldConstants {
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
+    fn run(&self, model: &mut Model, _: &PassContext) -> Result<serde_json::Value> {
         let (mut folded, mut skipped) = (0, vec![]);
         let context = model.clone_header();
         model.graph.visit_graphs_mut(&mut |g| {

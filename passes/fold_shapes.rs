@@ -43,6 +43,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fold-shapes",
     summary: "remove Reshapes to a computed shape equal to the input's; make computed Reshape shapes constant",
     exact: true,
+    uses_data: false,
     options: &[],
     build,
 };

@@ -22,7 +22,7 @@
 use crate::ir::Model;
 use crate::passes::infer_shapes;
 use crate::passes::PassInfo;
-use crate::pipeline::{OptionInfo, Options, Pass, PassReport, Pipeline};
+use crate::pipeline::{OptionInfo, Options, Pass, PassContext, PassReport, Pipeline};
 use anyhow::{anyhow, ensure, Result};
 use serde_json::json;
 
@@ -30,6 +30,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fuse",
     summary: "canonicalise and apply every exact fusion, to a fixpoint",
     exact: true,
+    uses_data: false,
     options: &[
         OptionInfo {
             name: "rounds",
@@ -81,14 +82,14 @@ impl Fuse {
     /// alongside the passes that need no types, then the recorded types, then
     /// the rest. The result does not depend on timing: the types are recorded
     /// at the same point every time.
-    fn round(&self, model: &mut Model) -> Result<Vec<PassReport>> {
+    fn round(&self, model: &mut Model, cx: &PassContext) -> Result<Vec<PassReport>> {
         if !infer_shapes::has_untyped_value(&model.graph) {
-            return self.typed.run_nested(model);
+            return self.typed.run_nested(model, cx);
         }
         let bytes = crate::exec::inference_bytes(model);
         let (inferred, reports) = std::thread::scope(|s| {
             let inference = s.spawn(|| bytes.and_then(|b| crate::runtime::infer_types(&b)));
-            let reports = self.untyped.run_nested(model);
+            let reports = self.untyped.run_nested(model, cx);
             let inferred = inference
                 .join()
                 .unwrap_or_else(|_| Err(anyhow!("type inference panicked")));
@@ -96,19 +97,19 @@ impl Fuse {
         });
         let mut reports = reports?;
         infer_shapes::record(model, inferred)?;
-        reports.extend(self.typed.run_nested(model)?);
+        reports.extend(self.typed.run_nested(model, cx)?);
         Ok(reports)
     }
 }
 
 impl Pass for Fuse {
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
-        self.lift.run_nested(model)?;
+    fn run(&self, model: &mut Model, cx: &PassContext) -> Result<serde_json::Value> {
+        self.lift.run_nested(model, cx)?;
         let mut rounds = 0;
         let mut parts: Vec<serde_json::Value> = vec![];
         loop {
             let before = model.stats();
-            let reports = self.round(model)?;
+            let reports = self.round(model, cx)?;
             rounds += 1;
             parts.extend(reports.into_iter().filter(|r| r.nodes_before != r.nodes_after).map(|r| {
                 json!({ "round": rounds, "pass": r.name, "nodes_removed": r.nodes_before - r.nodes_after.min(r.nodes_before) })

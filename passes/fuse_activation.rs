@@ -41,7 +41,7 @@ use crate::ir::{
     Tensor, TypeKind,
 };
 use crate::passes::PassInfo;
-use crate::pipeline::{OptionInfo, Options, Pass};
+use crate::pipeline::{OptionInfo, Options, Pass, PassContext};
 use anyhow::{ensure, Result};
 use serde_json::json;
 
@@ -50,6 +50,7 @@ pub const INFO: PassInfo = PassInfo {
     summary:
         "fuse written-out HardSwish, HardSigmoid, Gelu and LayerNormalization into their ONNX ops",
     exact: true,
+    uses_data: false,
     options: &[TARGET_OPSET],
     build,
 };
@@ -86,7 +87,7 @@ pub const RULES: &[(&str, Rule)] = &[
 ];
 
 impl Pass for FuseActivation {
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
+    fn run(&self, model: &mut Model, _: &PassContext) -> Result<serde_json::Value> {
         let ctx = RuleContext::for_model(model, self.target);
         let mut fused = [0usize; 4];
         let mut waiting = Waiting::default();
@@ -938,7 +939,9 @@ mod tests {
     fn details_of(model: &Model) -> serde_json::Value {
         let mut m = model.clone();
         let pipeline = crate::pipeline::Pipeline::parse(PASS).unwrap();
-        let reports = pipeline.run(&mut m, &mut |_| {}).unwrap();
+        let reports = pipeline
+            .run(&mut m, &Default::default(), &mut |_| {})
+            .unwrap();
         reports[0].details.clone()
     }
 }

@@ -39,6 +39,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fuse-bias",
     summary: "fold a per-channel constant Add/Mul/Div into the preceding Conv/ConvTranspose/Gemm",
     exact: true,
+    uses_data: false,
     options: &[],
     build,
 };

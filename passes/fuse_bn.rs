@@ -43,6 +43,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fuse-bn",
     summary: "fold inference BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul",
     exact: true,
+    uses_data: false,
     options: &[],
     build,
 };

@@ -31,6 +31,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fuse-cast",
     summary: "merge Cast chains whose first Cast is a lossless widening",
     exact: true,
+    uses_data: false,
     options: &[],
     build,
 };

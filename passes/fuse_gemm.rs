@@ -32,6 +32,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fuse-gemm",
     summary: "fuse 2-D MatMul + bias Add into Gemm",
     exact: true,
+    uses_data: false,
     options: &[],
     build,
 };

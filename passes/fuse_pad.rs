@@ -32,6 +32,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fuse-pad",
     summary: "fold a zero Pad into the following Conv's (or AveragePool's) pads",
     exact: true,
+    uses_data: false,
     options: &[],
     build,
 };

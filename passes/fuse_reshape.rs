@@ -42,6 +42,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fuse-reshape",
     summary: "collapse Reshape/Flatten chains and cancelling Squeeze/Unsqueeze pairs",
     exact: true,
+    uses_data: false,
     options: &[],
     build,
 };

@@ -35,6 +35,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fuse-slice",
     summary: "merge Slice(Slice(x)) with constant parameters into one Slice",
     exact: true,
+    uses_data: false,
     options: &[],
     build,
 };

@@ -31,6 +31,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fuse-transpose",
     summary: "merge Transpose chains into one Transpose (or none)",
     exact: true,
+    uses_data: false,
     options: &[],
     build,
 };

@@ -28,7 +28,7 @@
 
 use crate::ir::{Graph, Model, Outlet, Patch};
 use crate::passes::PassInfo;
-use crate::pipeline::{Options, Pass};
+use crate::pipeline::{Options, Pass, PassContext};
 use crate::runtime::{InferredTypes, ValueType};
 use anyhow::Result;
 use serde_json::json;
@@ -38,6 +38,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "infer-shapes",
     summary: "record inferred types and shapes of intermediate values (value_info), from tract",
     exact: true,
+    uses_data: false,
     options: &[],
     build,
 };
@@ -49,7 +50,7 @@ fn build(_: &Options) -> Result<Box<dyn Pass>> {
 struct InferShapes;
 
 impl Pass for InferShapes {
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
+    fn run(&self, model: &mut Model, _: &PassContext) -> Result<serde_json::Value> {
         // Nothing to learn when every value is typed (a second `fuse` round).
         if !has_untyped_value(&model.graph) {
             return Ok(json!({ "annotated": 0 }));
@@ -187,7 +188,7 @@ mod tests {
     fn run(m: &mut Model, passes: &str) -> serde_json::Value {
         let reports = Pipeline::parse(passes)
             .unwrap()
-            .run(m, &mut |_| {})
+            .run(m, &Default::default(), &mut |_| {})
             .unwrap();
         reports[0].details.clone()
     }

@@ -17,7 +17,7 @@
 
 use crate::ir::{AttrValue, Graph, Model, NodeId, Outlet, Patch, Tensor};
 use crate::passes::PassInfo;
-use crate::pipeline::{Options, Pass};
+use crate::pipeline::{Options, Pass, PassContext};
 use anyhow::Result;
 use serde_json::json;
 
@@ -25,6 +25,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "lift-constants",
     summary: "Constant nodes become initializers (weights become visible to the other passes)",
     exact: true,
+    uses_data: false,
     options: &[],
     build,
 };
@@ -36,7 +37,7 @@ fn build(_: &Options) -> Result<Box<dyn Pass>> {
 struct LiftConstants;
 
 impl Pass for LiftConstants {
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
+    fn run(&self, model: &mut Model, _: &PassContext) -> Result<serde_json::Value> {
         let mut lifted = 0;
         model.graph.visit_graphs_mut(&mut |g| {
             let patch = lift(g);

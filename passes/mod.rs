@@ -26,7 +26,7 @@ pub use lift_constants::constant_value;
 
 use crate::ir::patch::{rewrite_model, Rule, RuleContext};
 use crate::ir::Model;
-use crate::pipeline::{OptionInfo, Options, Pass};
+use crate::pipeline::{OptionInfo, Options, Pass, PassContext};
 use anyhow::Result;
 
 /// A pass that applies its rules to a fixpoint in every graph (subgraphs
@@ -37,7 +37,7 @@ pub(crate) struct RulePass {
 }
 
 impl Pass for RulePass {
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value> {
+    fn run(&self, model: &mut Model, _: &PassContext) -> Result<serde_json::Value> {
         let ctx = RuleContext::for_model(model, None);
         let applied = rewrite_model(model, &ctx, self.rules)?;
         Ok(serde_json::json!({ self.count: applied }))
@@ -49,6 +49,9 @@ pub struct PassInfo {
     pub summary: &'static str,
     /// Changes outputs by floating-point rounding at most.
     pub exact: bool,
+    /// Fits to calibration data (`--inputs`): the CLI loads samples before
+    /// the passes run and hands them over in [`crate::pipeline::PassContext::data`].
+    pub uses_data: bool,
     pub options: &'static [OptionInfo],
     pub build: fn(&Options) -> Result<Box<dyn Pass>>,
 }

@@ -12,7 +12,7 @@ pub fn rewrite(model: &Model, passes: &str) -> Model {
     let mut out = model.clone();
     Pipeline::parse(passes)
         .unwrap()
-        .run(&mut out, &mut |_| {})
+        .run(&mut out, &Default::default(), &mut |_| {})
         .unwrap_or_else(|e| panic!("{passes}: {e:#}"));
     out
 }

@@ -5,6 +5,7 @@
 //! runs them in order with the verifier in between, and `runtime` runs
 //! models in tract to check and time the result (the only module that sees tract).
 
+pub mod calibrate;
 pub mod exec;
 pub mod inspect;
 pub mod ir;

@@ -1,14 +1,15 @@
 //! The `onnx-opt` command. Errors are one line (with their causes), exit 1;
 //! a verification over tolerance exits 2 and writes no output.
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use onnx_opt::calibrate::Calibration;
 use onnx_opt::ir::{diff::model_diff, verify::verify, Model};
 use onnx_opt::onnx::{self, ExternalData, SaveOptions};
 use onnx_opt::passes::PASSES;
-use onnx_opt::pipeline::Pipeline;
+use onnx_opt::pipeline::{self, Pipeline};
 use onnx_opt::report::{BenchReport, FileStats, Report, Sizes, VerifyReport};
-use onnx_opt::runtime::{self, InputShapes, Sample};
+use onnx_opt::runtime::{self, InputShapes};
 use onnx_opt::{exec, inspect};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -64,9 +65,14 @@ struct RunArgs {
     #[arg(long = "input-shape", value_name = "NAME=D0,D1,...")]
     input_shapes: Vec<String>,
     /// Input data: a .npz (keys = input names) holding one sample, or a folder of .npz/.npy
-    /// files, one sample each. Without it, seeded random inputs are used.
+    /// files, one sample each. Passes that fit to data (svd, prune-channels, quant) calibrate
+    /// on it; --verify and --bench run on it. Without it, seeded random inputs are used.
     #[arg(long, value_name = "PATH")]
     inputs: Option<PathBuf>,
+    /// Held-out data for --verify and --bench (same forms as --inputs), so that passes which
+    /// calibrate on --inputs are judged on data they have not seen. Default: --inputs.
+    #[arg(long, value_name = "PATH")]
+    verify_inputs: Option<PathBuf>,
     /// Seed of the random inputs.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -189,7 +195,29 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     let before_stats = model.stats();
     let original = (args.verify || args.bench).then(|| model.clone());
 
-    let passes = pipeline.run(&mut model, &mut |name| {
+    let mut cx = pipeline::PassContext::default();
+    if pipeline.uses_data() {
+        progress.set_message("loading calibration data");
+        let data = Calibration::load(
+            &model,
+            &shapes,
+            args.inputs.as_deref(),
+            args.seed,
+            args.samples,
+        )
+        .context("calibration data")?;
+        if data.random {
+            progress.suspend(|| {
+                eprintln!(
+                    "warning: no --inputs given: passes that fit to data calibrate on {} random \
+                     samples, which say little about real inputs; give real data with --inputs",
+                    data.samples.len()
+                )
+            });
+        }
+        cx.data = Some(data);
+    }
+    let passes = pipeline.run(&mut model, &cx, &mut |name| {
         progress.set_message(format!("pass {name}"))
     })?;
     let after_bytes = onnx::encoded_len(&model)?;
@@ -267,16 +295,10 @@ fn check_in_tract(
     shapes: &InputShapes,
     tolerance: Option<f64>,
 ) -> Result<(Option<VerifyReport>, Option<BenchReport>)> {
-    // Dims the user did not pin take the shapes of the --inputs data.
-    let mut shapes = shapes.clone();
-    if let Some(path) = &args.inputs {
-        for (name, dims) in runtime::sample_shapes(path)?.iter() {
-            if shapes.get(name).is_none() {
-                shapes.insert(name, dims.to_vec());
-            }
-        }
-    }
-    let shapes = &shapes;
+    let inputs = args.verify_inputs.as_deref().or(args.inputs.as_deref());
+    let data = Calibration::load(original, shapes, inputs, args.seed, args.samples)
+        .context("original model")?;
+    let (samples, source, shapes) = (&data.samples, data.source.clone(), &data.shapes);
     let before = exec::load(original, shapes, &[]).context("original model")?;
     if !before.defaulted_dims().is_empty() {
         eprintln!(
@@ -297,21 +319,6 @@ fn check_in_tract(
                 format!("{e:#}").replace(runtime::TRACT_CANNOT_RUN, "tract refused it")
             )
         })?;
-    let (samples, source) = match &args.inputs {
-        Some(path) => (
-            runtime::load_samples(path, before.inputs())?,
-            path.display().to_string(),
-        ),
-        None => {
-            let samples = (0..args.samples.max(1) as u64)
-                .map(|k| Sample::random(before.inputs(), args.seed + k))
-                .collect::<Result<Vec<_>>>()?;
-            (samples, format!("random, seed {}", args.seed))
-        }
-    };
-    if samples.is_empty() {
-        bail!("no input samples found in {source}");
-    }
     let verify = if args.verify {
         let mut silent = std::collections::BTreeSet::new();
         let per_sample = samples
@@ -350,7 +357,7 @@ fn check_in_tract(
         Some(BenchReport::from(&runtime::bench(
             &before,
             &after,
-            &samples,
+            samples,
             args.warmup,
             args.runs.max(1),
         )?))

@@ -25,7 +25,7 @@ pub fn load(name: &str) -> Model {
 pub fn run(model: &mut Model, passes: &str) {
     Pipeline::parse(passes)
         .unwrap()
-        .run(model, &mut |_| {})
+        .run(model, &Default::default(), &mut |_| {})
         .unwrap_or_else(|e| panic!("{passes}: {e:#}"));
 }
 

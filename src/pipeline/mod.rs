@@ -8,6 +8,7 @@ mod spec;
 pub use options::{OptionInfo, Options};
 pub use spec::{parse_pipeline, PassSpec};
 
+use crate::calibrate::Calibration;
 use crate::ir::{verify::verify, Model};
 use crate::passes::{PassInfo, PASSES};
 use anyhow::{bail, Context, Result};
@@ -18,7 +19,16 @@ use std::time::Instant;
 /// A configured pass, ready to run. Passes do no IO.
 pub trait Pass: Send + Sync {
     /// Rewrites the model; returns pass-specific details for the report.
-    fn run(&self, model: &mut Model) -> Result<serde_json::Value>;
+    fn run(&self, model: &mut Model, cx: &PassContext) -> Result<serde_json::Value>;
+}
+
+/// What a pass may use besides the model.
+#[derive(Default)]
+pub struct PassContext {
+    /// Calibration samples (`--inputs`, or random ones with a warning), for
+    /// the passes that fit to data ([`PassInfo::uses_data`]); `None` when no
+    /// pass of the pipeline uses them.
+    pub data: Option<Calibration>,
 }
 
 pub struct Step {
@@ -81,21 +91,32 @@ impl Pipeline {
         self.steps.iter().all(|s| s.info.exact)
     }
 
-    pub fn run(&self, model: &mut Model, on_step: &mut dyn FnMut(&str)) -> Result<Vec<PassReport>> {
-        self.run_checked(model, on_step, true)
+    /// True when a pass fits to calibration data.
+    pub fn uses_data(&self) -> bool {
+        self.steps.iter().any(|s| s.info.uses_data)
+    }
+
+    pub fn run(
+        &self,
+        model: &mut Model,
+        cx: &PassContext,
+        on_step: &mut dyn FnMut(&str),
+    ) -> Result<Vec<PassReport>> {
+        self.run_checked(model, cx, on_step, true)
     }
 
     /// For composite passes (`fuse`): the steps inside one pass are verified
     /// in debug builds (every test) but not in release, where the pipeline
     /// verifies after the composite pass as after any other (a `fuse` run
     /// verified after each of its ~30 steps spent 13% of its time there).
-    pub fn run_nested(&self, model: &mut Model) -> Result<Vec<PassReport>> {
-        self.run_checked(model, &mut |_| {}, cfg!(debug_assertions))
+    pub fn run_nested(&self, model: &mut Model, cx: &PassContext) -> Result<Vec<PassReport>> {
+        self.run_checked(model, cx, &mut |_| {}, cfg!(debug_assertions))
     }
 
     fn run_checked(
         &self,
         model: &mut Model,
+        cx: &PassContext,
         on_step: &mut dyn FnMut(&str),
         check: bool,
     ) -> Result<Vec<PassReport>> {
@@ -107,7 +128,7 @@ impl Pipeline {
             let start = Instant::now();
             let details = step
                 .pass
-                .run(model)
+                .run(model, cx)
                 .with_context(|| format!("pass {name}"))?;
             let ms = start.elapsed().as_secs_f64() * 1e3;
             if check {
