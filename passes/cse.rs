@@ -35,7 +35,7 @@
 
 use crate::ir::patch::{rewrite_to_fixpoint, Rule, RuleContext};
 use crate::ir::{AttrValue, Attribute, Graph, Model, NodeId, Operator, Outlet, Patch};
-use crate::passes::PassInfo;
+use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{Options, Pass, PassContext};
 use anyhow::Result;
 use serde_json::json;
@@ -45,7 +45,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "cse",
     summary: "merge operators computing the same thing, and identical initializers",
     exact: true,
-    uses_data: false,
+    data: DataUse::None,
     options: &[],
     build,
 };

@@ -16,7 +16,7 @@
 //! **Options:** none.
 
 use crate::ir::{Graph, Model, NodeId, NodeKind, Outlet, Patch};
-use crate::passes::PassInfo;
+use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{Options, Pass, PassContext};
 use anyhow::Result;
 use serde_json::json;
@@ -26,7 +26,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "dce",
     summary: "remove operators and initializers that no graph output depends on",
     exact: true,
-    uses_data: false,
+    data: DataUse::None,
     options: &[],
     build,
 };

@@ -22,7 +22,7 @@
 
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{AttrValue, DataType, Graph, NodeId, Outlet, Patch};
-use crate::passes::{PassInfo, RulePass};
+use crate::passes::{DataUse, PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
@@ -30,7 +30,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "eliminate",
     summary: "remove Identity, inference Dropout and no-op Transpose/Cast/Reshape",
     exact: true,
-    uses_data: false,
+    data: DataUse::None,
     options: &[],
     build,
 };

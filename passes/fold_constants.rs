@@ -22,7 +22,7 @@
 //! computed at run time.
 
 use crate::ir::{Graph, Model, NodeId, Outlet, Patch, Tensor};
-use crate::passes::PassInfo;
+use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{OptionInfo, Options, Pass, PassContext};
 use anyhow::{ensure, Result};
 use serde_json::json;
@@ -32,7 +32,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fold-constants",
     summary: "evaluate constant-only subgraphs and static Shape/Size once, in tract",
     exact: true,
-    uses_data: false,
+    data: DataUse::None,
     options: &[OptionInfo {
         name: "max-mb",
         default: "64",

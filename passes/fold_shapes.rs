@@ -35,7 +35,7 @@
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::shape_value::{dims, shape_value, SymInt};
 use crate::ir::{Graph, NodeId, Outlet, Patch, Tensor};
-use crate::passes::{PassInfo, RulePass};
+use crate::passes::{DataUse, PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
@@ -43,7 +43,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fold-shapes",
     summary: "remove Reshapes to a computed shape equal to the input's; make computed Reshape shapes constant",
     exact: true,
-    uses_data: false,
+    data: DataUse::None,
     options: &[],
     build,
 };

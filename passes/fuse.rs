@@ -21,7 +21,7 @@
 
 use crate::ir::Model;
 use crate::passes::infer_shapes;
-use crate::passes::PassInfo;
+use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{OptionInfo, Options, Pass, PassContext, PassReport, Pipeline};
 use anyhow::{anyhow, ensure, Result};
 use serde_json::json;
@@ -30,7 +30,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fuse",
     summary: "canonicalise and apply every exact fusion, to a fixpoint",
     exact: true,
-    uses_data: false,
+    data: DataUse::None,
     options: &[
         OptionInfo {
             name: "rounds",

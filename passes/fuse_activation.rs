@@ -40,7 +40,7 @@ use crate::ir::{
     AttrValue, Attribute, DataType, DimValue, Graph, Model, NodeId, Operator, Outlet, Patch,
     Tensor, TypeKind,
 };
-use crate::passes::PassInfo;
+use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{OptionInfo, Options, Pass, PassContext};
 use anyhow::{ensure, Result};
 use serde_json::json;
@@ -50,7 +50,7 @@ pub const INFO: PassInfo = PassInfo {
     summary:
         "fuse written-out HardSwish, HardSigmoid, Gelu and LayerNormalization into their ONNX ops",
     exact: true,
-    uses_data: false,
+    data: DataUse::None,
     options: &[TARGET_OPSET],
     build,
 };

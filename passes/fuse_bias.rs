@@ -31,7 +31,7 @@
 use super::fuse_bn::{remove_dead_consts, sole_use, Kind, Producer};
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{DataType, Graph, NodeId, Outlet, Patch};
-use crate::passes::{PassInfo, RulePass};
+use crate::passes::{DataUse, PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
@@ -39,7 +39,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fuse-bias",
     summary: "fold a per-channel constant Add/Mul/Div into the preceding Conv/ConvTranspose/Gemm",
     exact: true,
-    uses_data: false,
+    data: DataUse::None,
     options: &[],
     build,
 };

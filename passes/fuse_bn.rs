@@ -35,7 +35,7 @@
 
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{Attribute, DataType, Graph, NodeId, Outlet, Patch, Tensor};
-use crate::passes::{PassInfo, RulePass};
+use crate::passes::{DataUse, PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
@@ -43,7 +43,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fuse-bn",
     summary: "fold inference BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul",
     exact: true,
-    uses_data: false,
+    data: DataUse::None,
     options: &[],
     build,
 };

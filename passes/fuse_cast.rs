@@ -23,7 +23,7 @@
 
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{AttrValue, DataType, Graph, NodeId, Operator, Outlet, Patch};
-use crate::passes::{PassInfo, RulePass};
+use crate::passes::{DataUse, PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
@@ -31,7 +31,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fuse-cast",
     summary: "merge Cast chains whose first Cast is a lossless widening",
     exact: true,
-    uses_data: false,
+    data: DataUse::None,
     options: &[],
     build,
 };

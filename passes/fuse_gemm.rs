@@ -24,7 +24,7 @@
 use super::fuse_bn::sole_use;
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{DataType, Graph, NodeId, Outlet, Patch};
-use crate::passes::{PassInfo, RulePass};
+use crate::passes::{DataUse, PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
@@ -32,7 +32,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fuse-gemm",
     summary: "fuse 2-D MatMul + bias Add into Gemm",
     exact: true,
-    uses_data: false,
+    data: DataUse::None,
     options: &[],
     build,
 };

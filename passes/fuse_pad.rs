@@ -24,7 +24,7 @@
 
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{AttrValue, Attribute, Graph, NodeId, Operator, Outlet, Patch, TypeKind};
-use crate::passes::{PassInfo, RulePass};
+use crate::passes::{DataUse, PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
@@ -32,7 +32,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fuse-pad",
     summary: "fold a zero Pad into the following Conv's (or AveragePool's) pads",
     exact: true,
-    uses_data: false,
+    data: DataUse::None,
     options: &[],
     build,
 };

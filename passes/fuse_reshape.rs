@@ -34,7 +34,7 @@
 
 use crate::ir::patch::{Rule, RuleContext, Src};
 use crate::ir::{Attribute, Graph, NodeId, Operator, Outlet, Patch, Tensor};
-use crate::passes::{PassInfo, RulePass};
+use crate::passes::{DataUse, PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
@@ -42,7 +42,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fuse-reshape",
     summary: "collapse Reshape/Flatten chains and cancelling Squeeze/Unsqueeze pairs",
     exact: true,
-    uses_data: false,
+    data: DataUse::None,
     options: &[],
     build,
 };

@@ -27,7 +27,7 @@
 
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{Attribute, Graph, NodeId, Outlet, Patch, Tensor};
-use crate::passes::{PassInfo, RulePass};
+use crate::passes::{DataUse, PassInfo, RulePass};
 use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
@@ -35,7 +35,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "fuse-slice",
     summary: "merge Slice(Slice(x)) with constant parameters into one Slice",
     exact: true,
-    uses_data: false,
+    data: DataUse::None,
     options: &[],
     build,
 };

@@ -27,7 +27,7 @@
 //! **Options:** none.
 
 use crate::ir::{Graph, Model, Outlet, Patch};
-use crate::passes::PassInfo;
+use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{Options, Pass, PassContext};
 use crate::runtime::{InferredTypes, ValueType};
 use anyhow::Result;
@@ -38,7 +38,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "infer-shapes",
     summary: "record inferred types and shapes of intermediate values (value_info), from tract",
     exact: true,
-    uses_data: false,
+    data: DataUse::None,
     options: &[],
     build,
 };

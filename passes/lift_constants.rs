@@ -16,7 +16,7 @@
 //! **Options:** none.
 
 use crate::ir::{AttrValue, Graph, Model, NodeId, Outlet, Patch, Tensor};
-use crate::passes::PassInfo;
+use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{Options, Pass, PassContext};
 use anyhow::Result;
 use serde_json::json;
@@ -25,7 +25,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "lift-constants",
     summary: "Constant nodes become initializers (weights become visible to the other passes)",
     exact: true,
-    uses_data: false,
+    data: DataUse::None,
     options: &[],
     build,
 };

@@ -44,14 +44,24 @@ impl Pass for RulePass {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DataUse {
+    None,
+    /// Uses `--inputs` when given, works from the weights alone otherwise.
+    IfGiven,
+    /// Needs samples: without `--inputs`, random ones (with a warning).
+    Required,
+}
+
 pub struct PassInfo {
     pub name: &'static str,
     pub summary: &'static str,
     /// Changes outputs by floating-point rounding at most.
     pub exact: bool,
-    /// Fits to calibration data (`--inputs`): the CLI loads samples before
-    /// the passes run and hands them over in [`crate::pipeline::PassContext::data`].
-    pub uses_data: bool,
+    /// Whether it fits to calibration data (`--inputs`), which the CLI then
+    /// loads before the passes run and hands over in
+    /// [`crate::pipeline::PassContext::data`].
+    pub data: DataUse,
     pub options: &'static [OptionInfo],
     pub build: fn(&Options) -> Result<Box<dyn Pass>>,
 }

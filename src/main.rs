@@ -6,7 +6,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use onnx_opt::calibrate::Calibration;
 use onnx_opt::ir::{diff::model_diff, verify::verify, Model};
 use onnx_opt::onnx::{self, ExternalData, SaveOptions};
-use onnx_opt::passes::PASSES;
+use onnx_opt::passes::{DataUse, PASSES};
 use onnx_opt::pipeline::{self, Pipeline};
 use onnx_opt::report::{BenchReport, FileStats, Report, Sizes, VerifyReport};
 use onnx_opt::runtime::{self, InputShapes};
@@ -196,7 +196,8 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     let original = (args.verify || args.bench).then(|| model.clone());
 
     let mut cx = pipeline::PassContext::default();
-    if pipeline.uses_data() {
+    let data_use = pipeline.data_use();
+    if data_use == DataUse::Required || (data_use == DataUse::IfGiven && args.inputs.is_some()) {
         progress.set_message("loading calibration data");
         let data = Calibration::load(
             &model,

@@ -10,7 +10,7 @@ pub use spec::{parse_pipeline, PassSpec};
 
 use crate::calibrate::Calibration;
 use crate::ir::{verify::verify, Model};
-use crate::passes::{PassInfo, PASSES};
+use crate::passes::{DataUse, PassInfo, PASSES};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -25,9 +25,9 @@ pub trait Pass: Send + Sync {
 /// What a pass may use besides the model.
 #[derive(Default)]
 pub struct PassContext {
-    /// Calibration samples (`--inputs`, or random ones with a warning), for
-    /// the passes that fit to data ([`PassInfo::uses_data`]); `None` when no
-    /// pass of the pipeline uses them.
+    /// Calibration samples for the passes that fit to data
+    /// ([`PassInfo::data`]): `--inputs`, or random ones (flagged as such) when
+    /// a pass requires samples; `None` otherwise.
     pub data: Option<Calibration>,
 }
 
@@ -91,9 +91,18 @@ impl Pipeline {
         self.steps.iter().all(|s| s.info.exact)
     }
 
-    /// True when a pass fits to calibration data.
-    pub fn uses_data(&self) -> bool {
-        self.steps.iter().any(|s| s.info.uses_data)
+    /// How much the passes need calibration data: the most any one needs.
+    pub fn data_use(&self) -> DataUse {
+        let need = |d: DataUse| match d {
+            DataUse::None => 0,
+            DataUse::IfGiven => 1,
+            DataUse::Required => 2,
+        };
+        self.steps
+            .iter()
+            .map(|s| s.info.data)
+            .max_by_key(|&d| need(d))
+            .unwrap_or(DataUse::None)
     }
 
     pub fn run(
