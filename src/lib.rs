@@ -9,6 +9,7 @@ pub mod calibrate;
 pub mod exec;
 pub mod inspect;
 pub mod ir;
+pub mod linalg;
 pub mod onnx;
 #[path = "../passes/mod.rs"]
 pub mod passes;
