@@ -120,6 +120,37 @@ def mlp():
     return model(g.graph("mlp", [x], [y]))
 
 
+def lowrank_weight(rng, n, scale):
+    """An n×n weight with the heavy-tailed spectrum of trained layers,
+    sigma_i ~ (1 + i/16)^-1.2 on random orthogonal bases (random weights have
+    a flat spectrum, where no rank cut pays). Energy 0.9 needs rank 64, 0.95
+    rank 112, 0.99 rank 335."""
+    sigma = (1.0 + np.arange(n) / 16.0) ** -1.2
+    u, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    w = (u * sigma) @ v.T
+    return (w * scale / np.sqrt(np.mean(w**2) * n)).astype(np.float32)
+
+
+def mlp_lowrank():
+    """Four 1024-wide MatMul+Add+Relu layers and a 1024->10 head, weights with
+    a decaying spectrum: the SVD pass's speed target (16 MB, not committed;
+    written to models/cache by benches/svd.py)."""
+    g = G(seed=6)
+    h, width = "x", 1024
+    for i in range(4):
+        w = g.init(f"fc{i}.weight", lowrank_weight(g.rng, width, math.sqrt(2.0)))
+        bias = g.init(f"fc{i}.bias", g.normal(width, 0.05))
+        h = g.op("MatMul", [h, w], name=f"fc{i}.matmul")
+        h = g.op("Add", [h, bias], name=f"fc{i}.add")
+        h = g.op("Relu", [h], name=f"fc{i}.relu")
+    w = g.init("head.weight", g.normal((width, 10), math.sqrt(1.0 / width)))
+    h = g.op("MatMul", [h, w], name="logits")
+    x = helper.make_tensor_value_info("x", F, ["N", width])
+    y = helper.make_tensor_value_info("logits", F, ["N", 10])
+    return model(g.graph("mlp_lowrank", [x], [y]))
+
+
 def layer_norm(g, x, d, name):
     """LayerNorm over the last axis written out as opset-13 primitives."""
     mean = g.op("ReduceMean", [x], name=f"{name}.mean", axes=[-1], keepdims=1)

@@ -188,6 +188,18 @@ struct Layer {
     n: usize,
 }
 
+/// What a layer is fitted to.
+enum Fit {
+    /// Its outputs on these inputs `X [rows, K]`.
+    Data(Mat<f64>),
+    /// Its weights, for this reason.
+    Weights(String),
+}
+
+/// Weight of the identity in the data-aware fit, relative to the mean
+/// eigenvalue of the inputs' covariance.
+const RIDGE: f64 = 1e-2;
+
 /// What was decided for one layer.
 enum Outcome {
     Split {
@@ -207,25 +219,30 @@ impl Pass for Svd {
         self.lift.run_nested(model, cx)?;
         let (layers, mut report) = self.candidates(&model.graph);
         let data = cx.data.as_ref().filter(|d| self.fit_data && !d.random);
-        let inputs = match data {
+        let fits = match data {
             Some(d) => self.capture(model, &layers, d)?,
-            None => layers.iter().map(|_| None).collect(),
+            None => {
+                let why = if self.fit_data {
+                    "no --inputs"
+                } else {
+                    "fit=weights"
+                };
+                layers.iter().map(|_| Fit::Weights(why.into())).collect()
+            }
         };
         let outcomes: Vec<Outcome> = layers
             .par_iter()
-            .zip(inputs.par_iter())
-            .map(|(layer, x)| {
-                self.decide(&model.graph, layer, x.as_ref())
+            .zip(fits.par_iter())
+            .map(|(layer, fit)| {
+                self.decide(&model.graph, layer, fit)
                     .with_context(|| format!("layer {}", layer.name))
             })
             .collect::<Result<_>>()?;
         let mut split = 0;
-        for ((layer, outcome), x) in layers.iter().zip(outcomes).zip(&inputs) {
-            let fitted_to = match (x, layer.kind) {
-                (Some(_), _) => "outputs on --inputs",
-                (None, Kind::Conv(_)) => "weights (Conv layers are fitted to their weights)",
-                (None, _) if data.is_none() && self.fit_data => "weights (no --inputs)",
-                (None, _) => "weights",
+        for ((layer, outcome), fit) in layers.iter().zip(outcomes).zip(&fits) {
+            let (fitted_to, error_kind) = match fit {
+                Fit::Data(_) => ("outputs on --inputs".to_string(), "output_rel_err"),
+                Fit::Weights(why) => (format!("weights ({why})"), "weight_rel_err"),
             };
             let mut entry = json!({
                 "layer": layer.name, "op": kind_name(layer.kind), "K": layer.k, "N": layer.n,
@@ -246,11 +263,6 @@ impl Pass for Svd {
                         .with_context(|| format!("layer {}", layer.name))?;
                     split += 1;
                     let after = r * (layer.k + layer.n);
-                    let error_kind = if x.is_some() {
-                        "output_rel_err"
-                    } else {
-                        "weight_rel_err"
-                    };
                     entry["r"] = json!(r);
                     entry["energy_kept"] = json!(energy);
                     entry[error_kind] = json!(error);
@@ -403,14 +415,15 @@ impl Svd {
         ((k * n) as f64 / (self.min_gain * (k + n) as f64)).floor() as usize
     }
 
-    /// The inputs `X [rows, K]` of every MatMul/Gemm layer on the
-    /// calibration data (`None` for Conv layers).
+    /// How each layer is fitted: to its inputs `X [rows, K]` on the
+    /// calibration data (MatMul/Gemm layers with at least K rows of data),
+    /// or to its weights (and why).
     fn capture(
         &self,
         model: &Model,
         layers: &[Layer],
         data: &crate::calibrate::Calibration,
-    ) -> Result<Vec<Option<Mat<f64>>>> {
+    ) -> Result<Vec<Fit>> {
         let g = &model.graph;
         let wanted: Vec<usize> = (0..layers.len())
             .filter(|&i| !matches!(layers[i].kind, Kind::Conv(_)))
@@ -422,24 +435,54 @@ impl Svd {
         names.sort();
         names.dedup();
         let captured = data.capture(model, &names)?;
-        let mut out: Vec<Option<Mat<f64>>> = layers.iter().map(|_| None).collect();
+        let mut out: Vec<Fit> = layers
+            .iter()
+            .map(|_| Fit::Weights("Conv layers are fitted to their weights".into()))
+            .collect();
         for i in wanted {
             let layer = &layers[i];
             let at = names
                 .binary_search(&g.outlet_name(layer.x).to_string())
                 .expect("captured above");
-            out[i] = Some(
-                activation_rows(&captured[at], layer)
-                    .with_context(|| format!("layer {}: calibration inputs", layer.name))?,
-            );
+            let x = activation_rows(&captured[at], layer)
+                .with_context(|| format!("layer {}: calibration inputs", layer.name))?;
+            // Fewer rows than inputs cannot pin down a K×K covariance: the
+            // fit would drop every direction the few rows miss.
+            out[i] = if x.nrows() >= layer.k {
+                Fit::Data(x)
+            } else {
+                Fit::Weights(format!(
+                    "{} rows of calibration inputs for K={}: fitting to data needs at least K",
+                    x.nrows(),
+                    layer.k
+                ))
+            };
         }
         Ok(out)
     }
 
-    fn decide(&self, g: &Graph, layer: &Layer, x: Option<&Mat<f64>>) -> Result<Outcome> {
+    fn decide(&self, g: &Graph, layer: &Layer, fit: &Fit) -> Result<Outcome> {
         let m = weight_matrix(g, layer)?;
+        let x = match fit {
+            Fit::Data(x) => Some(x.as_ref()),
+            Fit::Weights(_) => None,
+        };
         let spectrum: Spectrum = match x {
-            Some(x) => linalg::spectrum(linalg::mul(x.as_ref(), m.as_ref()).as_ref())?,
+            Some(x) => {
+                // The spectrum of [X·M; s·M], i.e. of M under the covariance
+                // XᵀX + s²·I: the ridge s² (RIDGE of XᵀX's mean eigenvalue)
+                // keeps directions the data barely excites from being free.
+                let s = (RIDGE * x.squared_norm_l2() / layer.k as f64).sqrt();
+                let xm = linalg::mul(x, m.as_ref());
+                let z = Mat::from_fn(xm.nrows() + m.nrows(), layer.n, |i, j| {
+                    if i < xm.nrows() {
+                        xm[(i, j)]
+                    } else {
+                        s * m[(i - xm.nrows(), j)]
+                    }
+                });
+                linalg::spectrum(z.as_ref())?
+            }
             None => linalg::spectrum(m.as_ref())?,
         };
         let full = layer.k.min(layer.n);
@@ -461,8 +504,7 @@ impl Svd {
             )));
         }
         let (a, b) = linalg::factors(m.as_ref(), spectrum.v.as_ref(), r);
-        let error =
-            linalg::relative_error(x.map(|x| x.as_ref()), m.as_ref(), a.as_ref(), b.as_ref());
+        let error = linalg::relative_error(x, m.as_ref(), a.as_ref(), b.as_ref());
         Ok(Outcome::Split {
             r,
             energy: spectrum.energy(r),

@@ -126,7 +126,12 @@ fn main() -> ExitCode {
 
 fn list_passes() -> Result<ExitCode> {
     for p in PASSES {
-        let kind = if p.exact { "exact" } else { "lossy" };
+        let kind = match (p.exact, p.data) {
+            (true, _) => "exact",
+            (false, DataUse::None) => "lossy",
+            (false, DataUse::IfGiven) => "lossy, fits to --inputs when given",
+            (false, DataUse::Required) => "lossy, calibrates on --inputs",
+        };
         println!("{:<16} [{kind}] {}", p.name, p.summary);
         for o in p.options {
             println!("    {}={:<10} {}", o.name, o.default, o.help);
