@@ -467,24 +467,27 @@ impl Svd {
             Fit::Data(x) => Some(x.as_ref()),
             Fit::Weights(_) => None,
         };
-        let spectrum: Spectrum = match x {
+        // z: what the fit must keep (the outputs on the data, or the
+        // weights); the spectrum's z may add the ridge rows.
+        let (xm, spectrum): (Option<Mat<f64>>, Spectrum) = match x {
             Some(x) => {
                 // The spectrum of [X·M; s·M], i.e. of M under the covariance
                 // XᵀX + s²·I: the ridge s² (RIDGE of XᵀX's mean eigenvalue)
                 // keeps directions the data barely excites from being free.
                 let s = (RIDGE * x.squared_norm_l2() / layer.k as f64).sqrt();
                 let xm = linalg::mul(x, m.as_ref());
-                let z = Mat::from_fn(xm.nrows() + m.nrows(), layer.n, |i, j| {
+                let ridged = Mat::from_fn(xm.nrows() + m.nrows(), layer.n, |i, j| {
                     if i < xm.nrows() {
                         xm[(i, j)]
                     } else {
                         s * m[(i - xm.nrows(), j)]
                     }
                 });
-                linalg::spectrum(z.as_ref())?
+                (Some(xm), linalg::spectrum(ridged.as_ref())?)
             }
-            None => linalg::spectrum(m.as_ref())?,
+            None => (None, linalg::spectrum(m.as_ref())?),
         };
+        let z = xm.as_ref().map_or(m.as_ref(), |xm| xm.as_ref());
         let full = layer.k.min(layer.n);
         let wanted = match self.rule {
             RankRule::Energy(e) => spectrum.rank_for_energy(e),
@@ -504,7 +507,7 @@ impl Svd {
             )));
         }
         let (a, b) = linalg::factors(m.as_ref(), spectrum.v.as_ref(), r);
-        let error = linalg::relative_error(x, m.as_ref(), a.as_ref(), b.as_ref());
+        let error = linalg::projection_error(z, spectrum.v.as_ref(), r);
         Ok(Outcome::Split {
             r,
             energy: spectrum.energy(r),

@@ -37,6 +37,31 @@ pub fn mul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
     out
 }
 
+/// `zᵀz`, computing only its lower triangle (half the work of a product):
+/// `self_adjoint_eigen(Side::Lower)` reads nothing else.
+fn gram_lower(z: MatRef<'_, f64>) -> Mat<f64> {
+    use faer::linalg::matmul::triangular::{matmul, BlockStructure};
+    let n = z.ncols();
+    let mut out = Mat::zeros(n, n);
+    let par = if z.nrows() * n * n > 1 << 24 {
+        Par::rayon(0)
+    } else {
+        Par::Seq
+    };
+    matmul(
+        out.as_mut(),
+        BlockStructure::TriangularLower,
+        Accum::Replace,
+        z.transpose(),
+        BlockStructure::Rectangular,
+        z,
+        BlockStructure::Rectangular,
+        1.0,
+        par,
+    );
+    out
+}
+
 /// The right singular vectors of `z [p, N]` and its singular values,
 /// largest first.
 pub struct Spectrum {
@@ -89,9 +114,9 @@ pub fn spectrum(z: MatRef<'_, f64>) -> Result<Spectrum> {
     ensure!(p > 0 && n > 0, "empty matrix");
     let wide = p < n;
     let gram = if wide {
-        mul(z, z.transpose())
+        gram_lower(z.transpose())
     } else {
-        mul(z.transpose(), z)
+        gram_lower(z)
     };
     let eig = gram
         .self_adjoint_eigen(Side::Lower)
@@ -147,6 +172,21 @@ pub fn factors(m: MatRef<'_, f64>, v: MatRef<'_, f64>, r: usize) -> (Mat<f64>, M
         }
     }
     (a, b)
+}
+
+/// The relative error ‖z − z·V_r·V_rᵀ‖_F / ‖z‖_F of projecting the rows of
+/// `z` on the first `r` columns of the orthonormal `v`, without forming the
+/// product: the projection is orthogonal, so the error's square is
+/// ‖z‖² − ‖z·V_r‖². With `z = m` it is the weight error of [`factors`], with
+/// `z = x·m` the output error on `x` (checked against [`relative_error`] in
+/// the tests).
+pub fn projection_error(z: MatRef<'_, f64>, v: MatRef<'_, f64>, r: usize) -> f64 {
+    let total = z.squared_norm_l2();
+    if total == 0.0 {
+        return 0.0;
+    }
+    let kept = mul(z, v.subcols(0, r)).squared_norm_l2();
+    ((total - kept).max(0.0) / total).sqrt()
 }
 
 /// ‖x·(m − a·b)‖_F / ‖x·m‖_F: the relative error of the factored layer's
@@ -216,6 +256,8 @@ mod tests {
         let err = relative_error(None, m.as_ref(), a.as_ref(), b.as_ref());
         let expected = 0.1 / (25.0f64 + 9.0 + 0.01).sqrt();
         assert!((err - expected).abs() < 1e-9, "{err} vs {expected}");
+        let cheap = projection_error(m.as_ref(), s.v.as_ref(), 2);
+        assert!((cheap - err).abs() < 1e-12, "{cheap} vs {err}");
         // Balanced: column norms of a equal row norms of b.
         for j in 0..2 {
             let na = a.col(j).norm_l2();
@@ -242,6 +284,11 @@ mod tests {
             relative_error(Some(x.as_ref()), m.as_ref(), a.as_ref(), b.as_ref())
         };
         let (e_plain, e_fitted) = (err(&plain.v), err(&fitted.v));
+        let xm = mul(x.as_ref(), m.as_ref());
+        for v in [&plain.v, &fitted.v] {
+            let cheap = projection_error(xm.as_ref(), v.as_ref(), 2);
+            assert!((cheap - err(v)).abs() < 1e-9, "{cheap} vs {}", err(v));
+        }
         assert!(e_fitted < e_plain, "fitted {e_fitted} plain {e_plain}");
         // And its error is what its spectrum predicts.
         let predicted = (1.0 - fitted.energy(2)).sqrt();
