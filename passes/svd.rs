@@ -29,19 +29,20 @@
 //!
 //! **Which layers:** f32 weights stored as initializers (or `Constant`
 //! nodes, lifted first), of at least `min-params` weights, in the main
-//! graph; `Conv` with `group=1`; `MatMul` with the weight as its second
-//! input. A layer is split only when `K·N ≥ min-gain·r·(K+N)`, so no split
+//! graph; `MatMul` with the weight as its second input. A grouped `Conv` is
+//! factored group by group with one rank for all (both new Convs keep
+//! `group`); a depthwise one never pays (K = kh·kw, N = 1). A layer is split only when `K·N ≥ min-gain·r·(K+N)`, so no split
 //! ever adds work. Every layer considered is reported, split or not, and why.
 //!
 //! **Options:** the rank comes from `rank` if set, else `ratio` if set, else
 //! `energy`; see `onnx-opt passes`.
 
 use crate::ir::{Attribute, DataType, Graph, Model, NodeId, Operator, Outlet, Patch, Tensor};
-use crate::linalg::{self, Spectrum};
+use crate::linalg;
 use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{OptionInfo, Options, Pass, PassContext, Pipeline};
 use anyhow::{bail, ensure, Context, Result};
-use faer::{Mat, MatRef};
+use faer::Mat;
 use rayon::prelude::*;
 use serde_json::json;
 
@@ -173,11 +174,12 @@ enum Kind {
     MatMul,
     /// `transA`, `transB`.
     Gemm(bool, bool),
-    /// Kernel rank (spatial dims).
-    Conv(usize),
+    /// Kernel rank (spatial dims) and groups.
+    Conv(usize, usize),
 }
 
-/// A layer that may be split: `y = x·M`, `M [K, N]`.
+/// A layer that may be split: `y = x·M`, `M [K, N]` (per group, for a
+/// grouped Conv: group j maps its K inputs to its N outputs).
 struct Layer {
     node: NodeId,
     name: String,
@@ -186,6 +188,7 @@ struct Layer {
     weight: Outlet,
     k: usize,
     n: usize,
+    groups: usize,
 }
 
 /// What a layer is fitted to.
@@ -208,8 +211,8 @@ enum Outcome {
         /// Relative error of the layer's outputs on the calibration data, or
         /// of its weights without data.
         error: f64,
-        a: Mat<f64>,
-        b: Mat<f64>,
+        /// Per group: `a [K, r]`, `b [r, N]`.
+        factors: Vec<(Mat<f64>, Mat<f64>)>,
     },
     Kept(String),
 }
@@ -244,25 +247,28 @@ impl Pass for Svd {
                 Fit::Data(_) => ("outputs on --inputs".to_string(), "output_rel_err"),
                 Fit::Weights(why) => (format!("weights ({why})"), "weight_rel_err"),
             };
+            let groups = layer.groups;
             let mut entry = json!({
                 "layer": layer.name, "op": kind_name(layer.kind), "K": layer.k, "N": layer.n,
-                "params_before": layer.k * layer.n,
-                "flops_per_position_before": 2 * layer.k * layer.n,
+                "params_before": groups * layer.k * layer.n,
+                "flops_per_position_before": 2 * groups * layer.k * layer.n,
             });
+            if groups > 1 {
+                entry["groups"] = json!(groups);
+            }
             match outcome {
                 Outcome::Split {
                     r,
                     energy,
                     error,
-                    a,
-                    b,
+                    factors,
                 } => {
-                    let patch = self.patch(&model.graph, layer, a.as_ref(), b.as_ref());
+                    let patch = self.patch(&model.graph, layer, &factors);
                     patch
                         .apply(&mut model.graph)
                         .with_context(|| format!("layer {}", layer.name))?;
                     split += 1;
-                    let after = r * (layer.k + layer.n);
+                    let after = groups * r * (layer.k + layer.n);
                     entry["r"] = json!(r);
                     entry["energy_kept"] = json!(energy);
                     entry[error_kind] = json!(error);
@@ -286,7 +292,7 @@ fn kind_name(kind: Kind) -> &'static str {
     match kind {
         Kind::MatMul => "MatMul",
         Kind::Gemm(..) => "Gemm",
-        Kind::Conv(_) => "Conv",
+        Kind::Conv(..) => "Conv",
     }
 }
 
@@ -366,8 +372,8 @@ impl Svd {
             return Err("more than one output".into());
         }
         let dims: Vec<usize> = w.dims.iter().map(|&d| d.max(0) as usize).collect();
-        let (kind, k, n) = match op.op_type.as_str() {
-            "MatMul" if dims.len() == 2 => (Kind::MatMul, dims[0], dims[1]),
+        let (kind, k, n, groups) = match op.op_type.as_str() {
+            "MatMul" if dims.len() == 2 => (Kind::MatMul, dims[0], dims[1], 1),
             "Gemm" if dims.len() == 2 => {
                 let (ta, tb) = (op.attr_int("transA", 0) != 0, op.attr_int("transB", 0) != 0);
                 let (k, n) = if tb {
@@ -375,24 +381,26 @@ impl Svd {
                 } else {
                     (dims[0], dims[1])
                 };
-                (Kind::Gemm(ta, tb), k, n)
+                (Kind::Gemm(ta, tb), k, n, 1)
             }
             "Conv" if dims.len() >= 3 => {
-                if op.attr_int("group", 1) != 1 {
-                    return Err("grouped Conv".into());
+                let groups = op.attr_int("group", 1).max(1) as usize;
+                if dims[0] % groups != 0 {
+                    return Err(format!(
+                        "{} filters do not divide into {groups} groups",
+                        dims[0]
+                    ));
                 }
-                (
-                    Kind::Conv(dims.len() - 2),
-                    dims[1..].iter().product(),
-                    dims[0],
-                )
+                let spatial = dims.len() - 2;
+                let k = dims[1..].iter().product();
+                (Kind::Conv(spatial, groups), k, dims[0] / groups, groups)
             }
             _ => return Err(format!("weight of rank {}", dims.len())),
         };
-        if k * n < self.min_params {
+        if groups * k * n < self.min_params {
             return Err(format!(
                 "{} weights, under min-params={}",
-                k * n,
+                groups * k * n,
                 self.min_params
             ));
         }
@@ -407,6 +415,7 @@ impl Svd {
             weight,
             k,
             n,
+            groups,
         })
     }
 
@@ -426,7 +435,7 @@ impl Svd {
     ) -> Result<Vec<Fit>> {
         let g = &model.graph;
         let wanted: Vec<usize> = (0..layers.len())
-            .filter(|&i| !matches!(layers[i].kind, Kind::Conv(_)))
+            .filter(|&i| !matches!(layers[i].kind, Kind::Conv(..)))
             .collect();
         let mut names: Vec<String> = wanted
             .iter()
@@ -462,39 +471,47 @@ impl Svd {
     }
 
     fn decide(&self, g: &Graph, layer: &Layer, fit: &Fit) -> Result<Outcome> {
-        let m = weight_matrix(g, layer)?;
         let x = match fit {
             Fit::Data(x) => Some(x.as_ref()),
             Fit::Weights(_) => None,
         };
-        // z: what the fit must keep (the outputs on the data, or the
-        // weights); the spectrum's z may add the ridge rows.
-        let (xm, spectrum): (Option<Mat<f64>>, Spectrum) = match x {
-            Some(x) => {
-                // The spectrum of [X·M; s·M], i.e. of M under the covariance
-                // XᵀX + s²·I: the ridge s² (RIDGE of XᵀX's mean eigenvalue)
-                // keeps directions the data barely excites from being free.
-                let s = (RIDGE * x.squared_norm_l2() / layer.k as f64).sqrt();
-                let xm = linalg::mul(x, m.as_ref());
-                let ridged = Mat::from_fn(xm.nrows() + m.nrows(), layer.n, |i, j| {
-                    if i < xm.nrows() {
-                        xm[(i, j)]
-                    } else {
-                        s * m[(i - xm.nrows(), j)]
-                    }
-                });
-                (Some(xm), linalg::spectrum(ridged.as_ref())?)
-            }
-            None => (None, linalg::spectrum(m.as_ref())?),
-        };
-        let z = xm.as_ref().map_or(m.as_ref(), |xm| xm.as_ref());
-        let full = layer.k.min(layer.n);
-        let wanted = match self.rule {
-            RankRule::Energy(e) => spectrum.rank_for_energy(e),
-            RankRule::Ratio(q) => (q * full as f64).ceil() as usize,
-            RankRule::Fixed(r) => r,
+        // Per group: the weight M [K, N], what the fit must keep (the
+        // outputs on the data, or M itself) and its spectrum.
+        let mut parts = vec![];
+        for m in weight_matrices(g, layer)? {
+            let (xm, spectrum) = match x {
+                Some(x) => {
+                    // The spectrum of [X·M; s·M], i.e. of M under the
+                    // covariance XᵀX + s²·I: the ridge s² (RIDGE of XᵀX's
+                    // mean eigenvalue) keeps directions the data barely
+                    // excites from being free.
+                    let s = (RIDGE * x.squared_norm_l2() / layer.k as f64).sqrt();
+                    let xm = linalg::mul(x, m.as_ref());
+                    let ridged = Mat::from_fn(xm.nrows() + m.nrows(), layer.n, |i, j| {
+                        if i < xm.nrows() {
+                            xm[(i, j)]
+                        } else {
+                            s * m[(i - xm.nrows(), j)]
+                        }
+                    });
+                    (Some(xm), linalg::spectrum(ridged.as_ref())?)
+                }
+                None => (None, linalg::spectrum(m.as_ref())?),
+            };
+            parts.push((m, xm, spectrum));
         }
-        .clamp(1, full);
+        // One rank for every group (a grouped Conv has one filter count).
+        let full = layer.k.min(layer.n);
+        let wanted = parts
+            .iter()
+            .map(|(_, _, spectrum)| match self.rule {
+                RankRule::Energy(e) => spectrum.rank_for_energy(e),
+                RankRule::Ratio(q) => (q * full as f64).ceil() as usize,
+                RankRule::Fixed(r) => r,
+            })
+            .max()
+            .unwrap_or(1)
+            .clamp(1, full);
         let r = wanted
             .div_ceil(self.align)
             .saturating_mul(self.align)
@@ -506,21 +523,39 @@ impl Svd {
                 self.min_gain
             )));
         }
-        let (a, b) = linalg::factors(m.as_ref(), spectrum.v.as_ref(), r);
-        let error = linalg::projection_error(z, spectrum.v.as_ref(), r);
+        let (mut kept, mut total, mut lost) = (0.0, 0.0, 0.0);
+        let mut factors = vec![];
+        for (m, xm, spectrum) in &parts {
+            let z = xm.as_ref().map_or(m.as_ref(), |xm| xm.as_ref());
+            let z_energy = z.squared_norm_l2();
+            let error = linalg::projection_error(z, spectrum.v.as_ref(), r);
+            lost += error * error * z_energy;
+            total += z_energy;
+            kept += spectrum.energy(r) * spectrum.total_energy();
+            factors.push(linalg::factors(m.as_ref(), spectrum.v.as_ref(), r));
+        }
+        let spectra_total: f64 = parts.iter().map(|(_, _, s)| s.total_energy()).sum();
         Ok(Outcome::Split {
             r,
-            energy: spectrum.energy(r),
-            error,
-            a,
-            b,
+            energy: if spectra_total > 0.0 {
+                kept / spectra_total
+            } else {
+                1.0
+            },
+            error: if total > 0.0 {
+                (lost / total).sqrt()
+            } else {
+                0.0
+            },
+            factors,
         })
     }
 
     /// The two layers replacing `layer`.
-    fn patch(&self, g: &Graph, layer: &Layer, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Patch {
+    fn patch(&self, g: &Graph, layer: &Layer, factors: &[(Mat<f64>, Mat<f64>)]) -> Patch {
         let id = layer.node;
         let op = g.op(id).expect("an operator");
+        let (a, b) = (factors[0].0.as_ref(), factors[0].1.as_ref());
         let r = a.ncols() as i64;
         let (k, n) = (layer.k as i64, layer.n as i64);
         let wname = g.outlet_name(layer.weight).to_string();
@@ -559,11 +594,11 @@ impl Svd {
                 };
                 (first, second, wa, wb)
             }
-            Kind::Conv(spatial) => {
+            Kind::Conv(spatial, groups) => {
                 let w = g.const_tensor(layer.weight).expect("checked");
                 let mut dims_a = w.dims.clone();
-                dims_a[0] = r;
-                let mut dims_b = vec![n, r];
+                dims_a[0] = r * groups as i64;
+                let mut dims_b = vec![n * groups as i64, r];
                 dims_b.extend(std::iter::repeat_n(1, spatial));
                 let mut first = op.clone();
                 first.arity = 2;
@@ -571,13 +606,22 @@ impl Svd {
                 if op.attr_ints("kernel_shape").is_some() {
                     second.set_attr(Attribute::ints("kernel_shape", &vec![1; spatial]));
                 }
+                if groups > 1 {
+                    second.set_attr(Attribute::int("group", groups as i64));
+                }
+                // Group j's A [K, r] holds its filter i in column i, so its
+                // filters are the rows of Aᵀ; its 1×1 weight is Bᵀ [N, r]
+                // (output o reads B[:, o]). Groups follow one another.
+                let (mut wa, mut wb) = (vec![], vec![]);
+                for (a, b) in factors {
+                    wa.extend(linalg::to_rows(a.transpose()));
+                    wb.extend(linalg::to_rows(b.transpose()));
+                }
                 (
                     first,
                     second,
-                    // A [K, r] holds filter j in column j: Aᵀ is [r, I·kh·kw].
-                    Tensor::from_f32(dims_a, &linalg::to_rows(a.transpose())),
-                    // B [r, N]: output o reads B[:, o], so the 1×1 weight is Bᵀ.
-                    Tensor::from_f32(dims_b, &linalg::to_rows(b.transpose())),
+                    Tensor::from_f32(dims_a, &wa),
+                    Tensor::from_f32(dims_b, &wb),
                 )
             }
         };
@@ -610,14 +654,18 @@ impl Svd {
     }
 }
 
-/// The layer's weight as `M [K, N]` (`y = x·M`).
-fn weight_matrix(g: &Graph, layer: &Layer) -> Result<Mat<f64>> {
+/// The layer's weight as `M [K, N]` (`y = x·M`), one per group.
+fn weight_matrices(g: &Graph, layer: &Layer) -> Result<Vec<Mat<f64>>> {
     let w = g.const_tensor(layer.weight).context("weight")?.to_f32()?;
     let (k, n) = (layer.k, layer.n);
     Ok(match layer.kind {
-        Kind::MatMul | Kind::Gemm(_, false) => linalg::from_rows(k, n, &w),
-        // Stored [N, K]: Conv's [O, I·kh·kw] and Gemm's transB.
-        Kind::Gemm(_, true) | Kind::Conv(_) => linalg::from_rows(n, k, &w).transpose().to_owned(),
+        Kind::MatMul | Kind::Gemm(_, false) => vec![linalg::from_rows(k, n, &w)],
+        Kind::Gemm(_, true) => vec![linalg::from_rows(n, k, &w).transpose().to_owned()],
+        // [O, I/g·kh·kw]: group j owns filters j·N .. (j+1)·N.
+        Kind::Conv(..) => w
+            .chunks_exact(n * k)
+            .map(|group| linalg::from_rows(n, k, group).transpose().to_owned())
+            .collect(),
     })
 }
 
@@ -842,14 +890,38 @@ mod tests {
     }
 
     #[test]
-    fn a_grouped_conv_is_left_alone() {
+    fn a_grouped_conv_splits_group_by_group_and_a_depthwise_one_never_pays() {
+        // Two groups of 8 filters over 4 input channels, each of rank 4.
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[1, 8, 6, 6]);
+        let mut w = rank4(8, 36, 21);
+        w.extend(rank4(8, 36, 23));
+        let w = b.init("w", Tensor::from_f32(vec![16, 4, 3, 3], &w));
+        let attrs = vec![
+            Attribute::int("group", 2),
+            Attribute::ints("pads", &[1, 1, 1, 1]),
+        ];
+        let y = b.op("Conv", &[x, w], attrs, "y");
+        b.output(y, DataType::FLOAT);
+        let out = check("svd__conv-grouped", &b.build().unwrap(), EXACT);
+        assert_eq!(ops(&out), ["Conv", "Conv"]);
+
         let mut b = ModelBuilder::new(13);
         let x = b.input("x", DataType::FLOAT, &[1, 8, 5, 5]);
-        let w = init(&mut b, "w", &[16, 4, 3, 3], 3);
-        let y = b.op("Conv", &[x, w], vec![Attribute::int("group", 2)], "y");
+        let w = init(&mut b, "w", &[8, 1, 3, 3], 3);
+        let y = b.op("Conv", &[x, w], vec![Attribute::int("group", 8)], "y");
         b.output(y, DataType::FLOAT);
-        let out = rewrite(&b.build().unwrap(), "svd{rank=1,align=1,min-params=0}");
-        assert_eq!(ops(&out), ["Conv"]);
+        let mut model = b.build().unwrap();
+        let reports = Pipeline::parse("svd{rank=1,align=1,min-params=0}")
+            .unwrap()
+            .run(&mut model, &Default::default(), &mut |_| {})
+            .unwrap();
+        assert_eq!(ops(&model), ["Conv"]);
+        let layer = &reports[0].details["layers"][0];
+        assert!(
+            layer["kept"].as_str().unwrap().contains("too small to pay"),
+            "{layer}"
+        );
     }
 
     #[test]
