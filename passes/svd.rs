@@ -189,6 +189,140 @@ struct Layer {
     k: usize,
     n: usize,
     groups: usize,
+    /// A Conv's window for fitting to data, or why it is fitted to its
+    /// weights (`None` for MatMul/Gemm).
+    patches: Option<std::result::Result<Patches, String>>,
+}
+
+/// The window a Conv (group 1, 1-D or 2-D, explicit pads) reads for each
+/// output position, as 2-D (a 1-D Conv has height 1): its im2col, for
+/// fitting to the data it sees.
+#[derive(Clone, Debug)]
+struct Patches {
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    dilations: [usize; 2],
+    pads_begin: [usize; 2],
+    pads_end: [usize; 2],
+}
+
+impl Patches {
+    fn of(op: &Operator, kernel: &[usize]) -> std::result::Result<Patches, String> {
+        let spatial = kernel.len();
+        if spatial > 2 {
+            return Err(format!("{spatial}-D Conv"));
+        }
+        let auto_pad = op.attr("auto_pad").and_then(|a| match &a.value {
+            crate::ir::AttrValue::String(s) => Some(String::from_utf8_lossy(s).to_string()),
+            _ => None,
+        });
+        if auto_pad.is_some_and(|p| p != "NOTSET") {
+            return Err("auto_pad".into());
+        }
+        let ints =
+            |name: &str, len: usize, default: i64| -> std::result::Result<Vec<usize>, String> {
+                let v = op
+                    .attr_ints(name)
+                    .map_or(vec![default; len], <[i64]>::to_vec);
+                if v.len() != len || v.iter().any(|&d| d < 0) {
+                    return Err(format!("{name} {v:?}"));
+                }
+                Ok(v.into_iter().map(|d| d as usize).collect())
+            };
+        let (strides, dilations) = (ints("strides", spatial, 1)?, ints("dilations", spatial, 1)?);
+        let pads = ints("pads", 2 * spatial, 0)?;
+        // As 2-D: a 1-D Conv is a 1×k one.
+        let two = |v: &[usize], fill: usize| {
+            if v.len() == 2 {
+                [v[0], v[1]]
+            } else {
+                [fill, v[0]]
+            }
+        };
+        Ok(Patches {
+            kernel: two(kernel, 1),
+            strides: two(&strides, 1),
+            dilations: two(&dilations, 1),
+            pads_begin: two(&pads[..spatial], 0),
+            pads_end: two(&pads[spatial..], 0),
+        })
+    }
+
+    /// The rows `[C·kh·kw]` a Conv multiplies by its weights, for every
+    /// output position of an input `[N, C, H, W]` (or `[N, C, W]`) whose
+    /// global index (counting from `first`) is a multiple of `step`.
+    fn rows(
+        &self,
+        x: &[f32],
+        shape: &[usize],
+        first: usize,
+        step: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<usize> {
+        let ([n, c, h, w], [oh, ow]) = self.geometry(shape)?;
+        ensure!(
+            x.len() == n * c * h * w,
+            "input of {} values for shape {shape:?}",
+            x.len()
+        );
+        let [kh, kw] = self.kernel;
+        let mut index = first;
+        for b in 0..n {
+            for y in 0..oh {
+                for xo in 0..ow {
+                    index += 1;
+                    if (index - 1) % step != 0 {
+                        continue;
+                    }
+                    for ch in 0..c {
+                        for i in 0..kh {
+                            let row = (y * self.strides[0] + i * self.dilations[0]) as isize
+                                - self.pads_begin[0] as isize;
+                            for j in 0..kw {
+                                let col = (xo * self.strides[1] + j * self.dilations[1]) as isize
+                                    - self.pads_begin[1] as isize;
+                                let inside = row >= 0
+                                    && col >= 0
+                                    && (row as usize) < h
+                                    && (col as usize) < w;
+                                out.push(if inside {
+                                    x[((b * c + ch) * h + row as usize) * w + col as usize]
+                                } else {
+                                    0.0
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(n * oh * ow)
+    }
+
+    /// `[N, C, H, W]` of an input of `shape` and the output's `[H, W]`.
+    fn geometry(&self, shape: &[usize]) -> Result<([usize; 4], [usize; 2])> {
+        let dims = match *shape {
+            [n, c, h, w] => [n, c, h, w],
+            [n, c, w] => [n, c, 1, w],
+            _ => bail!("input shape {shape:?}"),
+        };
+        let size = |axis: usize, len: usize| {
+            let span = self.dilations[axis] * (self.kernel[axis] - 1) + 1;
+            let padded = len + self.pads_begin[axis] + self.pads_end[axis];
+            if padded < span || self.strides[axis] == 0 {
+                0
+            } else {
+                (padded - span) / self.strides[axis] + 1
+            }
+        };
+        Ok((dims, [size(0, dims[2]), size(1, dims[3])]))
+    }
+
+    /// Output positions of an input of `shape` (for the sampling step).
+    fn positions(&self, shape: &[usize]) -> usize {
+        self.geometry(shape)
+            .map_or(0, |([n, ..], [oh, ow])| n * oh * ow)
+    }
 }
 
 /// What a layer is fitted to.
@@ -372,6 +506,7 @@ impl Svd {
             return Err("more than one output".into());
         }
         let dims: Vec<usize> = w.dims.iter().map(|&d| d.max(0) as usize).collect();
+        let mut patches = None;
         let (kind, k, n, groups) = match op.op_type.as_str() {
             "MatMul" if dims.len() == 2 => (Kind::MatMul, dims[0], dims[1], 1),
             "Gemm" if dims.len() == 2 => {
@@ -393,6 +528,7 @@ impl Svd {
                 }
                 let spatial = dims.len() - 2;
                 let k = dims[1..].iter().product();
+                patches = Some(Patches::of(op, &dims[2..]));
                 (Kind::Conv(spatial, groups), k, dims[0] / groups, groups)
             }
             _ => return Err(format!("weight of rank {}", dims.len())),
@@ -416,6 +552,12 @@ impl Svd {
             k,
             n,
             groups,
+            patches: match patches {
+                Some(Ok(p)) if groups == 1 => Some(Ok(p)),
+                Some(Ok(_)) => Some(Err("a grouped Conv is fitted to its weights".into())),
+                other => other,
+            }
+            .map(|p| p.map_err(|why| format!("{why}: fitted to its weights"))),
         })
     }
 
@@ -434,8 +576,15 @@ impl Svd {
         data: &crate::calibrate::Calibration,
     ) -> Result<Vec<Fit>> {
         let g = &model.graph;
+        let mut out: Vec<Fit> = layers
+            .iter()
+            .map(|layer| match &layer.patches {
+                Some(Err(why)) => Fit::Weights(why.clone()),
+                _ => Fit::Weights(String::new()),
+            })
+            .collect();
         let wanted: Vec<usize> = (0..layers.len())
-            .filter(|&i| !matches!(layers[i].kind, Kind::Conv(..)))
+            .filter(|&i| !matches!(layers[i].patches, Some(Err(_))))
             .collect();
         let mut names: Vec<String> = wanted
             .iter()
@@ -444,10 +593,6 @@ impl Svd {
         names.sort();
         names.dedup();
         let captured = data.capture(model, &names)?;
-        let mut out: Vec<Fit> = layers
-            .iter()
-            .map(|_| Fit::Weights("Conv layers are fitted to their weights".into()))
-            .collect();
         for i in wanted {
             let layer = &layers[i];
             let at = names
@@ -673,34 +818,52 @@ fn weight_matrices(g: &Graph, layer: &Layer) -> Result<Vec<Mat<f64>>> {
 /// more rows change a K×K covariance little and cost time.
 const MAX_ROWS: usize = 8192;
 
-/// A layer's captured inputs (one tensor per sample) as rows of K features.
+/// A layer's captured inputs (one tensor per sample) as rows of the K
+/// features its weights multiply (a Conv's input windows), at most
+/// `MAX_ROWS` of them, evenly spaced (the same every run).
 fn activation_rows(samples: &[crate::runtime::Tensor], layer: &Layer) -> Result<Mat<f64>> {
     let k = layer.k;
-    let mut rows: Vec<Vec<f32>> = vec![];
-    for t in samples {
-        let values = t.to_f32_vec()?;
-        let shape = t.shape();
-        match layer.kind {
-            Kind::Gemm(true, _) => {
+    let mut flat: Vec<f32> = vec![];
+    if let Some(Ok(patches)) = &layer.patches {
+        let total: usize = samples.iter().map(|t| patches.positions(t.shape())).sum();
+        let step = total.div_ceil(MAX_ROWS).max(1);
+        let mut first = 0;
+        for t in samples {
+            first += patches.rows(&t.to_f32_vec()?, t.shape(), first, step, &mut flat)?;
+        }
+    } else {
+        let mut all: Vec<f32> = vec![];
+        for t in samples {
+            let values = t.to_f32_vec()?;
+            let shape = t.shape();
+            if let Kind::Gemm(true, _) = layer.kind {
                 // x is [K, M]: column j is row j.
                 ensure!(shape.len() == 2 && shape[0] == k, "input shape {shape:?}");
                 let m = shape[1];
-                rows.extend((0..m).map(|j| (0..k).map(|i| values[i * m + j]).collect()));
-            }
-            _ => {
+                all.extend(
+                    (0..m)
+                        .flat_map(|j| (0..k).map(move |i| (i, j)))
+                        .map(|(i, j)| values[i * m + j]),
+                );
+            } else {
                 ensure!(
                     shape.last() == Some(&k),
                     "input shape {shape:?}, expected a last axis of {k}"
                 );
-                rows.extend(values.chunks_exact(k).map(<[f32]>::to_vec));
+                all.extend_from_slice(&values);
             }
         }
+        let step = (all.len() / k).div_ceil(MAX_ROWS).max(1);
+        flat = all
+            .chunks_exact(k)
+            .step_by(step)
+            .flatten()
+            .copied()
+            .collect();
     }
-    ensure!(!rows.is_empty(), "no rows");
-    // Evenly spaced rows, the same every run.
-    let step = rows.len().div_ceil(MAX_ROWS);
-    let kept: Vec<&Vec<f32>> = rows.iter().step_by(step).collect();
-    Ok(Mat::from_fn(kept.len(), k, |i, j| f64::from(kept[i][j])))
+    let rows = flat.len() / k;
+    ensure!(rows > 0, "no rows");
+    Ok(linalg::from_rows(rows, k, &flat))
 }
 
 #[cfg(test)]
@@ -922,6 +1085,80 @@ mod tests {
             layer["kept"].as_str().unwrap().contains("too small to pay"),
             "{layer}"
         );
+    }
+
+    /// The rows a Conv's fit uses, times its weight matrix, are the Conv's
+    /// outputs: the im2col window matches ONNX's (pads, strides, dilations).
+    #[test]
+    fn conv_input_windows_times_the_weights_are_the_conv_outputs() {
+        use super::{activation_rows, weight_matrices, RankRule, Svd};
+        use crate::calibrate::Calibration;
+        use crate::runtime::{self, InputShapes, Sample};
+        for (x_dims, w_dims, attrs) in [
+            (
+                vec![2, 3, 7, 9],
+                vec![5, 3, 3, 2],
+                vec![
+                    Attribute::ints("pads", &[1, 0, 2, 1]),
+                    Attribute::ints("strides", &[2, 1]),
+                    Attribute::ints("dilations", &[1, 2]),
+                ],
+            ),
+            (
+                vec![1, 4, 11],
+                vec![6, 4, 3],
+                vec![Attribute::ints("pads", &[1, 1])],
+            ),
+        ] {
+            let mut b = ModelBuilder::new(13);
+            let x = b.input("x", DataType::FLOAT, &x_dims);
+            let w = init(&mut b, "w", &w_dims, 4);
+            let y = b.op("Conv", &[x, w], attrs, "y");
+            b.output(y, DataType::FLOAT);
+            let model = b.build().unwrap();
+            let dims: Vec<usize> = x_dims.iter().map(|&d| d as usize).collect();
+            let n: usize = dims.iter().product();
+            let sample = Sample::new("test").with(
+                "x",
+                runtime::Tensor::from_f32(&dims, &values(8, n, -1.0, 1.0)).unwrap(),
+            );
+            let data = Calibration {
+                samples: vec![sample],
+                shapes: InputShapes::new(),
+                source: "test".into(),
+                random: false,
+            };
+            let picker = Svd {
+                rule: RankRule::Energy(0.9),
+                min_gain: 1.0,
+                align: 1,
+                ops: vec!["Conv".into()],
+                skip: vec![],
+                min_params: 0,
+                fit_data: true,
+                lift: Pipeline::parse("").unwrap(),
+            };
+            let (layers, _) = picker.candidates(&model.graph);
+            let captured = data.capture(&model, &["x".into(), "y".into()]).unwrap();
+            let rows = activation_rows(&captured[0], &layers[0]).unwrap();
+            let m = &weight_matrices(&model.graph, &layers[0]).unwrap()[0];
+            let got = crate::linalg::mul(rows.as_ref(), m.as_ref());
+            let y = captured[1][0].to_f32_vec().unwrap();
+            let shape = captured[1][0].shape().to_vec();
+            let (o, spatial): (usize, usize) = (shape[1], shape[2..].iter().product());
+            assert_eq!(got.nrows(), shape[0] * spatial, "{shape:?}");
+            for p in 0..got.nrows() {
+                let (batch, at) = (p / spatial, p % spatial);
+                for c in 0..o {
+                    let want = f64::from(y[(batch * o + c) * spatial + at]);
+                    assert!(
+                        (got[(p, c)] - want).abs() < 1e-4,
+                        "{p} {c}: {} vs {want}",
+                        got[(p, c)]
+                    );
+                }
+            }
+        }
     }
 
     #[test]
