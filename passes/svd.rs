@@ -643,14 +643,27 @@ impl Svd {
                 }
                 None => (None, linalg::spectrum(m.as_ref())?),
             };
-            parts.push((m, xm, spectrum));
+            // The rank follows the energy of the outputs' *variation*: their
+            // mean (a common offset, large in logits) is one direction the
+            // fit keeps anyway, and would make a tiny rank look enough.
+            let variation = match &xm {
+                Some(xm) => {
+                    let rows = xm.nrows() as f64;
+                    let mean: Vec<f64> = (0..xm.ncols()).map(|j| xm.col(j).sum() / rows).collect();
+                    let centered =
+                        Mat::from_fn(xm.nrows(), xm.ncols(), |i, j| xm[(i, j)] - mean[j]);
+                    Some(linalg::spectrum(centered.as_ref())?)
+                }
+                None => None,
+            };
+            parts.push((m, xm, spectrum, variation));
         }
         // One rank for every group (a grouped Conv has one filter count).
         let full = layer.k.min(layer.n);
         let wanted = parts
             .iter()
-            .map(|(_, _, spectrum)| match self.rule {
-                RankRule::Energy(e) => spectrum.rank_for_energy(e),
+            .map(|(_, _, spectrum, variation)| match self.rule {
+                RankRule::Energy(e) => variation.as_ref().unwrap_or(spectrum).rank_for_energy(e),
                 RankRule::Ratio(q) => (q * full as f64).ceil() as usize,
                 RankRule::Fixed(r) => r,
             })
@@ -670,7 +683,7 @@ impl Svd {
         }
         let (mut kept, mut total, mut lost) = (0.0, 0.0, 0.0);
         let mut factors = vec![];
-        for (m, xm, spectrum) in &parts {
+        for (m, xm, spectrum, _) in &parts {
             let z = xm.as_ref().map_or(m.as_ref(), |xm| xm.as_ref());
             let z_energy = z.squared_norm_l2();
             let error = linalg::projection_error(z, spectrum.v.as_ref(), r);
@@ -679,7 +692,7 @@ impl Svd {
             kept += spectrum.energy(r) * spectrum.total_energy();
             factors.push(linalg::factors(m.as_ref(), spectrum.v.as_ref(), r));
         }
-        let spectra_total: f64 = parts.iter().map(|(_, _, s)| s.total_energy()).sum();
+        let spectra_total: f64 = parts.iter().map(|(_, _, s, _)| s.total_energy()).sum();
         Ok(Outcome::Split {
             r,
             energy: if spectra_total > 0.0 {
