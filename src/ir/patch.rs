@@ -145,7 +145,17 @@ impl Patch {
                 .filter(|&&id| g.contains(id))
                 .flat_map(|&id| g.node(id).outputs.iter().map(|v| v.name.as_str()))
                 .collect();
-            let taken = |name: &str| g.has_name(name) && !freed.contains(name);
+            // One scan per name is cheaper than collecting every name for a
+            // patch adding a few values; lift-constants adds hundreds.
+            let wanted: usize = self.added.iter().map(|(n, _)| n.outputs.len()).sum();
+            let all = (wanted > 8).then(|| g.all_names());
+            let taken = |name: &str| {
+                let defined = match &all {
+                    Some(all) => all.contains(name),
+                    None => g.has_name(name),
+                };
+                defined && !freed.contains(name)
+            };
             let mut fresh: HashSet<String> = HashSet::new();
             let mut pick = |base: &str| {
                 let mut name = base.to_string();
