@@ -86,9 +86,14 @@ impl Fuse {
         if !infer_shapes::has_untyped_value(&model.graph) {
             return self.typed.run_nested(model, cx);
         }
-        let bytes = crate::exec::inference_bytes(model);
+        // The copy is cheap (weights are shared `Bytes`); encoding it for
+        // tract happens on the second core too.
+        let snapshot = model.clone();
         let (inferred, reports) = std::thread::scope(|s| {
-            let inference = s.spawn(|| bytes.and_then(|b| crate::runtime::infer_types(&b)));
+            let inference = s.spawn(|| {
+                crate::exec::inference_bytes_of(snapshot)
+                    .and_then(|b| crate::runtime::infer_types(&b))
+            });
             let reports = self.untyped.run_nested(model, cx);
             let inferred = inference
                 .join()

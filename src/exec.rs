@@ -125,6 +125,12 @@ pub fn infer_types(model: &Model) -> Result<runtime::InferredTypes> {
 /// The model as `runtime::infer_types` takes it (weights as typed inputs),
 /// for callers that run the inference on another thread.
 pub fn inference_bytes(model: &Model) -> Result<Vec<u8>> {
+    inference_bytes_of(model.clone())
+}
+
+/// [`inference_bytes`] of a model the caller hands over (a copy it made for
+/// another thread): no second copy.
+pub fn inference_bytes_of(model: Model) -> Result<Vec<u8>> {
     crate::onnx::encode(&weights_as_inputs(model))
 }
 
@@ -132,9 +138,8 @@ pub fn inference_bytes(model: &Model) -> Result<Vec<u8>> {
 /// their shapes, never their values (shapes are computed from integer
 /// tensors), and tract then parses kilobytes instead of the whole model
 /// (PP-OCRv4 rec: 47 ms → see benches/vs_onnxsim.py).
-fn weights_as_inputs(model: &Model) -> Model {
+fn weights_as_inputs(mut m: Model) -> Model {
     const KEEP_BELOW: usize = 4096;
-    let mut m = model.clone();
     let g = &mut m.graph;
     let weights: Vec<NodeId> = g
         .node_ids()

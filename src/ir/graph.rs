@@ -444,13 +444,32 @@ impl Graph {
         }
         // Sources (inputs, initializers, captures) first, then operators by index.
         let key = |n: NodeId| Reverse((self.g[n].as_op().is_some(), n));
-        let mut ready: BinaryHeap<Reverse<(bool, NodeId)>> = self
-            .g
-            .node_indices()
-            .filter(|n| indegree[n.index()] == 0)
-            .map(key)
-            .collect();
         let mut order = Vec::with_capacity(self.g.node_count());
+        let mut ready: BinaryHeap<Reverse<(bool, NodeId)>> = BinaryHeap::new();
+        // Non-operator nodes are sources (nothing feeds them): they pop
+        // first, in index order, so they skip the heap (most of the nodes of
+        // a model whose weights are initializers). Should one ever be fed,
+        // the heap orders everything, as it then must.
+        let fed_source = self
+            .g
+            .edge_references()
+            .any(|e| self.g[e.target()].as_op().is_none());
+        for n in self.g.node_indices().filter(|n| indegree[n.index()] == 0) {
+            if self.g[n].as_op().is_none() && !fed_source {
+                order.push(n);
+            } else {
+                ready.push(key(n));
+            }
+        }
+        for k in 0..order.len() {
+            for e in self.g.edges_directed(order[k], Outgoing) {
+                let t = e.target().index();
+                indegree[t] -= 1;
+                if indegree[t] == 0 {
+                    ready.push(key(e.target()));
+                }
+            }
+        }
         while let Some(Reverse((_, n))) = ready.pop() {
             order.push(n);
             for e in self.g.edges_directed(n, Outgoing) {
@@ -553,6 +572,25 @@ impl Graph {
             count += g.g.node_weights().filter(|n| n.as_op().is_some()).count()
         });
         count
+    }
+
+    /// Operators, constant parameters and their bytes, in one walk (see
+    /// `op_count` and `param_stats`).
+    pub fn stats(&self) -> (usize, usize, usize) {
+        let (mut ops, mut params, mut bytes) = (0, 0, 0);
+        self.visit_graphs(&mut |g| {
+            for n in g.g.node_weights() {
+                match &n.kind {
+                    NodeKind::Op(_) => ops += 1,
+                    NodeKind::Initializer(t) => {
+                        params += t.numel();
+                        bytes += t.byte_len();
+                    }
+                    _ => {}
+                }
+            }
+        });
+        (ops, params, bytes)
     }
 
     /// Constant parameters (initializer elements) of this graph and its subgraphs,
