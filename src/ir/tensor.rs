@@ -59,6 +59,17 @@ impl Tensor {
         Tensor::new(DataType::FLOAT, dims, TensorData::Raw(bytes.into()))
     }
 
+    /// [`Tensor::from_f32`] of values the caller hands over: on
+    /// little-endian targets the payload is the vector itself, not a copy
+    /// (folding a weight then writes it once, into memory already touched).
+    pub fn from_f32_vec(dims: Vec<i64>, values: Vec<f32>) -> Tensor {
+        if !cfg!(target_endian = "little") {
+            return Tensor::from_f32(dims, &values);
+        }
+        let bytes = Bytes::from_owner(LeF32s(values));
+        Tensor::new(DataType::FLOAT, dims, TensorData::Raw(bytes))
+    }
+
     pub fn from_i64(dims: Vec<i64>, values: &[i64]) -> Tensor {
         let bytes = pack_le(values, |v| v.to_le_bytes());
         Tensor::new(DataType::INT64, dims, TensorData::Raw(bytes.into()))
@@ -237,6 +248,23 @@ impl Number for f64 {}
 impl Number for i32 {}
 impl Number for i64 {}
 impl Number for u64 {}
+
+/// f32 values seen as their bytes, which on a little-endian target are their
+/// `to_le_bytes` (only used there).
+struct LeF32s(Vec<f32>);
+
+impl AsRef<[u8]> for LeF32s {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: f32 has no padding; the slice covers exactly the vector's
+        // initialised elements and lives as long as `self`.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.0.as_ptr().cast::<u8>(),
+                std::mem::size_of_val(&self.0[..]),
+            )
+        }
+    }
+}
 
 /// Packs elements into little-endian bytes: on little-endian targets a plain
 /// copy of the slice's memory (element by element it was 6% of `fuse`).
