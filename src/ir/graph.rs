@@ -461,8 +461,8 @@ impl Graph {
                 ready.push(key(n));
             }
         }
-        for k in 0..order.len() {
-            for e in self.g.edges_directed(order[k], Outgoing) {
+        for &n in &order {
+            for e in self.g.edges_directed(n, Outgoing) {
                 let t = e.target().index();
                 indegree[t] -= 1;
                 if indegree[t] == 0 {
