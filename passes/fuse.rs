@@ -20,6 +20,7 @@
 //! than this opset.
 
 use crate::ir::Model;
+use crate::ir::ModelStats;
 use crate::passes::infer_shapes;
 use crate::passes::PassInfo;
 use crate::pipeline::{OptionInfo, Options, Pass, PassContext, PassReport, Pipeline};
@@ -81,40 +82,66 @@ impl Fuse {
     /// One round: type inference (tract, on a copy of the model's structure)
     /// alongside the passes that need no types, then the recorded types, then
     /// the rest. The result does not depend on timing: the types are recorded
-    /// at the same point every time.
-    fn round(&self, model: &mut Model, cx: &PassContext) -> Result<Vec<PassReport>> {
-        if !infer_shapes::has_untyped_value(&model.graph) {
-            return self.typed.run_nested(model, cx);
+    /// at the same point every time. The first round lifts the constants
+    /// first, while tract already works on a copy where they are lifted in
+    /// place. Returns the reports and the stats the round started from
+    /// (after lifting).
+    fn round(
+        &self,
+        model: &mut Model,
+        cx: &PassContext,
+        lift: bool,
+    ) -> Result<(Vec<PassReport>, ModelStats)> {
+        let untyped = if lift {
+            crate::exec::has_untyped_value_once_lifted(&model.graph)
+        } else {
+            infer_shapes::has_untyped_value(&model.graph)
+        };
+        if !untyped {
+            if lift {
+                self.lift.run_nested(model, cx)?;
+            }
+            let before = model.stats();
+            return Ok((self.typed.run_nested(model, cx)?, before));
         }
-        // The copy is cheap (weights are shared `Bytes`); encoding it for
-        // tract happens on the second core too.
+        // The copy is cheap (weights are shared `Bytes`); lifting its
+        // constants and encoding it for tract happen on the second core too.
         let snapshot = model.clone();
         let (inferred, reports) = std::thread::scope(|s| {
             let inference = s.spawn(|| {
+                let snapshot = if lift {
+                    crate::exec::constants_lifted(snapshot)
+                } else {
+                    snapshot
+                };
                 crate::exec::inference_bytes_of(snapshot)
                     .and_then(|b| crate::runtime::infer_types(&b))
             });
-            let reports = self.untyped.run_nested(model, cx);
+            let reports = (|| -> Result<(Vec<PassReport>, ModelStats)> {
+                if lift {
+                    self.lift.run_nested(model, cx)?;
+                }
+                let before = model.stats();
+                Ok((self.untyped.run_nested(model, cx)?, before))
+            })();
             let inferred = inference
                 .join()
                 .unwrap_or_else(|_| Err(anyhow!("type inference panicked")));
             (inferred, reports)
         });
-        let mut reports = reports?;
+        let (mut reports, before) = reports?;
         infer_shapes::record(model, inferred)?;
         reports.extend(self.typed.run_nested(model, cx)?);
-        Ok(reports)
+        Ok((reports, before))
     }
 }
 
 impl Pass for Fuse {
     fn run(&self, model: &mut Model, cx: &PassContext) -> Result<serde_json::Value> {
-        self.lift.run_nested(model, cx)?;
         let mut rounds = 0;
         let mut parts: Vec<serde_json::Value> = vec![];
         loop {
-            let before = model.stats();
-            let reports = self.round(model, cx)?;
+            let (reports, before) = self.round(model, cx, rounds == 0)?;
             rounds += 1;
             parts.extend(reports.into_iter().filter(|r| r.nodes_before != r.nodes_after).map(|r| {
                 json!({ "round": rounds, "pass": r.name, "nodes_removed": r.nodes_before - r.nodes_after.min(r.nodes_before) })

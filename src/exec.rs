@@ -235,6 +235,34 @@ fn only_type_blind_uses(g: &Graph, id: NodeId, varying: &HashSet<NodeId>) -> boo
         })
 }
 
+/// The model with every `Constant` of its main graph that `lift-constants`
+/// lifts turned into an initializer in place: to type inference (main graph
+/// only) the same model as after `lift-constants`, without naming new nodes
+/// (a test compares what tract infers from each).
+pub fn constants_lifted(mut m: Model) -> Model {
+    let g = &mut m.graph;
+    let ids: Vec<NodeId> = g.node_ids().collect();
+    for id in ids {
+        if let Some(t) = crate::passes::constant_value(g, id) {
+            g.node_mut(id).kind = NodeKind::Initializer(t);
+        }
+    }
+    m
+}
+
+/// `infer_shapes::has_untyped_value` of the graph `lift-constants` would
+/// make of `g`: lifted constants are initializers, not operators.
+pub fn has_untyped_value_once_lifted(g: &Graph) -> bool {
+    g.node_ids()
+        .filter(|&id| g.op(id).is_some() && crate::passes::constant_value(g, id).is_none())
+        .any(|id| {
+            g.node(id).outputs.iter().enumerate().any(|(slot, v)| {
+                let typed = v.info.as_ref().is_some_and(|i| i.ty.is_some());
+                !v.name.is_empty() && !typed && !g.is_graph_output(Outlet::new(id, slot))
+            })
+        })
+}
+
 /// An inferred type as an IR tensor type.
 pub fn type_info(t: &runtime::ValueType) -> TypeInfo {
     let dim = |d: &runtime::Dim| Dim {
@@ -259,6 +287,58 @@ mod tests {
     use super::*;
     use crate::pipeline::Pipeline;
 
+    /// Every model the repo has.
+    fn model_files() -> Vec<std::path::PathBuf> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let mut files: Vec<_> = ["", "cache"]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(root.join(d)).ok())
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no models found under models/");
+        files
+    }
+
+    fn lift(m: &mut Model) {
+        Pipeline::parse("lift-constants")
+            .unwrap()
+            .run(m, &Default::default(), &mut |_| {})
+            .unwrap();
+    }
+
+    /// `fuse` starts tract on constants lifted in place while
+    /// `lift-constants` runs: tract infers the same type for every value of
+    /// the lifted model, and `fuse` decides alike whether to ask it.
+    #[test]
+    fn constants_lifted_in_place_infer_as_lifted() {
+        for path in model_files() {
+            let original = crate::onnx::load(&path).unwrap();
+            let mut lifted = original.clone();
+            lift(&mut lifted);
+            assert_eq!(
+                has_untyped_value_once_lifted(&original.graph),
+                crate::passes::infer_shapes::has_untyped_value(&lifted.graph),
+                "{}",
+                path.display()
+            );
+            let ours = infer_types(&constants_lifted(original)).map(|r| r.types);
+            let theirs = infer_types(&lifted).map(|r| r.types);
+            match (ours, theirs) {
+                (Ok(ours), Ok(theirs)) => {
+                    let ours: std::collections::HashMap<_, _> = ours.into_iter().collect();
+                    for (name, ty) in theirs {
+                        assert_eq!(ours.get(&name), Some(&ty), "{}: {name}", path.display());
+                    }
+                }
+                (Err(a), Err(b)) => assert_eq!(format!("{a:#}"), format!("{b:#}")),
+                (a, b) => panic!("{}: {:?} vs {:?}", path.display(), a.is_ok(), b.is_ok()),
+            }
+        }
+    }
+
     /// `why` without tract's node numbers (`node #561`).
     fn unnumbered(why: String) -> String {
         why.split("node #")
@@ -278,22 +358,9 @@ mod tests {
     /// lifted).
     #[test]
     fn small_weights_as_inputs_keep_every_inferred_type() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-        let mut files: Vec<_> = ["", "cache"]
-            .iter()
-            .filter_map(|d| std::fs::read_dir(root.join(d)).ok())
-            .flatten()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
-            .collect();
-        files.sort();
-        assert!(!files.is_empty(), "no models found under models/");
-        for path in files {
+        for path in model_files() {
             let mut m = crate::onnx::load(&path).unwrap();
-            Pipeline::parse("lift-constants")
-                .unwrap()
-                .run(&mut m, &Default::default(), &mut |_| {})
-                .unwrap();
+            lift(&mut m);
             let infer = |small: bool| {
                 let bytes = crate::onnx::encode(&as_inputs(m.clone(), small)).unwrap();
                 runtime::infer_types(&bytes).map(|r| (r.types, r.incomplete))
