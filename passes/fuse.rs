@@ -105,34 +105,42 @@ impl Fuse {
             return Ok((self.typed.run_nested(model, cx)?, before));
         }
         // The copy is cheap (weights are shared `Bytes`); lifting its
-        // constants and encoding it for tract happen on the second core too.
+        // constants and encoding it for tract happen on the second core too,
+        // and tract frees its copies there after handing the types over.
         let snapshot = model.clone();
-        let (inferred, reports) = std::thread::scope(|s| {
-            let inference = s.spawn(|| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let inference = s.spawn(move || {
                 let snapshot = if lift {
                     crate::exec::constants_lifted(snapshot)
                 } else {
                     snapshot
                 };
-                crate::exec::inference_bytes_of(snapshot)
-                    .and_then(|b| crate::runtime::infer_types(&b))
+                let deliver = |r| {
+                    let _ = sender.send(r);
+                };
+                match crate::exec::inference_bytes_of(snapshot) {
+                    Ok(bytes) => crate::runtime::infer_types_then(&bytes, deliver),
+                    Err(e) => deliver(Err(e)),
+                }
             });
-            let reports = (|| -> Result<(Vec<PassReport>, ModelStats)> {
+            let result = (|| -> Result<(Vec<PassReport>, ModelStats)> {
                 if lift {
                     self.lift.run_nested(model, cx)?;
                 }
                 let before = model.stats();
-                Ok((self.untyped.run_nested(model, cx)?, before))
+                let mut reports = self.untyped.run_nested(model, cx)?;
+                let inferred = receiver
+                    .recv()
+                    .unwrap_or_else(|_| Err(anyhow!("type inference panicked")));
+                infer_shapes::record(model, inferred)?;
+                reports.extend(self.typed.run_nested(model, cx)?);
+                Ok((reports, before))
             })();
-            let inferred = inference
-                .join()
-                .unwrap_or_else(|_| Err(anyhow!("type inference panicked")));
-            (inferred, reports)
-        });
-        let (mut reports, before) = reports?;
-        infer_shapes::record(model, inferred)?;
-        reports.extend(self.typed.run_nested(model, cx)?);
-        Ok((reports, before))
+            // A panic there after the types arrived changes nothing.
+            let _ = inference.join();
+            result
+        })
     }
 }
 
