@@ -193,11 +193,13 @@ impl Patch {
             (added_names, spares)
         };
         let mut ids = Vec::with_capacity(self.added.len());
-        for ((mut node, _), names) in self.added.iter().cloned().zip(added_names) {
+        let mut added_inputs = Vec::with_capacity(self.added.len());
+        for ((mut node, inputs), names) in self.added.into_iter().zip(added_names) {
             for (v, name) in node.outputs.iter_mut().zip(names) {
                 v.name = name;
             }
             ids.push(g.add_node(node));
+            added_inputs.push(inputs);
         }
         let resolve = |src: Src| -> Result<Outlet> {
             match src {
@@ -211,7 +213,7 @@ impl Patch {
                 }
             }
         };
-        for (i, (_, inputs)) in self.added.iter().enumerate() {
+        for (i, inputs) in added_inputs.iter().enumerate() {
             for (slot, src) in inputs.iter().enumerate() {
                 if let Some(src) = src {
                     g.connect(resolve(*src)?, ids[i], slot);
