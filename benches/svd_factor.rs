@@ -28,8 +28,12 @@ fn noise(i: usize, j: usize, seed: u64) -> f64 {
 
 /// U·diag(σ)·Vᵀ with orthonormal U [K,N], V [N,N] from QR of noise.
 fn weight() -> Mat<f64> {
-    let u = Mat::from_fn(K, N, |i, j| noise(i, j, 1)).qr().compute_thin_Q();
-    let v = Mat::from_fn(N, N, |i, j| noise(i, j, 2)).qr().compute_thin_Q();
+    let u = Mat::from_fn(K, N, |i, j| noise(i, j, 1))
+        .qr()
+        .compute_thin_Q();
+    let v = Mat::from_fn(N, N, |i, j| noise(i, j, 2))
+        .qr()
+        .compute_thin_Q();
     let us = Mat::from_fn(K, N, |i, j| u[(i, j)] * (1.0 + j as f64 / 16.0).powf(-1.2));
     linalg::mul(us.as_ref(), v.transpose())
 }

@@ -21,7 +21,7 @@
 //! **Options:** `max-mb` (default 64): results larger than this many MiB stay
 //! computed at run time.
 
-use crate::ir::{Graph, Model, NodeId, Outlet, Patch, Tensor};
+use crate::ir::{DataType, Graph, Model, NodeId, Operator, Outlet, Patch, Tensor};
 use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{OptionInfo, Options, Pass, PassContext};
 use anyhow::{ensure, Result};
@@ -103,11 +103,15 @@ impl FoldConstants {
                     })
                     .collect();
                 let Some(args) = args else { continue };
-                match crate::exec::evaluate_node(model, g, id, &args) {
-                    Ok(r) => r,
-                    Err(_) => {
-                        skipped.push(op.op_type.clone());
-                        continue;
+                if let Some(t) = cast_to_i64(op, &args) {
+                    vec![Some(t)]
+                } else {
+                    match crate::exec::evaluate_node(model, g, id, &args) {
+                        Ok(r) => r,
+                        Err(_) => {
+                            skipped.push(op.op_type.clone());
+                            continue;
+                        }
                     }
                 }
             };
@@ -149,6 +153,23 @@ impl FoldConstants {
     }
 }
 
+/// `Cast` of an integer constant to int64 (paddle's shape arithmetic casts
+/// each `fill_constant`): a sign or zero extension, computed here as tract
+/// computes it (the test compares), without loading a model into tract.
+fn cast_to_i64(op: &Operator, args: &[Option<&Tensor>]) -> Option<Tensor> {
+    if !op.is("Cast") || op.attr_int("to", 0) != i64::from(DataType::INT64.0) {
+        return None;
+    }
+    // uint8, int8, uint16, int16, int32. Not int64 or uint32: tract's
+    // results differ at the extremes there (i64::MIN gives 0, u32::MAX -1),
+    // and folding must give what tract gives.
+    let [Some(t)] = args else { return None };
+    if !matches!(t.dtype.0, 2..=6) {
+        return None;
+    }
+    Some(Tensor::from_i64(t.dims.clone(), &t.to_i64().ok()?))
+}
+
 /// Every used output of `id` has a folded value.
 fn folded_node(g: &Graph, id: NodeId, values: &HashMap<Outlet, Tensor>) -> bool {
     let node = g.node(id);
@@ -184,4 +205,68 @@ fn static_shape_op(g: &Graph, id: NodeId) -> Option<Tensor> {
         &[][..]
     };
     Some(Tensor::from_i64(vec![slice.len() as i64], slice))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::build::ModelBuilder;
+    use crate::ir::{Attribute, TensorData};
+
+    /// The integer casts folded without tract give what tract gives, bit
+    /// for bit (storage included), for every integer type and edge values.
+    #[test]
+    fn integer_casts_to_i64_match_tract() {
+        let cases: Vec<(DataType, Vec<i64>, Vec<u8>)> = vec![
+            (DataType(2), vec![3], vec![0, 7, 255]),
+            (DataType(3), vec![3], vec![0x80, 0x7f, 0xff]),
+            (DataType(4), vec![2], vec![0xff, 0xff, 1, 0]),
+            (DataType(5), vec![2], vec![0x00, 0x80, 0xff, 0x7f]),
+            (DataType(6), vec![], (-5i32).to_le_bytes().to_vec()),
+            (
+                DataType(6),
+                vec![2],
+                [i32::MIN, i32::MAX]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+            ),
+        ];
+        for (dtype, dims, raw) in cases {
+            for data in [TensorData::Raw(raw.clone().into()), typed(dtype, &raw)] {
+                let t = Tensor::new(dtype, dims.clone(), data);
+                let mut b = ModelBuilder::new(13);
+                let c = b.init("c", t.clone());
+                let y = b.op("Cast", &[c], vec![Attribute::int("to", 7)], "y");
+                b.output(y, DataType::INT64);
+                let m = b.build().unwrap();
+                let op = m.graph.op(y.node).unwrap();
+                let ours = cast_to_i64(op, &[Some(&t)]).expect("folded natively");
+                let tract = crate::exec::evaluate_node(&m, &m.graph, y.node, &[Some(&t)]).unwrap();
+                assert_eq!(Some(ours), tract[0], "{dtype:?} {dims:?} {raw:?}");
+            }
+        }
+        for dtype in [DataType(7), DataType(12), DataType(9), DataType(1)] {
+            let t = Tensor::new(dtype, vec![], TensorData::Raw(vec![0; 8].into()));
+            let op = Operator::new("Cast", 1, vec![Attribute::int("to", 7)]);
+            assert_eq!(cast_to_i64(&op, &[Some(&t)]), None, "{dtype:?}");
+        }
+    }
+
+    /// The typed storage ONNX uses for the same elements.
+    fn typed(dtype: DataType, raw: &[u8]) -> TensorData {
+        let t = Tensor::new(dtype, vec![], TensorData::Raw(raw.to_vec().into()));
+        let n = match dtype.0 {
+            2 | 3 => 1,
+            4 | 5 => 2,
+            _ => 4,
+        };
+        let v: Vec<i64> = Tensor {
+            dims: vec![(raw.len() / n) as i64],
+            ..t
+        }
+        .to_i64()
+        .unwrap();
+        TensorData::Int32(v.iter().map(|&x| x as i32).collect())
+    }
 }

@@ -20,6 +20,7 @@
 //! than this opset.
 
 use crate::ir::Model;
+use crate::ir::ModelStats;
 use crate::passes::infer_shapes;
 use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{OptionInfo, Options, Pass, PassContext, PassReport, Pipeline};
@@ -81,35 +82,74 @@ impl Fuse {
     /// One round: type inference (tract, on a copy of the model's structure)
     /// alongside the passes that need no types, then the recorded types, then
     /// the rest. The result does not depend on timing: the types are recorded
-    /// at the same point every time.
-    fn round(&self, model: &mut Model, cx: &PassContext) -> Result<Vec<PassReport>> {
-        if !infer_shapes::has_untyped_value(&model.graph) {
-            return self.typed.run_nested(model, cx);
+    /// at the same point every time. The first round lifts the constants
+    /// first, while tract already works on a copy where they are lifted in
+    /// place. Returns the reports and the stats the round started from
+    /// (after lifting).
+    fn round(
+        &self,
+        model: &mut Model,
+        cx: &PassContext,
+        lift: bool,
+    ) -> Result<(Vec<PassReport>, ModelStats)> {
+        let untyped = if lift {
+            crate::exec::has_untyped_value_once_lifted(&model.graph)
+        } else {
+            infer_shapes::has_untyped_value(&model.graph)
+        };
+        if !untyped {
+            if lift {
+                self.lift.run_nested(model, cx)?;
+            }
+            let before = model.stats();
+            return Ok((self.typed.run_nested(model, cx)?, before));
         }
-        let bytes = crate::exec::inference_bytes(model);
-        let (inferred, reports) = std::thread::scope(|s| {
-            let inference = s.spawn(|| bytes.and_then(|b| crate::runtime::infer_types(&b)));
-            let reports = self.untyped.run_nested(model, cx);
-            let inferred = inference
-                .join()
-                .unwrap_or_else(|_| Err(anyhow!("type inference panicked")));
-            (inferred, reports)
-        });
-        let mut reports = reports?;
-        infer_shapes::record(model, inferred)?;
-        reports.extend(self.typed.run_nested(model, cx)?);
-        Ok(reports)
+        // The copy is cheap (weights are shared `Bytes`); lifting its
+        // constants and encoding it for tract happen on the second core too,
+        // and tract frees its copies there after handing the types over.
+        let snapshot = model.clone();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let inference = s.spawn(move || {
+                let snapshot = if lift {
+                    crate::exec::constants_lifted(snapshot)
+                } else {
+                    snapshot
+                };
+                let deliver = |r| {
+                    let _ = sender.send(r);
+                };
+                match crate::exec::inference_bytes_of(snapshot) {
+                    Ok(bytes) => crate::runtime::infer_types_then(&bytes, deliver),
+                    Err(e) => deliver(Err(e)),
+                }
+            });
+            let result = (|| -> Result<(Vec<PassReport>, ModelStats)> {
+                if lift {
+                    self.lift.run_nested(model, cx)?;
+                }
+                let before = model.stats();
+                let mut reports = self.untyped.run_nested(model, cx)?;
+                let inferred = receiver
+                    .recv()
+                    .unwrap_or_else(|_| Err(anyhow!("type inference panicked")));
+                infer_shapes::record(model, inferred)?;
+                reports.extend(self.typed.run_nested(model, cx)?);
+                Ok((reports, before))
+            })();
+            // A panic there after the types arrived changes nothing.
+            let _ = inference.join();
+            result
+        })
     }
 }
 
 impl Pass for Fuse {
     fn run(&self, model: &mut Model, cx: &PassContext) -> Result<serde_json::Value> {
-        self.lift.run_nested(model, cx)?;
         let mut rounds = 0;
         let mut parts: Vec<serde_json::Value> = vec![];
         loop {
-            let before = model.stats();
-            let reports = self.round(model, cx)?;
+            let (reports, before) = self.round(model, cx, rounds == 0)?;
             rounds += 1;
             parts.extend(reports.into_iter().filter(|r| r.nodes_before != r.nodes_after).map(|r| {
                 json!({ "round": rounds, "pass": r.name, "nodes_removed": r.nodes_before - r.nodes_after.min(r.nodes_before) })

@@ -319,7 +319,7 @@ impl Producer {
                         .for_each(|(i, x)| scale(x, s[channel_of(i)]));
                 }
             }
-            let tensor = Tensor::from_f32(self.weight_dims.clone(), &w);
+            let tensor = Tensor::from_f32_vec(self.weight_dims.clone(), w);
             replace_const(g, patch, self.id, 1, &format!("{label}.weight"), tensor);
         }
         // Gemm: α·A·B' + β·C becomes α·A·(B'·s) + 1·(s·β·C + t).

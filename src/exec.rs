@@ -125,21 +125,48 @@ pub fn infer_types(model: &Model) -> Result<runtime::InferredTypes> {
 /// The model as `runtime::infer_types` takes it (weights as typed inputs),
 /// for callers that run the inference on another thread.
 pub fn inference_bytes(model: &Model) -> Result<Vec<u8>> {
+    inference_bytes_of(model.clone())
+}
+
+/// [`inference_bytes`] of a model the caller hands over (a copy it made for
+/// another thread): no second copy.
+pub fn inference_bytes_of(model: Model) -> Result<Vec<u8>> {
     crate::onnx::encode(&weights_as_inputs(model))
 }
 
 /// Large float initializers become typed graph inputs: shape inference needs
 /// their shapes, never their values (shapes are computed from integer
 /// tensors), and tract then parses kilobytes instead of the whole model
-/// (PP-OCRv4 rec: 47 ms → see benches/vs_onnxsim.py).
-fn weights_as_inputs(model: &Model) -> Model {
+/// (PP-OCRv4 rec: 47 ms → see benches/vs_onnxsim.py). Small float
+/// initializers (biases, BatchNorm parameters, scalars) become inputs too
+/// when their values cannot reach any type: every use is by an operator
+/// whose output type depends on its inputs' types only and which also reads
+/// a value computed from the graph inputs, so tract never knows that
+/// operator's output value either (PP-OCRv4 rec: 378 small constants parsed
+/// and analysed by tract → 101).
+fn weights_as_inputs(m: Model) -> Model {
+    as_inputs(m, true)
+}
+
+/// [`weights_as_inputs`]; `small` says whether small float initializers
+/// whose values reach no type become inputs too (the test compares).
+fn as_inputs(mut m: Model, small: bool) -> Model {
     const KEEP_BELOW: usize = 4096;
-    let mut m = model.clone();
     let g = &mut m.graph;
+    let varying = if small {
+        varying_operators(g)
+    } else {
+        HashSet::new()
+    };
     let weights: Vec<NodeId> = g
         .node_ids()
         .filter(|&id| !g.is_graph_input(id))
-        .filter(|&id| matches!(&g.node(id).kind, NodeKind::Initializer(t) if t.dtype.is_float() && t.byte_len() >= KEEP_BELOW))
+        .filter(|&id| match &g.node(id).kind {
+            NodeKind::Initializer(t) if t.dtype.is_float() => {
+                t.byte_len() >= KEEP_BELOW || (small && only_type_blind_uses(g, id, &varying))
+            }
+            _ => false,
+        })
         .collect();
     for id in weights {
         let NodeKind::Initializer(t) = std::mem::replace(&mut g.node_mut(id).kind, NodeKind::Input)
@@ -153,6 +180,87 @@ fn weights_as_inputs(model: &Model) -> Model {
         g.inputs.push(GraphInput { node: id, info });
     }
     m
+}
+
+/// Operators whose output types follow from their inputs' types alone,
+/// whatever the values (elementwise arithmetic broadcasts by shape; the
+/// weights of these layers are checked by shape).
+const TYPE_BLIND: &[&str] = &[
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Conv",
+    "ConvTranspose",
+    "BatchNormalization",
+    "Gemm",
+    "MatMul",
+];
+
+/// Operators that read, directly or not, a graph input (an initializer
+/// declared as an input included): tract cannot know their output values.
+fn varying_operators(g: &Graph) -> HashSet<NodeId> {
+    let mut varying: HashSet<NodeId> = g.inputs.iter().map(|i| i.node).collect();
+    let Ok(order) = g.topo_order() else {
+        return HashSet::new();
+    };
+    for id in order {
+        if g.op(id).is_some()
+            && g.inputs(id)
+                .into_iter()
+                .flatten()
+                .chain(g.implicit_inputs(id))
+                .any(|o| varying.contains(&o.node))
+        {
+            varying.insert(id);
+        }
+    }
+    varying
+}
+
+/// Is every use of initializer `id` by a [`TYPE_BLIND`] operator of the
+/// ONNX domain that is [`varying_operators`]? (Not a graph output.)
+fn only_type_blind_uses(g: &Graph, id: NodeId, varying: &HashSet<NodeId>) -> bool {
+    let out = Outlet::new(id, 0);
+    let users = g.consumers(out);
+    !users.is_empty()
+        && !g.is_graph_output(out)
+        && users.iter().all(|&(user, _)| {
+            varying.contains(&user)
+                && g.op(user).is_some_and(|op| {
+                    op.is_default_domain()
+                        && !op.has_subgraphs()
+                        && TYPE_BLIND.contains(&op.op_type.as_str())
+                })
+        })
+}
+
+/// The model with every `Constant` of its main graph that `lift-constants`
+/// lifts turned into an initializer in place: to type inference (main graph
+/// only) the same model as after `lift-constants`, without naming new nodes
+/// (a test compares what tract infers from each).
+pub fn constants_lifted(mut m: Model) -> Model {
+    let g = &mut m.graph;
+    let ids: Vec<NodeId> = g.node_ids().collect();
+    for id in ids {
+        if let Some(t) = crate::passes::constant_value(g, id) {
+            g.node_mut(id).kind = NodeKind::Initializer(t);
+        }
+    }
+    m
+}
+
+/// `infer_shapes::has_untyped_value` of the graph `lift-constants` would
+/// make of `g`: lifted constants are initializers, not operators.
+pub fn has_untyped_value_once_lifted(g: &Graph) -> bool {
+    g.node_ids()
+        .filter(|&id| g.op(id).is_some() && crate::passes::constant_value(g, id).is_none())
+        .any(|id| {
+            g.node(id).outputs.iter().enumerate().any(|(slot, v)| {
+                let typed = v.info.as_ref().is_some_and(|i| i.ty.is_some());
+                !v.name.is_empty() && !typed && !g.is_graph_output(Outlet::new(id, slot))
+            })
+        })
 }
 
 /// An inferred type as an IR tensor type.
@@ -171,5 +279,111 @@ pub fn type_info(t: &runtime::ValueType) -> TypeInfo {
             shape: t.dims.as_ref().map(|dims| dims.iter().map(dim).collect()),
         },
         denotation: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Pipeline;
+
+    /// Every model the repo has.
+    fn model_files() -> Vec<std::path::PathBuf> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let mut files: Vec<_> = ["", "cache"]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(root.join(d)).ok())
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no models found under models/");
+        files
+    }
+
+    fn lift(m: &mut Model) {
+        Pipeline::parse("lift-constants")
+            .unwrap()
+            .run(m, &Default::default(), &mut |_| {})
+            .unwrap();
+    }
+
+    /// `fuse` starts tract on constants lifted in place while
+    /// `lift-constants` runs: tract infers the same type for every value of
+    /// the lifted model, and `fuse` decides alike whether to ask it.
+    #[test]
+    fn constants_lifted_in_place_infer_as_lifted() {
+        for path in model_files() {
+            let original = crate::onnx::load(&path).unwrap();
+            let mut lifted = original.clone();
+            lift(&mut lifted);
+            assert_eq!(
+                has_untyped_value_once_lifted(&original.graph),
+                crate::passes::infer_shapes::has_untyped_value(&lifted.graph),
+                "{}",
+                path.display()
+            );
+            let ours = infer_types(&constants_lifted(original)).map(|r| r.types);
+            let theirs = infer_types(&lifted).map(|r| r.types);
+            match (ours, theirs) {
+                (Ok(ours), Ok(theirs)) => {
+                    let ours: std::collections::HashMap<_, _> = ours.into_iter().collect();
+                    for (name, ty) in theirs {
+                        assert_eq!(ours.get(&name), Some(&ty), "{}: {name}", path.display());
+                    }
+                }
+                (Err(a), Err(b)) => assert_eq!(format!("{a:#}"), format!("{b:#}")),
+                (a, b) => panic!("{}: {:?} vs {:?}", path.display(), a.is_ok(), b.is_ok()),
+            }
+        }
+    }
+
+    /// `why` without tract's node numbers (`node #561`).
+    fn unnumbered(why: String) -> String {
+        why.split("node #")
+            .enumerate()
+            .map(|(k, part)| match k {
+                0 => part.to_string(),
+                _ => part
+                    .trim_start_matches(|c: char| c.is_ascii_digit())
+                    .to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("node #")
+    }
+
+    /// Small float constants handed to tract as inputs change nothing it
+    /// infers, on every model the repo has (as `fuse` sees it: constants
+    /// lifted).
+    #[test]
+    fn small_weights_as_inputs_keep_every_inferred_type() {
+        for path in model_files() {
+            let mut m = crate::onnx::load(&path).unwrap();
+            lift(&mut m);
+            let infer = |small: bool| {
+                let bytes = crate::onnx::encode(&as_inputs(m.clone(), small)).unwrap();
+                runtime::infer_types(&bytes).map(|r| (r.types, r.incomplete))
+            };
+            let (without, with) = (infer(false), infer(true));
+            match (without, with) {
+                (Ok((types_a, inc_a)), Ok((types_b, inc_b))) => {
+                    // tract numbers its nodes: inputs and constants differ.
+                    assert_eq!(
+                        inc_a.map(unnumbered),
+                        inc_b.map(unnumbered),
+                        "{}",
+                        path.display()
+                    );
+                    // Names of the constants that became inputs are reported
+                    // either way; compare every value's type.
+                    let a: std::collections::HashMap<_, _> = types_a.into_iter().collect();
+                    let b: std::collections::HashMap<_, _> = types_b.into_iter().collect();
+                    assert_eq!(a, b, "{}", path.display());
+                }
+                (Err(a), Err(b)) => assert_eq!(format!("{a:#}"), format!("{b:#}")),
+                (a, b) => panic!("{}: {:?} vs {:?}", path.display(), a.is_ok(), b.is_ok()),
+            }
+        }
     }
 }

@@ -75,9 +75,9 @@ impl Model {
     }
 
     pub fn stats(&self) -> ModelStats {
-        let (params, bytes) = self.graph.param_stats();
+        let (nodes, params, bytes) = self.graph.stats();
         ModelStats {
-            nodes: self.graph.op_count(),
+            nodes,
             params,
             bytes,
         }

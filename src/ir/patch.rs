@@ -145,7 +145,17 @@ impl Patch {
                 .filter(|&&id| g.contains(id))
                 .flat_map(|&id| g.node(id).outputs.iter().map(|v| v.name.as_str()))
                 .collect();
-            let taken = |name: &str| g.has_name(name) && !freed.contains(name);
+            // One scan per name is cheaper than collecting every name for a
+            // patch adding a few values; lift-constants adds hundreds.
+            let wanted: usize = self.added.iter().map(|(n, _)| n.outputs.len()).sum();
+            let all = (wanted > 8).then(|| g.all_names());
+            let taken = |name: &str| {
+                let defined = match &all {
+                    Some(all) => all.contains(name),
+                    None => g.has_name(name),
+                };
+                defined && !freed.contains(name)
+            };
             let mut fresh: HashSet<String> = HashSet::new();
             let mut pick = |base: &str| {
                 let mut name = base.to_string();
@@ -183,11 +193,13 @@ impl Patch {
             (added_names, spares)
         };
         let mut ids = Vec::with_capacity(self.added.len());
-        for ((mut node, _), names) in self.added.iter().cloned().zip(added_names) {
+        let mut added_inputs = Vec::with_capacity(self.added.len());
+        for ((mut node, inputs), names) in self.added.into_iter().zip(added_names) {
             for (v, name) in node.outputs.iter_mut().zip(names) {
                 v.name = name;
             }
             ids.push(g.add_node(node));
+            added_inputs.push(inputs);
         }
         let resolve = |src: Src| -> Result<Outlet> {
             match src {
@@ -201,7 +213,7 @@ impl Patch {
                 }
             }
         };
-        for (i, (_, inputs)) in self.added.iter().enumerate() {
+        for (i, inputs) in added_inputs.iter().enumerate() {
             for (slot, src) in inputs.iter().enumerate() {
                 if let Some(src) = src {
                     g.connect(resolve(*src)?, ids[i], slot);

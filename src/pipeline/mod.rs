@@ -130,10 +130,11 @@ impl Pipeline {
         check: bool,
     ) -> Result<Vec<PassReport>> {
         let mut reports = vec![];
+        // One step's `after` is the next one's `before`.
+        let mut before = model.stats();
         for step in &self.steps {
             let name = step.info.name;
             on_step(name);
-            let before = model.stats();
             let start = Instant::now();
             let details = step
                 .pass
@@ -158,6 +159,7 @@ impl Pipeline {
                 bytes_after: after.bytes,
                 details,
             });
+            before = after;
         }
         Ok(reports)
     }

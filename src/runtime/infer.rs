@@ -49,26 +49,52 @@ pub struct InferredTypes {
 /// them), which count as inputs of their declared type. Subgraph values are
 /// not reported.
 pub fn infer_types(bytes: &[u8]) -> Result<InferredTypes> {
+    let mut result = None;
+    infer_types_then(bytes, |r| result = Some(r));
+    result.expect("infer_types_then delivers once")
+}
+
+/// [`infer_types`], handing the result to `deliver` before tract's copies of
+/// the model are freed: a caller waiting on another thread gets it sooner.
+pub fn infer_types_then(bytes: &[u8], deliver: impl FnOnce(Result<InferredTypes>)) {
     let framework = tract_onnx::onnx()
         .with_ignore_output_shapes(true)
         .with_ignore_value_info(true);
-    let mut proto = framework
-        .proto_model_for_read(&mut &bytes[..])
-        .map_err(|e| anyhow!("not a valid ONNX model (protobuf decoding failed): {e:#}"))?;
-    let graph = proto
-        .graph
-        .as_mut()
-        .ok_or_else(|| anyhow!("not a valid ONNX model: it has no graph"))?;
+    let mut proto = match framework.proto_model_for_read(&mut &bytes[..]) {
+        Ok(proto) => proto,
+        Err(e) => {
+            return deliver(Err(anyhow!(
+                "not a valid ONNX model (protobuf decoding failed): {e:#}"
+            )))
+        }
+    };
+    let Some(graph) = proto.graph.as_mut() else {
+        return deliver(Err(anyhow!("not a valid ONNX model: it has no graph")));
+    };
     cut_subgraph_nodes(graph);
     let inputs: HashSet<String> = graph.input.iter().map(|i| i.name.clone()).collect();
     graph.initializer.retain(|t| !inputs.contains(&t.name));
-    let graph = proto.graph.as_ref().expect("checked above");
     let parsed = catch_tract_panic("reading the model", || {
         framework
             .parse(&proto, None)
             .map_err(|e| anyhow!("{TRACT_CANNOT_RUN}: {e:#}"))
-    })?;
-    let mut model = parsed.model;
+    });
+    let mut parsed = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => return deliver(Err(e)),
+    };
+    let graph = proto.graph.as_ref().expect("checked above");
+    deliver(analyse(&framework, graph, &mut parsed));
+    // `proto` and `parsed` are freed only now.
+}
+
+/// Runs tract's analysis on the parsed model; collects what it found.
+fn analyse(
+    framework: &tract_onnx::Onnx,
+    graph: &pb::GraphProto,
+    parsed: &mut tract_onnx::model::ParseResult,
+) -> Result<InferredTypes> {
+    let model = &mut parsed.model;
     let analysis = catch_tract_panic("analysing the model", || {
         model.analyse(true).map_err(|e| anyhow!("{e:#}"))
     });
@@ -102,7 +128,7 @@ pub fn infer_types(bytes: &[u8]) -> Result<InferredTypes> {
         let Some(&outlet) = parsed.outlets_by_name.get(name) else {
             continue;
         };
-        let fact = model.outlet_fact(outlet)?;
+        let fact = parsed.model.outlet_fact(outlet)?;
         if let Some(ty) = value_type(fact, &declared) {
             types.push((name.to_string(), ty));
         }

@@ -25,7 +25,7 @@ mod testutil;
 
 pub use bench::{bench, BenchResult, Timing};
 pub use compare::{aggregate, compare, OutputMetrics, SNR_CAP_DB};
-pub use infer::{infer_types, InferredTypes, ValueType};
+pub use infer::{infer_types, infer_types_then, InferredTypes, ValueType};
 pub use inputs::{load_samples, sample_shapes, Sample};
 pub use load::{Dim, InputShapes, InputSpec, Model, Outputs};
 pub use tensor::{ElemType, Tensor};
