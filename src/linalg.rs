@@ -8,6 +8,7 @@
 use anyhow::{ensure, Result};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par, Side};
+use rayon::prelude::*;
 
 /// A row-major `rows × cols` f32 buffer as a matrix.
 pub fn from_rows(rows: usize, cols: usize, data: &[f32]) -> Mat<f64> {
@@ -24,41 +25,62 @@ pub fn to_rows(m: MatRef<'_, f64>) -> Vec<f32> {
     out
 }
 
-/// `a · b`, in parallel when it is worth it.
-pub fn mul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
-    let mut out = Mat::zeros(a.nrows(), b.ncols());
-    let work = a.nrows() * a.ncols() * b.ncols();
-    let par = if work > 1 << 24 {
-        Par::rayon(0)
+/// Columns per block of a parallel product. Fixed, so that results do not
+/// depend on the number of threads: each block is one sequential product,
+/// and faer's own parallel products split their sums by thread count
+/// (measured: other bytes with `RAYON_NUM_THREADS=1` than with 2).
+const BLOCK: usize = 64;
+
+/// Runs `f` on column blocks `[c0, c1)` of an `n`-column result, in
+/// parallel when there is enough `work`, and returns the blocks in order.
+fn by_blocks(n: usize, work: usize, f: impl Fn(usize, usize) -> Mat<f64> + Sync) -> Vec<Mat<f64>> {
+    let blocks: Vec<(usize, usize)> = (0..n)
+        .step_by(BLOCK)
+        .map(|c0| (c0, (c0 + BLOCK).min(n)))
+        .collect();
+    if work > 1 << 22 {
+        blocks.par_iter().map(|&(c0, c1)| f(c0, c1)).collect()
     } else {
-        Par::Seq
-    };
-    matmul(out.as_mut(), Accum::Replace, a, b, 1.0, par);
+        blocks.iter().map(|&(c0, c1)| f(c0, c1)).collect()
+    }
+}
+
+fn product(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+    let mut out = Mat::zeros(a.nrows(), b.ncols());
+    matmul(out.as_mut(), Accum::Replace, a, b, 1.0, Par::Seq);
     out
 }
 
-/// `zᵀz`, computing only its lower triangle (half the work of a product):
-/// `self_adjoint_eigen(Side::Lower)` reads nothing else.
+/// `a · b`: column blocks in parallel, the same bytes whatever the thread count.
+pub fn mul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+    let n = b.ncols();
+    let blocks = by_blocks(n, a.nrows() * a.ncols() * n, |c0, c1| {
+        product(a, b.subcols(c0, c1 - c0))
+    });
+    let mut out = Mat::zeros(a.nrows(), n);
+    for (k, block) in blocks.iter().enumerate() {
+        out.as_mut()
+            .subcols_mut(k * BLOCK, block.ncols())
+            .copy_from(block);
+    }
+    out
+}
+
+/// `zᵀz`, computing only its lower triangle (about half the work of the
+/// product): `self_adjoint_eigen(Side::Lower)` reads nothing else.
 fn gram_lower(z: MatRef<'_, f64>) -> Mat<f64> {
-    use faer::linalg::matmul::triangular::{matmul, BlockStructure};
     let n = z.ncols();
+    // Block [c0, c1) of columns: rows c0.. of zᵀ·z[:, c0..c1].
+    let blocks = by_blocks(n, z.nrows() * n * n / 2, |c0, c1| {
+        product(z.subcols(c0, n - c0).transpose(), z.subcols(c0, c1 - c0))
+    });
     let mut out = Mat::zeros(n, n);
-    let par = if z.nrows() * n * n > 1 << 24 {
-        Par::rayon(0)
-    } else {
-        Par::Seq
-    };
-    matmul(
-        out.as_mut(),
-        BlockStructure::TriangularLower,
-        Accum::Replace,
-        z.transpose(),
-        BlockStructure::Rectangular,
-        z,
-        BlockStructure::Rectangular,
-        1.0,
-        par,
-    );
+    for (k, block) in blocks.iter().enumerate() {
+        let c0 = k * BLOCK;
+        out.as_mut()
+            .submatrix_mut(c0, c0, n - c0, block.ncols())
+            .copy_from(block);
+    }
     out
 }
 
@@ -118,6 +140,8 @@ pub fn spectrum(z: MatRef<'_, f64>) -> Result<Spectrum> {
     } else {
         gram_lower(z)
     };
+    // Sequential: faer's parallel eigensolver splits work by thread count.
+    faer::set_global_parallelism(Par::Seq);
     let eig = gram
         .self_adjoint_eigen(Side::Lower)
         .map_err(|e| anyhow::anyhow!("eigendecomposition failed: {e:?}"))?;

@@ -245,3 +245,21 @@ def test_svd_fitted_to_data_beats_the_weight_fit_on_held_out_data(tmp_path):
         assert all(la["fitted_to"] == want for la in layers), layers
         errs[fit] = r["verify"]["outputs"][0]["max_rel_err"]
     assert errs["auto"] < 0.5 * errs["weights"], errs
+
+
+def test_svd_gives_the_same_bytes_whatever_the_thread_count(tmp_path):
+    """Fitting to data runs tract and faer in parallel (rayon): the output must
+    not depend on scheduling or on how many threads there are."""
+    src = model_path("mlp")
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(5).standard_normal((600, 256)).astype(np.float32))
+    outputs = []
+    for threads in ["1", "2", "2"]:
+        out = tmp_path / f"svd{len(outputs)}.onnx"
+        r = subprocess.run([ONNX_OPT, src, "-o", out, "--passes", "svd{rank=32,min-params=0}", "--inputs", calib],
+                           capture_output=True, text=True, cwd=ROOT, env={**os.environ, "RAYON_NUM_THREADS": threads})
+        assert r.returncode == 0, r.stderr
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "svd0.onnx")).graph.node]
+    assert ops.count("MatMul") == 5, ops  # two layers split, the head kept
