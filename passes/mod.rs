@@ -21,6 +21,7 @@ mod fuse_slice;
 mod fuse_transpose;
 pub(crate) mod infer_shapes;
 mod lift_constants;
+mod prune_channels;
 
 pub use lift_constants::constant_value;
 
@@ -74,6 +75,7 @@ pub const PASSES: &[PassInfo] = &[
     fuse_transpose::INFO,
     infer_shapes::INFO,
     lift_constants::INFO,
+    prune_channels::INFO,
 ];
 
 #[cfg(test)]
