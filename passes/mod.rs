@@ -21,6 +21,7 @@ mod fuse_slice;
 mod fuse_transpose;
 pub(crate) mod infer_shapes;
 mod lift_constants;
+mod prune;
 mod prune_channels;
 
 pub use lift_constants::constant_value;
@@ -75,6 +76,7 @@ pub const PASSES: &[PassInfo] = &[
     fuse_transpose::INFO,
     infer_shapes::INFO,
     lift_constants::INFO,
+    prune::INFO,
     prune_channels::INFO,
 ];
 

@@ -61,3 +61,39 @@ def test_channel_pruning_is_valid_and_smaller(name, ratio, tmp_path):
     assert details["groups_pruned"] > 0, details
     assert details["channels_after"] < details["channels_before"], details
     assert params(out) < params(fused)
+
+
+def nm_ok(w, axis, n, m):
+    """Independent N:M check: every m consecutive weights along `axis` hold at most n nonzeros."""
+    w = np.moveaxis(w, axis, -1)
+    groups = w.reshape(*w.shape[:-1], w.shape[-1] // m, m)
+    return bool(((groups != 0).sum(-1) <= n).all())
+
+
+@pytest.mark.parametrize("name", ["cnn", "mlp", "ppocr-rec"])
+def test_magnitude_pruning_is_valid_and_sparse(name, tmp_path):
+    fused, out, details = run_pass(name, "prune{sparsity=0.6,min-params=0}", tmp_path)
+    assert details["layers_pruned"] > 0, details
+    for layer in details["layers"]:
+        assert layer["sparsity"] >= 0.6 - 1 / layer["params"], layer  # floor(0.6 * n) zeroed
+    assert details["deflate_bytes_after"] < details["deflate_bytes_before"], details
+
+
+@pytest.mark.parametrize("name", ["mlp", "ppocr-rec"])
+def test_two_four_pruning_passes_an_independent_check(name, tmp_path):
+    fused, out, details = run_pass(name, "prune{pattern=2:4,min-params=0}", tmp_path)
+    assert details["layers_pruned"] > 0, details
+    m = onnx.load(str(out))
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    pruned = {layer["layer"] for layer in details["layers"]}
+    checked = 0
+    for node in m.graph.node:
+        if node.name not in pruned:
+            continue
+        w = inits[node.input[1]]
+        trans_b = any(a.name == "transB" and a.i == 1 for a in node.attribute)
+        axis = 1 if node.op_type == "Conv" or (node.op_type == "Gemm" and trans_b) else 0
+        assert nm_ok(w, axis, 2, 4), node.name
+        assert abs((w == 0).mean() - 0.5) < 0.05, node.name
+        checked += 1
+    assert checked == len(pruned)
