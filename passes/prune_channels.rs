@@ -35,13 +35,23 @@
 //! Weights in `Constant` nodes (paddle exports) are lifted to initializers
 //! first (`lift-constants`). Only the main graph is pruned.
 //!
+//! **Refit:** with calibration data (`--inputs`), every layer whose input
+//! channels shrank (Conv with `group=1`, Gemm, MatMul) is refitted, in graph
+//! order, by ridge least squares: its weights (and bias) W minimise
+//! ‖A·W − Y‖² + λ‖W − W₀‖², where A is its input in the pruned model so far
+//! (im2col patches for a Conv), Y its output in the original model (the
+//! teacher) on the output channels it keeps, W₀ its pruned weights and
+//! λ = `ridge`·trace(AᵀA)/d. A fit that is no better than W₀ on the data is
+//! not kept. Without `--inputs` (or with `refit=false`) the result is
+//! unrefitted and the report says so. The errors the report gives for each
+//! refit are measured on the calibration data itself; judge the model on
+//! held-out data (`--verify-inputs`).
+//!
 //! **Options:** `ratio=0.3` (fraction of each group's channels removed, in
 //! [0, 1); at least one channel is kept), `norm=l1` (`l1` or `l2`),
 //! `skip=` (`a|b`: leave groups alone whose layer names contain one of
-//! these), `min-channels=8` (leave groups with fewer channels alone).
-//!
-//! Without refitting (not implemented yet) accuracy is whatever the pruned
-//! weights give; the report says `refit: false`.
+//! these), `min-channels=8` (leave groups with fewer channels alone),
+//! `refit=true`, `ridge=0.01` (≥ 0).
 
 use crate::ir::{DataType, DimValue, Graph, Model, NodeId, Outlet, Patch, Tensor, TypeKind};
 use crate::passes::PassInfo;
@@ -54,7 +64,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "prune-channels",
     summary: "structured pruning: remove whole output channels by norm and shrink every consumer",
     exact: false,
-    uses_data: false,
+    uses_data: true,
     options: &[
         OptionInfo {
             name: "ratio",
@@ -75,6 +85,16 @@ pub const INFO: PassInfo = PassInfo {
             name: "min-channels",
             default: "8",
             help: "leave groups with fewer channels alone",
+        },
+        OptionInfo {
+            name: "refit",
+            default: "true",
+            help: "with --inputs, refit the layers after pruned ones by least squares",
+        },
+        OptionInfo {
+            name: "ridge",
+            default: "0.01",
+            help: "refit regularisation (>= 0), relative to the mean feature energy",
         },
     ],
     build,
@@ -97,9 +117,16 @@ fn build(options: &Options) -> Result<Box<dyn Pass>> {
         "l2" => Norm::L2,
         other => bail!("pass 'prune-channels': norm='{other}' is not valid (l1 or l2)"),
     };
+    let ridge: f64 = options.get("ridge")?;
+    ensure!(
+        ridge.is_finite() && ridge >= 0.0,
+        "pass 'prune-channels': ridge={ridge} must be a number >= 0"
+    );
     Ok(Box::new(PruneChannels {
         ratio,
         norm,
+        refit: options.get("refit")?,
+        ridge,
         skip: options.list("skip")?,
         min_channels: options.get("min-channels")?,
         lift: Pipeline::parse("lift-constants")?,
@@ -109,6 +136,8 @@ fn build(options: &Options) -> Result<Box<dyn Pass>> {
 struct PruneChannels {
     ratio: f64,
     norm: Norm,
+    refit: bool,
+    ridge: f64,
     skip: Vec<String>,
     min_channels: usize,
     lift: Pipeline,
@@ -175,7 +204,43 @@ impl Pass for PruneChannels {
             kept.insert(root, keep_idx);
         }
         let patch = a.rewrite(g, &kept)?;
+        // Layers whose input channels shrink: the refit candidates.
+        let layers: Vec<Layer> = a
+            .consumers
+            .iter()
+            .filter(|c| a.indices(&c.segs, &kept).len() != a.size(&c.segs))
+            .map(|c| Layer {
+                node: c.node,
+                kept_out: match c.out_space {
+                    Some(s) => a.indices(&[s], &kept),
+                    None => (0..c.outputs).collect(),
+                },
+            })
+            .collect();
+        let data = cx.data.as_ref().filter(|d| !d.random);
+        let teacher = (self.refit && data.is_some() && !layers.is_empty()).then(|| model.clone());
         patch.apply(&mut model.graph)?;
+        let (refit, refit_reason, refit_layers) = match (teacher, data) {
+            (Some(teacher), Some(data)) => {
+                let r = refit::refit(&teacher, model, data, &layers, self.ridge)?;
+                let n = r.iter().filter(|e| e["refit"] == true).count();
+                let why = format!(
+                    "{n} of {} layers after pruned ones refitted by ridge least squares on {} sample(s) from {}; rel_err_* are on that same data",
+                    layers.len(),
+                    data.samples.len(),
+                    data.source
+                );
+                (n > 0, why, r)
+            }
+            _ if !self.refit => (false, "refit=false: unrefitted".to_string(), vec![]),
+            _ if layers.is_empty() => (false, "no layer to refit".to_string(), vec![]),
+            _ => (
+                false,
+                "no --inputs: the result is unrefitted (accuracy is that of the pruned weights)"
+                    .to_string(),
+                vec![],
+            ),
+        };
         Ok(json!({
             "ratio": self.ratio,
             "norm": if self.norm == Norm::L1 { "l1" } else { "l2" },
@@ -185,8 +250,9 @@ impl Pass for PruneChannels {
             "channels_after": after_total,
             "pruned": pruned,
             "left_alone": left,
-            "refit": false,
-            "refit_reason": "refitting is not implemented: accuracy is that of the pruned weights",
+            "refit": refit,
+            "refit_reason": refit_reason,
+            "refit_layers": refit_layers,
         }))
     }
 }
@@ -207,6 +273,36 @@ struct Space {
     weight_axis: usize,
 }
 
+/// A layer whose input channels were pruned, to refit.
+struct Layer {
+    node: NodeId,
+    /// The output channels it keeps (indices into the unpruned output).
+    kept_out: Vec<usize>,
+}
+
+/// A layer reading pruned channels: its input channel spaces, the space of
+/// its own output channels (if any), and how many output channels it had.
+struct Consumer {
+    node: NodeId,
+    segs: Vec<usize>,
+    out_space: Option<usize>,
+    outputs: usize,
+}
+
+/// Feeds input `slot` of `node` from a new initializer: it takes the old
+/// one's name when nothing else uses it, else a new name.
+fn replace_input(g: &Graph, patch: &mut Patch, node: NodeId, slot: usize, tensor: Tensor) {
+    let o = g.input(node, slot).expect("an input");
+    let name = g.outlet_name(o).to_string();
+    let src = if g.consumers(o).len() == 1 && !g.is_graph_output(o) {
+        patch.remove(o.node);
+        patch.add_const(&name, tensor)
+    } else {
+        patch.add_const(&format!("{name}_refit"), tensor)
+    };
+    patch.rewire(node, slot, Some(src));
+}
+
 /// A constant input to cut: (node, slot) → cuts along (axis, spaces side by side).
 type Cuts = BTreeMap<(NodeId, usize), Vec<(usize, Vec<usize>)>>;
 
@@ -220,6 +316,8 @@ struct Analysis {
     cuts: Cuts,
     /// Depthwise Convs whose `group` follows the channels of these spaces.
     groups: BTreeMap<NodeId, Vec<usize>>,
+    /// Layers reading channel spaces, in graph order.
+    consumers: Vec<Consumer>,
 }
 
 /// What following one node yields: its output layouts and the cuts it needs.
@@ -230,6 +328,8 @@ struct Follow {
     unions: Vec<(Vec<usize>, Vec<usize>)>,
     new_space: Option<(usize, usize)>,
     group: Option<Vec<usize>>,
+    /// Input spaces and output channel count of a layer reading channels.
+    consumer: Option<(Vec<usize>, usize)>,
 }
 
 const UNARY: &[&str] = &[
@@ -323,6 +423,14 @@ impl Analysis {
                     }
                 }
                 let mut outputs = f.outputs;
+                if let Some((segs, n)) = f.consumer {
+                    self.consumers.push(Consumer {
+                        node: id,
+                        segs,
+                        out_space: f.new_space.map(|_| self.spaces.len()),
+                        outputs: n,
+                    });
+                }
                 if let Some((size, weight_axis)) = f.new_space {
                     let s = self.spaces.len();
                     self.spaces.push(Space {
@@ -426,10 +534,13 @@ impl Analysis {
                     ensure!(self.size(&l.segs) as i64 == c_in, "input channels mismatch");
                 }
                 if group == 1 {
+                    let m = w.dims[w_out] as usize;
                     if let Some(l) = lay(0) {
                         f.cuts.push((1, w_in, l.segs.clone()));
+                        if t == "Conv" {
+                            f.consumer = Some((l.segs.clone(), m));
+                        }
                     }
-                    let m = w.dims[w_out] as usize;
                     f.new_space = Some((m, w_out));
                     f.cuts.push((1, w_out, vec![]));
                     if ins.get(2).copied().flatten().is_some() {
@@ -475,6 +586,7 @@ impl Analysis {
                         "input channels mismatch"
                     );
                     f.cuts.push((1, k_axis, l.segs.clone()));
+                    f.consumer = Some((l.segs.clone(), b.dims[n_axis] as usize));
                 }
                 let n = b.dims[n_axis];
                 if let Some(c) = ins.get(2).copied().flatten() {
@@ -512,6 +624,7 @@ impl Analysis {
                             "input channels mismatch"
                         );
                         f.cuts.push((1, 0, l.segs.clone()));
+                        f.consumer = Some((l.segs.clone(), b.dims[1] as usize));
                         Some(l.rank)
                     }
                     None => ins[0].and_then(|a| g.known_rank(a)),
@@ -873,8 +986,336 @@ pub(crate) fn take(values: &[f32], dims: &[i64], axis: usize, idx: &[usize]) -> 
     out
 }
 
+/// Least-squares refit of the layers after pruned ones (see the module doc).
+mod refit {
+    use super::Layer;
+    use crate::calibrate::Calibration;
+    use crate::ir::{Graph, Model, NodeId, Patch, Tensor};
+    use crate::runtime;
+    use anyhow::{bail, ensure, Context, Result};
+    use faer::linalg::solvers::Solve;
+    use faer::{Mat, Side};
+    use serde_json::json;
+
+    /// Rows kept for one fit (output positions over all samples), taken
+    /// evenly: enough to fit a layer, bounded in time and memory.
+    const MAX_ROWS: usize = 8192;
+
+    /// The fit problem of one layer: features A (rows × d), targets Y
+    /// (rows × m), the current weights W0 (d × m) that the ridge pulls toward.
+    struct Problem {
+        a: Mat<f64>,
+        y: Mat<f64>,
+        w0: Mat<f64>,
+    }
+
+    /// Refits each layer in `layers` (in graph order) so that, on `data`, its
+    /// output in `model` reproduces its output in `teacher` (the unpruned
+    /// model), restricted to the output channels it keeps. Returns one report
+    /// entry per layer.
+    pub(super) fn refit(
+        teacher: &Model,
+        model: &mut Model,
+        data: &Calibration,
+        layers: &[Layer],
+        ridge: f64,
+    ) -> Result<Vec<serde_json::Value>> {
+        let outputs: Vec<String> = layers
+            .iter()
+            .map(|l| {
+                teacher
+                    .graph
+                    .outlet_name(crate::ir::Outlet::new(l.node, 0))
+                    .to_string()
+            })
+            .collect();
+        let targets = data
+            .capture(teacher, &outputs)
+            .context("capturing the unpruned model's layer outputs")?;
+        let mut report = vec![];
+        for (layer, target) in layers.iter().zip(&targets) {
+            let g = &model.graph;
+            let label = g.node(layer.node).label();
+            let x_name = g
+                .outlet_name(g.input(layer.node, 0).context("no input")?)
+                .to_string();
+            let inputs = data
+                .capture(model, std::slice::from_ref(&x_name))
+                .with_context(|| format!("node {label}: capturing its input"))?;
+            let problem = match problem(g, layer, &inputs[0], target) {
+                Ok(p) => p,
+                Err(e) => {
+                    report.push(
+                        json!({ "layer": label, "refit": false, "reason": format!("{e:#}") }),
+                    );
+                    continue;
+                }
+            };
+            let w =
+                solve(&problem, ridge).with_context(|| format!("node {label}: least squares"))?;
+            let err = |w: &Mat<f64>| {
+                let r = &problem.a * w - &problem.y;
+                r.norm_l2() / problem.y.norm_l2().max(f64::MIN_POSITIVE)
+            };
+            let (before, after) = (err(&problem.w0), err(&w));
+            if !(after.is_finite() && after < before) {
+                report.push(json!({ "layer": label, "refit": false,
+                    "reason": "the fit is no better than the pruned weights", "rel_err": before }));
+                continue;
+            }
+            let patch = write(g, layer, &w)?;
+            patch.apply(&mut model.graph)?;
+            report.push(json!({
+                "layer": label,
+                "refit": true,
+                "rows": problem.a.nrows(),
+                "features": problem.a.ncols(),
+                "rel_err_before": before,
+                "rel_err_after": after,
+            }));
+        }
+        Ok(report)
+    }
+
+    /// (G + λI)·W = Aᵀ·Y + λ·W0, G = AᵀA, λ = ridge · trace(G) / d.
+    fn solve(p: &Problem, ridge: f64) -> Result<Mat<f64>> {
+        let at = p.a.transpose();
+        let mut gram = at * &p.a;
+        let d = gram.nrows();
+        let trace: f64 = (0..d).map(|i| gram[(i, i)]).sum();
+        let lambda = (ridge * trace / d.max(1) as f64).max(1e-12);
+        for i in 0..d {
+            gram[(i, i)] += lambda;
+        }
+        let mut rhs = at * &p.y;
+        for j in 0..rhs.ncols() {
+            for i in 0..d {
+                rhs[(i, j)] += lambda * p.w0[(i, j)];
+            }
+        }
+        let llt = gram
+            .llt(Side::Lower)
+            .map_err(|e| anyhow::anyhow!("not positive definite: {e:?}"))?;
+        Ok(llt.solve(&rhs))
+    }
+
+    fn f32s(g: &Graph, node: NodeId, slot: usize) -> Result<Option<(Vec<i64>, Vec<f32>)>> {
+        let Some(o) = g.input(node, slot) else {
+            return Ok(None);
+        };
+        let t = g.const_tensor(o).context("weights are not constant")?;
+        Ok(Some((t.dims.clone(), t.to_f32()?)))
+    }
+
+    /// Rows `0, step, 2·step, …` of `total`, at most MAX_ROWS.
+    fn rows(total: usize) -> Vec<usize> {
+        let step = total.div_ceil(MAX_ROWS).max(1);
+        (0..total).step_by(step).collect()
+    }
+
+    fn problem(
+        g: &Graph,
+        layer: &Layer,
+        inputs: &[runtime::Tensor],
+        targets: &[runtime::Tensor],
+    ) -> Result<Problem> {
+        let op = g.op(layer.node).expect("an operator");
+        let (wd, w) = f32s(g, layer.node, 1)?.context("no weight")?;
+        let bias = f32s(g, layer.node, 2)?;
+        let keep = &layer.kept_out;
+        match op.op_type.as_str() {
+            "Conv" => {
+                ensure!(wd.len() == 4, "only 2-D convolutions are refitted");
+                let auto = op.attr("auto_pad").map(|a| format!("{:?}", a.value));
+                ensure!(
+                    auto.is_none_or(|s| s.contains("NOTSET")),
+                    "auto_pad is not refitted"
+                );
+                let (m, c, kh, kw) = (
+                    wd[0] as usize,
+                    wd[1] as usize,
+                    wd[2] as usize,
+                    wd[3] as usize,
+                );
+                let pads = op.attr_ints("pads").map_or(vec![0; 4], <[i64]>::to_vec);
+                let st = op.attr_ints("strides").map_or(vec![1; 2], <[i64]>::to_vec);
+                let dl = op
+                    .attr_ints("dilations")
+                    .map_or(vec![1; 2], <[i64]>::to_vec);
+                ensure!(
+                    pads.len() == 4 && st.len() == 2 && dl.len() == 2,
+                    "unexpected attributes"
+                );
+                let nb = usize::from(bias.is_some());
+                let d = c * kh * kw + nb;
+                // Positions (sample, n, oh, ow) over all samples.
+                let mut pos = vec![];
+                for (s, (x, y)) in inputs.iter().zip(targets).enumerate() {
+                    let (xs, ys) = (x.shape(), y.shape());
+                    ensure!(
+                        xs.len() == 4 && ys.len() == 4 && xs[1] == c,
+                        "unexpected shapes"
+                    );
+                    for n in 0..ys[0] {
+                        for oh in 0..ys[2] {
+                            for ow in 0..ys[3] {
+                                pos.push((s, n, oh, ow));
+                            }
+                        }
+                    }
+                }
+                let pick = rows(pos.len());
+                let xv: Vec<Vec<f32>> = inputs
+                    .iter()
+                    .map(|t| t.to_f32_vec())
+                    .collect::<Result<_>>()?;
+                let yv: Vec<Vec<f32>> = targets
+                    .iter()
+                    .map(|t| t.to_f32_vec())
+                    .collect::<Result<_>>()?;
+                let mut a = Mat::<f64>::zeros(pick.len(), d);
+                let mut yt = Mat::<f64>::zeros(pick.len(), keep.len());
+                for (r, &p) in pick.iter().enumerate() {
+                    let (s, n, oh, ow) = pos[p];
+                    let (xs, ys) = (inputs[s].shape(), targets[s].shape());
+                    let (h, wi) = (xs[2] as i64, xs[3] as i64);
+                    for ci in 0..c {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let ih = oh as i64 * st[0] - pads[0] + i as i64 * dl[0];
+                                let iw = ow as i64 * st[1] - pads[1] + j as i64 * dl[1];
+                                if ih >= 0 && ih < h && iw >= 0 && iw < wi {
+                                    let at = ((n * xs[1] + ci) * xs[2] + ih as usize) * xs[3]
+                                        + iw as usize;
+                                    a[(r, (ci * kh + i) * kw + j)] = f64::from(xv[s][at]);
+                                }
+                            }
+                        }
+                    }
+                    if nb == 1 {
+                        a[(r, d - 1)] = 1.0;
+                    }
+                    for (k, &o) in keep.iter().enumerate() {
+                        let at = ((n * ys[1] + o) * ys[2] + oh) * ys[3] + ow;
+                        yt[(r, k)] = f64::from(yv[s][at]);
+                    }
+                }
+                let per = c * kh * kw;
+                let w0 = Mat::from_fn(d, m, |f, mo| {
+                    if f < per {
+                        f64::from(w[mo * per + f])
+                    } else {
+                        f64::from(bias.as_ref().expect("nb = 1").1[mo])
+                    }
+                });
+                Ok(Problem { a, y: yt, w0 })
+            }
+            "Gemm" | "MatMul" => {
+                let gemm = op.op_type == "Gemm";
+                let trans_b = gemm && op.attr_int("transB", 0) != 0;
+                if gemm {
+                    ensure!(
+                        op.attr_float("alpha", 1.0) == 1.0 && op.attr_float("beta", 1.0) == 1.0,
+                        "alpha or beta is not 1"
+                    );
+                }
+                let (k, m) = if trans_b {
+                    (wd[1] as usize, wd[0] as usize)
+                } else {
+                    (wd[0] as usize, wd[1] as usize)
+                };
+                let bias = if gemm { bias } else { None };
+                if let Some((bd, _)) = &bias {
+                    ensure!(
+                        bd.iter().product::<i64>() as usize == m,
+                        "C is not one value per column"
+                    );
+                }
+                let nb = usize::from(bias.is_some());
+                let d = k + nb;
+                let mut pos = vec![];
+                for (s, (x, y)) in inputs.iter().zip(targets).enumerate() {
+                    ensure!(x.shape().last() == Some(&k), "unexpected shapes");
+                    let n = x.shape().iter().product::<usize>() / k.max(1);
+                    ensure!(
+                        y.shape().iter().product::<usize>() / n.max(1)
+                            == *y.shape().last().unwrap_or(&0),
+                        "unexpected shapes"
+                    );
+                    pos.extend((0..n).map(|r| (s, r)));
+                }
+                let pick = rows(pos.len());
+                let xv: Vec<Vec<f32>> = inputs
+                    .iter()
+                    .map(|t| t.to_f32_vec())
+                    .collect::<Result<_>>()?;
+                let yv: Vec<Vec<f32>> = targets
+                    .iter()
+                    .map(|t| t.to_f32_vec())
+                    .collect::<Result<_>>()?;
+                let mut a = Mat::<f64>::zeros(pick.len(), d);
+                let mut yt = Mat::<f64>::zeros(pick.len(), keep.len());
+                for (r, &p) in pick.iter().enumerate() {
+                    let (s, row) = pos[p];
+                    let ycols = *targets[s].shape().last().expect("rank checked");
+                    for f in 0..k {
+                        a[(r, f)] = f64::from(xv[s][row * k + f]);
+                    }
+                    if nb == 1 {
+                        a[(r, d - 1)] = 1.0;
+                    }
+                    for (j, &o) in keep.iter().enumerate() {
+                        yt[(r, j)] = f64::from(yv[s][row * ycols + o]);
+                    }
+                }
+                let w0 = Mat::from_fn(d, m, |f, mo| {
+                    if f < k {
+                        f64::from(if trans_b {
+                            w[mo * k + f]
+                        } else {
+                            w[f * m + mo]
+                        })
+                    } else {
+                        f64::from(bias.as_ref().expect("nb = 1").1[mo])
+                    }
+                });
+                Ok(Problem { a, y: yt, w0 })
+            }
+            other => bail!("{other} is not refitted"),
+        }
+    }
+
+    /// The patch writing the fitted weights (and bias) back in the layer's layout.
+    fn write(g: &Graph, layer: &Layer, w: &Mat<f64>) -> Result<Patch> {
+        let op = g.op(layer.node).expect("an operator");
+        let (wd, _) = f32s(g, layer.node, 1)?.context("no weight")?;
+        let bias = if op.op_type == "MatMul" {
+            None
+        } else {
+            f32s(g, layer.node, 2)?
+        };
+        let m = w.ncols();
+        let d = w.nrows() - usize::from(bias.is_some());
+        let values: Vec<f32> = match op.op_type.as_str() {
+            "Gemm" if op.attr_int("transB", 0) == 0 => {
+                (0..d * m).map(|i| w[(i / m, i % m)] as f32).collect()
+            }
+            "MatMul" => (0..d * m).map(|i| w[(i / m, i % m)] as f32).collect(),
+            // Conv [M, C, kh, kw] and Gemm transB [N, K]: row o is column o of w.
+            _ => (0..d * m).map(|i| w[(i % d, i / d)] as f32).collect(),
+        };
+        let mut patch = Patch::new("prune-channels refit");
+        super::replace_input(g, &mut patch, layer.node, 1, Tensor::from_f32(wd, &values));
+        if let Some((bd, _)) = bias {
+            let b: Vec<f32> = (0..m).map(|o| w[(d, o)] as f32).collect();
+            super::replace_input(g, &mut patch, layer.node, 2, Tensor::from_f32(bd, &b));
+        }
+        Ok(patch)
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use crate::ir::build::ModelBuilder;
     use crate::ir::{Attribute, DataType, Model, NodeId, Outlet, Tensor};
     use crate::passes::fuse_bn::tests::{init, values};
@@ -894,7 +1335,7 @@ mod tests {
 
     /// Residual Add through a depthwise Conv, BatchNorm, a per-channel Mul,
     /// a Concat of two groups, a last Conv reaching the graph output.
-    fn tied() -> Model {
+    pub(super) fn tied() -> Model {
         let mut b = ModelBuilder::new(13);
         let x = b.input("x", DataType::FLOAT, &[1, 4, 8, 8]);
         let a = conv(&mut b, x, ("wa", &[8, 4, 3, 3]), 1, "a");
@@ -1063,5 +1504,41 @@ mod tests {
             let msg = format!("{err:#}");
             assert!(msg.contains(want), "{passes}: {msg}");
         }
+    }
+}
+
+#[cfg(test)]
+mod refit_tests {
+    use crate::calibrate::Calibration;
+    use crate::passes::testing::max_rel_err;
+    use crate::pipeline::{PassContext, Pipeline};
+    use crate::runtime::InputShapes;
+
+    #[test]
+    fn refit_brings_outputs_closer_to_the_unpruned_model() {
+        let model = super::tests::tied();
+        // The samples max_rel_err compares on (seeds 0, 1, 2), as if given by --inputs.
+        let mut data = Calibration::load(&model, &InputShapes::new(), None, 0, 3).unwrap();
+        data.random = false;
+        let cx = PassContext { data: Some(data) };
+        let run = |passes: &str, cx: &PassContext| {
+            let mut m = model.clone();
+            let r = Pipeline::parse(passes)
+                .unwrap()
+                .run(&mut m, cx, &mut |_| {})
+                .unwrap();
+            (m, r[0].details.clone())
+        };
+        let passes = "prune-channels{ratio=0.5,min-channels=4}";
+        let (plain, d) = run(passes, &PassContext::default());
+        assert_eq!(d["refit"], false);
+        assert!(
+            d["refit_reason"].as_str().unwrap().contains("no --inputs"),
+            "{d}"
+        );
+        let (refit, d) = run(passes, &cx);
+        assert_eq!(d["refit"], true, "{d}");
+        let (e0, e1) = (max_rel_err(&model, &plain), max_rel_err(&model, &refit));
+        assert!(e1 < e0, "refit {e1:e} vs unrefitted {e0:e}");
     }
 }
