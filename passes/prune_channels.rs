@@ -1029,9 +1029,9 @@ mod refit {
                     .to_string()
             })
             .collect();
-        let targets = data
-            .capture(teacher, &outputs)
-            .context("capturing the unpruned model's layer outputs")?;
+        let targets = data.capture(teacher, &outputs).context(
+            "capturing the unpruned model's layer outputs (refit=false prunes without refitting)",
+        )?;
         // faer uses rayon's current pool: one thread keeps every sum in one
         // order, so the bytes do not depend on the machine's core count.
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
