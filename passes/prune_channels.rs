@@ -1046,6 +1046,15 @@ mod refit {
                 .capture(model, std::slice::from_ref(&x_name))
                 .with_context(|| format!("node {label}: capturing its input"))?;
             let problem = match problem(g, layer, &inputs[0], target) {
+                Ok(p) if p.a.nrows() < 2 * p.a.ncols() => {
+                    let why = format!(
+                        "{} data rows for {} weights per output: too few to fit (give more --inputs samples)",
+                        p.a.nrows(),
+                        p.a.ncols()
+                    );
+                    report.push(json!({ "layer": label, "refit": false, "reason": why }));
+                    continue;
+                }
                 Ok(p) => p,
                 Err(e) => {
                     report.push(
