@@ -41,8 +41,9 @@
 //! ‖A·W − Y‖² + λ‖W − W₀‖², where A is its input in the pruned model so far
 //! (im2col patches for a Conv), Y its output in the original model (the
 //! teacher) on the output channels it keeps, W₀ its pruned weights and
-//! λ = `ridge`·trace(AᵀA)/d. A fit that is no better than W₀ on the data is
-//! not kept. Without `--inputs` (or with `refit=false`) the result is
+//! λ = `ridge`·trace(AᵀA)/d. A layer with fewer than twice as many data
+//! rows as weights per output is not refitted, nor kept when the fit is no
+//! better than W₀ on the data. Without `--inputs` (or with `refit=false`) the result is
 //! unrefitted and the report says so. The errors the report gives for each
 //! refit are measured on the calibration data itself; judge the model on
 //! held-out data (`--verify-inputs`).
