@@ -307,6 +307,29 @@ fn a_model_tract_cannot_run_is_still_rewritten_and_says_so() {
         .contains("tract cannot run this model"));
 }
 
+/// A pass that fits to data still runs, without data, on a model tract
+/// cannot run when no --inputs were given (they would be random anyway).
+#[test]
+fn data_passes_run_without_data_when_tract_cannot_run_the_model() {
+    require_suite();
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("vad.onnx"), dir.path().join("r.json"));
+    let input = model_path("silero-vad");
+    let o = onnx_opt(&[
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--passes",
+        "prune-channels",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("passes that fit to data run without it"));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["passes"][0]["details"]["refit"], false);
+}
+
 #[test]
 fn verification_over_tolerance_exits_2_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
