@@ -324,10 +324,16 @@ struct Analysis {
 /// What following one node yields: its output layouts and the cuts it needs.
 #[derive(Default)]
 struct Follow {
+    /// (output slot, layout); the segments are filled in when the node
+    /// starts a new space.
     outputs: Vec<(usize, Layout)>,
+    /// (input slot, axis, spaces side by side); no spaces = the new space.
     cuts: Vec<(usize, usize, Vec<usize>)>,
+    /// Layouts whose spaces are tied, segment by segment.
     unions: Vec<(Vec<usize>, Vec<usize>)>,
+    /// The node starts a space: (channels, output-channel axis of its weight).
     new_space: Option<(usize, usize)>,
+    /// A depthwise Conv: its `group` follows these spaces.
     group: Option<Vec<usize>>,
     /// Input spaces and output channel count of a layer reading channels.
     consumer: Option<(Vec<usize>, usize)>,
