@@ -21,6 +21,8 @@ mod fuse_slice;
 mod fuse_transpose;
 pub(crate) mod infer_shapes;
 mod lift_constants;
+mod prune;
+mod prune_channels;
 mod svd;
 
 pub use lift_constants::constant_value;
@@ -85,6 +87,8 @@ pub const PASSES: &[PassInfo] = &[
     fuse_transpose::INFO,
     infer_shapes::INFO,
     lift_constants::INFO,
+    prune::INFO,
+    prune_channels::INFO,
     svd::INFO,
 ];
 

@@ -40,6 +40,22 @@ pub fn check(name: &str, model: &Model, passes: &str) -> Model {
         err <= 1e-5,
         "{name}: {passes} changed outputs: max_rel_err {err:e}"
     );
+    snapshot(name, model, &after, passes);
+    after
+}
+
+/// For passes that are not exact (pruning): runs `passes`, asserts the
+/// result still loads and runs in tract with finite outputs, pins the diff
+/// as snapshot `name`, and returns the rewritten model and its max_rel_err.
+pub fn check_inexact(name: &str, model: &Model, passes: &str) -> (Model, f64) {
+    let after = rewrite(model, passes);
+    let err = max_rel_err(model, &after);
+    assert!(err.is_finite(), "{name}: {passes} gave non-finite outputs");
+    snapshot(name, model, &after, passes);
+    (after, err)
+}
+
+fn snapshot(name: &str, model: &Model, after: &Model, passes: &str) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots");
     insta::with_settings!({
         snapshot_path => path,
@@ -47,7 +63,6 @@ pub fn check(name: &str, model: &Model, passes: &str) -> Model {
         description => format!("{passes} on {name}"),
         omit_expression => true,
     }, {
-        insta::assert_snapshot!(name, model_diff(model, &after));
+        insta::assert_snapshot!(name, model_diff(model, after));
     });
-    after
 }

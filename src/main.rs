@@ -204,24 +204,38 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     let data_use = pipeline.data_use();
     if data_use == DataUse::Required || (data_use == DataUse::IfGiven && args.inputs.is_some()) {
         progress.set_message("loading calibration data");
-        let data = Calibration::load(
+        let loaded = Calibration::load(
             &model,
             &shapes,
             args.inputs.as_deref(),
             args.seed,
             args.samples,
         )
-        .context("calibration data")?;
-        if data.random {
-            progress.suspend(|| {
-                eprintln!(
+        .context("calibration data");
+        // Without --inputs the data would be random samples: when tract
+        // cannot even run the model, the passes run without data (each says
+        // what it did without it) rather than not at all.
+        let data = match loaded {
+            Err(e) if args.inputs.is_none() => {
+                progress.suspend(|| {
+                    eprintln!("warning: passes that fit to data run without it: {e:#}")
+                });
+                None
+            }
+            other => Some(other?),
+        };
+        if let Some(data) = data {
+            if data.random {
+                progress.suspend(|| {
+                    eprintln!(
                     "warning: no --inputs given: passes that fit to data calibrate on {} random \
                      samples, which say little about real inputs; give real data with --inputs",
                     data.samples.len()
                 )
-            });
+                });
+            }
+            cx.data = Some(data);
         }
-        cx.data = Some(data);
     }
     let passes = pipeline.run(&mut model, &cx, &mut |name| {
         progress.set_message(format!("pass {name}"))

@@ -307,6 +307,30 @@ fn a_model_tract_cannot_run_is_still_rewritten_and_says_so() {
         .contains("tract cannot run this model"));
 }
 
+/// A pass that fits to data when given some (prune-channels) runs from the
+/// weights alone without --inputs, never on random samples, so a model tract
+/// cannot run is no obstacle.
+#[test]
+fn data_passes_run_without_data_when_none_is_given() {
+    require_suite();
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("vad.onnx"), dir.path().join("r.json"));
+    let input = model_path("silero-vad");
+    let o = onnx_opt(&[
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--passes",
+        "prune-channels",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("random"), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["passes"][0]["details"]["refit"], false);
+}
+
 #[test]
 fn verification_over_tolerance_exits_2_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();

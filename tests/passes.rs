@@ -36,6 +36,8 @@ const SNAPSHOT_ROWS: &[(&str, &str, &str)] = &[
     ("mlp", "", "fuse"),
     ("transformer", "", "fuse"),
     ("subgraph", "", "fuse"),
+    ("cnn", "fuse", "prune-channels{ratio=0.5}"),
+    ("mlp", "fuse", "prune-channels{ratio=0.5}"),
 ];
 
 #[test]
@@ -226,4 +228,57 @@ fn lifting_exposes_every_ppocr_weight() {
         "weights now initializers: {:?}",
         m.stats()
     );
+}
+
+/// Channel pruning shrinks the models it can follow, keeps them running in
+/// tract with finite outputs, and reports what it left alone.
+#[test]
+fn channel_pruning_shrinks_and_runs() {
+    require_suite();
+    let rows = [
+        ("cnn", vec![], "prune-channels{ratio=0.5}"),
+        ("mlp", vec![], "prune-channels{ratio=0.5}"),
+        (
+            "ppocr-det",
+            shapes_of("ppocr-det"),
+            "prune-channels{ratio=0.3}",
+        ),
+        (
+            "ppocr-rec",
+            shapes_of("ppocr-rec"),
+            "prune-channels{ratio=0.3}",
+        ),
+    ];
+    for (name, shapes, passes) in rows {
+        let mut before = load(name);
+        run(&mut before, "fuse");
+        let mut after = before.clone();
+        let report = onnx_opt::pipeline::Pipeline::parse(passes)
+            .unwrap()
+            .run(&mut after, &Default::default(), &mut |_| {})
+            .unwrap();
+        let d = &report[0].details;
+        let (c0, c1) = (
+            d["channels_before"].as_u64().unwrap(),
+            d["channels_after"].as_u64().unwrap(),
+        );
+        assert!(d["groups_pruned"].as_u64().unwrap() > 0, "{name}: {d}");
+        assert!(c1 < c0, "{name}: {c0} -> {c1}");
+        assert!(
+            after.stats().params < before.stats().params * 3 / 4,
+            "{name}: {:?} -> {:?}",
+            before.stats(),
+            after.stats()
+        );
+        let err = max_rel_err(name, &shapes, &before, &after);
+        assert!(err.is_finite(), "{name}: max_rel_err {err}");
+    }
+}
+
+fn shapes_of(name: &str) -> Vec<String> {
+    suite()
+        .into_iter()
+        .find(|s| s.0 == name)
+        .expect("in the suite")
+        .2
 }
