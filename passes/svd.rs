@@ -19,13 +19,16 @@
 //!                                   y = Conv(t, B[O,r,1,1], b)
 //! ```
 //!
-//! **Data-aware fit:** with `--inputs`, a MatMul/Gemm layer is fitted to its
-//! *outputs* on that data rather than to its weights: with the layer's inputs
-//! `X` (captured in tract), the factors are `A = W·V_r`, `B = V_rᵀ` with `V`
-//! the right singular vectors of `X·W`, which is the rank-r map closest to
-//! `W` on that data (directions the data never excites cost nothing). The
-//! energy and error are then those of the outputs. Conv layers are always
-//! fitted to their weights.
+//! **Data-aware fit:** with `--inputs`, a layer is fitted to its *outputs*
+//! on that data rather than to its weights: with the layer's inputs `X`
+//! (captured in tract; for a Conv, its input windows), the factors are
+//! `A = W·V_r`, `B = V_rᵀ` with `V` the right singular vectors of `X·W` (plus
+//! a small ridge), the rank-r map closest to `W` on that data: directions the
+//! data never excites cost nothing. The rank then follows the energy of the
+//! outputs' variation, and the reported error is the outputs'. A layer with
+//! fewer rows of data than inputs K, a grouped Conv, and a Conv with
+//! `auto_pad` or more than 2 spatial dims are fitted to their weights, and
+//! the report says so.
 //!
 //! **Which layers:** f32 weights stored as initializers (or `Constant`
 //! nodes, lifted first), of at least `min-params` weights, in the main
@@ -95,7 +98,7 @@ pub const INFO: PassInfo = PassInfo {
         OptionInfo {
             name: "fit",
             default: "auto",
-            help: "auto: fit MatMul/Gemm to their outputs on --inputs when given; weights: never",
+            help: "auto: fit each layer to its outputs on --inputs when given; weights: never",
         },
     ],
     build,

@@ -134,7 +134,7 @@ fn list_passes() -> Result<ExitCode> {
         };
         println!("{:<16} [{kind}] {}", p.name, p.summary);
         for o in p.options {
-            println!("    {}={:<10} {}", o.name, o.default, o.help);
+            println!("    {:<28} {}", format!("{}={}", o.name, o.default), o.help);
         }
     }
     Ok(ExitCode::SUCCESS)
