@@ -157,7 +157,7 @@ mod tests {
     use crate::ir::build::ModelBuilder;
     use crate::ir::{Attribute, DataType, Model, Tensor};
     use crate::passes::fuse_bn::tests::{init, values};
-    use crate::passes::testing::check;
+    use crate::passes::testing::{check, op_types as ops};
 
     #[test]
     fn broadcasting_is_exact() {
@@ -191,15 +191,6 @@ mod tests {
         let z = b.op(op, &ins, vec![], "z");
         b.output(z, DataType::FLOAT);
         b.build().unwrap()
-    }
-
-    fn ops(m: &Model) -> Vec<String> {
-        let g = &m.graph;
-        g.op_order()
-            .unwrap()
-            .into_iter()
-            .map(|id| g.op(id).unwrap().op_type.clone())
-            .collect()
     }
 
     #[test]

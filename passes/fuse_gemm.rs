@@ -103,16 +103,7 @@ mod tests {
     use crate::ir::build::ModelBuilder;
     use crate::ir::{DataType, Model};
     use crate::passes::fuse_bn::tests::init;
-    use crate::passes::testing::{check, rewrite};
-
-    fn ops(m: &Model) -> Vec<String> {
-        let g = &m.graph;
-        g.op_order()
-            .unwrap()
-            .into_iter()
-            .map(|id| g.op(id).unwrap().op_type.clone())
-            .collect()
-    }
+    use crate::passes::testing::{check, op_types as ops, rewrite};
 
     /// MatMul(x, w) + b, with x of `x_dims` (through an Identity, rank
     /// unknown, when `hide_rank`).

@@ -888,7 +888,7 @@ mod tests {
     use crate::ir::build::ModelBuilder;
     use crate::ir::{Attribute, DataType, Model, Tensor};
     use crate::passes::fuse_bn::tests::{init, values};
-    use crate::passes::testing::{check, max_rel_err, rewrite};
+    use crate::passes::testing::{check, max_rel_err, op_types as ops, rewrite};
     use crate::pipeline::Pipeline;
 
     /// Options that split an exactly rank-4 weight at rank 4 (the rest of
@@ -904,15 +904,6 @@ mod tests {
                 let (i, j) = (at / cols, at % cols);
                 (0..4).map(|t| u[i * 4 + t] * v[j * 4 + t]).sum()
             })
-            .collect()
-    }
-
-    fn ops(m: &Model) -> Vec<String> {
-        let g = &m.graph;
-        g.op_order()
-            .unwrap()
-            .into_iter()
-            .map(|id| g.op(id).unwrap().op_type.clone())
             .collect()
     }
 

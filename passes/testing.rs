@@ -7,6 +7,16 @@ use crate::ir::{diff::model_diff, Model};
 use crate::pipeline::Pipeline;
 use crate::runtime::{self, InputShapes, Sample};
 
+/// The operator types of the main graph, in execution order.
+pub fn op_types(m: &Model) -> Vec<String> {
+    let g = &m.graph;
+    g.op_order()
+        .unwrap()
+        .into_iter()
+        .map(|id| g.op(id).unwrap().op_type.clone())
+        .collect()
+}
+
 /// Runs `passes` on a copy of `model`.
 pub fn rewrite(model: &Model, passes: &str) -> Model {
     let mut out = model.clone();

@@ -289,15 +289,7 @@ mod tests {
 
     /// Every model the repo has.
     fn model_files() -> Vec<std::path::PathBuf> {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-        let mut files: Vec<_> = ["", "cache"]
-            .iter()
-            .filter_map(|d| std::fs::read_dir(root.join(d)).ok())
-            .flatten()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
-            .collect();
-        files.sort();
+        let files = crate::onnx::tests::suite_files();
         assert!(!files.is_empty(), "no models found under models/");
         files
     }

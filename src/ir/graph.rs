@@ -640,15 +640,7 @@ mod tests {
     /// that reuse node indices.
     #[test]
     fn topo_order_shortcut_agrees_with_the_heap() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-        let mut files: Vec<_> = ["", "cache"]
-            .iter()
-            .filter_map(|d| std::fs::read_dir(root.join(d)).ok())
-            .flatten()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
-            .collect();
-        files.sort();
+        let files = crate::onnx::tests::suite_files();
         assert!(!files.is_empty(), "no models found under models/");
         let same = |m: &crate::ir::Model| {
             m.graph.visit_graphs(&mut |g| {

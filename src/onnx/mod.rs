@@ -213,4 +213,4 @@ pub fn decode_proto(bytes: &[u8]) -> Result<proto::ModelProto> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -2,7 +2,7 @@ use super::*;
 use crate::ir::verify::verify;
 
 /// Every model the repo has: generated ones, and the real-model suite once fetched.
-fn suite_files() -> Vec<PathBuf> {
+pub(crate) fn suite_files() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let mut files: Vec<PathBuf> = ["", "cache"]
         .iter()
