@@ -15,18 +15,25 @@ pub fn load(
     shapes: &InputShapes,
     extra_outputs: &[String],
 ) -> Result<runtime::Model> {
-    let bytes = crate::onnx::encode(&for_tract(model))?;
+    let bytes = crate::onnx::encode(&for_tract(model)?)?;
     runtime::Model::load(&bytes, shapes, extra_outputs)
 }
 
 /// ONNX allows several nodes of one name (silero's openvino export has 98
-/// `F0::anon`); tract does not, so duplicates get a `#k` suffix. Only the
-/// copy handed to tract changes.
-fn for_tract(model: &Model) -> Model {
+/// `F0::anon`); tract does not, so duplicates get a `#k` suffix. tract does
+/// not read sparse initializers: they go to it dense. Only the copy handed
+/// to tract changes.
+fn for_tract(model: &Model) -> Result<Model> {
     let mut m = model.clone();
     let mut seen = HashSet::new();
-    let _ = m.graph.visit_graphs_mut(&mut |g| {
+    m.graph.visit_graphs_mut(&mut |g| {
         let ids: Vec<NodeId> = g.node_ids().collect();
+        for &id in &ids {
+            if let NodeKind::SparseInitializer(sparse) = &g.node(id).kind {
+                let dense = crate::onnx::densify(sparse)?;
+                g.node_mut(id).kind = NodeKind::Initializer(dense);
+            }
+        }
         for id in ids {
             if let Some(name) = g.node_mut(id).name.as_mut().filter(|n| !n.is_empty()) {
                 let base = name.clone();
@@ -38,8 +45,8 @@ fn for_tract(model: &Model) -> Model {
             }
         }
         Ok(())
-    });
-    m
+    })?;
+    Ok(m)
 }
 
 /// Evaluates one operator of `g` whose inputs are the given constants (one

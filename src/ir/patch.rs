@@ -75,6 +75,23 @@ impl Patch {
         }
     }
 
+    /// Adds a sparse initializer (see `onnx::sparse_from_dense`) named
+    /// (uniquely) after `name`.
+    pub fn add_sparse_const(&mut self, name: &str, sparse: Opaque) -> Src {
+        self.added.push((
+            Node {
+                name: None,
+                kind: NodeKind::SparseInitializer(sparse),
+                outputs: vec![Value::named(name)],
+            },
+            vec![],
+        ));
+        Src::New {
+            index: self.added.len() - 1,
+            slot: 0,
+        }
+    }
+
     /// Output `slot` of the `index`-th added node.
     pub fn out(index: usize, slot: usize) -> Src {
         Src::New { index, slot }

@@ -95,7 +95,18 @@ pub fn export_graph(g: &Graph, capture_names: &[String]) -> Result<pb::GraphProt
             NodeKind::Initializer(t) => gp
                 .initializer
                 .push(export_tensor(&node.outputs[0].name, t)?),
-            NodeKind::SparseInitializer(o) => gp.sparse_initializer.push(decode_opaque(o)?),
+            NodeKind::SparseInitializer(o) => {
+                // The value's name is the one the graph uses (a patch may
+                // have chosen it); imported tensors already carry it.
+                let mut st: pb::SparseTensorProto = decode_opaque(o)?;
+                let name = &node.outputs[0].name;
+                if let Some(values) = st.values.as_mut() {
+                    if values.name.as_deref() != Some(name.as_str()) {
+                        values.name = Some(name.clone());
+                    }
+                }
+                gp.sparse_initializer.push(st);
+            }
             _ => {}
         }
     }

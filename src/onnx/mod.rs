@@ -7,6 +7,7 @@
 mod export;
 mod external;
 mod import;
+mod sparse;
 #[allow(clippy::all)]
 #[rustfmt::skip]
 pub mod proto;
@@ -18,6 +19,7 @@ use prost::Message;
 use std::path::{Path, PathBuf};
 
 pub use external::ExternalData;
+pub use sparse::{densify, sparse_from_dense};
 
 /// Protobuf cannot encode a message of 2 GiB or more.
 const PROTOBUF_LIMIT: usize = (1 << 31) - 1;
