@@ -70,8 +70,9 @@ pub fn graph_to_text(g: &Graph, depth: usize, out: &mut String) {
         let _ = writeln!(out, "{pad}init {n}: {}", tensor_text(t));
     }
     for id in g.node_ids() {
-        if let NodeKind::SparseInitializer(_) = g.node(id).kind {
-            let _ = writeln!(out, "{pad}sparse-init {}", g.node(id).outputs[0].name);
+        if let NodeKind::SparseInitializer(sparse) = &g.node(id).kind {
+            let name = &g.node(id).outputs[0].name;
+            let _ = writeln!(out, "{pad}sparse-init {name} #{:016x}", sparse.digest());
         }
     }
     // A cyclic graph cannot be ordered; print index order so it can still be shown.
