@@ -202,7 +202,7 @@ pub fn factors(m: MatRef<'_, f64>, v: MatRef<'_, f64>, r: usize) -> (Mat<f64>, M
 /// `z` on the first `r` columns of the orthonormal `v`, without forming the
 /// product: the projection is orthogonal, so the error's square is
 /// ‖z‖² − ‖z·V_r‖². With `z = m` it is the weight error of [`factors`], with
-/// `z = x·m` the output error on `x` (checked against [`relative_error`] in
+/// `z = x·m` the output error on `x` (checked against a direct computation in
 /// the tests).
 pub fn projection_error(z: MatRef<'_, f64>, v: MatRef<'_, f64>, r: usize) -> f64 {
     let total = z.squared_norm_l2();
@@ -213,28 +213,29 @@ pub fn projection_error(z: MatRef<'_, f64>, v: MatRef<'_, f64>, r: usize) -> f64
     ((total - kept).max(0.0) / total).sqrt()
 }
 
-/// ‖x·(m − a·b)‖_F / ‖x·m‖_F: the relative error of the factored layer's
-/// outputs on the rows of `x` (or of the weights, with `x = None`).
-pub fn relative_error(
-    x: Option<MatRef<'_, f64>>,
-    m: MatRef<'_, f64>,
-    a: MatRef<'_, f64>,
-    b: MatRef<'_, f64>,
-) -> f64 {
-    let (reference, approx) = match x {
-        Some(x) => (mul(x, m), mul(mul(x, a).as_ref(), b)),
-        None => (m.to_owned(), mul(a, b)),
-    };
-    let norm = reference.norm_l2();
-    if norm == 0.0 {
-        return 0.0;
-    }
-    (reference - approx).norm_l2() / norm
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ‖x·(m − a·b)‖_F / ‖x·m‖_F computed directly: the relative error of the
+    /// factored layer's outputs on the rows of `x` (or of the weights, with
+    /// `x = None`), which [`projection_error`] must equal.
+    fn relative_error(
+        x: Option<MatRef<'_, f64>>,
+        m: MatRef<'_, f64>,
+        a: MatRef<'_, f64>,
+        b: MatRef<'_, f64>,
+    ) -> f64 {
+        let (reference, approx) = match x {
+            Some(x) => (mul(x, m), mul(mul(x, a).as_ref(), b)),
+            None => (m.to_owned(), mul(a, b)),
+        };
+        let norm = reference.norm_l2();
+        if norm == 0.0 {
+            return 0.0;
+        }
+        (reference - approx).norm_l2() / norm
+    }
 
     /// A K×N matrix with singular values `sigma` (deterministic bases).
     fn with_spectrum(k: usize, n: usize, sigma: &[f64]) -> Mat<f64> {
