@@ -23,6 +23,7 @@ pub(crate) mod infer_shapes;
 mod lift_constants;
 mod prune;
 mod prune_channels;
+mod quant;
 mod svd;
 
 pub use lift_constants::constant_value;
@@ -89,8 +90,32 @@ pub const PASSES: &[PassInfo] = &[
     lift_constants::INFO,
     prune::INFO,
     prune_channels::INFO,
+    quant::INFO,
     svd::INFO,
 ];
 
 #[cfg(test)]
 pub(crate) mod testing;
+
+/// `*` matches any run of characters; otherwise the whole name must match.
+pub(crate) fn name_matches(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    if !name.ends_with(last) {
+        return false;
+    }
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}

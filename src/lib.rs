@@ -14,5 +14,6 @@ pub mod onnx;
 #[path = "../passes/mod.rs"]
 pub mod passes;
 pub mod pipeline;
+pub mod quantize;
 pub mod report;
 pub mod runtime;

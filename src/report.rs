@@ -85,6 +85,20 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// A detail as the summary table shows it: scalars and short values as
+/// they are, per-layer lists and long objects by their size (the JSON
+/// report has them whole).
+fn brief(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    match v {
+        serde_json::Value::Array(items) if text.len() > 60 => {
+            format!("[{} entries, see --report]", items.len())
+        }
+        serde_json::Value::Object(_) if text.len() > 60 => "{…, see --report}".to_string(),
+        _ => text,
+    }
+}
+
 impl Report {
     /// The summary table printed on stdout.
     pub fn table(&self) -> String {
@@ -100,7 +114,8 @@ impl Report {
                 let details = match &p.details {
                     serde_json::Value::Object(m) if !m.is_empty() => m
                         .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
+                        .filter(|(_, v)| !v.is_null())
+                        .map(|(k, v)| format!("{k}={}", brief(v)))
                         .collect::<Vec<_>>()
                         .join(" "),
                     _ => String::new(),

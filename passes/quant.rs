@@ -1,0 +1,709 @@
+//! # quant
+//!
+//! **What:** int8 quantization, `θq = round(θ/Δ)·Δ`, calibrated on data.
+//! Weights of Conv, ConvTranspose, Gemm and MatMul become int8 initializers
+//! with one symmetric scale per output channel (zero point 0, range
+//! [-127, 127]) on the consumer's output-channel axis (Conv 0,
+//! ConvTranspose 1, Gemm 0 with `transB` and 1 without, MatMul the last),
+//! read through `DequantizeLinear`. The activations those layers read (and
+//! the two inputs of a residual Add) get a per-tensor
+//! `QuantizeLinear → DequantizeLinear` pair whose scale comes from
+//! calibration (MinMax, Percentile or Entropy over `--inputs`).
+//!
+//! **Why:** this QDQ form is what TensorRT's explicit quantization and ONNX
+//! Runtime's int8 kernels take: the file is ~4× smaller and int8 layers run
+//! several times faster there. It is lossy: the report gives every layer's
+//! weight error, activation ranges and (with `fallback`) its measured
+//! effect on the model's outputs, and `--verify` measures the model's.
+//!
+//! ```text
+//! y = Conv(x, W[O,I,k,k], b)    →  xq = QuantizeLinear(x, s_x, 0); x' = DequantizeLinear(xq, s_x, 0)
+//!                                  W' = DequantizeLinear(Wq int8[O,I,k,k], s_W[O], 0[O], axis=0)
+//!                                  y = Conv(x', W', b)          (bias stays float)
+//! ```
+//!
+//! **TensorRT's rules, kept by default (`act=s8`):** activations symmetric
+//! int8 (zero point 0, scale = amax/127), weights symmetric per channel,
+//! scales and zero points initializers, bias float, opset ≥ 13 (a model
+//! below is raised first, see `raise-opset`, and the report says so).
+//! `act=u8` gives ONNX Runtime's preferred form instead: asymmetric uint8
+//! activations, with a pair also on each quantized layer's output (after a
+//! following Relu, which a zero point of 0 then absorbs), so that ONNX
+//! Runtime finds complete `DQ → op → Q` groups and runs them as QLinear
+//! kernels rather than in float.
+//!
+//! **Where int8 does not pay:** a layer whose outputs each sum fewer than
+//! `min-k` products (depthwise 3×3: 9) costs more in quantize/dequantize
+//! than int8 saves; it stays float (reported). `fallback=K` measures each
+//! layer's sensitivity (the model's output error with only that layer
+//! quantized, on the calibration samples, in tract) and keeps the K most
+//! sensitive in float.
+//!
+//! BatchNormalization is folded first (`fuse-bn`), weights held in
+//! `Constant` nodes are lifted (`lift-constants`); only the main graph is
+//! quantized. Options: see `onnx-opt passes`.
+
+use crate::calibrate::Calibration;
+use crate::exec;
+use crate::ir::patch::Src;
+use crate::ir::{
+    Attribute, DataType, Graph, Model, NodeId, Operator, Outlet, Patch, Tensor, TensorData,
+    TypeKind,
+};
+use crate::passes::{name_matches, DataUse, PassInfo};
+use crate::pipeline::{OptionInfo, Options, Pass, PassContext, Pipeline};
+use crate::quantize::{self, Grid, Method};
+use anyhow::{bail, ensure, Context, Result};
+use rayon::prelude::*;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+pub const INFO: PassInfo = PassInfo {
+    name: "quant",
+    summary: "int8 quantization (QDQ for TensorRT / ONNX Runtime), calibrated on --inputs",
+    exact: false,
+    data: DataUse::Required,
+    options: &[
+        OptionInfo {
+            name: "act",
+            default: "s8",
+            help: "activations: s8 (symmetric, TensorRT) or u8 (asymmetric, ONNX Runtime; also quantizes layer outputs)",
+        },
+        OptionInfo {
+            name: "method",
+            default: "minmax",
+            help: "activation ranges: minmax, percentile or entropy (KL)",
+        },
+        OptionInfo {
+            name: "percentile",
+            default: "99.999",
+            help: "for method=percentile: clip |x| at this percentile of the calibration values",
+        },
+        OptionInfo {
+            name: "bits",
+            default: "8",
+            help: "weight bits, 2..=8 (stored in int8); activations are 8-bit",
+        },
+        OptionInfo {
+            name: "per-channel",
+            default: "true",
+            help: "one weight scale per output channel (false: one per tensor)",
+        },
+        OptionInfo {
+            name: "ops",
+            default: "Conv|ConvTranspose|Gemm|MatMul",
+            help: "operator types to quantize",
+        },
+        OptionInfo {
+            name: "add",
+            default: "true",
+            help: "also quantize both inputs of residual Adds fed by a quantized layer",
+        },
+        OptionInfo {
+            name: "exclude",
+            default: "",
+            help: "layers to keep in float: node or weight names, `*` matches any run (a|b*|*c)",
+        },
+        OptionInfo {
+            name: "weight-only",
+            default: "false",
+            help: "quantize weights only (no activation pairs, no calibration)",
+        },
+        OptionInfo {
+            name: "min-k",
+            default: "16",
+            help: "keep in float layers whose outputs each sum fewer products (depthwise 3×3: 9); 0: none",
+        },
+        OptionInfo {
+            name: "fallback",
+            default: "0",
+            help: "measure every layer's sensitivity and keep the K most sensitive in float",
+        },
+    ],
+    build,
+};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Act {
+    S8,
+    U8,
+}
+
+struct Quant {
+    act: Act,
+    method: Method,
+    bits: u32,
+    per_channel: bool,
+    ops: Vec<String>,
+    residual_add: bool,
+    exclude: Vec<String>,
+    weight_only: bool,
+    min_k: usize,
+    fallback: usize,
+    prepare: Pipeline,
+}
+
+fn build(o: &Options) -> Result<Box<dyn Pass>> {
+    let act = match o.get::<String>("act")?.as_str() {
+        "s8" => Act::S8,
+        "u8" => Act::U8,
+        other => bail!("pass 'quant': act={other} must be s8 or u8"),
+    };
+    let method = match o.get::<String>("method")?.as_str() {
+        "minmax" => Method::MinMax,
+        "percentile" => {
+            let p: f64 = o.get("percentile")?;
+            ensure!(
+                p > 50.0 && p <= 100.0,
+                "pass 'quant': percentile={p} must be in (50, 100]"
+            );
+            Method::Percentile(p)
+        }
+        "entropy" => Method::Entropy,
+        other => bail!("pass 'quant': method={other} must be minmax, percentile or entropy"),
+    };
+    let bits: u32 = o.get("bits")?;
+    ensure!(
+        (2..=8).contains(&bits),
+        "pass 'quant': bits={bits} must be in 2..=8"
+    );
+    let ops = o.list("ops")?;
+    for op in &ops {
+        ensure!(
+            ["Conv", "ConvTranspose", "Gemm", "MatMul"].contains(&op.as_str()),
+            "pass 'quant': ops may hold Conv, ConvTranspose, Gemm, MatMul (got {op})"
+        );
+    }
+    Ok(Box::new(Quant {
+        act,
+        method,
+        bits,
+        per_channel: o.get("per-channel")?,
+        ops,
+        residual_add: o.get("add")?,
+        exclude: o.list("exclude")?,
+        weight_only: o.get("weight-only")?,
+        min_k: o.get("min-k")?,
+        fallback: o.get("fallback")?,
+        prepare: Pipeline::parse("lift-constants,fuse-bn,infer-shapes")?,
+    }))
+}
+
+/// A layer to quantize.
+#[derive(Clone, Debug)]
+struct Layer {
+    node: NodeId,
+    name: String,
+    op: String,
+    /// Float activation inputs: (slot, value).
+    acts: Vec<(usize, Outlet)>,
+    /// The constant weight: (slot, value, output-channel axis).
+    weight: Option<(usize, Outlet, usize)>,
+    /// Products summed per output element.
+    k: usize,
+}
+
+/// The activations that get a Q→DQ pair: value name → (value, the inputs
+/// that read the dequantized value instead).
+type ActPlan = BTreeMap<String, (Outlet, Vec<(NodeId, usize)>)>;
+
+impl Pass for Quant {
+    fn run(&self, model: &mut Model, cx: &PassContext) -> Result<serde_json::Value> {
+        self.prepare.run_nested(model, cx)?;
+        let opset = model.opset("").unwrap_or(1);
+        let raised: Option<serde_json::Value> = if opset < 13 {
+            bail!("opset {opset} < 13: raise-opset is not merged yet")
+        } else {
+            None
+        };
+        let (mut layers, mut report) = self.candidates(&model.graph);
+        let data = if self.weight_only {
+            None
+        } else {
+            Some(cx.data.as_ref().context(
+                "quant needs calibration samples (the CLI provides --inputs or random ones)",
+            )?)
+        };
+        // Calibrate every activation any plan may quantize.
+        let full = self.plan(&model.graph, &layers);
+        let grids = match data {
+            Some(d) => self.calibrate(model, d, &full)?,
+            None => BTreeMap::new(),
+        };
+        let mut sensitivity = BTreeMap::new();
+        if self.fallback > 0 && !layers.is_empty() {
+            let d = data.context("fallback needs calibration data (not with weight-only)")?;
+            sensitivity = self.sensitivity(model, d, &layers, &grids)?;
+            let mut ranked: Vec<(&String, &f64)> = sensitivity.iter().collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+            let keep: Vec<String> = ranked
+                .iter()
+                .take(self.fallback)
+                .map(|(n, _)| (*n).clone())
+                .collect();
+            layers.retain(|l| {
+                if keep.contains(&l.name) {
+                    report.push(json!({
+                        "layer": l.name, "op": l.op, "kept": format!("among the {} most sensitive (fallback)", self.fallback),
+                        "sensitivity": sensitivity[&l.name],
+                    }));
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        let acts = self.plan(&model.graph, &layers);
+        let (bytes_before, _) = weight_bytes(&model.graph, &layers);
+        let mut patch = Patch::new("quant");
+        let mut entries = vec![];
+        let weights = self.quantize_weights(&model.graph, &layers, &mut patch)?;
+        for layer in &layers {
+            let mut entry = json!({ "layer": layer.name, "op": layer.op, "K": layer.k });
+            if let Some(w) = weights.get(&layer.node) {
+                entry["weight"] = w.clone();
+            }
+            let inputs: Vec<_> = layer
+                .acts
+                .iter()
+                .filter_map(|(_, v)| {
+                    let name = model.graph.outlet_name(*v);
+                    grids.get(name).filter(|_| acts.contains_key(name)).map(|(g, lo, hi)| {
+                        json!({ "value": name, "range": [lo, hi], "scale": g.scale, "zero_point": g.zero_point })
+                    })
+                })
+                .collect();
+            if !inputs.is_empty() {
+                entry["inputs"] = json!(inputs);
+            }
+            if let Some(s) = sensitivity.get(&layer.name) {
+                entry["sensitivity"] = json!(s);
+            }
+            entries.push(entry);
+        }
+        for (name, (outlet, consumers)) in &acts {
+            let (grid, _, _) = grids
+                .get(name)
+                .with_context(|| format!("value {name} was not calibrated"))?;
+            self.add_pair(&mut patch, name, *outlet, grid, consumers);
+        }
+        patch
+            .apply(&mut model.graph)
+            .context("applying quantization")?;
+        let (_, bytes_after) = weight_bytes(&model.graph, &[]);
+        entries.extend(report);
+        let quantized = layers.len();
+        Ok(json!({
+            "format": "qdq",
+            "opset_raised": raised.map(|r| json!({ "from": opset, "to": 13, "rewritten": r })),
+            "activations": match self.act { Act::S8 => "int8 symmetric", Act::U8 => "uint8 asymmetric" },
+            "method": if self.weight_only { "none (weight-only)".to_string() } else { self.method.name() },
+            "calibration": data.map_or("none".to_string(), |d| format!("{} ({} samples)", d.source, d.samples.len())),
+            "layers_quantized": quantized,
+            "activation_pairs": acts.len(),
+            "weight_bytes": { "before": bytes_before, "after": bytes_after },
+            "layers": entries,
+        }))
+    }
+}
+
+/// Float weight bytes of `layers` (before) and int8 bytes in the graph (after).
+fn weight_bytes(g: &Graph, layers: &[Layer]) -> (usize, usize) {
+    let before = layers
+        .iter()
+        .filter_map(|l| l.weight.and_then(|(_, w, _)| g.const_tensor(w)))
+        .map(Tensor::byte_len)
+        .sum();
+    let mut after = 0;
+    for id in g.node_ids() {
+        if let Some(t) = g.const_tensor(Outlet::new(id, 0)) {
+            if t.dtype == DataType::INT8 {
+                after += t.byte_len();
+            }
+        }
+    }
+    (before, after)
+}
+
+impl Quant {
+    /// The layers to quantize in graph order, and a report entry for each
+    /// operator of a chosen type left in float (and why).
+    fn candidates(&self, g: &Graph) -> (Vec<Layer>, Vec<serde_json::Value>) {
+        let (mut layers, mut report) = (vec![], vec![]);
+        let Ok(order) = g.op_order() else {
+            return (layers, report);
+        };
+        for id in order {
+            let Some(op) = g.op(id) else { continue };
+            if !op.is_default_domain() || !self.ops.contains(&op.op_type) {
+                continue;
+            }
+            let name = match g.node(id).name.as_deref() {
+                Some(n) if !n.is_empty() => n.to_string(),
+                _ => g.outlet_name(Outlet::new(id, 0)).to_string(),
+            };
+            match self.layer(g, id, &name) {
+                Ok(layer) => layers.push(layer),
+                Err(why) => report.push(json!({ "layer": name, "op": op.op_type, "kept": why })),
+            }
+        }
+        (layers, report)
+    }
+
+    fn layer(&self, g: &Graph, id: NodeId, name: &str) -> std::result::Result<Layer, String> {
+        let op = g.op(id).expect("an operator");
+        let is_float = |o: Outlet| {
+            g.known_type(o).is_none_or(|t| match t.kind {
+                TypeKind::Tensor { elem, .. } => elem.is_none_or(|e| e == DataType::FLOAT),
+                _ => false,
+            })
+        };
+        let float_const = |slot: usize| {
+            g.input(id, slot)
+                .and_then(|o| g.const_tensor(o).map(|t| (o, t)))
+                .filter(|(_, t)| t.dtype == DataType::FLOAT)
+        };
+        let (x, w) = match (g.input(id, 0), g.input(id, 1)) {
+            (Some(x), Some(w)) => (x, w),
+            _ => return Err("missing input".into()),
+        };
+        if g.node(id).outputs.len() != 1 {
+            return Err("more than one output".into());
+        }
+        let wname = g.outlet_name(w);
+        if self
+            .exclude
+            .iter()
+            .any(|p| name_matches(p, name) || name_matches(p, wname))
+        {
+            return Err("excluded (exclude option)".into());
+        }
+        if g.const_tensor(x).is_some() {
+            return Err("first input is a constant".into());
+        }
+        if !is_float(x) {
+            return Err("input is not f32".into());
+        }
+        let weight = float_const(1);
+        let dims: Vec<usize> = weight
+            .map(|(_, t)| t.dims.iter().map(|&d| d.max(0) as usize).collect())
+            .unwrap_or_default();
+        let (axis, k) = match (op.op_type.as_str(), weight) {
+            ("Conv", Some(_)) if dims.len() >= 3 => (0, dims[1..].iter().product()),
+            ("ConvTranspose", Some(_)) if dims.len() >= 3 => {
+                let groups = op.attr_int("group", 1).max(1) as usize;
+                (1, dims[0] / groups * dims[2..].iter().product::<usize>())
+            }
+            ("Gemm", Some(_)) if dims.len() == 2 => {
+                if op.attr_int("transA", 0) != 0 && g.known_rank(x).is_none() {
+                    return Err("transA on an input of unknown rank".into());
+                }
+                if op.attr_int("transB", 0) != 0 {
+                    (0, dims[1])
+                } else {
+                    (1, dims[0])
+                }
+            }
+            ("MatMul", Some(_)) if dims.len() >= 2 => (dims.len() - 1, dims[dims.len() - 2]),
+            ("MatMul", None) if g.const_tensor(w).is_none() && is_float(w) => {
+                // Two activations (attention): both quantized, no weight.
+                let k = g
+                    .known_dims(w)
+                    .and_then(|d| d.iter().rev().nth(1).copied().flatten())
+                    .map_or(0, |d| d.max(0) as usize);
+                return self.checked(Layer {
+                    node: id,
+                    name: name.into(),
+                    op: op.op_type.clone(),
+                    acts: vec![(0, x), (1, w)],
+                    weight: None,
+                    k,
+                });
+            }
+            (_, Some(_)) => return Err(format!("weight of rank {}", dims.len())),
+            (_, None) => return Err("weight is not an f32 constant".into()),
+        };
+        self.checked(Layer {
+            node: id,
+            name: name.into(),
+            op: op.op_type.clone(),
+            acts: vec![(0, x)],
+            weight: weight.map(|(o, _)| (1, o, axis)),
+            k,
+        })
+    }
+
+    fn checked(&self, layer: Layer) -> std::result::Result<Layer, String> {
+        if layer.k > 0 && layer.k < self.min_k {
+            return Err(format!(
+                "each output sums {} products, under min-k={}: int8 does not pay",
+                layer.k, self.min_k
+            ));
+        }
+        Ok(layer)
+    }
+
+    /// The activations to quantize for `layers`: their inputs, both inputs of
+    /// residual Adds they feed, and with `act=u8` their outputs.
+    fn plan(&self, g: &Graph, layers: &[Layer]) -> ActPlan {
+        let mut plan = ActPlan::new();
+        if self.weight_only {
+            return plan;
+        }
+        let add = |plan: &mut ActPlan, v: Outlet, reader: (NodeId, usize)| {
+            let entry = plan
+                .entry(g.outlet_name(v).to_string())
+                .or_insert((v, vec![]));
+            if !entry.1.contains(&reader) {
+                entry.1.push(reader);
+                entry.1.sort();
+            }
+        };
+        for layer in layers {
+            for &(slot, v) in &layer.acts {
+                add(&mut plan, v, (layer.node, slot));
+            }
+        }
+        // A layer's output, or the Relu right after it when that is its
+        // only reader.
+        let output_of = |layer: &Layer| {
+            let y = Outlet::new(layer.node, 0);
+            match g.consumers(y).as_slice() {
+                [(r, 0)] if !g.is_graph_output(y) && g.op(*r).is_some_and(|op| op.is("Relu")) => {
+                    Outlet::new(*r, 0)
+                }
+                _ => y,
+            }
+        };
+        if self.residual_add {
+            let outputs: Vec<Outlet> = layers.iter().map(output_of).collect();
+            for id in g.node_ids() {
+                let Some(op) = g.op(id) else { continue };
+                if !op.is("Add") {
+                    continue;
+                }
+                let (Some(a), Some(b)) = (g.input(id, 0), g.input(id, 1)) else {
+                    continue;
+                };
+                let activation = |v: Outlet| g.const_tensor(v).is_none();
+                if activation(a)
+                    && activation(b)
+                    && (outputs.contains(&a) || outputs.contains(&b))
+                    && g.known_dims(a).is_some()
+                    && g.known_dims(a) == g.known_dims(b)
+                {
+                    add(&mut plan, a, (id, 0));
+                    add(&mut plan, b, (id, 1));
+                }
+            }
+        }
+        if self.act == Act::U8 {
+            for layer in layers {
+                let y = output_of(layer);
+                for reader in g.consumers(y) {
+                    add(&mut plan, y, reader);
+                }
+            }
+        }
+        plan
+    }
+
+    /// Each planned activation's grid and calibrated range, from its values
+    /// on every sample (captured in tract, a bounded batch of values at a
+    /// time).
+    fn calibrate(
+        &self,
+        model: &Model,
+        data: &Calibration,
+        plan: &ActPlan,
+    ) -> Result<BTreeMap<String, (Grid, f32, f32)>> {
+        let names: Vec<String> = plan.keys().cloned().collect();
+        let mut grids = BTreeMap::new();
+        for batch in names.chunks(24) {
+            let captured = data.capture(model, batch)?;
+            let ranges: Vec<(f32, f32)> = captured
+                .par_iter()
+                .map(|samples| -> Result<(f32, f32)> {
+                    let values: Vec<Vec<f32>> = samples
+                        .iter()
+                        .map(|t| t.to_f32_vec())
+                        .collect::<Result<_>>()?;
+                    let slices: Vec<&[f32]> = values.iter().map(Vec::as_slice).collect();
+                    Ok(quantize::activation_range(&slices, self.method))
+                })
+                .collect::<Result<_>>()?;
+            for (name, (lo, hi)) in batch.iter().zip(ranges) {
+                let grid = match self.act {
+                    Act::S8 => Grid::symmetric(lo.abs().max(hi.abs()), 8),
+                    Act::U8 => Grid::asymmetric_u8(lo, hi),
+                };
+                grids.insert(name.clone(), (grid, lo, hi));
+            }
+        }
+        Ok(grids)
+    }
+
+    /// Each layer's sensitivity: the relative error (‖y − y_float‖/‖y_float‖
+    /// over every output and sample) of the model with only that layer
+    /// quantized.
+    fn sensitivity(
+        &self,
+        model: &Model,
+        data: &Calibration,
+        layers: &[Layer],
+        grids: &BTreeMap<String, (Grid, f32, f32)>,
+    ) -> Result<BTreeMap<String, f64>> {
+        let reference = exec::load(model, &data.shapes, &[])?.run_many(&data.samples)?;
+        let flat = |outs: &[crate::runtime::Outputs]| -> Result<Vec<f32>> {
+            let mut v = vec![];
+            for o in outs {
+                for (_, t) in o.iter() {
+                    v.extend(t.to_f32_vec()?);
+                }
+            }
+            Ok(v)
+        };
+        let want = flat(&reference)?;
+        layers
+            .par_iter()
+            .map(|layer| -> Result<(String, f64)> {
+                let mut m = model.clone();
+                let mut patch = Patch::new(format!("quant: {}", layer.name));
+                self.quantize_weights(&m.graph, std::slice::from_ref(layer), &mut patch)?;
+                for (name, (outlet, readers)) in self.plan(&m.graph, std::slice::from_ref(layer)) {
+                    let (grid, _, _) = grids
+                        .get(&name)
+                        .with_context(|| format!("value {name} was not calibrated"))?;
+                    self.add_pair(&mut patch, &name, outlet, grid, &readers);
+                }
+                patch.apply(&mut m.graph)?;
+                let got = exec::load(&m, &data.shapes, &[])?.run_many(&data.samples)?;
+                Ok((layer.name.clone(), quantize::rel_l2(&flat(&got)?, &want)))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(|v| v.into_iter().collect())
+    }
+
+    /// Replaces each layer's weight by int8 values read through a
+    /// DequantizeLinear; returns a report entry per layer.
+    fn quantize_weights(
+        &self,
+        g: &Graph,
+        layers: &[Layer],
+        patch: &mut Patch,
+    ) -> Result<BTreeMap<NodeId, serde_json::Value>> {
+        // A weight shared by several layers is quantized once (per tensor if
+        // their axes differ).
+        let mut shared: BTreeMap<Outlet, (Option<usize>, Vec<(NodeId, usize)>)> = BTreeMap::new();
+        for layer in layers {
+            if let Some((slot, w, axis)) = layer.weight {
+                let axis = self.per_channel.then_some(axis);
+                let e = shared.entry(w).or_insert((axis, vec![]));
+                if e.0 != axis {
+                    e.0 = None;
+                }
+                e.1.push((layer.node, slot));
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (w, (axis, readers)) in shared {
+            let t = g.const_tensor(w).expect("a constant weight");
+            let name = g.outlet_name(w).to_string();
+            let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+            let q = quantize::quantize_weight(&t.to_f32()?, &dims, axis, self.bits)
+                .with_context(|| format!("weight {name}"))?;
+            let channels = q.scales.len() as i64;
+            let shape = if axis.is_some() {
+                vec![channels]
+            } else {
+                vec![]
+            };
+            let wq = patch.add_const(
+                &format!("{name}_quantized"),
+                Tensor::new(
+                    DataType::INT8,
+                    t.dims.clone(),
+                    TensorData::Raw(q.q.iter().map(|&v| v as u8).collect::<Vec<u8>>().into()),
+                ),
+            );
+            let scale = patch.add_const(
+                &format!("{name}_scale"),
+                Tensor::from_f32(shape.clone(), &q.scales),
+            );
+            let zero = patch.add_const(
+                &format!("{name}_zero_point"),
+                Tensor::new(
+                    DataType::INT8,
+                    shape,
+                    TensorData::Raw(vec![0u8; q.scales.len()].into()),
+                ),
+            );
+            let mut dq = Operator::new("DequantizeLinear", 3, vec![]);
+            if let Some(a) = axis {
+                dq.set_attr(Attribute::int("axis", a as i64));
+            }
+            let dq = patch.add_op(
+                Some(format!("{name}_DequantizeLinear")),
+                dq,
+                vec![Some(wq), Some(scale), Some(zero)],
+                &[&format!("{name}_dequantized")],
+            );
+            for &(node, slot) in &readers {
+                patch.rewire(node, slot, Some(Patch::out(dq, 0)));
+            }
+            if g.consumers(w).len() == readers.len() && !g.is_graph_output(w) {
+                patch.remove(w.node);
+            }
+            let (lo, hi) = q
+                .scales
+                .iter()
+                .fold((f32::INFINITY, 0f32), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+            let entry = json!({
+                "name": name, "axis": axis, "channels": channels,
+                "scale_range": [lo, hi], "rel_err": q.rel_err,
+            });
+            for (node, _) in readers {
+                out.insert(node, entry.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// `x → QuantizeLinear → DequantizeLinear → readers`.
+    fn add_pair(
+        &self,
+        patch: &mut Patch,
+        name: &str,
+        x: Outlet,
+        grid: &Grid,
+        readers: &[(NodeId, usize)],
+    ) {
+        let scale = patch.add_const(
+            &format!("{name}_scale"),
+            Tensor::from_f32(vec![], &[grid.scale]),
+        );
+        let (dtype, zp) = match self.act {
+            Act::S8 => (DataType::INT8, grid.zero_point as i8 as u8),
+            Act::U8 => (DataType::UINT8, grid.zero_point as u8),
+        };
+        let zero = patch.add_const(
+            &format!("{name}_zero_point"),
+            Tensor::new(dtype, vec![], TensorData::Raw(vec![zp].into())),
+        );
+        let q = patch.add_op(
+            Some(format!("{name}_QuantizeLinear")),
+            Operator::new("QuantizeLinear", 3, vec![]),
+            vec![Some(Src::from(x)), Some(scale), Some(zero)],
+            &[&format!("{name}_quantized")],
+        );
+        let dq = patch.add_op(
+            Some(format!("{name}_DequantizeLinear")),
+            Operator::new("DequantizeLinear", 3, vec![]),
+            vec![Some(Patch::out(q, 0)), Some(scale), Some(zero)],
+            &[&format!("{name}_dequantized")],
+        );
+        for &(node, slot) in readers {
+            patch.rewire(node, slot, Some(Patch::out(dq, 0)));
+        }
+    }
+}
