@@ -203,9 +203,19 @@ struct Layer {
     k: usize,
 }
 
-/// The activations that get a Q→DQ pair: value name → (value, the inputs
-/// that read the dequantized value instead).
-type ActPlan = BTreeMap<String, (Outlet, Vec<(NodeId, usize)>)>;
+/// An activation that gets a Q→DQ pair.
+#[derive(Clone, Debug, Default)]
+struct Pair {
+    value: Option<Outlet>,
+    /// The inputs that read the dequantized value instead.
+    readers: Vec<(NodeId, usize)>,
+    /// The graph output it is becomes the dequantized value.
+    graph_output: bool,
+}
+
+/// The activations to quantize, by value name (an ordered map: the same
+/// model gives the same patch).
+type ActPlan = BTreeMap<String, Pair>;
 
 impl Pass for Quant {
     fn run(&self, model: &mut Model, cx: &PassContext) -> Result<serde_json::Value> {
@@ -281,11 +291,11 @@ impl Pass for Quant {
             }
             entries.push(entry);
         }
-        for (name, (outlet, consumers)) in &acts {
+        for (name, pair) in &acts {
             let (grid, _, _) = grids
                 .get(name)
                 .with_context(|| format!("value {name} was not calibrated"))?;
-            self.add_pair(&mut patch, name, *outlet, grid, consumers);
+            self.add_pair(&mut patch, name, pair, grid);
         }
         patch
             .apply(&mut model.graph)
@@ -443,31 +453,37 @@ impl Quant {
         Ok(layer)
     }
 
-    /// The activations to quantize for `layers`: their inputs, both inputs of
-    /// residual Adds they feed, and with `act=u8` their outputs.
+    /// The activations to quantize for `layers`: their inputs and both
+    /// inputs of residual Adds they feed; with `act=u8` also the outputs of
+    /// those layers and Adds (after a Relu that is their only reader), graph
+    /// outputs included, so that onnxruntime finds whole `DQ → op → Q`
+    /// groups to run as QLinear kernels.
     fn plan(&self, g: &Graph, layers: &[Layer]) -> ActPlan {
         let mut plan = ActPlan::new();
         if self.weight_only {
             return plan;
         }
-        let add = |plan: &mut ActPlan, v: Outlet, reader: (NodeId, usize)| {
-            let entry = plan
-                .entry(g.outlet_name(v).to_string())
-                .or_insert((v, vec![]));
-            if !entry.1.contains(&reader) {
-                entry.1.push(reader);
-                entry.1.sort();
+        let add = |plan: &mut ActPlan, v: Outlet, reader: Option<(NodeId, usize)>| {
+            let entry = plan.entry(g.outlet_name(v).to_string()).or_default();
+            entry.value = Some(v);
+            match reader {
+                Some(r) if !entry.readers.contains(&r) => {
+                    entry.readers.push(r);
+                    entry.readers.sort();
+                }
+                Some(_) => {}
+                None => entry.graph_output = true,
             }
         };
         for layer in layers {
             for &(slot, v) in &layer.acts {
-                add(&mut plan, v, (layer.node, slot));
+                add(&mut plan, v, Some((layer.node, slot)));
             }
         }
-        // A layer's output, or the Relu right after it when that is its
-        // only reader.
-        let output_of = |layer: &Layer| {
-            let y = Outlet::new(layer.node, 0);
+        // An operator's output, or the Relu right after it when that is its
+        // only reader (a zero point at the bottom of the range is the Relu).
+        let output_of = |id: NodeId| {
+            let y = Outlet::new(id, 0);
             match g.consumers(y).as_slice() {
                 [(r, 0)] if !g.is_graph_output(y) && g.op(*r).is_some_and(|op| op.is("Relu")) => {
                     Outlet::new(*r, 0)
@@ -475,8 +491,9 @@ impl Quant {
                 _ => y,
             }
         };
+        let mut int8_ops: Vec<NodeId> = layers.iter().map(|l| l.node).collect();
         if self.residual_add {
-            let outputs: Vec<Outlet> = layers.iter().map(output_of).collect();
+            let outputs: Vec<Outlet> = layers.iter().map(|l| output_of(l.node)).collect();
             for id in g.node_ids() {
                 let Some(op) = g.op(id) else { continue };
                 if !op.is("Add") {
@@ -492,16 +509,36 @@ impl Quant {
                     && g.known_dims(a).is_some()
                     && g.known_dims(a) == g.known_dims(b)
                 {
-                    add(&mut plan, a, (id, 0));
-                    add(&mut plan, b, (id, 1));
+                    add(&mut plan, a, Some((id, 0)));
+                    add(&mut plan, b, Some((id, 1)));
+                    int8_ops.push(id);
                 }
             }
         }
         if self.act == Act::U8 {
-            for layer in layers {
-                let y = output_of(layer);
+            // Pooling a quantized value: onnxruntime pools in int8 when the
+            // pool's output is quantized too.
+            for id in g.op_order().unwrap_or_default() {
+                let pool = g.op(id).is_some_and(|op| {
+                    ["GlobalAveragePool", "AveragePool", "MaxPool"].contains(&op.op_type.as_str())
+                        && g.node(id).outputs.len() == 1
+                });
+                let quantized_input = g.input(id, 0).filter(|x| {
+                    let entry = plan.get(g.outlet_name(*x));
+                    entry.is_some() || int8_ops.iter().any(|&op| output_of(op) == *x)
+                });
+                if let (true, Some(x)) = (pool, quantized_input) {
+                    add(&mut plan, x, Some((id, 0)));
+                    int8_ops.push(id);
+                }
+            }
+            for id in int8_ops {
+                let y = output_of(id);
                 for reader in g.consumers(y) {
-                    add(&mut plan, y, reader);
+                    add(&mut plan, y, Some(reader));
+                }
+                if g.is_graph_output(y) {
+                    add(&mut plan, y, None);
                 }
             }
         }
@@ -570,11 +607,11 @@ impl Quant {
                 let mut m = model.clone();
                 let mut patch = Patch::new(format!("quant: {}", layer.name));
                 self.quantize_weights(&m.graph, std::slice::from_ref(layer), &mut patch)?;
-                for (name, (outlet, readers)) in self.plan(&m.graph, std::slice::from_ref(layer)) {
+                for (name, pair) in self.plan(&m.graph, std::slice::from_ref(layer)) {
                     let (grid, _, _) = grids
                         .get(&name)
                         .with_context(|| format!("value {name} was not calibrated"))?;
-                    self.add_pair(&mut patch, &name, outlet, grid, &readers);
+                    self.add_pair(&mut patch, &name, &pair, grid);
                 }
                 patch.apply(&mut m.graph)?;
                 let got = exec::load(&m, &data.shapes, &[])?.run_many(&data.samples)?;
@@ -670,14 +707,8 @@ impl Quant {
     }
 
     /// `x → QuantizeLinear → DequantizeLinear → readers`.
-    fn add_pair(
-        &self,
-        patch: &mut Patch,
-        name: &str,
-        x: Outlet,
-        grid: &Grid,
-        readers: &[(NodeId, usize)],
-    ) {
+    fn add_pair(&self, patch: &mut Patch, name: &str, pair: &Pair, grid: &Grid) {
+        let x = pair.value.expect("a planned value");
         let scale = patch.add_const(
             &format!("{name}_scale"),
             Tensor::from_f32(vec![], &[grid.scale]),
@@ -702,8 +733,11 @@ impl Quant {
             vec![Some(Patch::out(q, 0)), Some(scale), Some(zero)],
             &[&format!("{name}_dequantized")],
         );
-        for &(node, slot) in readers {
+        for &(node, slot) in &pair.readers {
             patch.rewire(node, slot, Some(Patch::out(dq, 0)));
+        }
+        if pair.graph_output {
+            patch.hand_over_output(x, Patch::out(dq, 0));
         }
     }
 }

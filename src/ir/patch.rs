@@ -29,6 +29,7 @@ pub struct Patch {
     updates: Vec<(NodeId, Operator)>,
     rewires: Vec<(NodeId, usize, Option<Src>)>,
     shunts: Vec<(Outlet, Src)>,
+    handovers: Vec<(Outlet, Src)>,
     removals: Vec<NodeId>,
     types: Vec<(Outlet, TypeInfo)>,
 }
@@ -41,6 +42,7 @@ impl Patch {
             updates: vec![],
             rewires: vec![],
             shunts: vec![],
+            handovers: vec![],
             removals: vec![],
             types: vec![],
         }
@@ -112,6 +114,13 @@ impl Patch {
         self.shunts.push((old, new.into()));
     }
 
+    /// Makes `new` the graph output(s) `old` is, under the same name(s);
+    /// unlike [`Patch::shunt`], `old`'s consumers keep reading `old` (so
+    /// `new` may be computed from it).
+    pub fn hand_over_output(&mut self, old: Outlet, new: impl Into<Src>) {
+        self.handovers.push((old, new.into()));
+    }
+
     /// Deletes a node; it must be unused once the patch's shunts are done.
     pub fn remove(&mut self, node: NodeId) {
         self.removals.push(node);
@@ -128,6 +137,7 @@ impl Patch {
             && self.updates.is_empty()
             && self.rewires.is_empty()
             && self.shunts.is_empty()
+            && self.handovers.is_empty()
             && self.removals.is_empty()
             && self.types.is_empty()
     }
@@ -204,6 +214,7 @@ impl Patch {
             let spares: HashMap<Outlet, String> = self
                 .shunts
                 .iter()
+                .chain(&self.handovers)
                 .filter(|(old, _)| g.is_graph_output(*old))
                 .map(|(old, _)| (*old, pick(&format!("{}_replaced", g.outlet_name(*old)))))
                 .collect();
@@ -252,7 +263,11 @@ impl Patch {
         }
         for (old, new) in self.shunts {
             let new = resolve(new)?;
-            shunt(g, old, new, spares.remove(&old))?;
+            shunt(g, old, new, spares.remove(&old), true)?;
+        }
+        for (old, new) in self.handovers {
+            let new = resolve(new)?;
+            shunt(g, old, new, spares.remove(&old), false)?;
         }
         let removed: HashSet<NodeId> = self.removals.iter().copied().collect();
         for &id in &self.removals {
@@ -285,15 +300,24 @@ impl Patch {
     }
 }
 
-/// Moves every use of `old` to `new`. A graph output keeps its name: `new`
-/// takes it over when it is free to, else an Identity carries it; `old` then
-/// takes the `spare` name chosen for it.
-fn shunt(g: &mut Graph, old: Outlet, new: Outlet, spare: Option<String>) -> Result<()> {
+/// Moves every use of `old` to `new` (its consumers too when `consumers`).
+/// A graph output keeps its name: `new` takes it over when it is free to,
+/// else an Identity carries it; `old` then takes the `spare` name chosen
+/// for it.
+fn shunt(
+    g: &mut Graph,
+    old: Outlet,
+    new: Outlet,
+    spare: Option<String>,
+    consumers: bool,
+) -> Result<()> {
     if old == new {
         return Ok(());
     }
-    for (user, slot) in g.consumers(old) {
-        g.connect(new, user, slot);
+    if consumers {
+        for (user, slot) in g.consumers(old) {
+            g.connect(new, user, slot);
+        }
     }
     let outputs: Vec<usize> = (0..g.outputs.len())
         .filter(|&i| g.outputs[i].outlet == old)
