@@ -54,6 +54,8 @@ use crate::passes::{name_matches, DataUse, PassInfo};
 use crate::pipeline::{OptionInfo, Options, Pass, PassContext, Pipeline};
 use crate::quantize::{self, Grid, Method};
 use anyhow::{bail, ensure, Context, Result};
+
+mod qop;
 use rayon::prelude::*;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -64,6 +66,11 @@ pub const INFO: PassInfo = PassInfo {
     exact: false,
     data: DataUse::Required,
     options: &[
+        OptionInfo {
+            name: "format",
+            default: "qdq",
+            help: "qdq: QuantizeLinear/DequantizeLinear pairs (TensorRT, ONNX Runtime); qop: QLinearConv with u8 activations kept between layers and per-tensor weights (tract's int8 kernels)",
+        },
         OptionInfo {
             name: "act",
             default: "s8",
@@ -130,6 +137,7 @@ enum Act {
 }
 
 struct Quant {
+    qop: bool,
     act: Act,
     method: Method,
     bits: u32,
@@ -174,7 +182,18 @@ fn build(o: &Options) -> Result<Box<dyn Pass>> {
             "pass 'quant': ops may hold Conv, ConvTranspose, Gemm, MatMul (got {op})"
         );
     }
+    let qop = match o.get::<String>("format")?.as_str() {
+        "qdq" => false,
+        "qop" => true,
+        other => bail!("pass 'quant': format={other} must be qdq or qop"),
+    };
+    let fallback: usize = o.get("fallback")?;
+    ensure!(
+        !(qop && fallback > 0),
+        "pass 'quant': fallback is measured on the QDQ form; not with format=qop"
+    );
     Ok(Box::new(Quant {
+        qop,
         act,
         method,
         bits,
@@ -184,8 +203,13 @@ fn build(o: &Options) -> Result<Box<dyn Pass>> {
         exclude: o.list("exclude")?,
         weight_only: o.get("weight-only")?,
         min_k: o.get("min-k")?,
-        fallback: o.get("fallback")?,
-        prepare: Pipeline::parse("lift-constants,fuse-bn,infer-shapes")?,
+        fallback,
+        prepare: Pipeline::parse(if qop {
+            // Bias Adds folded into Gemms: the QLinear form carries the bias.
+            "fuse,infer-shapes"
+        } else {
+            "lift-constants,fuse-bn,infer-shapes"
+        })?,
     }))
 }
 
@@ -202,6 +226,9 @@ struct Layer {
     /// Products summed per output element.
     k: usize,
 }
+
+/// Each calibrated value's grid and range (lo, hi).
+type Grids = BTreeMap<String, (Grid, f32, f32)>;
 
 /// An activation that gets a Q→DQ pair.
 #[derive(Clone, Debug, Default)]
@@ -227,6 +254,9 @@ impl Pass for Quant {
             None
         };
         let (mut layers, mut report) = self.candidates(&model.graph);
+        if self.qop {
+            return self.run_qop(model, cx, layers, report, opset, raised);
+        }
         let data = if self.weight_only {
             None
         } else {
@@ -237,7 +267,12 @@ impl Pass for Quant {
         // Calibrate every activation any plan may quantize.
         let full = self.plan(&model.graph, &layers);
         let grids = match data {
-            Some(d) => self.calibrate(model, d, &full)?,
+            Some(d) => self.calibrate(
+                model,
+                d,
+                &full.keys().cloned().collect::<Vec<_>>(),
+                self.act,
+            )?,
             None => BTreeMap::new(),
         };
         let mut sensitivity = BTreeMap::new();
@@ -336,6 +371,51 @@ fn weight_bytes(g: &Graph, layers: &[Layer]) -> (usize, usize) {
 }
 
 impl Quant {
+    /// `format=qop`: lower what can be lowered to QLinearConv (see `qop.rs`).
+    fn run_qop(
+        &self,
+        model: &mut Model,
+        cx: &PassContext,
+        layers: Vec<Layer>,
+        mut report: Vec<serde_json::Value>,
+        opset: i64,
+        raised: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let data = cx.data.as_ref().context(
+            "quant needs calibration samples (the CLI provides --inputs or random ones)",
+        )?;
+        let g = &model.graph;
+        let mut lowered = vec![];
+        for layer in &layers {
+            match qop::lowering(g, layer) {
+                Ok(l) => lowered.push(l),
+                Err(why) => {
+                    report.push(json!({ "layer": layer.name, "op": layer.op, "kept": why }))
+                }
+            }
+        }
+        let grids = self.calibrate(model, data, &qop::values(g, &lowered), Act::U8)?;
+        let (patch, mut entries, enters, leaves) =
+            qop::lower(&model.graph, &lowered, &grids, self.bits)?;
+        patch
+            .apply(&mut model.graph)
+            .context("lowering to QLinear operators")?;
+        let (_, bytes_after) = weight_bytes(&model.graph, &[]);
+        entries.extend(report);
+        Ok(json!({
+            "format": "qop",
+            "opset_raised": raised.map(|r| json!({ "from": opset, "to": 13, "rewritten": r })),
+            "activations": "uint8 asymmetric, kept between lowered layers",
+            "method": self.method.name(),
+            "calibration": format!("{} ({} samples)", data.source, data.samples.len()),
+            "layers_quantized": lowered.len(),
+            "enter_int8": enters,
+            "leave_int8": leaves,
+            "weight_bytes": { "after": bytes_after },
+            "layers": entries,
+        }))
+    }
+
     /// The layers to quantize in graph order, and a report entry for each
     /// operator of a chosen type left in float (and why).
     fn candidates(&self, g: &Graph) -> (Vec<Layer>, Vec<serde_json::Value>) {
@@ -552,9 +632,9 @@ impl Quant {
         &self,
         model: &Model,
         data: &Calibration,
-        plan: &ActPlan,
-    ) -> Result<BTreeMap<String, (Grid, f32, f32)>> {
-        let names: Vec<String> = plan.keys().cloned().collect();
+        names: &[String],
+        act: Act,
+    ) -> Result<Grids> {
         let mut grids = BTreeMap::new();
         for batch in names.chunks(24) {
             let captured = data.capture(model, batch)?;
@@ -570,7 +650,7 @@ impl Quant {
                 })
                 .collect::<Result<_>>()?;
             for (name, (lo, hi)) in batch.iter().zip(ranges) {
-                let grid = match self.act {
+                let grid = match act {
                     Act::S8 => Grid::symmetric(lo.abs().max(hi.abs()), 8),
                     Act::U8 => Grid::asymmetric_u8(lo, hi),
                 };
@@ -588,7 +668,7 @@ impl Quant {
         model: &Model,
         data: &Calibration,
         layers: &[Layer],
-        grids: &BTreeMap<String, (Grid, f32, f32)>,
+        grids: &Grids,
     ) -> Result<BTreeMap<String, f64>> {
         let reference = exec::load(model, &data.shapes, &[])?.run_many(&data.samples)?;
         let flat = |outs: &[crate::runtime::Outputs]| -> Result<Vec<f32>> {

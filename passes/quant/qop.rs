@@ -1,0 +1,353 @@
+//! `quant{format=qop}`: layers lowered to QLinear operators for tract's
+//! int8 kernels (FACTS: the one quantized form tract runs faster than
+//! float), with activations kept in uint8 from one quantized layer to the
+//! next.
+//!
+//! ```text
+//! y = Conv(x, W, b) [→ Relu]   →  yq = QLinearConv(xq, s_x, z_x, Wq int8, s_W, 0, s_y, z_y, bq int32)
+//! y = Gemm(x[N,K], W, b) / MatMul  →  the same as a 1×1 QLinearConv on x as a [1, K, N, 1] image
+//! ```
+//!
+//! Weights get one symmetric scale per tensor (tract's int8 kernels fuse
+//! requantization only then); the bias becomes int32 on the grid
+//! `s_x·s_W`, which QLinearMatMul has no input for: that is why a Gemm or
+//! MatMul is lowered to a 1×1 QLinearConv (a QLinearMatMul with the bias
+//! added in float between layers ran slower than float in tract). A Relu
+//! that is a layer's only reader disappears: the output grid's zero point
+//! at 0 clamps negatives exactly as it did. Values enter int8 once
+//! (`QuantizeLinear`, with a Transpose+Unsqueeze into the column layout for
+//! Gemm/MatMul) and leave once (`DequantizeLinear`) where a float operator
+//! or a graph output reads them.
+
+use super::{Grids, Layer};
+use crate::ir::patch::Src;
+use crate::ir::{Attribute, DataType, Graph, NodeId, Operator, Outlet, Patch, Tensor, TensorData};
+use crate::quantize;
+use anyhow::{Context, Result};
+use serde_json::json;
+use std::collections::{BTreeMap, HashSet};
+
+/// How a lowered layer lays out its activations.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Layout {
+    /// As the Conv's own `[N, C, spatial…]`.
+    Image,
+    /// A `[N, K]` matrix as a `[1, K, N, 1]` image (a MatMul as a 1×1 Conv).
+    Columns,
+}
+
+/// A layer ready to lower.
+pub(super) struct Lowering {
+    node: NodeId,
+    name: String,
+    layout: Layout,
+    x: Outlet,
+    /// The float value the lowered layer stands for: its output, or the
+    /// Relu after it.
+    out: Outlet,
+    relu: Option<NodeId>,
+    /// `[M, K/group, k…]` as a Conv weight, and its dims.
+    weight: Vec<f32>,
+    dims: Vec<i64>,
+    weight_value: Outlet,
+    bias: Option<Vec<f32>>,
+    attributes: Vec<Attribute>,
+}
+
+/// How `layer` would lower, or why it stays float.
+pub(super) fn lowering(g: &Graph, layer: &Layer) -> std::result::Result<Lowering, String> {
+    let op = g.op(layer.node).expect("an operator");
+    let (_, w, _) = layer.weight.ok_or("no constant weight")?;
+    let x = layer.acts[0].1;
+    let t = g.const_tensor(w).expect("a constant weight");
+    let values = t.to_f32().map_err(|e| e.to_string())?;
+    let const_f32 = |slot: usize| -> std::result::Result<Option<Vec<f32>>, String> {
+        match g.input(layer.node, slot) {
+            None => Ok(None),
+            Some(o) => match g.const_tensor(o) {
+                Some(t) if t.dtype == DataType::FLOAT => {
+                    t.to_f32().map(Some).map_err(|e| e.to_string())
+                }
+                _ => Err("bias is not an f32 constant".into()),
+            },
+        }
+    };
+    let y = Outlet::new(layer.node, 0);
+    let relu = match g.consumers(y).as_slice() {
+        [(r, 0)] if !g.is_graph_output(y) && g.op(*r).is_some_and(|op| op.is("Relu")) => Some(*r),
+        _ => None,
+    };
+    let out = relu.map_or(y, |r| Outlet::new(r, 0));
+    let base = Lowering {
+        node: layer.node,
+        name: layer.name.clone(),
+        layout: Layout::Image,
+        x,
+        out,
+        relu,
+        weight: values,
+        dims: t.dims.clone(),
+        weight_value: w,
+        bias: None,
+        attributes: vec![],
+    };
+    match op.op_type.as_str() {
+        "Conv" if matches!(t.dims.len(), 3 | 4) => Ok(Lowering {
+            bias: const_f32(2)?,
+            attributes: op.attributes.clone(),
+            ..base
+        }),
+        "Gemm" | "MatMul" if t.dims.len() == 2 => {
+            if g.known_rank(x) != Some(2) {
+                return Err("input is not 2-D (or of unknown rank)".into());
+            }
+            let gemm = op.is("Gemm");
+            if gemm
+                && (op.attr_int("transA", 0) != 0
+                    || op.attr_float("alpha", 1.0) != 1.0
+                    || op.attr_float("beta", 1.0) != 1.0)
+            {
+                return Err("Gemm with transA, alpha or beta".into());
+            }
+            let (k, m) = (t.dims[0] as usize, t.dims[1] as usize);
+            let trans_b = gemm && op.attr_int("transB", 0) != 0;
+            // As a Conv weight [M, K, 1, 1]: rows are output features.
+            let (m, k, weight) = if trans_b {
+                (k, m, base.weight.clone())
+            } else {
+                let w = &base.weight;
+                (m, k, (0..m * k).map(|i| w[(i % k) * m + i / k]).collect())
+            };
+            let bias = if gemm { const_f32(2)? } else { None };
+            if bias.as_ref().is_some_and(|b| b.len() != m) {
+                return Err("bias is not one value per output".into());
+            }
+            Ok(Lowering {
+                layout: Layout::Columns,
+                weight,
+                dims: vec![m as i64, k as i64, 1, 1],
+                bias,
+                attributes: vec![Attribute::ints("kernel_shape", &[1, 1])],
+                ..base
+            })
+        }
+        other => Err(format!(
+            "{other} with a weight of rank {} has no QLinear form here",
+            t.dims.len()
+        )),
+    }
+}
+
+/// The float values whose ranges the lowering needs: inputs and outputs.
+pub(super) fn values(g: &Graph, lowered: &[Lowering]) -> Vec<String> {
+    let mut names: Vec<String> = lowered
+        .iter()
+        .flat_map(|l| {
+            [
+                g.outlet_name(l.x).to_string(),
+                g.outlet_name(l.out).to_string(),
+            ]
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The patch lowering every layer, and a report entry per layer.
+pub(super) fn lower(
+    g: &Graph,
+    lowered: &[Lowering],
+    grids: &Grids,
+    bits: u32,
+) -> Result<(Patch, Vec<serde_json::Value>, usize, usize)> {
+    let mut patch = Patch::new("quant: qop");
+    let grid = |v: Outlet| {
+        let name = g.outlet_name(v);
+        grids
+            .get(name)
+            .map(|(g, _, _)| *g)
+            .with_context(|| format!("value {name} was not calibrated"))
+    };
+    // The int8 form of a float value: (q, scale, zero point, layout).
+    let mut int8: BTreeMap<Outlet, (Src, Src, Src, Layout)> = BTreeMap::new();
+    let readers_lowered: HashSet<(NodeId, Outlet, Layout)> =
+        lowered.iter().map(|l| (l.node, l.x, l.layout)).collect();
+    let (mut entries, mut enters, mut leaves) = (vec![], 0, 0);
+    for l in lowered {
+        let xname = g.outlet_name(l.x).to_string();
+        let xgrid = grid(l.x)?;
+        let (xq, xs, xz) = match int8.get(&l.x) {
+            Some(&(q, s, z, layout)) if layout == l.layout => (q, s, z),
+            _ => {
+                let src = match l.layout {
+                    Layout::Image => Src::from(l.x),
+                    Layout::Columns => to_columns(&mut patch, l.x, &xname),
+                };
+                let (s, z) = grid_consts(&mut patch, &xname, &xgrid);
+                let q = patch.add_op(
+                    Some(format!("{xname}_QuantizeLinear")),
+                    Operator::new("QuantizeLinear", 3, vec![]),
+                    vec![Some(src), Some(s), Some(z)],
+                    &[&format!("{xname}_quantized")],
+                );
+                enters += 1;
+                let form = (Patch::out(q, 0), s, z, l.layout);
+                int8.insert(l.x, form);
+                (form.0, s, z)
+            }
+        };
+        let dims: Vec<usize> = l.dims.iter().map(|&d| d as usize).collect();
+        let qw = quantize::quantize_weight(&l.weight, &dims, None, bits)
+            .with_context(|| format!("layer {}", l.name))?;
+        let ws = qw.scales[0];
+        let wname = g.outlet_name(l.weight_value).to_string();
+        let wq = patch.add_const(
+            &format!("{wname}_quantized"),
+            Tensor::new(
+                DataType::INT8,
+                l.dims.clone(),
+                TensorData::Raw(qw.q.iter().map(|&v| v as u8).collect::<Vec<u8>>().into()),
+            ),
+        );
+        let wsrc = patch.add_const(&format!("{wname}_scale"), Tensor::from_f32(vec![], &[ws]));
+        let wz = patch.add_const(
+            &format!("{wname}_zero_point"),
+            Tensor::new(DataType::INT8, vec![], TensorData::Raw(vec![0u8].into())),
+        );
+        let outname = g.outlet_name(l.out).to_string();
+        let ygrid = grid(l.out)?;
+        let (ys, yz) = grid_consts(&mut patch, &outname, &ygrid);
+        let mut inputs = vec![
+            Some(xq),
+            Some(xs),
+            Some(xz),
+            Some(wq),
+            Some(wsrc),
+            Some(wz),
+            Some(ys),
+            Some(yz),
+        ];
+        if let Some(b) = &l.bias {
+            // int32 on the accumulator's grid s_x·s_W.
+            let step = xgrid.scale as f64 * ws as f64;
+            let bq: Vec<u8> = b
+                .iter()
+                .map(|&v| {
+                    (v as f64 / step)
+                        .round()
+                        .clamp(i32::MIN as f64, i32::MAX as f64) as i32
+                })
+                .flat_map(i32::to_le_bytes)
+                .collect();
+            inputs.push(Some(patch.add_const(
+                &format!("{}_bias_quantized", l.name),
+                Tensor::new(
+                    DataType::INT32,
+                    vec![b.len() as i64],
+                    TensorData::Raw(bq.into()),
+                ),
+            )));
+        }
+        let node = patch.add_op(
+            Some(l.name.clone()),
+            Operator::new("QLinearConv", inputs.len(), l.attributes.clone()),
+            inputs,
+            &[&format!("{outname}_quantized")],
+        );
+        int8.insert(l.out, (Patch::out(node, 0), ys, yz, l.layout));
+        // Float readers (and graph outputs) get the value back once.
+        let float_readers = g
+            .consumers(l.out)
+            .into_iter()
+            .any(|(n, _)| !readers_lowered.contains(&(n, l.out, l.layout)));
+        if float_readers || g.is_graph_output(l.out) {
+            let dq = patch.add_op(
+                Some(format!("{outname}_DequantizeLinear")),
+                Operator::new("DequantizeLinear", 3, vec![]),
+                vec![Some(Patch::out(node, 0)), Some(ys), Some(yz)],
+                &[&format!("{outname}_dequantized")],
+            );
+            let back = match l.layout {
+                Layout::Image => Patch::out(dq, 0),
+                Layout::Columns => from_columns(&mut patch, Patch::out(dq, 0), &outname),
+            };
+            patch.shunt(l.out, back);
+            leaves += 1;
+        }
+        patch.remove(l.node);
+        if let Some(r) = l.relu {
+            patch.remove(r);
+        }
+        let users = g.consumers(l.weight_value);
+        if users.iter().all(|(n, _)| *n == l.node) && !g.is_graph_output(l.weight_value) {
+            patch.remove(l.weight_value.node);
+        }
+        if let Some(b) = g.input(l.node, 2) {
+            if g.consumers(b).iter().all(|(n, _)| *n == l.node) && !g.is_graph_output(b) {
+                patch.remove(b.node);
+            }
+        }
+        entries.push(json!({
+            "layer": l.name,
+            "as": match l.layout { Layout::Image => "QLinearConv", Layout::Columns => "QLinearConv 1x1 on [1,K,N,1]" },
+            "relu_folded": l.relu.is_some(),
+            "weight": { "name": wname, "scale": ws, "rel_err": qw.rel_err },
+            "input": { "value": xname, "scale": xgrid.scale, "zero_point": xgrid.zero_point },
+            "output": { "value": outname, "scale": ygrid.scale, "zero_point": ygrid.zero_point },
+        }));
+    }
+    Ok((patch, entries, enters, leaves))
+}
+
+fn grid_consts(patch: &mut Patch, name: &str, grid: &quantize::Grid) -> (Src, Src) {
+    let s = patch.add_const(
+        &format!("{name}_scale"),
+        Tensor::from_f32(vec![], &[grid.scale]),
+    );
+    let z = patch.add_const(
+        &format!("{name}_zero_point"),
+        Tensor::new(
+            DataType::UINT8,
+            vec![],
+            TensorData::Raw(vec![grid.zero_point as u8].into()),
+        ),
+    );
+    (s, z)
+}
+
+/// `[N, K]` → `[1, K, N, 1]`.
+fn to_columns(patch: &mut Patch, x: Outlet, name: &str) -> Src {
+    let t = patch.add_op(
+        Some(format!("{name}_to_columns_Transpose")),
+        Operator::new("Transpose", 1, vec![Attribute::ints("perm", &[1, 0])]),
+        vec![Some(Src::from(x))],
+        &[&format!("{name}_transposed")],
+    );
+    let axes = patch.add_const(&format!("{name}_axes"), Tensor::from_i64(vec![2], &[0, 3]));
+    let u = patch.add_op(
+        Some(format!("{name}_to_columns_Unsqueeze")),
+        Operator::new("Unsqueeze", 2, vec![]),
+        vec![Some(Patch::out(t, 0)), Some(axes)],
+        &[&format!("{name}_columns")],
+    );
+    Patch::out(u, 0)
+}
+
+/// `[1, M, N, 1]` → `[N, M]`.
+fn from_columns(patch: &mut Patch, y: Src, name: &str) -> Src {
+    let axes = patch.add_const(&format!("{name}_axes"), Tensor::from_i64(vec![2], &[0, 3]));
+    let s = patch.add_op(
+        Some(format!("{name}_to_rows_Squeeze")),
+        Operator::new("Squeeze", 2, vec![]),
+        vec![Some(y), Some(axes)],
+        &[&format!("{name}_rows_transposed")],
+    );
+    let t = patch.add_op(
+        Some(format!("{name}_to_rows_Transpose")),
+        Operator::new("Transpose", 1, vec![Attribute::ints("perm", &[1, 0])]),
+        vec![Some(Patch::out(s, 0))],
+        &[&format!("{name}_rows")],
+    );
+    Patch::out(t, 0)
+}
