@@ -5,7 +5,8 @@
 //! norm, to a target `ratio`, and rewrites every consumer so the tensors are
 //! physically smaller: the next Conv's input channels (or Gemm/MatMul rows),
 //! BatchNorm parameters, biases, per-channel constants of Add/Mul/…,
-//! depthwise filters and their `group` count, Concat offsets, value_info dims.
+//! depthwise filters and their `group` count, Concat offsets, Split sizes,
+//! value_info dims.
 //!
 //! **Why:** zeros do not speed up dense kernels (tract, ONNX Runtime: see
 //! FACTS.md); a Conv with half the channels does half the work, and so does
@@ -16,6 +17,8 @@
 //! y = Conv(x, w: f32[16,3,3,3], b: f32[16])        y = Conv(x, w': f32[8,3,3,3], b': f32[8])
 //! r = Relu(y)                                 →    r = Relu(y)
 //! z = Conv(r, v: f32[32,16,3,3])                   z = Conv(r, v': f32[32,8,3,3])
+//!
+//! p, q = Split(r) {axis=1, split=[6, 10]}     →    p, q = Split(r) {axis=1, split=[3, 5]}
 //! ```
 //!
 //! **Dependency analysis.** Every layer with constant weights starts a
@@ -24,13 +27,27 @@
 //! binary ops (residual `Add`, squeeze-excite `Mul`) tie the spaces of their
 //! operands into one group, pruned with one set of kept indices; Concat on the
 //! channel axis lays spaces side by side (offsets follow); a depthwise Conv
-//! carries its input's space through. A group is left alone, and reported with
+//! carries its input's space through. A Split on the channel axis cuts the
+//! spaces it covers into *parts* (ranges of a layer's output channels) at its
+//! boundaries, and each output is the parts of its range: a part is pruned on
+//! its own (with whatever its output is tied to), so one layer's channels may
+//! be pruned in one part and kept in another that reaches something not
+//! followed. Cutting a space cuts its whole group the same way (channel `i` of
+//! every member stays tied), and tying two layouts whose spaces differ cuts
+//! both at each other's boundaries. The new sizes are written in the Split's
+//! own form: its `split` attribute (before opset 13) or `split` input (an
+//! int64 constant, from 13); without sizes (equal parts, or `num_outputs` at
+//! opset 18) the node is kept as it is when the new parts are still what that
+//! form gives, else the sizes are added, as the attribute before opset 13
+//! and as an input from 13. A group is left alone, and reported with
 //! the reason, when any of its tensors reaches something the pass cannot
-//! follow exactly (Reshape, Transpose, Split, Slice, a grouped but not
-//! depthwise Conv, a graph output, a subgraph, a non-constant weight). The
-//! importance of channel `c` of a group is the sum, over the group's layers,
-//! of the norm of the weights producing `c` divided by that layer's mean
-//! norm (layers of different scales weigh the same); ties keep the lower index.
+//! follow exactly (Reshape, Transpose, Slice, a Split with non-constant
+//! sizes, a grouped but not depthwise Conv, a graph output, a subgraph, a
+//! non-constant weight). The importance of channel `c` of a group is the sum,
+//! over the group's layers (or parts of them), of the norm of the weights
+//! producing `c` divided by that layer's mean norm (layers of different
+//! scales weigh the same); ties keep the lower index. The report names a part
+//! by its layer and range of output channels, as in `conv[0:6]`.
 //!
 //! Weights in `Constant` nodes (paddle exports) are lifted to initializers
 //! first (`lift-constants`). Only the main graph is pruned.
