@@ -175,7 +175,9 @@ impl Pass for PruneChannels {
                 a.block_layout(&l, &reason);
             }
         }
-        // Groups, ordered by their first layer (node index: deterministic).
+        // Groups (of leaf spaces), ordered by their root, the lowest space
+        // index: spaces are numbered in graph order, parts as they are cut
+        // (deterministic).
         let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for s in 0..a.spaces.len() {
             if a.spaces[s].parts.is_empty() {
