@@ -2052,6 +2052,36 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_tie_cuts_the_other_side_to_match() {
+        // Add(Concat(a, b), c): c is cut in two parts, tied to a and to b.
+        // The dead channels are the ones pruned: outputs must not move.
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[1, 3, 8, 8]);
+        let a = zeroed_conv(&mut b, x, &[4, 3, 3, 3], 1, &[1, 3], "a");
+        let bb = zeroed_conv(&mut b, x, &[4, 3, 3, 3], 1, &[0, 2], "b");
+        let c = zeroed_conv(&mut b, x, &[8, 3, 3, 3], 1, &[1, 3, 4, 6], "c");
+        let cat = b.op("Concat", &[a, bb], vec![Attribute::int("axis", 1)], "cat");
+        let s = b.op("Add", &[cat, c], vec![], "s");
+        let e = zeroed_conv(&mut b, s, &[4, 8, 3, 3], 1, &[], "e");
+        b.output(e, DataType::FLOAT);
+        let model = b.build().unwrap();
+        let mut out = model.clone();
+        let report = Pipeline::parse("prune-channels{ratio=0.5,min-channels=2}")
+            .unwrap()
+            .run(&mut out, &Default::default(), &mut |_| {})
+            .unwrap();
+        let err = crate::passes::testing::max_rel_err(&model, &out);
+        assert!(err <= 1e-5, "max_rel_err {err:e}");
+        assert_eq!(weight_dims(&out, "c")[0], 4);
+        assert_eq!(weight_dims(&out, "e")[1], 4);
+        let pruned = report[0].details["pruned"].to_string();
+        assert!(
+            pruned.contains("c[0:4]") && pruned.contains("c[4:8]"),
+            "{pruned}"
+        );
+    }
+
+    #[test]
     fn split_sizes_that_are_not_constant_leave_the_group_alone() {
         let mut b = ModelBuilder::new(13);
         let x = b.input("x", DataType::FLOAT, &[1, 4, 8, 8]);
