@@ -5,7 +5,8 @@
 //! norm, to a target `ratio`, and rewrites every consumer so the tensors are
 //! physically smaller: the next Conv's input channels (or Gemm/MatMul rows),
 //! BatchNorm parameters, biases, per-channel constants of Add/Mul/…,
-//! depthwise filters and their `group` count, Concat offsets, value_info dims.
+//! depthwise filters and their `group` count, Concat offsets, Split sizes,
+//! value_info dims.
 //!
 //! **Why:** zeros do not speed up dense kernels (tract, ONNX Runtime: see
 //! FACTS.md); a Conv with half the channels does half the work, and so does
@@ -16,6 +17,8 @@
 //! y = Conv(x, w: f32[16,3,3,3], b: f32[16])        y = Conv(x, w': f32[8,3,3,3], b': f32[8])
 //! r = Relu(y)                                 →    r = Relu(y)
 //! z = Conv(r, v: f32[32,16,3,3])                   z = Conv(r, v': f32[32,8,3,3])
+//!
+//! p, q = Split(r) {axis=1, split=[6, 10]}     →    p, q = Split(r) {axis=1, split=[3, 5]}
 //! ```
 //!
 //! **Dependency analysis.** Every layer with constant weights starts a
@@ -24,13 +27,27 @@
 //! binary ops (residual `Add`, squeeze-excite `Mul`) tie the spaces of their
 //! operands into one group, pruned with one set of kept indices; Concat on the
 //! channel axis lays spaces side by side (offsets follow); a depthwise Conv
-//! carries its input's space through. A group is left alone, and reported with
+//! carries its input's space through. A Split on the channel axis cuts the
+//! spaces it covers into *parts* (ranges of a layer's output channels) at its
+//! boundaries, and each output is the parts of its range: a part is pruned on
+//! its own (with whatever its output is tied to), so one layer's channels may
+//! be pruned in one part and kept in another that reaches something not
+//! followed. Cutting a space cuts its whole group the same way (channel `i` of
+//! every member stays tied), and tying two layouts whose spaces differ cuts
+//! both at each other's boundaries. The new sizes are written in the Split's
+//! own form: its `split` attribute (before opset 13) or `split` input (an
+//! int64 constant, from 13); without sizes (equal parts, or `num_outputs` at
+//! opset 18) the node is kept as it is when the new parts are still what that
+//! form gives, else the sizes are added, as the attribute before opset 13
+//! and as an input from 13. A group is left alone, and reported with
 //! the reason, when any of its tensors reaches something the pass cannot
-//! follow exactly (Reshape, Transpose, Split, Slice, a grouped but not
-//! depthwise Conv, a graph output, a subgraph, a non-constant weight). The
-//! importance of channel `c` of a group is the sum, over the group's layers,
-//! of the norm of the weights producing `c` divided by that layer's mean
-//! norm (layers of different scales weigh the same); ties keep the lower index.
+//! follow exactly (Reshape, Transpose, Slice, a Split with non-constant
+//! sizes, a grouped but not depthwise Conv, a graph output, a subgraph, a
+//! non-constant weight). The importance of channel `c` of a group is the sum,
+//! over the group's layers (or parts of them), of the norm of the weights
+//! producing `c` divided by that layer's mean norm (layers of different
+//! scales weigh the same); ties keep the lower index. The report names a part
+//! by its layer and range of output channels, as in `conv[0:6]`.
 //!
 //! Weights in `Constant` nodes (paddle exports) are lifted to initializers
 //! first (`lift-constants`). Only the main graph is pruned.
@@ -158,20 +175,21 @@ impl Pass for PruneChannels {
                 a.block_layout(&l, &reason);
             }
         }
-        // Groups, ordered by their first layer (node index: deterministic).
+        // Groups (of leaf spaces), ordered by their root, the lowest space
+        // index: spaces are numbered in graph order, parts as they are cut
+        // (deterministic).
         let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for s in 0..a.spaces.len() {
-            groups.entry(a.find(s)).or_default().push(s);
+            if a.spaces[s].parts.is_empty() {
+                groups.entry(a.find(s)).or_default().push(s);
+            }
         }
         let mut kept: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         let (mut pruned, mut left) = (vec![], vec![]);
         let (mut before_total, mut after_total) = (0, 0);
         for (&root, members) in &groups {
             let size = a.spaces[root].size;
-            let layers: Vec<String> = members
-                .iter()
-                .map(|&s| g.node(a.spaces[s].source).label())
-                .collect();
+            let layers: Vec<String> = members.iter().map(|&s| a.label(g, s)).collect();
             before_total += size;
             let keep = ((size as f64) * (1.0 - self.ratio)).round().max(1.0) as usize;
             let reason = if let Some(r) = &a.blocked[root] {
@@ -204,7 +222,8 @@ impl Pass for PruneChannels {
             pruned.push(json!({ "layers": layers, "channels": size, "kept": keep }));
             kept.insert(root, keep_idx);
         }
-        let patch = a.rewrite(g, &kept)?;
+        let opset = model.opset("").context("no default-domain opset")?;
+        let patch = a.rewrite(g, &kept, opset)?;
         // Layers whose input channels shrink: the refit candidates.
         let layers: Vec<Layer> = a
             .consumers
@@ -266,12 +285,20 @@ struct Layout {
     segs: Vec<usize>,
 }
 
-/// A space of channels created by one layer's output.
+/// A space of channels: one layer's output channels, or a range of them
+/// once a Split (or a tie with another layout) has cut the space in parts.
 struct Space {
     size: usize,
     source: NodeId,
     /// The output-channel axis of its weight (input 1).
     weight_axis: usize,
+    /// Where the range starts among the source's output channels, and how
+    /// many output channels the source has.
+    start: usize,
+    whole: usize,
+    /// The parts it was cut into, side by side (none: a leaf). Only leaves
+    /// belong to groups; a cut space stands for its parts wherever it is used.
+    parts: Vec<usize>,
 }
 
 /// A layer whose input channels were pruned, to refit.
@@ -319,6 +346,8 @@ struct Analysis {
     groups: BTreeMap<NodeId, Vec<usize>>,
     /// Layers reading channel spaces, in graph order.
     consumers: Vec<Consumer>,
+    /// Splits along the channel axis: the spaces of each output.
+    splits: BTreeMap<NodeId, Vec<Vec<usize>>>,
 }
 
 /// What following one node yields: its output layouts and the cuts it needs.
@@ -337,6 +366,8 @@ struct Follow {
     group: Option<Vec<usize>>,
     /// Input spaces and output channel count of a layer reading channels.
     consumer: Option<(Vec<usize>, usize)>,
+    /// A Split along the channel axis: the input layout and the part sizes.
+    split: Option<(Layout, Vec<usize>)>,
 }
 
 const UNARY: &[&str] = &[
@@ -404,8 +435,138 @@ impl Analysis {
         segs.iter().map(|&s| self.spaces[s].size).sum()
     }
 
+    fn new_space(&mut self, space: Space) -> usize {
+        let s = self.spaces.len();
+        self.spaces.push(space);
+        self.parent.push(s);
+        self.blocked.push(None);
+        s
+    }
+
+    /// The leaf spaces of `segs`, side by side.
+    fn leaves(&self, segs: &[usize]) -> Vec<usize> {
+        let mut out = vec![];
+        for &s in segs {
+            if self.spaces[s].parts.is_empty() {
+                out.push(s);
+            } else {
+                out.extend(self.leaves(&self.spaces[s].parts));
+            }
+        }
+        out
+    }
+
+    /// The offsets between the leaves of `segs` (their inner boundaries).
+    fn boundaries(&self, segs: &[usize]) -> Vec<usize> {
+        let mut out = vec![];
+        let mut offset = 0;
+        for s in self.leaves(segs) {
+            if offset > 0 {
+                out.push(offset);
+            }
+            offset += self.spaces[s].size;
+        }
+        out
+    }
+
+    /// Cuts every leaf of the group of leaf `leaf` in two, at `at` channels:
+    /// the group becomes two groups (channel i of a member is still tied to
+    /// channel i of the others), which inherit its reason to be left alone.
+    fn cut_group(&mut self, leaf: usize, at: usize) {
+        let root = self.find(leaf);
+        let members: Vec<usize> = (0..self.spaces.len())
+            .filter(|&s| self.spaces[s].parts.is_empty() && self.find(s) == root)
+            .collect();
+        let blocked = self.blocked[root].clone();
+        let mut firsts = vec![];
+        let mut seconds = vec![];
+        for m in members {
+            let sp = &self.spaces[m];
+            let (size, source, weight_axis, start, whole) =
+                (sp.size, sp.source, sp.weight_axis, sp.start, sp.whole);
+            let part = |start, size| Space {
+                size,
+                source,
+                weight_axis,
+                start,
+                whole,
+                parts: vec![],
+            };
+            let a = part(start, at);
+            let b = part(start + at, size - at);
+            let (a, b) = (self.new_space(a), self.new_space(b));
+            self.spaces[m].parts = vec![a, b];
+            firsts.push(a);
+            seconds.push(b);
+        }
+        for half in [firsts, seconds] {
+            for &x in &half[1..] {
+                self.union(half[0], x);
+            }
+            let r = self.find(half[0]);
+            self.blocked[r] = blocked.clone();
+        }
+    }
+
+    /// Cuts leaves (with their groups) until each of `offsets` is a
+    /// boundary between two leaves of `segs`.
+    fn refine(&mut self, segs: &[usize], offsets: &[usize]) {
+        for &o in offsets {
+            loop {
+                let mut start = 0;
+                let mut inside = None;
+                for s in self.leaves(segs) {
+                    let size = self.spaces[s].size;
+                    if start < o && o < start + size {
+                        inside = Some((s, o - start));
+                        break;
+                    }
+                    start += size;
+                }
+                match inside {
+                    Some((s, at)) => self.cut_group(s, at),
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// The leaves of `segs` covering channels `from..to` (boundaries, after `refine`).
+    fn range(&self, segs: &[usize], from: usize, to: usize) -> Vec<usize> {
+        let mut out = vec![];
+        let mut start = 0;
+        for s in self.leaves(segs) {
+            let end = start + self.spaces[s].size;
+            if from <= start && end <= to {
+                out.push(s);
+            }
+            start = end;
+        }
+        out
+    }
+
+    /// Ties two layouts of the same size channel by channel: both are cut
+    /// at each other's boundaries, then their leaves are tied pairwise.
+    fn tie(&mut self, a: &[usize], b: &[usize]) {
+        debug_assert_eq!(self.size(a), self.size(b));
+        loop {
+            let (ba, bb) = (self.boundaries(a), self.boundaries(b));
+            if ba == bb {
+                break;
+            }
+            let mut all: Vec<usize> = ba.into_iter().chain(bb).collect();
+            all.sort_unstable();
+            all.dedup();
+            self.refine(a, &all);
+            self.refine(b, &all);
+        }
+        for (x, y) in self.leaves(a).into_iter().zip(self.leaves(b)) {
+            self.union(x, y);
+        }
+    }
+
     fn block_layout(&mut self, l: &Layout, reason: &str) {
-        for &s in &l.segs {
+        for s in self.leaves(&l.segs) {
             let r = self.find(s);
             if self.blocked[r].is_none() {
                 self.blocked[r] = Some(reason.to_string());
@@ -425,9 +586,7 @@ impl Analysis {
         match self.follow(g, id) {
             Ok(f) => {
                 for (a, b) in f.unions {
-                    for (x, y) in a.into_iter().zip(b) {
-                        self.union(x, y);
-                    }
+                    self.tie(&a, &b);
                 }
                 let mut outputs = f.outputs;
                 if let Some((segs, n)) = f.consumer {
@@ -439,14 +598,14 @@ impl Analysis {
                     });
                 }
                 if let Some((size, weight_axis)) = f.new_space {
-                    let s = self.spaces.len();
-                    self.spaces.push(Space {
+                    let s = self.new_space(Space {
                         size,
                         source: id,
                         weight_axis,
+                        start: 0,
+                        whole: size,
+                        parts: vec![],
                     });
-                    self.parent.push(s);
-                    self.blocked.push(None);
                     for (_, l) in outputs.iter_mut() {
                         l.segs = vec![s];
                     }
@@ -461,6 +620,28 @@ impl Analysis {
                 }
                 if let Some(segs) = f.group {
                     self.groups.insert(id, segs);
+                }
+                if let Some((l, sizes)) = f.split {
+                    // Output i is the range of channels from offset o_i.
+                    let ends: Vec<usize> = sizes
+                        .iter()
+                        .scan(0, |end, &n| {
+                            *end += n;
+                            Some(*end)
+                        })
+                        .collect();
+                    self.refine(&l.segs, &ends[..ends.len() - 1]);
+                    let mut parts = vec![];
+                    for (i, &end) in ends.iter().enumerate() {
+                        let segs = self.range(&l.segs, end - sizes[i], end);
+                        let layout = Layout {
+                            segs: segs.clone(),
+                            ..l.clone()
+                        };
+                        outputs.push((i, layout));
+                        parts.push(segs);
+                    }
+                    self.splits.insert(id, parts);
                 }
                 for (slot, l) in outputs {
                     self.layouts.insert(Outlet::new(id, slot), l);
@@ -773,6 +954,26 @@ impl Analysis {
                     }
                 }
             }
+            "Split" => {
+                if let Some(l) = lay(0) {
+                    ensure!(
+                        ins.iter()
+                            .skip(1)
+                            .all(|o| o.is_none_or(|o| !self.layouts.contains_key(&o))),
+                        "channels reach a parameter"
+                    );
+                    let axis = op.attr_int("axis", 0);
+                    let axis = if axis < 0 { axis + l.rank as i64 } else { axis };
+                    let n = g.node(id).outputs.len();
+                    if axis != l.axis as i64 {
+                        // Along another axis: every part keeps all the channels.
+                        f.outputs.extend((0..n).map(|i| (i, l.clone())));
+                    } else {
+                        let sizes = split_sizes(g, id, self.size(&l.segs))?;
+                        f.split = Some((l.clone(), sizes));
+                    }
+                }
+            }
             _ if BINARY.contains(&t) => {
                 if !any_laden {
                     return Ok(f);
@@ -836,18 +1037,25 @@ impl Analysis {
         Ok(f)
     }
 
+    /// Two layouts tied channel by channel must have as many channels (their
+    /// spaces may differ: `tie` cuts them to match).
     fn check_same(&self, a: &Layout, b: &Layout) -> Result<()> {
-        let sizes = |l: &Layout| {
-            l.segs
-                .iter()
-                .map(|&s| self.spaces[s].size)
-                .collect::<Vec<_>>()
-        };
         ensure!(
-            sizes(a) == sizes(b),
-            "operands have different channel layouts"
+            self.size(&a.segs) == self.size(&b.segs),
+            "operands have different channel counts"
         );
         Ok(())
+    }
+
+    /// A space's layer, with the range of its output channels when a part.
+    fn label(&self, g: &Graph, s: usize) -> String {
+        let sp = &self.spaces[s];
+        let name = g.node(sp.source).label();
+        if sp.size == sp.whole {
+            name
+        } else {
+            format!("{name}[{}:{}]", sp.start, sp.start + sp.size)
+        }
     }
 
     /// Per-channel importance of a group: Σ over its layers of norm / mean norm.
@@ -862,7 +1070,7 @@ impl Analysis {
                 .context("a weight vanished")?;
             let n = channel_norms(&w.to_f32()?, &w.dims, sp.weight_axis, norm);
             let mean = n.iter().sum::<f64>() / n.len().max(1) as f64;
-            for (t, v) in total.iter_mut().zip(&n) {
+            for (t, v) in total.iter_mut().zip(&n[sp.start..sp.start + sp.size]) {
                 *t += if mean > 0.0 { v / mean } else { 0.0 };
             }
         }
@@ -873,7 +1081,7 @@ impl Analysis {
     fn indices(&self, segs: &[usize], kept: &BTreeMap<usize, Vec<usize>>) -> Vec<usize> {
         let mut out = vec![];
         let mut offset = 0;
-        for &s in segs {
+        for s in self.leaves(segs) {
             let size = self.spaces[s].size;
             match kept.get(&self.find(s)) {
                 Some(k) => out.extend(k.iter().map(|&i| offset + i)),
@@ -884,7 +1092,7 @@ impl Analysis {
         out
     }
 
-    fn rewrite(&self, g: &Graph, kept: &BTreeMap<usize, Vec<usize>>) -> Result<Patch> {
+    fn rewrite(&self, g: &Graph, kept: &BTreeMap<usize, Vec<usize>>, opset: i64) -> Result<Patch> {
         let mut patch = Patch::new("prune-channels");
         let mut replaced: BTreeMap<NodeId, usize> = BTreeMap::new();
         for (&(node, slot), cuts) in &self.cuts {
@@ -926,6 +1134,54 @@ impl Analysis {
             };
             patch.rewire(node, slot, Some(new));
         }
+        for (&node, parts) in &self.splits {
+            let old: Vec<usize> = parts.iter().map(|p| self.size(p)).collect();
+            let new: Vec<usize> = parts.iter().map(|p| self.indices(p, kept).len()).collect();
+            if new == old {
+                continue;
+            }
+            let mut op = g.op(node).expect("an operator").clone();
+            let sizes: Vec<i64> = new.iter().map(|&n| n as i64).collect();
+            let tensor = || Tensor::from_i64(vec![sizes.len() as i64], &sizes);
+            if op.attr_ints("split").is_some() {
+                op.set_attr(crate::ir::Attribute::ints("split", &sizes));
+                patch.update(node, op);
+            } else if let Some(o) = g.input(node, 1) {
+                let name = g.outlet_name(o).to_string();
+                let uses = g.consumers(o).len();
+                *replaced.entry(o.node).or_default() += 1;
+                if replaced[&o.node] == uses && !g.is_graph_output(o) {
+                    patch.remove(o.node);
+                }
+                let name = if uses == 1 {
+                    name
+                } else {
+                    format!("{name}_pruned")
+                };
+                let src = patch.add_const(&name, tensor());
+                patch.rewire(node, 1, Some(src));
+            } else {
+                // No sizes: keep that form when it still gives the new parts.
+                let total: usize = new.iter().sum();
+                let by_form = match op.attr("num_outputs") {
+                    Some(_) => split_sizes_of(total, new.len(), true),
+                    None => split_sizes_of(total, new.len(), false),
+                };
+                if by_form.as_deref() == Some(&new[..]) {
+                    continue;
+                }
+                if opset < 13 {
+                    op.set_attr(crate::ir::Attribute::ints("split", &sizes));
+                } else {
+                    op.attributes.retain(|a| a.name != "num_outputs");
+                    op.arity = op.arity.max(2);
+                    let name = format!("{}_split", g.node(node).label());
+                    let src = patch.add_const(&name, tensor());
+                    patch.rewire(node, 1, Some(src));
+                }
+                patch.update(node, op);
+            }
+        }
         for (&node, segs) in &self.groups {
             let n = self.indices(segs, kept).len();
             if n != self.size(segs) {
@@ -957,6 +1213,58 @@ impl Analysis {
         }
         Ok(patch)
     }
+}
+
+/// The channels of each output of Split `id` along an axis of `total`
+/// channels: the `split` attribute (before opset 13), the `split` input (an
+/// int64 constant, from opset 13), `num_outputs` (opset 18: parts of
+/// ⌈total / n⌉, the last one smaller), or equal parts.
+fn split_sizes(g: &Graph, id: NodeId, total: usize) -> Result<Vec<usize>> {
+    let op = g.op(id).expect("an operator");
+    let n = g.node(id).outputs.len();
+    let sizes: Vec<i64> = if let Some(s) = op.attr_ints("split") {
+        s.to_vec()
+    } else if let Some(o) = g.input(id, 1) {
+        let t = g
+            .const_tensor(o)
+            .context("split sizes are not a constant")?;
+        t.to_i64()?
+    } else {
+        let num_outputs = op.attr("num_outputs").is_some();
+        if num_outputs {
+            let parts = op.attr_int("num_outputs", 0);
+            ensure!(parts as usize == n, "num_outputs differs from the outputs");
+        }
+        let sizes = split_sizes_of(total, n, num_outputs)
+            .with_context(|| format!("{total} channels do not split in {n} parts"))?;
+        sizes.into_iter().map(|x| x as i64).collect()
+    };
+    ensure!(sizes.len() == n, "split sizes differ from the outputs");
+    ensure!(sizes.iter().all(|&x| x > 0), "an empty part");
+    ensure!(
+        sizes.iter().sum::<i64>() == total as i64,
+        "split sizes do not add up to the {total} channels"
+    );
+    Ok(sizes.into_iter().map(|x| x as usize).collect())
+}
+
+/// The parts a Split without sizes makes of `total` channels in `n`: equal
+/// parts, or with `num_outputs` (opset 18) parts of ⌈total / n⌉ and a smaller
+/// last one. None when that form cannot make `n` non-empty parts.
+fn split_sizes_of(total: usize, n: usize, num_outputs: bool) -> Option<Vec<usize>> {
+    if n == 0 {
+        return None;
+    }
+    if !num_outputs {
+        return (total % n == 0).then(|| vec![total / n; n]);
+    }
+    let chunk = total.div_ceil(n);
+    let last = total.checked_sub(chunk * (n - 1)).filter(|&l| l > 0)?;
+    Some(
+        (0..n)
+            .map(|i| if i + 1 < n { chunk } else { last })
+            .collect(),
+    )
 }
 
 /// The norm of each slice along `axis` of a tensor of `dims`.
@@ -1498,6 +1806,314 @@ pub(super) mod tests {
             .unwrap();
         let left = report[0].details["left_alone"].to_string();
         assert!(left.contains("Reshape flat"), "{left}");
+    }
+
+    /// How a Split gives its sizes.
+    #[derive(Clone, Copy, Debug)]
+    enum Sizes {
+        /// The `split` attribute (before opset 13).
+        Attr,
+        /// The `split` input (from opset 13).
+        Input,
+        /// None: equal parts.
+        Equal,
+        /// `num_outputs` (opset 18).
+        NumOutputs,
+    }
+
+    /// Split (along the channels) of `x` into `sizes`, in the given form.
+    fn split(
+        b: &mut ModelBuilder,
+        x: Outlet,
+        sizes: &[i64],
+        form: Sizes,
+        out: &str,
+    ) -> Vec<Outlet> {
+        let names: Vec<String> = (0..sizes.len()).map(|i| format!("{out}{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let axis = Attribute::int("axis", 1);
+        let (inputs, attrs) = match form {
+            Sizes::Attr => (vec![Some(x)], vec![axis, Attribute::ints("split", sizes)]),
+            Sizes::Input => {
+                let s = b.init(
+                    &format!("{out}_sizes"),
+                    Tensor::from_i64(vec![sizes.len() as i64], sizes),
+                );
+                (vec![Some(x), Some(s)], vec![axis])
+            }
+            Sizes::Equal => (vec![Some(x)], vec![axis]),
+            Sizes::NumOutputs => {
+                let n = Attribute::int("num_outputs", sizes.len() as i64);
+                (vec![Some(x)], vec![axis, n])
+            }
+        };
+        b.op_n("Split", &inputs, attrs, &names)
+    }
+
+    /// What a Split says of its sizes: `attr [..]`, `input [..]`, `equal`, `num_outputs n`.
+    fn split_form(m: &Model) -> String {
+        let g = &m.graph;
+        let id = g
+            .node_ids()
+            .find(|&id| g.op(id).is_some_and(|op| op.op_type == "Split"))
+            .expect("a Split");
+        let op = g.op(id).unwrap();
+        if let Some(s) = op.attr_ints("split") {
+            return format!("attr {s:?}");
+        }
+        if let Some(o) = g.input(id, 1) {
+            return format!("input {:?}", g.const_tensor(o).unwrap().to_i64().unwrap());
+        }
+        match op.attr("num_outputs") {
+            Some(_) => format!("num_outputs {}", op.attr_int("num_outputs", 0)),
+            None => "equal".to_string(),
+        }
+    }
+
+    /// Conv a (16 channels) → Relu → Split along the channels into `sizes`;
+    /// part 0 is added to Conv d's output (a tie with part of a's channels),
+    /// each part feeds a Conv; with `exposed`, the last part is also a graph
+    /// output (its channels must stay).
+    fn split_model(opset: i64, sizes: &[i64], form: Sizes, exposed: bool) -> Model {
+        let mut b = ModelBuilder::new(opset);
+        let x = b.input("x", DataType::FLOAT, &[1, 4, 8, 8]);
+        let a = conv(&mut b, x, ("wa", &[16, 4, 3, 3]), 1, "a");
+        let r = b.op("Relu", &[a], vec![], "r");
+        let parts = split(&mut b, r, sizes, form, "part");
+        let d = conv(&mut b, x, ("wd", &[sizes[0], 4, 3, 3]), 1, "d");
+        let s = b.op("Add", &[parts[0], d], vec![], "s");
+        let mut ins = vec![s];
+        ins.extend(&parts[1..]);
+        for (i, p) in ins.into_iter().enumerate() {
+            let c = sizes[i];
+            let name = format!("c{i}");
+            let y = conv(&mut b, p, (&format!("w{name}"), &[3, c, 3, 3]), 1, &name);
+            b.output(y, DataType::FLOAT);
+        }
+        if exposed {
+            b.output(*parts.last().unwrap(), DataType::FLOAT);
+        }
+        b.build().unwrap()
+    }
+
+    /// (snapshot, opset, sizes, form, last part exposed, the Split after,
+    /// a's and d's filters after).
+    type SplitRow = (
+        &'static str,
+        i64,
+        &'static [i64],
+        Sizes,
+        bool,
+        &'static str,
+        i64,
+        i64,
+    );
+
+    #[test]
+    fn split_parts_shrink_and_sizes_follow_the_opset() {
+        let rows: &[SplitRow] = &[
+            (
+                "split-attr-opset12",
+                12,
+                &[6, 10],
+                Sizes::Attr,
+                false,
+                "attr [3, 5]",
+                8,
+                3,
+            ),
+            (
+                "split-input-opset13",
+                13,
+                &[6, 10],
+                Sizes::Input,
+                false,
+                "input [3, 5]",
+                8,
+                3,
+            ),
+            (
+                "split-equal-stays-equal",
+                13,
+                &[8, 8],
+                Sizes::Equal,
+                false,
+                "equal",
+                8,
+                4,
+            ),
+            (
+                "split-equal-attr-opset12",
+                12,
+                &[8, 8],
+                Sizes::Equal,
+                true,
+                "attr [4, 8]",
+                12,
+                4,
+            ),
+            (
+                "split-equal-input-opset13",
+                13,
+                &[8, 8],
+                Sizes::Equal,
+                true,
+                "input [4, 8]",
+                12,
+                4,
+            ),
+            (
+                "split-num-outputs-opset18",
+                18,
+                &[8, 8],
+                Sizes::NumOutputs,
+                true,
+                "input [4, 8]",
+                12,
+                4,
+            ),
+            (
+                "split-three-parts",
+                13,
+                &[4, 4, 8],
+                Sizes::Input,
+                true,
+                "input [2, 2, 8]",
+                12,
+                2,
+            ),
+        ];
+        let passes = "prune-channels{ratio=0.5,min-channels=2}";
+        for &(name, opset, sizes, form, exposed, want, a_out, d_out) in rows {
+            let model = split_model(opset, sizes, form, exposed);
+            let (out, _) = check_inexact(&format!("prune-channels__{name}"), &model, passes);
+            assert_eq!(split_form(&out), want, "{name}");
+            assert_eq!(weight_dims(&out, "a")[0], a_out, "{name}");
+            assert_eq!(weight_dims(&out, "d")[0], d_out, "{name}");
+            for (i, &c) in sizes.iter().enumerate() {
+                let kept = if exposed && i + 1 == sizes.len() {
+                    c
+                } else {
+                    c / 2
+                };
+                assert_eq!(weight_dims(&out, &format!("c{i}"))[1], kept, "{name} c{i}");
+            }
+            // Never an op form the opset lacks.
+            let op = out.graph.op(node(&out, "part0")).unwrap();
+            assert_eq!(
+                op.attr("split").is_some(),
+                opset < 13 && want.starts_with("attr"),
+                "{name}"
+            );
+            assert_eq!(
+                op.attr("num_outputs").is_some(),
+                want.starts_with("num_outputs"),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn split_dead_channels_are_removed_exactly() {
+        // Concat(a, e) is cut by the Split inside a: part 0 is a[0:6], tied
+        // to d by an Add; part 1 is a[6:8] then e. The zero (dead) channels
+        // are the ones pruned: outputs must not move, in either form.
+        for (opset, form) in [(12, Sizes::Attr), (13, Sizes::Input)] {
+            let mut b = ModelBuilder::new(opset);
+            let x = b.input("x", DataType::FLOAT, &[1, 3, 8, 8]);
+            let a = zeroed_conv(&mut b, x, &[8, 3, 3, 3], 1, &[1, 3, 4, 7], "a");
+            let e = zeroed_conv(&mut b, x, &[8, 3, 3, 3], 1, &[0, 2, 5, 6], "e");
+            let cat = b.op("Concat", &[a, e], vec![Attribute::int("axis", 1)], "cat");
+            let parts = split(&mut b, cat, &[6, 10], form, "part");
+            let d = zeroed_conv(&mut b, x, &[6, 3, 3, 3], 1, &[1, 3, 4], "d");
+            let s = b.op("Add", &[parts[0], d], vec![], "s");
+            let c0 = zeroed_conv(&mut b, s, &[4, 6, 3, 3], 1, &[], "c0");
+            let c1 = zeroed_conv(&mut b, parts[1], &[4, 10, 3, 3], 1, &[], "c1");
+            b.output(c0, DataType::FLOAT);
+            b.output(c1, DataType::FLOAT);
+            let model = b.build().unwrap();
+            let passes = "prune-channels{ratio=0.5,min-channels=2}";
+            let out = crate::passes::testing::rewrite(&model, passes);
+            let err = crate::passes::testing::max_rel_err(&model, &out);
+            assert!(err <= 1e-5, "opset {opset}: max_rel_err {err:e}");
+            // a[0:6] with d: 6 -> 3; a[6:8]: 2 -> 1; e: 8 -> 4.
+            assert_eq!(weight_dims(&out, "a")[0], 4, "opset {opset}");
+            assert_eq!(weight_dims(&out, "d")[0], 3, "opset {opset}");
+            assert_eq!(weight_dims(&out, "e")[0], 4, "opset {opset}");
+            assert_eq!(weight_dims(&out, "c0")[1], 3, "opset {opset}");
+            assert_eq!(weight_dims(&out, "c1")[1], 5, "opset {opset}");
+            let want = if opset < 13 {
+                "attr [3, 5]"
+            } else {
+                "input [3, 5]"
+            };
+            assert_eq!(split_form(&out), want);
+        }
+    }
+
+    #[test]
+    fn a_tie_cuts_the_other_side_to_match() {
+        // Add(Concat(a, b), c): c is cut in two parts, tied to a and to b.
+        // The dead channels are the ones pruned: outputs must not move.
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[1, 3, 8, 8]);
+        let a = zeroed_conv(&mut b, x, &[4, 3, 3, 3], 1, &[1, 3], "a");
+        let bb = zeroed_conv(&mut b, x, &[4, 3, 3, 3], 1, &[0, 2], "b");
+        let c = zeroed_conv(&mut b, x, &[8, 3, 3, 3], 1, &[1, 3, 4, 6], "c");
+        let cat = b.op("Concat", &[a, bb], vec![Attribute::int("axis", 1)], "cat");
+        let s = b.op("Add", &[cat, c], vec![], "s");
+        let e = zeroed_conv(&mut b, s, &[4, 8, 3, 3], 1, &[], "e");
+        b.output(e, DataType::FLOAT);
+        let model = b.build().unwrap();
+        let mut out = model.clone();
+        let report = Pipeline::parse("prune-channels{ratio=0.5,min-channels=2}")
+            .unwrap()
+            .run(&mut out, &Default::default(), &mut |_| {})
+            .unwrap();
+        let err = crate::passes::testing::max_rel_err(&model, &out);
+        assert!(err <= 1e-5, "max_rel_err {err:e}");
+        assert_eq!(weight_dims(&out, "c")[0], 4);
+        assert_eq!(weight_dims(&out, "e")[1], 4);
+        let pruned = report[0].details["pruned"].to_string();
+        assert!(
+            pruned.contains("c[0:4]") && pruned.contains("c[4:8]"),
+            "{pruned}"
+        );
+    }
+
+    #[test]
+    fn split_sizes_that_are_not_constant_leave_the_group_alone() {
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[1, 4, 8, 8]);
+        let sizes = b.input("sizes", DataType::INT64, &[2]);
+        let a = conv(&mut b, x, ("wa", &[16, 4, 3, 3]), 1, "a");
+        let parts = b.op_n(
+            "Split",
+            &[Some(a), Some(sizes)],
+            vec![Attribute::int("axis", 1)],
+            &["p0", "p1"],
+        );
+        for (i, p) in parts.into_iter().enumerate() {
+            let y = conv(
+                &mut b,
+                p,
+                (&format!("w{i}"), &[3, 8, 3, 3]),
+                1,
+                &format!("c{i}"),
+            );
+            b.output(y, DataType::FLOAT);
+        }
+        let mut m = b.build().unwrap();
+        let report = Pipeline::parse("prune-channels{ratio=0.5,min-channels=2}")
+            .unwrap()
+            .run(&mut m, &Default::default(), &mut |_| {})
+            .unwrap();
+        let left = report[0].details["left_alone"].to_string();
+        assert!(
+            left.contains("Split p0: split sizes are not a constant"),
+            "{left}"
+        );
+        assert_eq!(weight_dims(&m, "a"), [16, 4, 3, 3]);
     }
 
     #[test]

@@ -15,7 +15,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from test_onnx_opt import GENERATED, ONNX_OPT, judge, model_path, ort_outputs, sh
+from test_onnx_opt import GENERATED, ONNX_OPT, judge, max_rel_err, model_path, ort_outputs, sh
 
 
 def feeds_for(name):
@@ -153,3 +153,86 @@ def test_sparse_storage_loads_in_onnxruntime_and_computes_the_dense_result(name,
     for a, b in zip(ort_outputs(dense, feeds), ort_outputs(sparse, feeds)):
         assert np.array_equal(a, b)
     assert sparse.stat().st_size < dense.stat().st_size
+
+
+def split_model(opset, form, sizes, exposed):
+    """Conv a (16 filters, every other one of each part zero: dead) → Relu →
+    Split along the channels in `form` → a Conv per part; with `exposed`, the
+    last part is also a graph output (its channels must stay)."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((16, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    start = 0
+    for n in sizes:
+        dead = start + np.arange(1, n, 2)
+        w[dead], b[dead] = 0, 0
+        start += n
+    inits = [numpy_helper.from_array(w, "wa"), numpy_helper.from_array(b, "ba")]
+    parts = [f"p{i}" for i in range(len(sizes))]
+    split_inputs, attrs = ["r"], {"axis": 1}
+    if form == "attr":
+        attrs["split"] = sizes
+    elif form == "input":
+        inits.append(numpy_helper.from_array(np.array(sizes, np.int64), "sizes"))
+        split_inputs.append("sizes")
+    elif form == "num_outputs":
+        attrs["num_outputs"] = len(sizes)
+    nodes = [
+        h.make_node("Conv", ["x", "wa", "ba"], ["a"], pads=[1, 1, 1, 1]),
+        h.make_node("Relu", ["a"], ["r"]),
+        h.make_node("Split", split_inputs, parts, **attrs),
+    ]
+    outputs = []
+    for i, (p, n) in enumerate(zip(parts, sizes)):
+        inits.append(numpy_helper.from_array(rng.standard_normal((4, n, 3, 3)).astype(np.float32), f"w{i}"))
+        nodes.append(h.make_node("Conv", [p, f"w{i}"], [f"y{i}"], pads=[1, 1, 1, 1]))
+        outputs.append(h.make_tensor_value_info(f"y{i}", T.FLOAT, [1, 4, 8, 8]))
+    if exposed:
+        outputs.append(h.make_tensor_value_info(parts[-1], T.FLOAT, [1, sizes[-1], 8, 8]))
+    graph = h.make_graph(nodes, "split", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])], outputs, inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.mark.parametrize(
+    "opset,form,sizes,exposed,want",
+    [
+        (12, "attr", [6, 10], False, ("attr", [3, 5])),
+        (13, "input", [6, 10], False, ("input", [3, 5])),
+        (12, "equal", [8, 8], False, ("equal", None)),
+        (12, "equal", [8, 8], True, ("attr", [4, 8])),
+        (13, "equal", [8, 8], True, ("input", [4, 8])),
+        (18, "num_outputs", [8, 8], True, ("input", [4, 8])),
+    ],
+)
+def test_channel_pruning_through_split_is_valid_and_exact_on_dead_channels(opset, form, sizes, exposed, want, tmp_path):
+    """Split sizes are rewritten in the form the opset has (attribute before
+    13, input from 13; equal parts kept when still equal); onnx.checker (full)
+    accepts the file, and, the pruned channels being dead, ONNX Runtime gives
+    the unpruned model's outputs."""
+    src, out = tmp_path / "split.onnx", tmp_path / "out.onnx"
+    onnx.save(split_model(opset, form, sizes, exposed), str(src))
+    code, log = sh(ONNX_OPT, src, "-o", out, "--passes", "prune-channels{ratio=0.5,min-channels=2}")
+    assert code == 0, log
+    code, log = judge("check.py", out)
+    assert code == 0, log
+    m = onnx.load(str(out))
+    split = next(n for n in m.graph.node if n.op_type == "Split")
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in split.attribute}
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    if len(split.input) > 1 and split.input[1]:
+        got = ("input", inits[split.input[1]].tolist())
+    elif "split" in attrs:
+        got = ("attr", list(attrs["split"]))
+    else:
+        got = ("equal", None)
+    assert got == want, got
+    assert "num_outputs" not in attrs
+    assert inits["wa"].shape[0] < 16
+    x = {"x": np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    ref, new = ort_outputs(src, x), ort_outputs(out, x)
+    assert max_rel_err(ref, new) <= 1e-5
