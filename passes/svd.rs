@@ -861,10 +861,10 @@ fn activation_rows(samples: &[crate::runtime::Tensor], layer: &Layer) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
     use crate::ir::build::ModelBuilder;
     use crate::ir::{Attribute, DataType, Model, Tensor};
     use crate::passes::fuse_bn::tests::{init, values};
+    use crate::passes::name_matches;
     use crate::passes::testing::{check, max_rel_err, op_types as ops, rewrite};
     use crate::pipeline::Pipeline;
 

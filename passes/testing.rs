@@ -27,6 +27,30 @@ pub fn rewrite(model: &Model, passes: &str) -> Model {
     out
 }
 
+/// Runs `passes` on a copy of `model` with `samples` seeded random
+/// calibration samples (for the passes that fit to data).
+pub fn rewrite_with_data(model: &Model, passes: &str, samples: usize) -> Model {
+    let mut out = model.clone();
+    let data = crate::calibrate::Calibration::load(model, &InputShapes::new(), None, 7, samples)
+        .unwrap_or_else(|e| panic!("calibration samples: {e:#}"));
+    let cx = crate::pipeline::PassContext { data: Some(data) };
+    Pipeline::parse(passes)
+        .unwrap()
+        .run(&mut out, &cx, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{passes}: {e:#}"));
+    out
+}
+
+/// [`check_inexact`] for passes that calibrate: `samples` seeded random
+/// calibration samples (seed 7, apart from the seeds outputs are compared on).
+pub fn check_with_data(name: &str, model: &Model, passes: &str, samples: usize) -> (Model, f64) {
+    let after = rewrite_with_data(model, passes, samples);
+    let err = max_rel_err(model, &after);
+    assert!(err.is_finite(), "{name}: {passes} gave non-finite outputs");
+    snapshot(name, model, &after, passes);
+    (after, err)
+}
+
 /// Largest max_rel_err over all outputs, on three seeded random samples.
 pub fn max_rel_err(before: &Model, after: &Model) -> f64 {
     let shapes = InputShapes::new();
