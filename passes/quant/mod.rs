@@ -122,6 +122,11 @@ pub const INFO: PassInfo = PassInfo {
             help: "keep in float layers whose outputs each sum fewer products (depthwise 3×3: 9); 0: none",
         },
         OptionInfo {
+            name: "max-weight-err",
+            default: "0.05",
+            help: "format=qop: keep in float a layer whose per-tensor int8 weights lose more than this (relative L2); format=qdq's per-channel scales rarely do",
+        },
+        OptionInfo {
             name: "fallback",
             default: "0",
             help: "measure every layer's sensitivity and keep the K most sensitive in float",
@@ -138,6 +143,7 @@ enum Act {
 
 struct Quant {
     qop: bool,
+    max_weight_err: f64,
     act: Act,
     method: Method,
     bits: u32,
@@ -192,8 +198,14 @@ fn build(o: &Options) -> Result<Box<dyn Pass>> {
         !(qop && fallback > 0),
         "pass 'quant': fallback is measured on the QDQ form; not with format=qop"
     );
+    let max_weight_err: f64 = o.get("max-weight-err")?;
+    ensure!(
+        max_weight_err > 0.0,
+        "pass 'quant': max-weight-err={max_weight_err} must be > 0"
+    );
     Ok(Box::new(Quant {
         qop,
+        max_weight_err,
         act,
         method,
         bits,
@@ -390,7 +402,7 @@ impl Quant {
         let g = &model.graph;
         let mut lowered = vec![];
         for layer in &layers {
-            match qop::lowering(g, layer) {
+            match qop::lowering(g, layer, self.bits, self.max_weight_err) {
                 Ok(l) => lowered.push(l),
                 Err(why) => {
                     report.push(json!({ "layer": layer.name, "op": layer.op, "kept": why }))

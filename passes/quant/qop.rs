@@ -27,6 +27,18 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
 
+/// The int8 form of a float value.
+#[derive(Clone, Copy, Debug)]
+struct Int8 {
+    q: Src,
+    scale: Src,
+    zero: Src,
+    layout: Layout,
+    /// For columns of an N-D value: its leading dims (all but the last),
+    /// to give the float value back its shape.
+    lead: Option<Src>,
+}
+
 /// How a lowered layer lays out its activations.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Layout {
@@ -42,6 +54,8 @@ pub(super) struct Lowering {
     name: String,
     layout: Layout,
     x: Outlet,
+    /// The rank of `x`.
+    rank: usize,
     /// The float value the lowered layer stands for: its output, or the
     /// Relu after it.
     out: Outlet,
@@ -55,7 +69,25 @@ pub(super) struct Lowering {
 }
 
 /// How `layer` would lower, or why it stays float.
-pub(super) fn lowering(g: &Graph, layer: &Layer) -> std::result::Result<Lowering, String> {
+pub(super) fn lowering(
+    g: &Graph,
+    layer: &Layer,
+    bits: u32,
+    max_weight_err: f64,
+) -> std::result::Result<Lowering, String> {
+    let l = lowering_form(g, layer)?;
+    let dims: Vec<usize> = l.dims.iter().map(|&d| d as usize).collect();
+    let q = quantize::quantize_weight(&l.weight, &dims, None, bits).map_err(|e| e.to_string())?;
+    if q.rel_err > max_weight_err {
+        return Err(format!(
+            "per-tensor int8 weights lose {:.3} (relative L2) > max-weight-err={max_weight_err}: format=qdq's per-channel scales keep it",
+            q.rel_err
+        ));
+    }
+    Ok(l)
+}
+
+fn lowering_form(g: &Graph, layer: &Layer) -> std::result::Result<Lowering, String> {
     let op = g.op(layer.node).expect("an operator");
     let (_, w, _) = layer.weight.ok_or("no constant weight")?;
     let x = layer.acts[0].1;
@@ -83,6 +115,7 @@ pub(super) fn lowering(g: &Graph, layer: &Layer) -> std::result::Result<Lowering
         name: layer.name.clone(),
         layout: Layout::Image,
         x,
+        rank: g.known_rank(x).unwrap_or(0),
         out,
         relu,
         weight: values,
@@ -98,8 +131,10 @@ pub(super) fn lowering(g: &Graph, layer: &Layer) -> std::result::Result<Lowering
             ..base
         }),
         "Gemm" | "MatMul" if t.dims.len() == 2 => {
-            if g.known_rank(x) != Some(2) {
-                return Err("input is not 2-D (or of unknown rank)".into());
+            match g.known_rank(x) {
+                Some(2) => {}
+                Some(r) if r > 2 && op.is("MatMul") => {}
+                _ => return Err("input of unknown rank, or Gemm input not 2-D".into()),
             }
             let gemm = op.is("Gemm");
             if gemm
@@ -169,20 +204,19 @@ pub(super) fn lower(
             .map(|(g, _, _)| *g)
             .with_context(|| format!("value {name} was not calibrated"))
     };
-    // The int8 form of a float value: (q, scale, zero point, layout).
-    let mut int8: BTreeMap<Outlet, (Src, Src, Src, Layout)> = BTreeMap::new();
+    let mut int8: BTreeMap<Outlet, Int8> = BTreeMap::new();
     let readers_lowered: HashSet<(NodeId, Outlet, Layout)> =
         lowered.iter().map(|l| (l.node, l.x, l.layout)).collect();
     let (mut entries, mut enters, mut leaves) = (vec![], 0, 0);
     for l in lowered {
         let xname = g.outlet_name(l.x).to_string();
         let xgrid = grid(l.x)?;
-        let (xq, xs, xz) = match int8.get(&l.x) {
-            Some(&(q, s, z, layout)) if layout == l.layout => (q, s, z),
+        let x = match int8.get(&l.x) {
+            Some(form) if form.layout == l.layout => *form,
             _ => {
-                let src = match l.layout {
-                    Layout::Image => Src::from(l.x),
-                    Layout::Columns => to_columns(&mut patch, l.x, &xname),
+                let (src, lead) = match l.layout {
+                    Layout::Image => (Src::from(l.x), None),
+                    Layout::Columns => to_columns(&mut patch, l.x, l.rank, &xname),
                 };
                 let (s, z) = grid_consts(&mut patch, &xname, &xgrid);
                 let q = patch.add_op(
@@ -192,11 +226,18 @@ pub(super) fn lower(
                     &[&format!("{xname}_quantized")],
                 );
                 enters += 1;
-                let form = (Patch::out(q, 0), s, z, l.layout);
+                let form = Int8 {
+                    q: Patch::out(q, 0),
+                    scale: s,
+                    zero: z,
+                    layout: l.layout,
+                    lead,
+                };
                 int8.insert(l.x, form);
-                (form.0, s, z)
+                form
             }
         };
+        let (xq, xs, xz) = (x.q, x.scale, x.zero);
         let dims: Vec<usize> = l.dims.iter().map(|&d| d as usize).collect();
         let qw = quantize::quantize_weight(&l.weight, &dims, None, bits)
             .with_context(|| format!("layer {}", l.name))?;
@@ -255,7 +296,14 @@ pub(super) fn lower(
             inputs,
             &[&format!("{outname}_quantized")],
         );
-        int8.insert(l.out, (Patch::out(node, 0), ys, yz, l.layout));
+        let y = Int8 {
+            q: Patch::out(node, 0),
+            scale: ys,
+            zero: yz,
+            layout: l.layout,
+            lead: x.lead,
+        };
+        int8.insert(l.out, y);
         // Float readers (and graph outputs) get the value back once.
         let float_readers = g
             .consumers(l.out)
@@ -270,7 +318,9 @@ pub(super) fn lower(
             );
             let back = match l.layout {
                 Layout::Image => Patch::out(dq, 0),
-                Layout::Columns => from_columns(&mut patch, Patch::out(dq, 0), &outname),
+                Layout::Columns => {
+                    from_columns(&mut patch, Patch::out(dq, 0), y.lead, l.dims[0], &outname)
+                }
             };
             patch.shunt(l.out, back);
             leaves += 1;
@@ -316,12 +366,44 @@ fn grid_consts(patch: &mut Patch, name: &str, grid: &quantize::Grid) -> (Src, Sr
     (s, z)
 }
 
-/// `[N, K]` → `[1, K, N, 1]`.
-fn to_columns(patch: &mut Patch, x: Outlet, name: &str) -> Src {
+/// `[…, K]` → `[1, K, N, 1]` (N the product of the leading dims), and
+/// for an input of rank > 2 its leading dims.
+fn to_columns(patch: &mut Patch, x: Outlet, rank: usize, name: &str) -> (Src, Option<Src>) {
+    let (rows, lead) = if rank > 2 {
+        let shape = patch.add_op(
+            Some(format!("{name}_Shape")),
+            Operator::new("Shape", 1, vec![]),
+            vec![Some(Src::from(x))],
+            &[&format!("{name}_shape")],
+        );
+        let start = patch.add_const(
+            &format!("{name}_lead_start"),
+            Tensor::from_i64(vec![1], &[0]),
+        );
+        let end = patch.add_const(
+            &format!("{name}_lead_end"),
+            Tensor::from_i64(vec![1], &[-1]),
+        );
+        let lead = patch.add_op(
+            Some(format!("{name}_lead_Slice")),
+            Operator::new("Slice", 3, vec![]),
+            vec![Some(Patch::out(shape, 0)), Some(start), Some(end)],
+            &[&format!("{name}_lead")],
+        );
+        let flat = patch.add_op(
+            Some(format!("{name}_Flatten")),
+            Operator::new("Flatten", 1, vec![Attribute::int("axis", rank as i64 - 1)]),
+            vec![Some(Src::from(x))],
+            &[&format!("{name}_flat")],
+        );
+        (Patch::out(flat, 0), Some(Patch::out(lead, 0)))
+    } else {
+        (Src::from(x), None)
+    };
     let t = patch.add_op(
         Some(format!("{name}_to_columns_Transpose")),
         Operator::new("Transpose", 1, vec![Attribute::ints("perm", &[1, 0])]),
-        vec![Some(Src::from(x))],
+        vec![Some(rows)],
         &[&format!("{name}_transposed")],
     );
     let axes = patch.add_const(&format!("{name}_axes"), Tensor::from_i64(vec![2], &[0, 3]));
@@ -331,11 +413,11 @@ fn to_columns(patch: &mut Patch, x: Outlet, name: &str) -> Src {
         vec![Some(Patch::out(t, 0)), Some(axes)],
         &[&format!("{name}_columns")],
     );
-    Patch::out(u, 0)
+    (Patch::out(u, 0), lead)
 }
 
-/// `[1, M, N, 1]` → `[N, M]`.
-fn from_columns(patch: &mut Patch, y: Src, name: &str) -> Src {
+/// `[1, M, N, 1]` → `[N, M]`, or `[lead…, M]` when the input had leading dims.
+fn from_columns(patch: &mut Patch, y: Src, lead: Option<Src>, m: i64, name: &str) -> Src {
     let axes = patch.add_const(&format!("{name}_axes"), Tensor::from_i64(vec![2], &[0, 3]));
     let s = patch.add_op(
         Some(format!("{name}_to_rows_Squeeze")),
@@ -349,5 +431,21 @@ fn from_columns(patch: &mut Patch, y: Src, name: &str) -> Src {
         vec![Some(Patch::out(s, 0))],
         &[&format!("{name}_rows")],
     );
-    Patch::out(t, 0)
+    let Some(lead) = lead else {
+        return Patch::out(t, 0);
+    };
+    let last = patch.add_const(&format!("{name}_last_dim"), Tensor::from_i64(vec![1], &[m]));
+    let shape = patch.add_op(
+        Some(format!("{name}_shape_Concat")),
+        Operator::new("Concat", 2, vec![Attribute::int("axis", 0)]),
+        vec![Some(lead), Some(last)],
+        &[&format!("{name}_shape")],
+    );
+    let r = patch.add_op(
+        Some(format!("{name}_Reshape")),
+        Operator::new("Reshape", 2, vec![]),
+        vec![Some(Patch::out(t, 0)), Some(Patch::out(shape, 0))],
+        &[&format!("{name}_reshaped")],
+    );
+    Patch::out(r, 0)
 }
