@@ -360,11 +360,29 @@ impl Pass for Quant {
             "method": if self.weight_only { "none (weight-only)".to_string() } else { self.method.name() },
             "calibration": data.map_or("none".to_string(), |d| format!("{} ({} samples)", d.source, d.samples.len())),
             "layers_quantized": quantized,
+            "left_in_subgraphs": in_subgraphs(&model.graph, &self.ops),
             "activation_pairs": acts.len(),
             "weight_bytes": { "before": bytes_before, "after": bytes_after },
             "layers": entries,
         }))
     }
+}
+
+/// Operators of the chosen types inside If/Loop/Scan bodies, which are not
+/// quantized (main graph only).
+fn in_subgraphs(g: &Graph, ops: &[String]) -> usize {
+    let mut all = 0;
+    g.visit_graphs(&mut |sub| {
+        all += sub
+            .node_ids()
+            .filter(|&id| sub.op(id).is_some_and(|op| ops.contains(&op.op_type)))
+            .count();
+    });
+    let main = g
+        .node_ids()
+        .filter(|&id| g.op(id).is_some_and(|op| ops.contains(&op.op_type)))
+        .count();
+    all - main
 }
 
 /// Float weight bytes of `layers` (before) and int8 bytes in the graph (after).
@@ -424,6 +442,7 @@ impl Quant {
             "method": self.method.name(),
             "calibration": format!("{} ({} samples)", data.source, data.samples.len()),
             "layers_quantized": lowered.len(),
+            "left_in_subgraphs": in_subgraphs(&model.graph, &self.ops),
             "enter_int8": enters,
             "leave_int8": leaves,
             "weight_bytes": { "after": bytes_after },
