@@ -106,7 +106,10 @@ def ort_quantize(src, dst, calib, tmp):
             return next(self.it, None)
 
     pre = os.path.join(tmp, "pre.onnx")
-    quant_pre_process(src, pre)
+    try:
+        quant_pre_process(src, pre)
+    except Exception:  # symbolic shape inference fails on some models (magika)
+        quant_pre_process(src, pre, skip_symbolic_shape=True)
     quantize_static(pre, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
                     calibrate_method=CalibrationMethod.MinMax)
