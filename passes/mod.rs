@@ -23,6 +23,7 @@ pub(crate) mod infer_shapes;
 mod lift_constants;
 mod prune;
 mod prune_channels;
+pub(crate) mod raise_opset;
 mod svd;
 
 pub use lift_constants::constant_value;
@@ -89,6 +90,7 @@ pub const PASSES: &[PassInfo] = &[
     lift_constants::INFO,
     prune::INFO,
     prune_channels::INFO,
+    raise_opset::INFO,
     svd::INFO,
 ];
 

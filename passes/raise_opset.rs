@@ -1,0 +1,1085 @@
+//! # raise-opset
+//!
+//! **What:** raises the default-domain (`ai.onnx`) opset a model imports to
+//! `to`, rewriting every operator whose signature or semantics changed
+//! between the model's opset and `to`, in the main graph and every subgraph
+//! (If/Loop/Scan bodies); then sets `opset_import` and raises `ir_version`
+//! to what the target opset needs (opset 13 and 14: IR 7; 15–18: IR 8;
+//! 19, 20: IR 9; 21: IR 10). Operators of other domains (`ai.onnx.ml`,
+//! `com.microsoft`) are left alone.
+//!
+//! **Why:** quantization needs opset ≥ 13 (per-channel `DequantizeLinear`
+//! `axis`, TensorRT's explicit-quantization rules), and real exports (the
+//! PP-OCR models) are opset 11 and 12.
+//!
+//! ```text
+//! opset 12                                     opset 13
+//! y = Squeeze(x) {axes=[0]}               →    y = Squeeze(x, [0])
+//! s = Split(x) {axis=1, split=[2,3]}      →    s = Split(x, [2,3]) {axis=1}
+//! r = ReduceSum(x) {axes=[1], keepdims=0} →    r = ReduceSum(x, [1]) {keepdims=0}
+//! d = Dropout(x) {ratio=0.3}              →    d = Dropout(x, 0.3)
+//! p = Softmax(x: rank 3) {axis=2}         →    p = Softmax(x) {axis=2}
+//! p = Softmax(x: rank 3) {axis=1}         →    f = Flatten(x) {axis=1}
+//!                                              q = Softmax(f) {axis=1}
+//!                                              p = Reshape(q, Shape(x))
+//! ```
+//! Before 13, `Softmax`, `LogSoftmax` and `Hardmax` coerce the input to 2-D
+//! at `axis` (default 1) and normalise over everything from `axis` on; from 13
+//! they normalise over `axis` alone (default -1). The two agree when `axis`
+//! is the last one (`-1`, or the rank is known from the file or from tract's
+//! type inference); otherwise the node is wrapped in Flatten → op(axis=1) →
+//! Reshape to the input's shape, which is the old definition.
+//!
+//! Every change of an operator's schema in (model's opset, `to`] is in
+//! [`change`]: converted, types-only (only type constraints widened, checked
+//! against the onnx 1.23 schemas), or compatible (a new attribute or input
+//! whose default keeps the old behaviour, or a wider domain such as negative
+//! axes). A node whose operator changed in a way the table does not cover
+//! stops the pass with an error naming the operator and versions, and the
+//! model is left untouched: never a silently different model. Changes below
+//! opset 11 are mostly refused (Clip-11, Pad-11 and the negative-axes
+//! widenings of 11 are converted). Models with local functions are refused
+//! (their bodies are opaque here). A model already at or above `to` is not
+//! changed; the report says so.
+//!
+//! Types-only changes verified (schema diff: same inputs, outputs and
+//! attributes, type constraints widened):
+//!
+//! | opset | operators |
+//! |---|---|
+//! | 12 | Clip, Max, Min, MaxPool, Pow, ReduceMax, ReduceMin |
+//! | 13 | Abs, Add, ArgMax, ArgMin, Cast, Ceil, Clip, Concat, Constant, DepthToSpace, Div, Dropout, Equal, Exp, Expand, Flatten, Floor, Gather, GatherElements, GatherND, Gemm, Greater, Identity, If, IsNaN, LRN, Less, Log, Loop, MatMul, Max, Mean, MeanVarianceNormalization, Min, Mod, Mul, Neg, NegativeLogLikelihoodLoss, NonZero, Pad, Pow, Reciprocal, ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceMax, ReduceMean, ReduceMin, ReduceProd, ReduceSumSquare, Relu, Reshape, ScatterElements, ScatterND, Shape, Sigmoid, Sign, Size, Slice, SoftmaxCrossEntropyLoss, SpaceToDepth, Sqrt, Sub, Sum, Tanh, Tile, Transpose |
+//! | 14 | Add, CumSum, Div, Identity, Mul, Relu, Sub |
+//! | 15 | BatchNormalization, Pow |
+//! | 16 | GreaterOrEqual, Identity, If, LeakyRelu, LessOrEqual, Loop, PRelu, Scan, Where |
+//! | 18 | OptionalGetElement, ScatterElements, ScatterND |
+//! | 19 | Constant, Equal, Identity, If, Loop, Reshape, Scan, Shape, Size |
+//! | 20 | ConstantOfShape, IsInf, IsNaN, ReduceMax, ReduceMin |
+//! | 21 | Cast, CastLike, Constant, ConstantOfShape, Flatten, Identity, If, Loop, Pad, Reshape, Scan, Shape, Size, Squeeze, Transpose, Unsqueeze |
+//!
+//! **Options:** `to` (default 13): the target opset, 13 to 21.
+
+use crate::ir::patch::Src;
+use crate::ir::{
+    AttrValue, Attribute, DataType, Graph, Model, NodeId, Operator, Outlet, Patch, Tensor,
+    TensorData,
+};
+use crate::passes::{DataUse, PassInfo};
+use crate::pipeline::{OptionInfo, Options, Pass, PassContext};
+use anyhow::{bail, ensure, Result};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+pub const INFO: PassInfo = PassInfo {
+    name: "raise-opset",
+    summary:
+        "raise the ai.onnx opset (default to 13), converting operators whose signature changed",
+    exact: true,
+    data: DataUse::None,
+    options: &[OptionInfo {
+        name: "to",
+        default: "13",
+        help: "target default-domain opset, 13 to 21",
+    }],
+    build,
+};
+
+const MIN_TO: i64 = 13;
+const MAX_TO: i64 = 21;
+
+fn build(options: &Options) -> Result<Box<dyn Pass>> {
+    let to: i64 = options.get("to")?;
+    ensure!(
+        (MIN_TO..=MAX_TO).contains(&to),
+        "pass 'raise-opset': to={to} is outside {MIN_TO}..={MAX_TO}"
+    );
+    Ok(Box::new(RaiseOpset { to }))
+}
+
+struct RaiseOpset {
+    to: i64,
+}
+
+impl Pass for RaiseOpset {
+    fn run(&self, model: &mut Model, _: &PassContext) -> Result<serde_json::Value> {
+        raise(model, self.to)
+    }
+}
+
+/// The IR version a model importing `opset` needs (onnx's version table).
+fn ir_for(opset: i64) -> i64 {
+    match opset {
+        ..=12 => 7,
+        13 | 14 => 7,
+        15..=18 => 8,
+        19 | 20 => 9,
+        _ => 10,
+    }
+}
+
+/// Raises the default-domain opset of `model` to `to` (see the module doc).
+/// On error the model is unchanged. Returns the report: `from`, `to`,
+/// `ir_version` before and after, and `rewritten` nodes per operator type.
+pub(crate) fn raise(model: &mut Model, to: i64) -> Result<serde_json::Value> {
+    ensure!(
+        (MIN_TO..=MAX_TO).contains(&to),
+        "raise-opset: target opset {to} is outside {MIN_TO}..={MAX_TO}"
+    );
+    let Some(from) = model.opset("") else {
+        bail!("raise-opset: the model imports no ai.onnx opset");
+    };
+    if from >= to {
+        return Ok(json!({
+            "from": from,
+            "to": to,
+            "changed": false,
+            "note": format!("already at opset {from} (>= {to}): nothing to do"),
+        }));
+    }
+    ensure!(
+        model.functions.is_empty(),
+        "raise-opset: the model has {} local function(s), whose bodies are not converted",
+        model.functions.len()
+    );
+    let mut work = model.clone();
+    let mut cx = Cx {
+        from,
+        to,
+        ranks: Ranks::new(),
+    };
+    let mut errors: BTreeSet<String> = BTreeSet::new();
+    let mut rewritten: BTreeMap<String, usize> = BTreeMap::new();
+    work.graph.visit_graphs_mut(&mut |g| {
+        let mut patches = vec![];
+        cx.ranks = ranks(g)?;
+        for id in g.op_order()? {
+            let op = g.op(id).expect("operators");
+            if !op.is_default_domain() {
+                continue;
+            }
+            match convert(&cx, g, id) {
+                Ok(Some(patch)) => {
+                    *rewritten.entry(op.op_type.clone()).or_default() += 1;
+                    patches.push(patch);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    errors.insert(format!("{e:#}"));
+                }
+            }
+        }
+        for patch in patches {
+            patch.apply(g)?;
+        }
+        Ok(())
+    })?;
+    if !errors.is_empty() {
+        let list: Vec<String> = errors.into_iter().collect();
+        bail!(
+            "raise-opset: cannot raise opset {from} to {to}: {}",
+            list.join("; ")
+        );
+    }
+    let ir_before = work.ir_version;
+    let need = ir_for(to);
+    if work.ir_version.is_none_or(|v| v < need) {
+        work.ir_version = Some(need);
+    }
+    for o in &mut work.opset_import {
+        if matches!(o.domain.as_deref(), None | Some("") | Some("ai.onnx")) {
+            o.version = Some(to);
+        }
+    }
+    let ir_after = work.ir_version;
+    *model = work;
+    Ok(json!({
+        "from": from,
+        "to": to,
+        "ir_version": [ir_before, ir_after],
+        "rewritten": rewritten,
+    }))
+}
+
+/// What converters may consult.
+struct Cx {
+    from: i64,
+    to: i64,
+    /// Ranks of the values of the graph being converted, where known.
+    ranks: Ranks,
+}
+
+/// A node being converted: its operator as rewritten so far, and the patch.
+struct Work<'a> {
+    g: &'a Graph,
+    id: NodeId,
+    op: Operator,
+    patch: Patch,
+    changed: bool,
+    /// Input slots fed from new constants.
+    fed: Vec<usize>,
+    /// The node is replaced (its uses shunted); the operator is not updated.
+    replaced: bool,
+}
+
+impl Work<'_> {
+    fn name(&self, suffix: &str) -> String {
+        let out = self.g.outlet_name(Outlet::new(self.id, 0));
+        let base = if out.is_empty() {
+            self.op.op_type.as_str()
+        } else {
+            out
+        };
+        format!("{base}_{suffix}")
+    }
+
+    /// Feeds input `slot` from a new constant.
+    fn feed(&mut self, slot: usize, suffix: &str, t: Tensor) {
+        let name = self.name(suffix);
+        let src = self.patch.add_const(&name, t);
+        self.op.arity = self.op.arity.max(slot + 1);
+        self.patch.rewire(self.id, slot, Some(src));
+        self.fed.push(slot);
+        self.changed = true;
+    }
+
+    fn take_attr(&mut self, name: &str) -> Option<Attribute> {
+        let i = self.op.attributes.iter().position(|a| a.name == name)?;
+        self.changed = true;
+        Some(self.op.attributes.remove(i))
+    }
+
+    fn set_attr(&mut self, attr: Attribute) {
+        self.op.set_attr(attr);
+        self.changed = true;
+    }
+
+    fn input_elem(&self, slot: usize) -> Option<DataType> {
+        let o = self.g.input(self.id, slot)?;
+        self.g.known_type(o)?.tensor_elem()
+    }
+}
+
+type Converter = fn(&Cx, &mut Work) -> Result<()>;
+
+#[derive(Clone, Copy)]
+enum Change {
+    /// Only type constraints widened.
+    Types,
+    /// A new attribute or optional input whose default keeps the old
+    /// behaviour, or a wider domain (negative axes): nothing to do.
+    Compatible,
+    Convert(Converter),
+}
+
+/// How the change of `op`'s schema at opset `v` is handled; `None`: not
+/// handled (the pass refuses such a node).
+fn change(op: &str, v: i64) -> Option<Change> {
+    use Change::*;
+    Some(match (op, v) {
+        // Opset 11: negative axes allowed, or new attributes with the old
+        // behaviour as default (DepthToSpace mode=DCR, TopK largest/sorted=1,
+        // Constant sparse_value, Gemm's C optional, If/Loop/Scan relaxed).
+        (
+            "ArgMax" | "ArgMin" | "Compress" | "Concat" | "Constant" | "DepthToSpace" | "Flatten"
+            | "Gather" | "Gemm" | "Hardmax" | "If" | "LogSoftmax" | "Loop" | "OneHot" | "ReduceL1"
+            | "ReduceL2" | "ReduceLogSum" | "ReduceLogSumExp" | "ReduceMax" | "ReduceMean"
+            | "ReduceMin" | "ReduceProd" | "ReduceSum" | "ReduceSumSquare" | "Scan" | "Slice"
+            | "Softmax" | "Split" | "Squeeze" | "TopK" | "Unsqueeze",
+            11,
+        ) => Compatible,
+        ("Equal", 11) => Types,
+        ("Clip", 11) => Convert(clip_attrs_to_inputs),
+        ("Pad", 11) => Convert(pad_attrs_to_inputs),
+        ("Resize", 11) => return None, // Resize-10 coordinates differ
+        // Opset 12.
+        ("ArgMax" | "ArgMin", 12) => Compatible, // select_last_index=0
+        ("Constant", 12) => Compatible,          // value_float(s)/int(s)/string(s)
+        ("GatherND", 12) => Compatible,          // batch_dims=0
+        ("Clip" | "Max" | "Min" | "MaxPool" | "Pow" | "ReduceMax" | "ReduceMin", 12) => Types,
+        ("Dropout", 12) => Convert(dropout_ratio_to_input),
+        // Opset 13.
+        ("Squeeze" | "Unsqueeze", 13) => Convert(axes_to_input),
+        ("ReduceSum", 13) => Convert(axes_to_input),
+        ("Split", 13) => Convert(split_to_input),
+        ("Softmax" | "LogSoftmax" | "Hardmax", 13) => Convert(softmax_one_axis),
+        ("Resize", 13) => Convert(resize_13),
+        ("Erf", 13) => Convert(erf_13),
+        ("DequantizeLinear" | "QuantizeLinear", 13) => Compatible, // axis (scale was scalar)
+        (
+            "Abs"
+            | "Add"
+            | "ArgMax"
+            | "ArgMin"
+            | "Cast"
+            | "Ceil"
+            | "Clip"
+            | "Concat"
+            | "Constant"
+            | "DepthToSpace"
+            | "Div"
+            | "Dropout"
+            | "Equal"
+            | "Exp"
+            | "Expand"
+            | "Flatten"
+            | "Floor"
+            | "Gather"
+            | "GatherElements"
+            | "GatherND"
+            | "Gemm"
+            | "Greater"
+            | "Identity"
+            | "If"
+            | "IsNaN"
+            | "LRN"
+            | "Less"
+            | "Log"
+            | "Loop"
+            | "MatMul"
+            | "Max"
+            | "Mean"
+            | "MeanVarianceNormalization"
+            | "Min"
+            | "Mod"
+            | "Mul"
+            | "Neg"
+            | "NegativeLogLikelihoodLoss"
+            | "NonZero"
+            | "Pad"
+            | "Pow"
+            | "Reciprocal"
+            | "ReduceL1"
+            | "ReduceL2"
+            | "ReduceLogSum"
+            | "ReduceLogSumExp"
+            | "ReduceMax"
+            | "ReduceMean"
+            | "ReduceMin"
+            | "ReduceProd"
+            | "ReduceSumSquare"
+            | "Relu"
+            | "Reshape"
+            | "ScatterElements"
+            | "ScatterND"
+            | "Shape"
+            | "Sigmoid"
+            | "Sign"
+            | "Size"
+            | "Slice"
+            | "SoftmaxCrossEntropyLoss"
+            | "SpaceToDepth"
+            | "Sqrt"
+            | "Sub"
+            | "Sum"
+            | "Tanh"
+            | "Tile"
+            | "Transpose",
+            13,
+        ) => Types,
+        // Opset 14.
+        ("Add" | "CumSum" | "Div" | "Identity" | "Mul" | "Relu" | "Sub", 14) => Types,
+        ("GRU" | "LSTM" | "RNN", 14) => Compatible, // layout=0
+        ("Reshape", 14) => Compatible,              // allowzero=0
+        ("BatchNormalization", 14) => Convert(batchnorm_14),
+        // Opset 15.
+        ("BatchNormalization" | "Pow", 15) => Types,
+        ("Shape", 15) => Compatible, // start=0, end=rank
+        // Opset 16.
+        (
+            "GreaterOrEqual" | "Identity" | "If" | "LeakyRelu" | "LessOrEqual" | "Loop" | "PRelu"
+            | "Scan" | "Where",
+            16,
+        ) => Types,
+        ("ScatterElements" | "ScatterND", 16) => Compatible, // reduction=none
+        ("RoiAlign", 16) => Convert(roialign_16),
+        // Opset 18.
+        (
+            "ReduceL1" | "ReduceL2" | "ReduceLogSum" | "ReduceLogSumExp" | "ReduceMax"
+            | "ReduceMean" | "ReduceMin" | "ReduceProd" | "ReduceSumSquare",
+            18,
+        ) => Convert(axes_to_input),
+        ("Split", 18) => Convert(split_18),
+        ("OptionalGetElement" | "ScatterElements" | "ScatterND", 18) => Types,
+        // Pad axes, Resize antialias/axes/keep_aspect_ratio_policy, LpPool
+        // ceil_mode/dilations, OptionalHasElement's input optional.
+        ("Pad" | "Resize" | "LpPool" | "OptionalHasElement", 18) => Compatible,
+        // Opset 19.
+        (
+            "Constant" | "Equal" | "Identity" | "If" | "Loop" | "Reshape" | "Scan" | "Shape"
+            | "Size",
+            19,
+        ) => Types,
+        // AveragePool dilations; Cast saturate (float8 only); DequantizeLinear
+        // scale types; Pad mode=wrap; Resize half_pixel_symmetric.
+        ("AveragePool" | "Cast" | "CastLike" | "DequantizeLinear" | "Pad" | "Resize", 19) => {
+            Compatible
+        }
+        ("QuantizeLinear", 19) => Convert(quantize_19),
+        // Opset 20.
+        ("ConstantOfShape" | "IsInf" | "IsNaN" | "ReduceMax" | "ReduceMin", 20) => Types,
+        ("GridSample", 20) => Convert(gridsample_20),
+        // Opset 21.
+        (
+            "Cast" | "CastLike" | "Constant" | "ConstantOfShape" | "Flatten" | "Identity" | "If"
+            | "Loop" | "Pad" | "Reshape" | "Scan" | "Shape" | "Size" | "Squeeze" | "Transpose"
+            | "Unsqueeze",
+            21,
+        ) => Types,
+        // block_size=0, output_dtype=0, wider scale types.
+        ("DequantizeLinear" | "QuantizeLinear" | "QLinearMatMul", 21) => Compatible,
+        _ => return None,
+    })
+}
+
+/// Builds the patch converting node `id` from `cx.from` to `cx.to`, or
+/// `None` when the node needs nothing.
+fn convert(cx: &Cx, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+    let op = g.op(id).expect("operators");
+    let versions = schema_changes(&op.op_type)
+        .iter()
+        .filter(|&&v| cx.from < v && v <= cx.to);
+    let mut work = Work {
+        g,
+        id,
+        op: op.clone(),
+        patch: Patch::new(format!("raise-opset: {}", g.node(id).label())),
+        changed: false,
+        fed: vec![],
+        replaced: false,
+    };
+    for &v in versions {
+        match change(&op.op_type, v) {
+            Some(Change::Types | Change::Compatible) => {}
+            Some(Change::Convert(f)) => f(cx, &mut work)?,
+            None => bail!(
+                "{} (changed at opset {v}) has no conversion from opset {} to {}",
+                op.op_type,
+                cx.from,
+                cx.to
+            ),
+        }
+    }
+    if !work.changed {
+        return Ok(None);
+    }
+    if !work.replaced {
+        work.patch.update(id, work.op);
+    }
+    Ok(Some(work.patch))
+}
+
+fn ints(a: &Attribute) -> Option<&[i64]> {
+    match &a.value {
+        AttrValue::Ints(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// Squeeze, Unsqueeze (13), ReduceSum (13), the other Reduce ops (18): the
+/// `axes` attribute becomes input 1. Without `axes` (or with an empty list,
+/// which meant "all" too) the input stays omitted: Squeeze then squeezes
+/// every 1, a Reduce op with `noop_with_empty_axes=0` reduces every axis,
+/// as before. Unsqueeze requires `axes`.
+fn axes_to_input(_: &Cx, w: &mut Work) -> Result<()> {
+    let Some(attr) = w.take_attr("axes") else {
+        ensure!(
+            w.op.op_type != "Unsqueeze",
+            "Unsqueeze without axes is not valid"
+        );
+        return Ok(());
+    };
+    let axes = ints(&attr).unwrap_or_default().to_vec();
+    if !axes.is_empty() || w.op.op_type == "Unsqueeze" {
+        w.feed(1, "axes", Tensor::from_i64(vec![axes.len() as i64], &axes));
+    }
+    Ok(())
+}
+
+/// Split-13: the `split` attribute becomes input 1.
+fn split_to_input(_: &Cx, w: &mut Work) -> Result<()> {
+    if let Some(attr) = w.take_attr("split") {
+        let split = ints(&attr).unwrap_or_default().to_vec();
+        if !split.is_empty() {
+            w.feed(
+                1,
+                "split",
+                Tensor::from_i64(vec![split.len() as i64], &split),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Split-18 wants either the `split` input or `num_outputs`: without the
+/// input, `num_outputs` is the number of outputs (equal parts, as before).
+fn split_18(_: &Cx, w: &mut Work) -> Result<()> {
+    let has_split = w.fed.contains(&1) || (w.op.arity > 1 && w.g.input(w.id, 1).is_some());
+    if !has_split && w.op.attr("num_outputs").is_none() {
+        let n = w.g.node(w.id).outputs.len() as i64;
+        w.set_attr(Attribute::int("num_outputs", n));
+    }
+    Ok(())
+}
+
+/// Dropout-12: the `ratio` attribute becomes input 1 (a float scalar).
+fn dropout_ratio_to_input(_: &Cx, w: &mut Work) -> Result<()> {
+    if let Some(attr) = w.take_attr("ratio") {
+        let AttrValue::Float(r) = attr.value else {
+            bail!("Dropout ratio is not a float");
+        };
+        w.feed(1, "ratio", Tensor::from_f32(vec![], &[r]));
+    }
+    Ok(())
+}
+
+/// A scalar of a floating-point type, from an f32 attribute value.
+fn float_scalar(t: DataType, v: f32) -> Option<Tensor> {
+    match t {
+        DataType::FLOAT => Some(Tensor::from_f32(vec![], &[v])),
+        DataType::DOUBLE => Some(Tensor::new(
+            t,
+            vec![],
+            TensorData::Raw((v as f64).to_le_bytes().to_vec().into()),
+        )),
+        _ => None,
+    }
+}
+
+/// Clip-11: `min` and `max` attributes become inputs 1 and 2, of the
+/// input's type. Clip-6's defaults (±f32::MAX) are fed explicitly, so ±∞
+/// still clips to them.
+fn clip_attrs_to_inputs(_: &Cx, w: &mut Work) -> Result<()> {
+    let t = w.input_elem(0);
+    let min = w.take_attr("min").map_or(f32::MIN, |a| match a.value {
+        AttrValue::Float(v) => v,
+        _ => f32::MIN,
+    });
+    let max = w.take_attr("max").map_or(f32::MAX, |a| match a.value {
+        AttrValue::Float(v) => v,
+        _ => f32::MAX,
+    });
+    let (Some(lo), Some(hi)) = (
+        t.and_then(|t| float_scalar(t, min)),
+        t.and_then(|t| float_scalar(t, max)),
+    ) else {
+        bail!("Clip (changed at opset 11): the input's type is not known to be float or double (run infer-shapes first)");
+    };
+    w.feed(1, "min", lo);
+    w.feed(2, "max", hi);
+    Ok(())
+}
+
+/// Pad-11: the `pads` attribute becomes input 1 and `value` input 2 (of the
+/// input's type; omitted when 0, the default).
+fn pad_attrs_to_inputs(_: &Cx, w: &mut Work) -> Result<()> {
+    let Some(pads) = w.take_attr("pads") else {
+        bail!("Pad without pads is not valid");
+    };
+    let pads = ints(&pads).unwrap_or_default().to_vec();
+    let value = w.take_attr("value").map_or(0.0, |a| match a.value {
+        AttrValue::Float(v) => v,
+        _ => 0.0,
+    });
+    w.feed(1, "pads", Tensor::from_i64(vec![pads.len() as i64], &pads));
+    if value != 0.0 {
+        let Some(v) = w.input_elem(0).and_then(|t| float_scalar(t, value)) else {
+            bail!("Pad (changed at opset 11): a nonzero value on an input not known to be float or double");
+        };
+        w.feed(2, "value", v);
+    }
+    Ok(())
+}
+
+/// Softmax, LogSoftmax, Hardmax at 13: see the module doc.
+fn softmax_one_axis(cx: &Cx, w: &mut Work) -> Result<()> {
+    let axis = w.op.attr_int("axis", 1);
+    let x = w.g.input(w.id, 0).expect("Softmax has an input");
+    let last = axis == -1
+        || cx
+            .ranks
+            .get(&x)
+            .copied()
+            .is_some_and(|r| (if axis < 0 { axis + r } else { axis }) == r - 1);
+    if last {
+        if w.op.attr("axis").is_none() {
+            w.set_attr(Attribute::int("axis", axis));
+        }
+        return Ok(());
+    }
+    // Old definition: flatten to 2-D at `axis`, normalise rows, restore the shape.
+    let out = Outlet::new(w.id, 0);
+    let mut op = w.op.clone();
+    op.set_attr(Attribute::int("axis", 1));
+    let shape = w.patch.add_op(
+        None,
+        Operator::new("Shape", 1, vec![]),
+        vec![Some(x.into())],
+        &[&w.name("shape")],
+    );
+    let flat = w.patch.add_op(
+        None,
+        Operator::new("Flatten", 1, vec![Attribute::int("axis", axis)]),
+        vec![Some(x.into())],
+        &[&w.name("2d")],
+    );
+    let norm = w.patch.add_op(
+        w.g.node(w.id).name.clone(),
+        op,
+        vec![Some(Patch::out(flat, 0))],
+        &[&w.name("rows")],
+    );
+    let back = w.patch.add_op(
+        None,
+        Operator::new("Reshape", 2, vec![]),
+        vec![Some(Patch::out(norm, 0)), Some(Patch::out(shape, 0))],
+        &[w.g.outlet_name(out)],
+    );
+    w.patch.shunt(
+        out,
+        Src::New {
+            index: back,
+            slot: 0,
+        },
+    );
+    w.patch.remove(w.id);
+    w.changed = true;
+    w.replaced = true;
+    Ok(())
+}
+
+/// Resize-13 dropped the `tf_half_pixel_for_nn` coordinate mode; roi and
+/// scales became optional (compatible).
+fn resize_13(_: &Cx, w: &mut Work) -> Result<()> {
+    if let Some(AttrValue::String(mode)) =
+        w.op.attr("coordinate_transformation_mode")
+            .map(|a| &a.value)
+    {
+        ensure!(
+            mode.as_ref() != b"tf_half_pixel_for_nn",
+            "Resize with coordinate_transformation_mode=tf_half_pixel_for_nn (removed at opset 13) has no conversion"
+        );
+    }
+    Ok(())
+}
+
+/// Erf-13 no longer takes integer inputs.
+fn erf_13(_: &Cx, w: &mut Work) -> Result<()> {
+    if let Some(t) = w.input_elem(0) {
+        ensure!(
+            matches!(
+                t,
+                DataType::FLOAT | DataType::FLOAT16 | DataType::DOUBLE | DataType::BFLOAT16
+            ),
+            "Erf on {t} (integer inputs dropped at opset 13) has no conversion"
+        );
+    }
+    Ok(())
+}
+
+/// BatchNormalization-14 has the running mean/variance outputs only in
+/// training mode; the training outputs of BatchNormalization-9 are refused.
+fn batchnorm_14(_: &Cx, w: &mut Work) -> Result<()> {
+    let extra =
+        w.g.node(w.id)
+            .outputs
+            .iter()
+            .skip(1)
+            .any(|v| !v.name.is_empty());
+    ensure!(
+        !extra,
+        "BatchNormalization with training outputs (changed at opset 14) has no conversion"
+    );
+    Ok(())
+}
+
+/// RoiAlign-16 added `coordinate_transformation_mode`, default `half_pixel`;
+/// RoiAlign-10 behaves as `output_half_pixel`, now written explicitly.
+fn roialign_16(_: &Cx, w: &mut Work) -> Result<()> {
+    if w.op.attr("coordinate_transformation_mode").is_none() {
+        w.set_attr(Attribute::new(
+            "coordinate_transformation_mode",
+            AttrValue::String(bytes::Bytes::from_static(b"output_half_pixel")),
+        ));
+    }
+    Ok(())
+}
+
+/// QuantizeLinear-19 wants `y_scale` of `x`'s type: exact when x is float
+/// (the scale is), refused when x is int32 or unknown.
+fn quantize_19(_: &Cx, w: &mut Work) -> Result<()> {
+    ensure!(
+        w.input_elem(0) == Some(DataType::FLOAT),
+        "QuantizeLinear (changed at opset 19) needs x known to be float (run infer-shapes first)"
+    );
+    Ok(())
+}
+
+/// GridSample-20 renamed modes: bilinear → linear, bicubic → cubic.
+fn gridsample_20(_: &Cx, w: &mut Work) -> Result<()> {
+    let renamed: &'static [u8] = match w.op.attr("mode").map(|a| &a.value) {
+        Some(AttrValue::String(m)) if m.as_ref() == b"bilinear" => b"linear",
+        Some(AttrValue::String(m)) if m.as_ref() == b"bicubic" => b"cubic",
+        _ => return Ok(()),
+    };
+    w.set_attr(Attribute::new(
+        "mode",
+        AttrValue::String(bytes::Bytes::from_static(renamed)),
+    ));
+    Ok(())
+}
+
+/// How far [`len`] follows producers.
+const MAX_DEPTH: usize = 16;
+
+type Ranks = HashMap<Outlet, i64>;
+
+/// The rank of every value of `g` where known: from its type, else from
+/// what its producer does to the ranks of its inputs (see [`rank`]).
+fn ranks(g: &Graph) -> Result<Ranks> {
+    let mut ranks = Ranks::new();
+    for id in g.topo_order()? {
+        for slot in 0..g.node(id).outputs.len() {
+            let v = Outlet::new(id, slot);
+            if let Some(r) = rank(g, v, &ranks) {
+                ranks.insert(v, r);
+            }
+        }
+    }
+    Ok(ranks)
+}
+
+/// A value's rank: from its type, else from what its producer does to the
+/// ranks of its inputs (`ranks`: elementwise and broadcasting ops, MatMul,
+/// Reshape to a shape of known length, Squeeze/Unsqueeze, Transpose,
+/// Flatten, Gemm, Concat, Reduce ops, constants). Exporters often leave
+/// intermediate values untyped.
+fn rank(g: &Graph, v: Outlet, ranks: &Ranks) -> Option<i64> {
+    if let Some(r) = g.known_rank(v) {
+        return Some(r as i64);
+    }
+    if let Some(t) = constant(g, v) {
+        return Some(t.dims.len() as i64);
+    }
+    let op = g.op(v.node)?;
+    if !op.is_default_domain() || v.slot != 0 {
+        return None;
+    }
+    let input = |slot: usize| g.input(v.node, slot).and_then(|o| ranks.get(&o).copied());
+    const SAME: &[&str] = &[
+        "Abs",
+        "BatchNormalization",
+        "Cast",
+        "Ceil",
+        "Clip",
+        "Conv",
+        "ConvTranspose",
+        "Dropout",
+        "Elu",
+        "Erf",
+        "Exp",
+        "Floor",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "HardSigmoid",
+        "HardSwish",
+        "Hardmax",
+        "Identity",
+        "InstanceNormalization",
+        "LayerNormalization",
+        "LeakyRelu",
+        "Log",
+        "LogSoftmax",
+        "LRN",
+        "AveragePool",
+        "MaxPool",
+        "Neg",
+        "Not",
+        "PRelu",
+        "Reciprocal",
+        "Relu",
+        "Resize",
+        "Round",
+        "Selu",
+        "Sigmoid",
+        "Sign",
+        "Sin",
+        "Cos",
+        "Softmax",
+        "Softplus",
+        "Softsign",
+        "Sqrt",
+        "Tanh",
+        "Transpose",
+        "Pad",
+        "Slice",
+        "Tile",
+        "CumSum",
+    ];
+    const BROADCAST: &[&str] = &[
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Pow",
+        "Max",
+        "Min",
+        "Sum",
+        "Mean",
+        "Where",
+        "Equal",
+        "Greater",
+        "Less",
+        "GreaterOrEqual",
+        "LessOrEqual",
+        "And",
+        "Or",
+        "Xor",
+        "Mod",
+    ];
+    let t = op.op_type.as_str();
+    if SAME.contains(&t) {
+        return input(0);
+    }
+    if BROADCAST.contains(&t) {
+        return (0..op.arity).map(input).try_fold(0, |m, r| Some(m.max(r?)));
+    }
+    match t {
+        "MatMul" => match (input(0)?, input(1)?) {
+            (a, b) if a >= 2 && b >= 2 => Some(a.max(b)),
+            (1, b) if b >= 2 => Some(b - 1),
+            (a, 1) if a >= 2 => Some(a - 1),
+            _ => None,
+        },
+        "Gemm" | "Flatten" => Some(2),
+        "Concat" => (0..op.arity).find_map(input),
+        "Reshape" => len(g, g.input(v.node, 1)?, ranks, MAX_DEPTH),
+        "Shape" => Some(1),
+        "Squeeze" | "Unsqueeze" => {
+            let axes = match op.attr_ints("axes") {
+                Some(axes) => axes.len() as i64,
+                None => constant(g, g.input(v.node, 1)?)?.numel() as i64,
+            };
+            Some(input(0)? + if t == "Squeeze" { -axes } else { axes })
+        }
+        _ if t.starts_with("Reduce") && g.input(v.node, 1).is_none() => {
+            if op.attr_int("keepdims", 1) == 1 {
+                return input(0);
+            }
+            Some(input(0)? - op.attr_ints("axes")?.len() as i64)
+        }
+        _ => None,
+    }
+}
+
+/// A constant: an initializer or a `Constant` node.
+fn constant(g: &Graph, v: Outlet) -> Option<Tensor> {
+    match g.const_tensor(v) {
+        Some(t) => Some(t.clone()),
+        None => crate::passes::constant_value(g, v.node),
+    }
+}
+
+/// The length of a 1-D value (a shape being computed), as far as known.
+fn len(g: &Graph, v: Outlet, ranks: &Ranks, depth: usize) -> Option<i64> {
+    if let Some(dims) = g.known_dims(v) {
+        return match dims.as_slice() {
+            [d] => *d,
+            _ => None,
+        };
+    }
+    if let Some(t) = constant(g, v) {
+        return (t.dims.len() == 1).then(|| t.dims[0]);
+    }
+    let depth = depth.checked_sub(1)?;
+    let op = g.op(v.node)?;
+    if !op.is_default_domain() || v.slot != 0 {
+        return None;
+    }
+    let input = |slot: usize| g.input(v.node, slot);
+    match op.op_type.as_str() {
+        "Cast" | "Identity" | "Abs" | "Neg" => len(g, input(0)?, ranks, depth),
+        "Add" | "Sub" | "Mul" | "Div" => {
+            let (a, b) = (
+                len(g, input(0)?, ranks, depth)?,
+                len(g, input(1)?, ranks, depth)?,
+            );
+            (a == b || b == 1).then_some(a.max(b))
+        }
+        "Concat" => (0..op.arity).try_fold(0, |n, s| Some(n + len(g, input(s)?, ranks, depth)?)),
+        "Shape" => {
+            let r = *ranks.get(&input(0)?)?;
+            let at = |b: i64| {
+                if b < 0 {
+                    (b + r).clamp(0, r)
+                } else {
+                    b.clamp(0, r)
+                }
+            };
+            let (start, end) = (at(op.attr_int("start", 0)), at(op.attr_int("end", r)));
+            Some((end - start).max(0))
+        }
+        "Slice" => {
+            let n = len(g, input(0)?, ranks, depth)?;
+            let ints = |s: usize| constant(g, input(s)?)?.to_i64().ok();
+            let (starts, ends) = (ints(1)?, ints(2)?);
+            let steps = match input(4) {
+                Some(_) => ints(4)?,
+                None => vec![1],
+            };
+            if starts.len() != 1 || ends.len() != 1 || steps != [1] {
+                return None;
+            }
+            let at = |b: i64| {
+                if b < 0 {
+                    (b + n).clamp(0, n)
+                } else {
+                    b.clamp(0, n)
+                }
+            };
+            Some((at(ends[0]) - at(starts[0])).max(0))
+        }
+        "Unsqueeze" => {
+            // A scalar made 1-D.
+            let axes = op
+                .attr_ints("axes")
+                .map(<[i64]>::len)
+                .or_else(|| Some(constant(g, input(1)?)?.numel()))?;
+            (axes == 1 && *ranks.get(&input(0)?)? == 0).then_some(1)
+        }
+        _ => None,
+    }
+}
+
+/// The opsets (after the first) at which each ai.onnx operator's schema
+/// changed, up to 21, from onnx 1.23.2:
+/// `{s.name: sorted(since_versions)[1:]}` over
+/// `onnx.defs.get_all_schemas_with_history()` in the default domain
+/// (deprecations included: Upsample-10, Scatter-11).
+fn schema_changes(op: &str) -> &'static [i64] {
+    SCHEMA_CHANGES
+        .binary_search_by(|(name, _)| (*name).cmp(op))
+        .map_or(&[], |i| SCHEMA_CHANGES[i].1)
+}
+
+const SCHEMA_CHANGES: &[(&str, &[i64])] = &[
+    ("Abs", &[6, 13]),
+    ("Add", &[6, 7, 13, 14]),
+    ("And", &[7]),
+    ("ArgMax", &[11, 12, 13]),
+    ("ArgMin", &[11, 12, 13]),
+    ("AveragePool", &[7, 10, 11, 19]),
+    ("BatchNormalization", &[6, 7, 9, 14, 15]),
+    ("Cast", &[6, 9, 13, 19, 21]),
+    ("CastLike", &[19, 21]),
+    ("Ceil", &[6, 13]),
+    ("Clip", &[6, 11, 12, 13]),
+    ("Compress", &[11]),
+    ("Concat", &[4, 11, 13]),
+    ("Constant", &[9, 11, 12, 13, 19, 21]),
+    ("ConstantOfShape", &[20, 21]),
+    ("Conv", &[11]),
+    ("ConvTranspose", &[11]),
+    ("CumSum", &[14]),
+    ("DFT", &[20]),
+    ("DepthToSpace", &[11, 13]),
+    ("DequantizeLinear", &[13, 19, 21]),
+    ("Div", &[6, 7, 13, 14]),
+    ("Dropout", &[6, 7, 10, 12, 13]),
+    ("Elu", &[6]),
+    ("Equal", &[7, 11, 13, 19]),
+    ("Erf", &[13]),
+    ("Exp", &[6, 13]),
+    ("Expand", &[13]),
+    ("Flatten", &[9, 11, 13, 21]),
+    ("Floor", &[6, 13]),
+    ("GRU", &[3, 7, 14]),
+    ("Gather", &[11, 13]),
+    ("GatherElements", &[13]),
+    ("GatherND", &[12, 13]),
+    ("Gemm", &[6, 7, 9, 11, 13]),
+    ("GlobalLpPool", &[2]),
+    ("Greater", &[7, 9, 13]),
+    ("GreaterOrEqual", &[16]),
+    ("GridSample", &[20]),
+    ("GroupNormalization", &[21]),
+    ("HardSigmoid", &[6]),
+    ("Hardmax", &[11, 13]),
+    ("Identity", &[13, 14, 16, 19, 21]),
+    ("If", &[11, 13, 16, 19, 21]),
+    ("InstanceNormalization", &[6]),
+    ("IsInf", &[20]),
+    ("IsNaN", &[13, 20]),
+    ("LRN", &[13]),
+    ("LSTM", &[7, 14]),
+    ("LeakyRelu", &[6, 16]),
+    ("Less", &[7, 9, 13]),
+    ("LessOrEqual", &[16]),
+    ("Log", &[6, 13]),
+    ("LogSoftmax", &[11, 13]),
+    ("Loop", &[11, 13, 16, 19, 21]),
+    ("LpPool", &[2, 11, 18]),
+    ("MatMul", &[9, 13]),
+    ("Max", &[6, 8, 12, 13]),
+    ("MaxPool", &[8, 10, 11, 12]),
+    ("MaxUnpool", &[11]),
+    ("Mean", &[6, 8, 13]),
+    ("MeanVarianceNormalization", &[13]),
+    ("Min", &[6, 8, 12, 13]),
+    ("Mod", &[13]),
+    ("Mul", &[6, 7, 13, 14]),
+    ("Neg", &[6, 13]),
+    ("NegativeLogLikelihoodLoss", &[13]),
+    ("NonMaxSuppression", &[11]),
+    ("NonZero", &[13]),
+    ("OneHot", &[11]),
+    ("OptionalGetElement", &[18]),
+    ("OptionalHasElement", &[18]),
+    ("Or", &[7]),
+    ("PRelu", &[6, 7, 9, 16]),
+    ("Pad", &[2, 11, 13, 18, 19, 21]),
+    ("Pow", &[7, 12, 13, 15]),
+    ("QLinearMatMul", &[21]),
+    ("QuantizeLinear", &[13, 19, 21]),
+    ("RNN", &[7, 14]),
+    ("Reciprocal", &[6, 13]),
+    ("ReduceL1", &[11, 13, 18]),
+    ("ReduceL2", &[11, 13, 18]),
+    ("ReduceLogSum", &[11, 13, 18]),
+    ("ReduceLogSumExp", &[11, 13, 18]),
+    ("ReduceMax", &[11, 12, 13, 18, 20]),
+    ("ReduceMean", &[11, 13, 18]),
+    ("ReduceMin", &[11, 12, 13, 18, 20]),
+    ("ReduceProd", &[11, 13, 18]),
+    ("ReduceSum", &[11, 13]),
+    ("ReduceSumSquare", &[11, 13, 18]),
+    ("Relu", &[6, 13, 14]),
+    ("Reshape", &[5, 13, 14, 19, 21]),
+    ("Resize", &[11, 13, 18, 19]),
+    ("RoiAlign", &[16]),
+    ("Scan", &[9, 11, 16, 19, 21]),
+    ("Scatter", &[11]),
+    ("ScatterElements", &[13, 16, 18]),
+    ("ScatterND", &[13, 16, 18]),
+    ("Selu", &[6]),
+    ("Shape", &[13, 15, 19, 21]),
+    ("Sigmoid", &[6, 13]),
+    ("Sign", &[13]),
+    ("Size", &[13, 19, 21]),
+    ("Slice", &[10, 11, 13]),
+    ("Softmax", &[11, 13]),
+    ("SoftmaxCrossEntropyLoss", &[13]),
+    ("SpaceToDepth", &[13]),
+    ("Split", &[2, 11, 13, 18]),
+    ("Sqrt", &[6, 13]),
+    ("Squeeze", &[11, 13, 21]),
+    ("Sub", &[6, 7, 13, 14]),
+    ("Sum", &[6, 8, 13]),
+    ("Tanh", &[6, 13]),
+    ("Tile", &[6, 13]),
+    ("TopK", &[10, 11]),
+    ("Transpose", &[13, 21]),
+    ("Unsqueeze", &[11, 13, 21]),
+    ("Upsample", &[7, 9, 10]),
+    ("Where", &[16]),
+    ("Xor", &[7]),
+];
