@@ -80,6 +80,27 @@ impl ModelBuilder {
         Outlet::new(id, 0)
     }
 
+    /// Adds an operator with several outputs (named `outputs`, the node after
+    /// the first) and returns them.
+    pub fn op_outputs(
+        &mut self,
+        op_type: &str,
+        inputs: &[Outlet],
+        attrs: Vec<Attribute>,
+        outputs: &[&str],
+    ) -> Vec<Outlet> {
+        let g = &mut self.model.graph;
+        let op = Operator::new(op_type, inputs.len(), attrs);
+        let values = outputs.iter().map(|n| Value::named(*n)).collect();
+        let id = g.add_node(Node::op(Some(outputs[0].to_string()), op, values));
+        for (slot, &from) in inputs.iter().enumerate() {
+            g.connect(from, id, slot);
+        }
+        (0..outputs.len())
+            .map(|slot| Outlet::new(id, slot))
+            .collect()
+    }
+
     /// Declares a graph output of element type `dtype` (shape left unknown).
     pub fn output(&mut self, outlet: Outlet, dtype: DataType) {
         let ty = TypeInfo {
