@@ -761,7 +761,7 @@ fn rank(g: &Graph, v: Outlet, ranks: &Ranks) -> Option<i64> {
         return Some(t.dims.len() as i64);
     }
     let op = g.op(v.node)?;
-    if !op.is_default_domain() || v.slot != 0 {
+    if !op.is_default_domain() || (v.slot != 0 && !op.is("Split")) {
         return None;
     }
     let input = |slot: usize| g.input(v.node, slot).and_then(|o| ranks.get(&o).copied());
@@ -814,6 +814,7 @@ fn rank(g: &Graph, v: Outlet, ranks: &Ranks) -> Option<i64> {
         "Slice",
         "Tile",
         "CumSum",
+        "Split",
     ];
     const BROADCAST: &[&str] = &[
         "Add",
