@@ -68,7 +68,8 @@ use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{OptionInfo, Options, Pass, PassContext};
 use anyhow::{bail, ensure, Result};
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 pub const INFO: PassInfo = PassInfo {
     name: "raise-opset",
@@ -146,6 +147,13 @@ pub(crate) fn raise(model: &mut Model, to: i64) -> Result<serde_json::Value> {
         from,
         to,
         ranks: Ranks::new(),
+        names: RefCell::new(
+            work.graph
+                .all_names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        ),
     };
     let mut errors: BTreeSet<String> = BTreeSet::new();
     let mut rewritten: BTreeMap<String, usize> = BTreeMap::new();
@@ -206,6 +214,8 @@ struct Cx {
     to: i64,
     /// Ranks of the values of the graph being converted, where known.
     ranks: Ranks,
+    /// Every value name of the model, and those given to new values.
+    names: RefCell<HashSet<String>>,
 }
 
 /// A node being converted: its operator as rewritten so far, and the patch.
@@ -222,19 +232,30 @@ struct Work<'a> {
 }
 
 impl Work<'_> {
-    fn name(&self, suffix: &str) -> String {
+    /// A name for a new value, after the node's first output, unused
+    /// anywhere in the model (`Patch::apply` only sees this graph's names,
+    /// and a subgraph must not shadow an enclosing graph's value).
+    fn name(&self, cx: &Cx, suffix: &str) -> String {
         let out = self.g.outlet_name(Outlet::new(self.id, 0));
         let base = if out.is_empty() {
-            self.op.op_type.as_str()
+            format!("{}_{suffix}", self.op.op_type)
         } else {
-            out
+            format!("{out}_{suffix}")
         };
-        format!("{base}_{suffix}")
+        let mut taken = cx.names.borrow_mut();
+        let mut name = base.clone();
+        let mut k = 1;
+        while taken.contains(&name) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        taken.insert(name.clone());
+        name
     }
 
     /// Feeds input `slot` from a new constant.
-    fn feed(&mut self, slot: usize, suffix: &str, t: Tensor) {
-        let name = self.name(suffix);
+    fn feed(&mut self, cx: &Cx, slot: usize, suffix: &str, t: Tensor) {
+        let name = self.name(cx, suffix);
         let src = self.patch.add_const(&name, t);
         self.op.arity = self.op.arity.max(slot + 1);
         self.patch.rewire(self.id, slot, Some(src));
@@ -288,6 +309,10 @@ fn change(op: &str, v: i64) -> Option<Change> {
             11,
         ) => Compatible,
         ("Equal", 11) => Types,
+        // Explicit pads unchanged; SAME_* auto_pad re-specified (strides).
+        ("Conv" | "ConvTranspose" | "AveragePool" | "MaxPool" | "LpPool", 11) => {
+            Convert(auto_pad_11)
+        }
         ("Clip", 11) => Convert(clip_attrs_to_inputs),
         ("Pad", 11) => Convert(pad_attrs_to_inputs),
         ("Resize", 11) => return None, // Resize-10 coordinates differ
@@ -480,7 +505,7 @@ fn ints(a: &Attribute) -> Option<&[i64]> {
 /// which meant "all" too) the input stays omitted: Squeeze then squeezes
 /// every 1, a Reduce op with `noop_with_empty_axes=0` reduces every axis,
 /// as before. Unsqueeze requires `axes`.
-fn axes_to_input(_: &Cx, w: &mut Work) -> Result<()> {
+fn axes_to_input(cx: &Cx, w: &mut Work) -> Result<()> {
     let Some(attr) = w.take_attr("axes") else {
         ensure!(
             w.op.op_type != "Unsqueeze",
@@ -490,17 +515,23 @@ fn axes_to_input(_: &Cx, w: &mut Work) -> Result<()> {
     };
     let axes = ints(&attr).unwrap_or_default().to_vec();
     if !axes.is_empty() || w.op.op_type == "Unsqueeze" {
-        w.feed(1, "axes", Tensor::from_i64(vec![axes.len() as i64], &axes));
+        w.feed(
+            cx,
+            1,
+            "axes",
+            Tensor::from_i64(vec![axes.len() as i64], &axes),
+        );
     }
     Ok(())
 }
 
 /// Split-13: the `split` attribute becomes input 1.
-fn split_to_input(_: &Cx, w: &mut Work) -> Result<()> {
+fn split_to_input(cx: &Cx, w: &mut Work) -> Result<()> {
     if let Some(attr) = w.take_attr("split") {
         let split = ints(&attr).unwrap_or_default().to_vec();
         if !split.is_empty() {
             w.feed(
+                cx,
                 1,
                 "split",
                 Tensor::from_i64(vec![split.len() as i64], &split),
@@ -522,12 +553,12 @@ fn split_18(_: &Cx, w: &mut Work) -> Result<()> {
 }
 
 /// Dropout-12: the `ratio` attribute becomes input 1 (a float scalar).
-fn dropout_ratio_to_input(_: &Cx, w: &mut Work) -> Result<()> {
+fn dropout_ratio_to_input(cx: &Cx, w: &mut Work) -> Result<()> {
     if let Some(attr) = w.take_attr("ratio") {
         let AttrValue::Float(r) = attr.value else {
             bail!("Dropout ratio is not a float");
         };
-        w.feed(1, "ratio", Tensor::from_f32(vec![], &[r]));
+        w.feed(cx, 1, "ratio", Tensor::from_f32(vec![], &[r]));
     }
     Ok(())
 }
@@ -548,7 +579,7 @@ fn float_scalar(t: DataType, v: f32) -> Option<Tensor> {
 /// Clip-11: `min` and `max` attributes become inputs 1 and 2, of the
 /// input's type. Clip-6's defaults (±f32::MAX) are fed explicitly, so ±∞
 /// still clips to them.
-fn clip_attrs_to_inputs(_: &Cx, w: &mut Work) -> Result<()> {
+fn clip_attrs_to_inputs(cx: &Cx, w: &mut Work) -> Result<()> {
     let t = w.input_elem(0);
     let min = w.take_attr("min").map_or(f32::MIN, |a| match a.value {
         AttrValue::Float(v) => v,
@@ -564,14 +595,14 @@ fn clip_attrs_to_inputs(_: &Cx, w: &mut Work) -> Result<()> {
     ) else {
         bail!("Clip (changed at opset 11): the input's type is not known to be float or double (run infer-shapes first)");
     };
-    w.feed(1, "min", lo);
-    w.feed(2, "max", hi);
+    w.feed(cx, 1, "min", lo);
+    w.feed(cx, 2, "max", hi);
     Ok(())
 }
 
 /// Pad-11: the `pads` attribute becomes input 1 and `value` input 2 (of the
 /// input's type; omitted when 0, the default).
-fn pad_attrs_to_inputs(_: &Cx, w: &mut Work) -> Result<()> {
+fn pad_attrs_to_inputs(cx: &Cx, w: &mut Work) -> Result<()> {
     let Some(pads) = w.take_attr("pads") else {
         bail!("Pad without pads is not valid");
     };
@@ -580,12 +611,17 @@ fn pad_attrs_to_inputs(_: &Cx, w: &mut Work) -> Result<()> {
         AttrValue::Float(v) => v,
         _ => 0.0,
     });
-    w.feed(1, "pads", Tensor::from_i64(vec![pads.len() as i64], &pads));
+    w.feed(
+        cx,
+        1,
+        "pads",
+        Tensor::from_i64(vec![pads.len() as i64], &pads),
+    );
     if value != 0.0 {
         let Some(v) = w.input_elem(0).and_then(|t| float_scalar(t, value)) else {
             bail!("Pad (changed at opset 11): a nonzero value on an input not known to be float or double");
         };
-        w.feed(2, "value", v);
+        w.feed(cx, 2, "value", v);
     }
     Ok(())
 }
@@ -614,19 +650,19 @@ fn softmax_one_axis(cx: &Cx, w: &mut Work) -> Result<()> {
         None,
         Operator::new("Shape", 1, vec![]),
         vec![Some(x.into())],
-        &[&w.name("shape")],
+        &[&w.name(cx, "shape")],
     );
     let flat = w.patch.add_op(
         None,
         Operator::new("Flatten", 1, vec![Attribute::int("axis", axis)]),
         vec![Some(x.into())],
-        &[&w.name("2d")],
+        &[&w.name(cx, "2d")],
     );
     let norm = w.patch.add_op(
         None,
         op,
         vec![Some(Patch::out(flat, 0))],
-        &[&w.name("rows")],
+        &[&w.name(cx, "rows")],
     );
     let back = w.patch.add_op(
         w.g.node(w.id).name.clone(),
@@ -644,6 +680,27 @@ fn softmax_one_axis(cx: &Cx, w: &mut Work) -> Result<()> {
     w.patch.remove(w.id);
     w.changed = true;
     w.replaced = true;
+    Ok(())
+}
+
+/// Opset 11 re-specified `auto_pad` SAME_UPPER/SAME_LOWER: the output is
+/// `ceil(input / stride)` (Conv, pools), which the older text only said for
+/// stride 1, and ConvTranspose's extra padding moved to the other side.
+/// Explicit pads and VALID are unchanged; SAME is refused where the texts
+/// differ.
+fn auto_pad_11(_: &Cx, w: &mut Work) -> Result<()> {
+    let same = matches!(
+        w.op.attr("auto_pad").map(|a| &a.value),
+        Some(AttrValue::String(p)) if p.as_ref().starts_with(b"SAME")
+    );
+    let strided =
+        w.op.attr_ints("strides")
+            .is_some_and(|s| s.iter().any(|&s| s != 1));
+    ensure!(
+        !same || !(strided || w.op.op_type == "ConvTranspose"),
+        "{} with auto_pad=SAME_* (re-specified at opset 11) has no conversion",
+        w.op.op_type
+    );
     Ok(())
 }
 
@@ -1331,7 +1388,9 @@ mod tests {
             Attribute::new("then_branch", AttrValue::Graph(Box::new(then_branch))),
             Attribute::new("else_branch", AttrValue::Graph(Box::new(else_branch))),
         ];
-        let y = b.op("If", &[cond], branches, "y");
+        // The name the then-branch's new constant would take is taken
+        // outside it: the constant must not shadow it.
+        let y = b.op("If", &[cond], branches, "s_then_axes");
         b.output(y, DataType::FLOAT);
         let m = b.build().unwrap();
         let (after, report) = raised(&m, 13);
@@ -1468,5 +1527,47 @@ mod tests {
                 assert!(change(op, v).is_some(), "{op}-{v}");
             }
         }
+    }
+
+    /// Opset 10 → 13 through the opset-11 re-specification of auto_pad:
+    /// explicit pads and stride-1 SAME carry over; strided SAME is refused.
+    #[test]
+    fn conv_and_pools_from_opset_10() {
+        let conv = |b: &mut ModelBuilder, x, w, auto_pad: &'static [u8], strides: &[i64], out| {
+            let attrs = vec![
+                Attribute::new(
+                    "auto_pad",
+                    AttrValue::String(bytes::Bytes::from_static(auto_pad)),
+                ),
+                ints_attr("strides", strides),
+            ];
+            b.op("Conv", &[x, w], attrs, out)
+        };
+        let mut b = ModelBuilder::new(10);
+        let x = b.input("x", DataType::FLOAT, &[1, 2, 6, 6]);
+        let w = b.init("w", f32s(&[2, 2, 3, 3]));
+        let c = conv(&mut b, x, w, b"SAME_UPPER", &[1, 1], "c");
+        let p = b.op(
+            "MaxPool",
+            &[c],
+            vec![
+                ints_attr("kernel_shape", &[2, 2]),
+                ints_attr("strides", &[2, 2]),
+            ],
+            "p",
+        );
+        b.output(p, DataType::FLOAT);
+        let m = b.build().unwrap();
+        let after = check("raise-opset__conv-pool-10", &m, PASS);
+        assert_eq!(op_types(&after), ["Conv", "MaxPool"]);
+
+        let mut b = ModelBuilder::new(10);
+        let x = b.input("x", DataType::FLOAT, &[1, 2, 6, 6]);
+        let w = b.init("w", f32s(&[2, 2, 3, 3]));
+        let c = conv(&mut b, x, w, b"SAME_LOWER", &[2, 2], "c");
+        b.output(c, DataType::FLOAT);
+        let m = b.build().unwrap();
+        let err = format!("{:#}", raise(&mut m.clone(), 13).unwrap_err());
+        assert!(err.contains("Conv with auto_pad=SAME_*"), "{err}");
     }
 }
