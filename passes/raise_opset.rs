@@ -85,7 +85,7 @@ use crate::ir::{
 };
 use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{OptionInfo, Options, Pass, PassContext};
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -122,7 +122,8 @@ struct RaiseOpset {
 
 impl Pass for RaiseOpset {
     fn run(&self, model: &mut Model, _: &PassContext) -> Result<serde_json::Value> {
-        raise(model, self.to)
+        // The pipeline names the pass in errors.
+        raise_opset(model, self.to)
     }
 }
 
@@ -139,14 +140,19 @@ fn ir_for(opset: i64) -> i64 {
 
 /// Raises the default-domain opset of `model` to `to` (see the module doc).
 /// On error the model is unchanged. Returns the report: `from`, `to`,
-/// `ir_version` before and after, and `rewritten` nodes per operator type.
+/// `ir_version` before and after, and `rewritten` nodes per operator type
+/// (or `changed: false` and a `note` when the model is already there).
 pub(crate) fn raise(model: &mut Model, to: i64) -> Result<serde_json::Value> {
+    raise_opset(model, to).context("raise-opset")
+}
+
+fn raise_opset(model: &mut Model, to: i64) -> Result<serde_json::Value> {
     ensure!(
         (MIN_TO..=MAX_TO).contains(&to),
-        "raise-opset: target opset {to} is outside {MIN_TO}..={MAX_TO}"
+        "target opset {to} is outside {MIN_TO}..={MAX_TO}"
     );
     let Some(from) = model.opset("") else {
-        bail!("raise-opset: the model imports no ai.onnx opset");
+        bail!("the model imports no ai.onnx opset");
     };
     if from >= to {
         return Ok(json!({
@@ -158,7 +164,7 @@ pub(crate) fn raise(model: &mut Model, to: i64) -> Result<serde_json::Value> {
     }
     ensure!(
         model.functions.is_empty(),
-        "raise-opset: the model has {} local function(s), whose bodies are not converted",
+        "the model has {} local function(s), whose bodies are not converted",
         model.functions.len()
     );
     let mut work = model.clone();
@@ -202,10 +208,7 @@ pub(crate) fn raise(model: &mut Model, to: i64) -> Result<serde_json::Value> {
     })?;
     if !errors.is_empty() {
         let list: Vec<String> = errors.into_iter().collect();
-        bail!(
-            "raise-opset: cannot raise opset {from} to {to}: {}",
-            list.join("; ")
-        );
+        bail!("cannot raise opset {from} to {to}: {}", list.join("; "));
     }
     let ir_before = work.ir_version;
     let need = ir_for(to);
@@ -332,6 +335,7 @@ fn change(op: &str, v: i64) -> Option<Change> {
         ("Conv" | "ConvTranspose" | "AveragePool" | "MaxPool" | "LpPool", 11) => {
             Convert(auto_pad_11)
         }
+        ("Slice", 10) => Convert(slice_attrs_to_inputs),
         ("Clip", 11) => Convert(clip_attrs_to_inputs),
         ("Pad", 11) => Convert(pad_attrs_to_inputs),
         ("Resize", 11) => return None, // Resize-10 coordinates differ
@@ -495,12 +499,7 @@ fn convert(cx: &Cx, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
         match change(&op.op_type, v) {
             Some(Change::Types | Change::Compatible) => {}
             Some(Change::Convert(f)) => f(cx, &mut work)?,
-            None => bail!(
-                "{} (changed at opset {v}) has no conversion from opset {} to {}",
-                op.op_type,
-                cx.from,
-                cx.to
-            ),
+            None => bail!("{} (changed at opset {v}) has no conversion", op.op_type),
         }
     }
     if !work.changed {
@@ -567,6 +566,21 @@ fn split_18(_: &Cx, w: &mut Work) -> Result<()> {
     if !has_split && w.op.attr("num_outputs").is_none() {
         let n = w.g.node(w.id).outputs.len() as i64;
         w.set_attr(Attribute::int("num_outputs", n));
+    }
+    Ok(())
+}
+
+/// Slice-10: the `starts`, `ends` and `axes` attributes become inputs 1, 2
+/// and 3 (int64); the bounds are clamped as before, and steps are 1.
+fn slice_attrs_to_inputs(cx: &Cx, w: &mut Work) -> Result<()> {
+    for (slot, name) in [(1, "starts"), (2, "ends"), (3, "axes")] {
+        match w.take_attr(name) {
+            Some(a) => {
+                let v = ints(&a).unwrap_or_default().to_vec();
+                w.feed(cx, slot, name, Tensor::from_i64(vec![v.len() as i64], &v));
+            }
+            None => ensure!(slot == 3, "Slice without {name} is not valid"),
+        }
     }
     Ok(())
 }
@@ -1441,7 +1455,7 @@ mod tests {
         let mut out = m.clone();
         let err = format!("{:#}", raise(&mut out, 13).unwrap_err());
         assert!(
-            err.contains("Upsample (changed at opset 10) has no conversion from opset 9 to 13"),
+            err == "raise-opset: cannot raise opset 9 to 13: Upsample (changed at opset 10) has no conversion",
             "{err}"
         );
         assert_eq!(model_diff(&m, &out), "no change\n");
@@ -1588,5 +1602,28 @@ mod tests {
         let m = b.build().unwrap();
         let err = format!("{:#}", raise(&mut m.clone(), 13).unwrap_err());
         assert!(err.contains("Conv with auto_pad=SAME_*"), "{err}");
+    }
+
+    /// Slice-1 (opset 9): starts, ends and axes become inputs.
+    #[test]
+    fn slice_attributes_become_inputs_from_opset_9() {
+        let mut b = ModelBuilder::new(9);
+        let x = b.input("x", DataType::FLOAT, &[2, 5, 4]);
+        let attrs = vec![
+            ints_attr("starts", &[1, -3]),
+            ints_attr("ends", &[100, -1]),
+            ints_attr("axes", &[1, 2]),
+        ];
+        let s = b.op("Slice", &[x], attrs, "s");
+        let t = b.op(
+            "Slice",
+            &[s],
+            vec![ints_attr("starts", &[0, 0, 1]), ints_attr("ends", &[1, 9, 9])],
+            "t",
+        );
+        b.output(t, DataType::FLOAT);
+        let m = b.build().unwrap();
+        let after = check("raise-opset__slice-9", &m, PASS);
+        assert!(attrs_of(&after, "Slice").iter().all(|a| a.is_empty()));
     }
 }
