@@ -45,7 +45,7 @@
 //! different model. Other conversions: Split-18 gets `num_outputs` when it
 //! has no sizes; RoiAlign-16 gets its old `output_half_pixel` mode written
 //! out; GridSample-20's renamed modes. Refused: Resize with
-//! `tf_half_pixel_for_nn` (gone at 13), Erf on integers (13),
+//! `tf_half_pixel_for_nn` (gone at 13), Erf known to take integers (13),
 //! BatchNormalization with training outputs (14), QuantizeLinear-19 unless
 //! `x` is known float, GroupNormalization-21 and DFT-20. Below opset 11
 //! little is covered: Clip-11 and Pad-11 (attributes → inputs), the
@@ -1631,5 +1631,83 @@ mod tests {
         let m = b.build().unwrap();
         let after = check("raise-opset__slice-9", &m, PASS);
         assert!(attrs_of(&after, "Slice").iter().all(|a| a.is_empty()));
+    }
+
+    fn string(name: &str, v: &'static [u8]) -> Attribute {
+        Attribute::new(name, AttrValue::String(bytes::Bytes::from_static(v)))
+    }
+
+    /// The conversions past 13 that write an attribute out, and the
+    /// refusals that depend on the node.
+    #[test]
+    fn later_opsets_write_out_old_defaults_or_refuse() {
+        let mut b = ModelBuilder::new(15);
+        let x = b.input("x", DataType::FLOAT, &[1, 2, 8, 8]);
+        let rois = b.input("rois", DataType::FLOAT, &[3, 4]);
+        let idx = b.input("idx", DataType::INT64, &[3]);
+        let r = b.op("RoiAlign", &[x, rois, idx], vec![], "r");
+        b.output(r, DataType::FLOAT);
+        let m = b.build().unwrap();
+        let (at16, _) = raised(&m, 16);
+        assert_eq!(
+            attrs_of(&at16, "RoiAlign"),
+            [["coordinate_transformation_mode"]]
+        );
+
+        let mut b = ModelBuilder::new(16);
+        let x2 = b.input("x", DataType::FLOAT, &[1, 2, 8, 8]);
+        let g = b.input("grid", DataType::FLOAT, &[1, 4, 4, 2]);
+        let s = b.op(
+            "GridSample",
+            &[x2, g],
+            vec![string("mode", b"bicubic")],
+            "s",
+        );
+        b.output(s, DataType::FLOAT);
+        let gm = b.build().unwrap();
+        let (at20, _) = raised(&gm, 20);
+        let op = at20.graph.op(s.node).unwrap();
+        assert!(
+            matches!(&op.attr("mode").unwrap().value, AttrValue::String(v) if v.as_ref() == b"cubic")
+        );
+
+        // QuantizeLinear-19 wants y_scale of x's type: known float only.
+        let mut b = ModelBuilder::new(13);
+        let x3 = b.input("x", DataType::FLOAT, &[4]);
+        let sc = b.init("scale", Tensor::from_f32(vec![], &[0.1]));
+        let q = b.op("QuantizeLinear", &[x3, sc], vec![], "q");
+        b.output(q, DataType::UINT8);
+        let qm = b.build().unwrap();
+        assert_eq!(raised(&qm, 19).1["rewritten"], json!({}));
+        let mut unknown = qm.clone();
+        unknown.graph.inputs[0].info.ty = None;
+        let err = format!("{:#}", raise(&mut unknown, 19).unwrap_err());
+        assert!(
+            err.contains("QuantizeLinear (changed at opset 19)"),
+            "{err}"
+        );
+
+        // BatchNormalization-9 with its training outputs named.
+        let mut b = ModelBuilder::new(9);
+        let x4 = b.input("x", DataType::FLOAT, &[1, 2, 3, 3]);
+        let p: Vec<_> = ["g", "b", "m", "v"]
+            .iter()
+            .map(|n| b.init(n, Tensor::from_f32(vec![2], &[1.0, 1.0])))
+            .collect();
+        let outs = b.op_outputs(
+            "BatchNormalization",
+            &[x4, p[0], p[1], p[2], p[3]],
+            vec![],
+            &["y", "mean"],
+        );
+        b.output(outs[0], DataType::FLOAT);
+        b.output(outs[1], DataType::FLOAT);
+        let bn = b.build().unwrap();
+        let err = format!("{:#}", raise(&mut bn.clone(), 14).unwrap_err());
+        assert!(
+            err.contains("BatchNormalization with training outputs"),
+            "{err}"
+        );
+        assert!(raise(&mut bn.clone(), 13).is_ok());
     }
 }
