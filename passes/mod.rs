@@ -24,6 +24,7 @@ mod lift_constants;
 mod prune;
 mod prune_channels;
 mod quant;
+pub(crate) mod raise_opset;
 mod svd;
 
 pub use lift_constants::constant_value;
@@ -91,6 +92,7 @@ pub const PASSES: &[PassInfo] = &[
     prune::INFO,
     prune_channels::INFO,
     quant::INFO,
+    raise_opset::INFO,
     svd::INFO,
 ];
 

@@ -353,3 +353,31 @@ fn verification_over_tolerance_exits_2_and_writes_nothing() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(out.exists());
 }
+
+/// `raise-opset` refuses, in one line naming the operators and versions,
+/// a model it cannot convert exactly, and writes nothing.
+#[test]
+fn raise_opset_refuses_what_it_cannot_convert() {
+    use onnx_opt::ir::{build::ModelBuilder, DataType, Tensor};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut b = ModelBuilder::new(9);
+    let x = b.input("x", DataType::FLOAT, &[1, 1, 2, 2]);
+    let s = b.init("scales", Tensor::from_f32(vec![4], &[1.0, 1.0, 2.0, 2.0]));
+    let y = b.op("Upsample", &[x, s], vec![], "y");
+    b.output(y, DataType::FLOAT);
+    let model = b.build().unwrap();
+    let input = write(d, "in.onnx", &onnx_opt::onnx::encode(&model).unwrap());
+    let out = d.join("out.onnx");
+    let out = out.to_str().unwrap();
+    expect_error(
+        &[&input, "-o", out, "--passes", "raise-opset"],
+        d,
+        "pass raise-opset: cannot raise opset 9 to 13: Upsample (changed at opset 10) has no conversion",
+    );
+    expect_error(
+        &[&input, "-o", out, "--passes", "raise-opset{to=12}"],
+        d,
+        "to=12 is outside 13..=21",
+    );
+}

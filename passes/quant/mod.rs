@@ -264,7 +264,7 @@ impl Pass for Quant {
         self.prepare.run_nested(model, cx)?;
         let opset = model.opset("").unwrap_or(1);
         let raised: Option<serde_json::Value> = if opset < 13 {
-            bail!("opset {opset} < 13: raise-opset is not merged yet")
+            Some(crate::passes::raise_opset::raise(model, 13)?)
         } else {
             None
         };

@@ -192,6 +192,84 @@ def test_opset_7_model_round_trips_and_fuses(tmp_path):
     assert "BatchNormalization" not in ops and "Pad" not in ops and "Dropout" not in ops, ops
 
 
+@pytest.mark.parametrize("to", [13, 18])
+@pytest.mark.parametrize("name", GENERATED + sorted(SUITE))
+def test_raise_opset_is_valid_and_bit_identical(name, to, tmp_path):
+    """`raise-opset` (PP-OCR det/rec at 12 and cls at 11 to 13; everything to
+    18): the checker accepts the output at the new opset and onnxruntime
+    gives bit-identical outputs."""
+    src = model_path(name)
+    out = tmp_path / "raised.onnx"
+    code, log = sh(ONNX_OPT, src, "-o", out, "--passes", f"raise-opset{{to={to}}}")
+    assert code == 0, log
+    code, log = judge("check.py", out)
+    assert code == 0, log
+    before = {o.domain or "ai.onnx": o.version for o in onnx.load(str(src)).opset_import}
+    after = {o.domain or "ai.onnx": o.version for o in onnx.load(str(out)).opset_import}
+    assert after == {**before, "ai.onnx": max(before["ai.onnx"], to)}, (before, after)
+    code, log = judge("ort_compare.py", src, out, "--exact", *inputs_for(name, tmp_path))
+    assert code == 0, log
+
+
+def test_raise_opset_converts_every_attribute_form_exactly(tmp_path):
+    """Opset-11 attribute forms (Squeeze/Unsqueeze axes, Split split,
+    ReduceSum axes, Dropout ratio), Softmax/LogSoftmax/Hardmax off and on the
+    last axis, and an If whose branches Squeeze: raised to 13, the checker
+    accepts it and onnxruntime, which implements both opsets, agrees bit for
+    bit. Relabelling the opset alone would change the Softmax outputs."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    def branch(name, value):
+        c = numpy_helper.from_array(np.full((1, 2, 4), value, np.float32), f"c_{name}")
+        return h.make_graph([h.make_node("Squeeze", [f"c_{name}"], [f"s_{name}"], axes=[0])], name, [],
+                            [h.make_tensor_value_info(f"s_{name}", T.FLOAT, [2, 4])], [c])
+
+    nodes = [
+        h.make_node("Unsqueeze", ["x"], ["u"], axes=[0]),
+        h.make_node("Squeeze", ["u"], ["sq"], axes=[0]),
+        h.make_node("Split", ["sq"], ["p0", "p1"], axis=1, split=[1, 2]),
+        h.make_node("ReduceSum", ["p1"], ["rs"], axes=[1], keepdims=1),
+        h.make_node("Dropout", ["rs"], ["d"], ratio=0.2),
+        h.make_node("Concat", ["p0", "d"], ["cat"], axis=1),
+        h.make_node("Softmax", ["cat"], ["soft"], axis=1),
+        h.make_node("LogSoftmax", ["cat"], ["logsoft"]),
+        h.make_node("Hardmax", ["cat"], ["hard"], axis=2),
+        h.make_node("If", ["flag"], ["branch"], then_branch=branch("then", 0.5), else_branch=branch("else", -1.0)),
+        h.make_node("Add", ["soft", "branch"], ["y"]),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "opset11",
+        [h.make_tensor_value_info("x", T.FLOAT, [2, 3, 4]), h.make_tensor_value_info("flag", T.BOOL, [])],
+        [h.make_tensor_value_info(n, T.FLOAT, [2, 2, 4]) for n in ["y", "logsoft", "hard"]],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 11)], ir_version=6)
+    onnx.checker.check_model(model, full_check=True)
+    src, out, relabelled = tmp_path / "m11.onnx", tmp_path / "m13.onnx", tmp_path / "relabelled.onnx"
+    onnx.save(model, str(src))
+    code, log = sh(ONNX_OPT, src, "-o", out, "--passes", "raise-opset", "--verify")
+    assert code == 0, log
+    code, log = judge("check.py", out)
+    assert code == 0, log
+    raised = onnx.load(str(out))
+    assert raised.opset_import[0].version == 13 and raised.ir_version >= 7
+    assert not any(a.name in ("axes", "split", "ratio") for n in raised.graph.node for a in n.attribute)
+    ops = [n.op_type for n in raised.graph.node]
+    assert ops.count("Flatten") == 2, ops  # Softmax(axis=1), LogSoftmax(default 1); Hardmax is on the last axis
+    rng = np.random.default_rng(0)
+    for flag in [True, False]:
+        feeds = {"x": rng.standard_normal((2, 3, 4)).astype(np.float32), "flag": np.array(flag)}
+        for a, b in zip(ort_outputs(src, feeds), ort_outputs(out, feeds)):
+            assert np.array_equal(a, b)
+    soft = h.make_graph([h.make_node("Softmax", ["x"], ["y"], axis=1)], "soft", graph.input[:1],
+                        [h.make_tensor_value_info("y", T.FLOAT, [2, 3, 4])])
+    feeds = {"x": rng.standard_normal((2, 3, 4)).astype(np.float32)}
+    for opset, path in [(11, src), (13, relabelled)]:
+        onnx.save(h.make_model(soft, opset_imports=[h.make_opsetid("", opset)], ir_version=7), str(path))
+    assert not np.allclose(ort_outputs(src, feeds)[0], ort_outputs(relabelled, feeds)[0])
+
+
 @pytest.mark.parametrize("name", ["cnn", "mlp", "transformer", "magika", "ppocr-rec"])
 def test_svd_is_valid_and_onnxruntime_sees_the_error_tract_reported(name, tmp_path):
     """`svd` is lossy: its output must pass the checker, load in onnxruntime,
