@@ -635,7 +635,7 @@ fn clip_attrs_to_inputs(cx: &Cx, w: &mut Work) -> Result<()> {
 }
 
 /// Pad-11: the `pads` attribute becomes input 1 and `value` input 2 (of the
-/// input's type; omitted when 0, the default).
+/// input's type; omitted when +0.0, the default; -0.0 is kept).
 fn pad_attrs_to_inputs(cx: &Cx, w: &mut Work) -> Result<()> {
     let Some(pads) = w.take_attr("pads") else {
         bail!("Pad without pads is not valid");
@@ -651,7 +651,7 @@ fn pad_attrs_to_inputs(cx: &Cx, w: &mut Work) -> Result<()> {
         "pads",
         Tensor::from_i64(vec![pads.len() as i64], &pads),
     );
-    if value != 0.0 {
+    if value.to_bits() != 0 {
         let Some(v) = w.input_elem(0).and_then(|t| float_scalar(t, value)) else {
             bail!("Pad (changed at opset 11): a nonzero value on an input not known to be float or double");
         };

@@ -270,6 +270,29 @@ def test_raise_opset_converts_every_attribute_form_exactly(tmp_path):
     assert not np.allclose(ort_outputs(src, feeds)[0], ort_outputs(relabelled, feeds)[0])
 
 
+def test_raise_opset_schema_table_is_onnx_history():
+    """raise-opset refuses any schema change its table does not cover, so the
+    table of changes (passes/raise_opset.rs, SCHEMA_CHANGES) must be the
+    pinned onnx's own history: every ai.onnx operator's since_versions after
+    the first, up to 21."""
+    import re
+    from collections import defaultdict
+
+    import onnx.defs
+
+    with open(os.path.join(ROOT, "passes", "raise_opset.rs")) as f:
+        text = f.read()
+    body = text[text.index("const SCHEMA_CHANGES"):]
+    body = body[: body.index("];")]
+    table = {op: [int(v) for v in vs.split(",")] for op, vs in re.findall(r'\("(\w+)", &\[([\d, ]+)\]\)', body)}
+    history = defaultdict(set)
+    for s in onnx.defs.get_all_schemas_with_history():
+        if s.domain == "":
+            history[s.name].add(s.since_version)
+    want = {op: [v for v in sorted(vs)[1:] if v <= 21] for op, vs in history.items()}
+    assert table == {op: vs for op, vs in want.items() if vs}
+
+
 @pytest.mark.parametrize("name", ["cnn", "mlp", "transformer", "magika", "ppocr-rec"])
 def test_svd_is_valid_and_onnxruntime_sees_the_error_tract_reported(name, tmp_path):
     """`svd` is lossy: its output must pass the checker, load in onnxruntime,
