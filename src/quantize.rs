@@ -201,8 +201,10 @@ fn entropy_threshold(hist: &[u64], width: f32) -> f32 {
     for i in (LEVELS..=hist.len()).step_by(8) {
         let mut p: Vec<f64> = hist[..i].iter().map(|&n| n as f64).collect();
         p[i - 1] += hist[i..].iter().sum::<u64>() as f64;
-        // Q: merge P's bins into LEVELS groups, spread each group's mass
-        // evenly over the bins of the group that were not empty.
+        // Q: merge the clipped histogram's bins into LEVELS groups, spread
+        // each group's mass evenly over the bins P has mass in. The outliers
+        // folded into P's last bin are not in Q: that mismatch is what KL
+        // charges clipping for.
         let mut q = vec![0f64; i];
         for l in 0..LEVELS {
             let (start, end) = (
@@ -210,7 +212,7 @@ fn entropy_threshold(hist: &[u64], width: f32) -> f32 {
                 ((l + 1) * i / LEVELS).max(l * i / LEVELS + 1),
             );
             let group = start..end.min(i);
-            let mass: f64 = p[group.clone()].iter().sum();
+            let mass: f64 = hist[group.clone()].iter().map(|&n| n as f64).sum();
             let nonzero = p[group.clone()].iter().filter(|&&n| n > 0.0).count();
             if nonzero > 0 {
                 for b in group {
@@ -331,6 +333,19 @@ mod tests {
         let (_, hi) = activation_range(&s, Method::Entropy);
         assert!(hi < 3.0, "entropy kept the outlier: {hi}");
         assert!(hi >= 1.0, "entropy clipped the bulk: {hi}");
+    }
+
+    #[test]
+    fn entropy_keeps_a_real_tail() {
+        // Exponential values (a ReLU-like activation), max ≈ 11.5: clipping
+        // at 2 would saturate 13% of them. A Q that carried the clipped mass
+        // made every candidate look equally good and chose the smallest.
+        let n = 100_000;
+        let v: Vec<f32> = (0..n)
+            .map(|i| -(1.0 - (i as f64 + 0.5) / n as f64).ln() as f32)
+            .collect();
+        let (_, hi) = activation_range(&[v.as_slice()], Method::Entropy);
+        assert!(hi > 3.0 && hi < 11.6, "entropy threshold {hi}");
     }
 
     #[test]
