@@ -23,7 +23,7 @@ from qdq_rules import violations  # noqa: E402
 
 # The models tract can calibrate on (the If-variants of silero are not
 # loadable in tract; silero-op18-ifless keeps its weights inside If bodies).
-MODELS = ["cnn", "mlp", "transformer", "magika", "silero-16k-sequence", "silero-openvino-16k"]
+MODELS = ["cnn", "mlp", "transformer", "magika", "ppocr-cls", "ppocr-rec", "silero-16k-sequence", "silero-openvino-16k"]
 FORMS = ["quant", "quant{act=u8}", "quant{format=qop}"]
 
 
@@ -77,9 +77,9 @@ def test_quantized_model_is_valid_close_and_smaller(name, passes, tmp_path):
     assert cosine(ref, got) > 0.98, f"held-out cosine {cosine(ref, got)}"
     ops = {n.op_type for n in onnx.load(out).graph.node}
     assert ops & {"DequantizeLinear", "QLinearConv"}, "nothing was quantized"
-    # Quantized weights take a quarter; some stay float (silero's LSTM, and
-    # with qop the layers per-tensor scales would spoil).
-    limit = 0.8 if "qop" in passes else 0.6
+    # Quantized weights take a quarter; some stay float (silero's LSTM, the
+    # layers under min-k, and with qop those per-tensor scales would spoil).
+    limit = 0.8 if "qop" in passes else 0.75
     assert os.path.getsize(out) < limit * os.path.getsize(model_path(name))
 
 
