@@ -40,7 +40,7 @@
 //! accuracy; it stays float (reported). Measured on PP-OCRv4
 //! (benches/quant.py): every layer in int8 made the mobile classifier 0.72×
 //! as fast as float, as slow as onnxruntime's own quantizer; from K ≥ 64 it
-//! is 1.46× faster; on det the error falls from 0.25 to 0.05 (u8) and from
+//! is 1.47× faster; on det the error falls from 0.25 to 0.05 (u8) and from
 //! 0.46 to 0.05 (s8). `min-k=0` quantizes every layer. `fallback=K` measures each
 //! layer's sensitivity (the model's output error with only that layer
 //! quantized, on the calibration samples, in tract) and keeps the K most
