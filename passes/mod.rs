@@ -121,3 +121,35 @@ pub(crate) fn name_matches(pattern: &str, name: &str) -> bool {
     }
     true
 }
+
+/// The operators of the types in `ops` (default domain, main graph, in
+/// graph order) that `layer` accepts, and a report entry
+/// `{layer, op, kept: why}` for each it turns down. A layer is named after
+/// its node, or its first output when the node has no name.
+pub(crate) fn select_layers<L>(
+    g: &crate::ir::Graph,
+    ops: &[String],
+    mut layer: impl FnMut(crate::ir::NodeId, &str) -> std::result::Result<L, String>,
+) -> (Vec<L>, Vec<serde_json::Value>) {
+    let (mut layers, mut report) = (vec![], vec![]);
+    let Ok(order) = g.op_order() else {
+        return (layers, report);
+    };
+    for id in order {
+        let Some(op) = g.op(id) else { continue };
+        if !op.is_default_domain() || !ops.contains(&op.op_type) {
+            continue;
+        }
+        let name = match g.node(id).name.as_deref() {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => g.outlet_name(crate::ir::Outlet::new(id, 0)).to_string(),
+        };
+        match layer(id, &name) {
+            Ok(l) => layers.push(l),
+            Err(why) => {
+                report.push(serde_json::json!({ "layer": name, "op": op.op_type, "kept": why }))
+            }
+        }
+    }
+    (layers, report)
+}

@@ -57,7 +57,7 @@ use crate::ir::{
     Attribute, DataType, Graph, Model, NodeId, Operator, Outlet, Patch, Tensor, TensorData,
     TypeKind,
 };
-use crate::passes::{name_matches, DataUse, PassInfo};
+use crate::passes::{name_matches, select_layers, DataUse, PassInfo};
 use crate::pipeline::{OptionInfo, Options, Pass, PassContext, Pipeline};
 use crate::quantize::{self, Grid, Method};
 use anyhow::{bail, ensure, Context, Result};
@@ -470,25 +470,7 @@ impl Quant {
     /// The layers to quantize in graph order, and a report entry for each
     /// operator of a chosen type left in float (and why).
     fn candidates(&self, g: &Graph) -> (Vec<Layer>, Vec<serde_json::Value>) {
-        let (mut layers, mut report) = (vec![], vec![]);
-        let Ok(order) = g.op_order() else {
-            return (layers, report);
-        };
-        for id in order {
-            let Some(op) = g.op(id) else { continue };
-            if !op.is_default_domain() || !self.ops.contains(&op.op_type) {
-                continue;
-            }
-            let name = match g.node(id).name.as_deref() {
-                Some(n) if !n.is_empty() => n.to_string(),
-                _ => g.outlet_name(Outlet::new(id, 0)).to_string(),
-            };
-            match self.layer(g, id, &name) {
-                Ok(layer) => layers.push(layer),
-                Err(why) => report.push(json!({ "layer": name, "op": op.op_type, "kept": why })),
-            }
-        }
-        (layers, report)
+        select_layers(g, &self.ops, |id, name| self.layer(g, id, name))
     }
 
     fn layer(&self, g: &Graph, id: NodeId, name: &str) -> std::result::Result<Layer, String> {
