@@ -7,7 +7,7 @@ use crate::ir::{
 };
 use crate::runtime::{self, InputShapes, Sample};
 use anyhow::{Context, Result};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Loads a model into tract with `extra_outputs` (intermediate values) exposed.
 pub fn load(
@@ -152,12 +152,13 @@ pub fn inference_bytes_of(model: Model) -> Result<Vec<u8>> {
 /// operator's output value either (PP-OCRv4 rec: 378 small constants parsed
 /// and analysed by tract → 101).
 fn weights_as_inputs(m: Model) -> Model {
-    as_inputs(m, true)
+    as_inputs(m, true, true)
 }
 
 /// [`weights_as_inputs`]; `small` says whether small float initializers
-/// whose values reach no type become inputs too (the test compares).
-fn as_inputs(mut m: Model, small: bool) -> Model {
+/// whose values reach no type become inputs too, `share` whether weights of
+/// one type read one input (the test compares).
+fn as_inputs(mut m: Model, small: bool, share: bool) -> Model {
     const KEEP_BELOW: usize = 4096;
     let g = &mut m.graph;
     let varying = if small {
@@ -175,7 +176,25 @@ fn as_inputs(mut m: Model, small: bool) -> Model {
             _ => false,
         })
         .collect();
+    // One input per (element type, shape): tract reads a type from it, and
+    // every weight of that type may read the same one (PP-OCRv4 rec: 304
+    // weights, 40 types).
+    let mut input_of: HashMap<(DataType, Vec<i64>), NodeId> = HashMap::new();
     for id in weights {
+        let NodeKind::Initializer(t) = &g.node(id).kind else {
+            unreachable!("filtered above")
+        };
+        let key = (t.dtype, t.dims.clone());
+        let out = Outlet::new(id, 0);
+        if let Some(&shared) = input_of.get(&key).filter(|_| share) {
+            if only_plain_uses(g, out) {
+                for (user, slot) in g.consumers(out) {
+                    g.connect(Outlet::new(shared, 0), user, slot);
+                }
+                g.remove_node(id);
+                continue;
+            }
+        }
         let NodeKind::Initializer(t) = std::mem::replace(&mut g.node_mut(id).kind, NodeKind::Input)
         else {
             unreachable!("filtered above")
@@ -185,8 +204,20 @@ fn as_inputs(mut m: Model, small: bool) -> Model {
             ..ValueInfo::default()
         };
         g.inputs.push(GraphInput { node: id, info });
+        input_of.entry(key).or_insert(id);
     }
     m
+}
+
+/// Is `out` no graph output, and read only through declared input slots of
+/// operators that own no subgraph? (A value read so may come from another
+/// outlet of its type.)
+fn only_plain_uses(g: &Graph, out: Outlet) -> bool {
+    !g.is_graph_output(out)
+        && g.consumers(out).iter().all(|&(user, slot)| {
+            g.op(user)
+                .is_some_and(|op| !op.has_subgraphs() && slot < op.arity)
+        })
 }
 
 /// Operators whose output types follow from their inputs' types alone,
@@ -352,36 +383,56 @@ mod tests {
             .join("node #")
     }
 
-    /// Small float constants handed to tract as inputs change nothing it
-    /// infers, on every model the repo has (as `fuse` sees it: constants
-    /// lifted).
+    /// Small float constants handed to tract as inputs, and weights of one
+    /// type sharing one input, change nothing it infers, on every model the
+    /// repo has (as `fuse` sees it: constants lifted).
     #[test]
-    fn small_weights_as_inputs_keep_every_inferred_type() {
+    fn small_and_shared_weights_as_inputs_keep_every_inferred_type() {
         for path in model_files() {
             let mut m = crate::onnx::load(&path).unwrap();
             lift(&mut m);
-            let infer = |small: bool| {
-                let bytes = crate::onnx::encode(&as_inputs(m.clone(), small)).unwrap();
+            let infer = |small: bool, share: bool| {
+                let bytes = crate::onnx::encode(&as_inputs(m.clone(), small, share)).unwrap();
                 runtime::infer_types(&bytes).map(|r| (r.types, r.incomplete))
             };
-            let (without, with) = (infer(false), infer(true));
-            match (without, with) {
-                (Ok((types_a, inc_a)), Ok((types_b, inc_b))) => {
-                    // tract numbers its nodes: inputs and constants differ.
-                    assert_eq!(
-                        inc_a.map(unnumbered),
-                        inc_b.map(unnumbered),
-                        "{}",
-                        path.display()
-                    );
-                    // Names of the constants that became inputs are reported
-                    // either way; compare every value's type.
-                    let a: std::collections::HashMap<_, _> = types_a.into_iter().collect();
-                    let b: std::collections::HashMap<_, _> = types_b.into_iter().collect();
-                    assert_eq!(a, b, "{}", path.display());
+            let plain = infer(false, false);
+            for (small, share) in [(true, false), (true, true)] {
+                match (&plain, infer(small, share)) {
+                    (Ok((types_a, inc_a)), Ok((types_b, inc_b))) => {
+                        // tract numbers its nodes: inputs and constants differ.
+                        assert_eq!(
+                            inc_a.clone().map(unnumbered),
+                            inc_b.map(unnumbered),
+                            "{}",
+                            path.display()
+                        );
+                        // Every value's type is the same; a shared weight's
+                        // own name is no longer reported (no operator output
+                        // is one).
+                        let a: HashMap<_, _> = types_a.iter().cloned().collect();
+                        let b: HashMap<_, _> = types_b.into_iter().collect();
+                        for (name, ty) in &a {
+                            match b.get(name) {
+                                Some(t) => assert_eq!(t, ty, "{}: {name}", path.display()),
+                                None => {
+                                    assert!(share, "{}: {name}", path.display());
+                                    let o = m.graph.find_value(name).unwrap();
+                                    assert!(
+                                        matches!(
+                                            m.graph.node(o.node).kind,
+                                            NodeKind::Initializer(_)
+                                        ),
+                                        "{}: {name}",
+                                        path.display()
+                                    );
+                                }
+                            }
+                        }
+                        assert!(b.keys().all(|n| a.contains_key(n)), "{}", path.display());
+                    }
+                    (Err(a), Err(b)) => assert_eq!(format!("{a:#}"), format!("{b:#}")),
+                    (a, b) => panic!("{}: {:?} vs {:?}", path.display(), a.is_ok(), b.is_ok()),
                 }
-                (Err(a), Err(b)) => assert_eq!(format!("{a:#}"), format!("{b:#}")),
-                (a, b) => panic!("{}: {:?} vs {:?}", path.display(), a.is_ok(), b.is_ok()),
             }
         }
     }
