@@ -86,12 +86,25 @@ impl Fuse {
     /// first, while tract already works on a copy where they are lifted in
     /// place. Returns the reports and the stats the round started from
     /// (after lifting).
+    ///
+    /// `tail` carries, from one round to the next, the model's
+    /// `graph.last_edit()` after the typed passes and the first of them after
+    /// which nothing changed (see [`Pipeline::run_nested_again`]).
     fn round(
         &self,
         model: &mut Model,
         cx: &PassContext,
         lift: bool,
+        tail: &mut Option<(u64, usize)>,
     ) -> Result<(Vec<PassReport>, ModelStats)> {
+        let mut typed = |model: &mut Model| -> Result<Vec<PassReport>> {
+            let known = tail
+                .filter(|&(stamp, _)| stamp == model.graph.last_edit())
+                .map(|(_, clean_from)| clean_from);
+            let (reports, clean_from) = self.typed.run_nested_again(model, cx, known)?;
+            *tail = Some((model.graph.last_edit(), clean_from));
+            Ok(reports)
+        };
         let untyped = if lift {
             crate::exec::has_untyped_value_once_lifted(&model.graph)
         } else {
@@ -102,7 +115,7 @@ impl Fuse {
                 self.lift.run_nested(model, cx)?;
             }
             let before = model.stats();
-            return Ok((self.typed.run_nested(model, cx)?, before));
+            return Ok((typed(model)?, before));
         }
         // The copy is cheap (weights are shared `Bytes`); lifting its
         // constants and encoding it for tract happen on the second core too,
@@ -134,7 +147,7 @@ impl Fuse {
                     .recv()
                     .unwrap_or_else(|_| Err(anyhow!("type inference panicked")));
                 infer_shapes::record(model, inferred)?;
-                reports.extend(self.typed.run_nested(model, cx)?);
+                reports.extend(typed(model)?);
                 Ok((reports, before))
             })();
             // A panic there after the types arrived changes nothing.
@@ -148,8 +161,9 @@ impl Pass for Fuse {
     fn run(&self, model: &mut Model, cx: &PassContext) -> Result<serde_json::Value> {
         let mut rounds = 0;
         let mut parts: Vec<serde_json::Value> = vec![];
+        let mut tail = None;
         loop {
-            let (reports, before) = self.round(model, cx, rounds == 0)?;
+            let (reports, before) = self.round(model, cx, rounds == 0, &mut tail)?;
             rounds += 1;
             parts.extend(reports.into_iter().filter(|r| r.nodes_before != r.nodes_after).map(|r| {
                 json!({ "round": rounds, "pass": r.name, "nodes_removed": r.nodes_before - r.nodes_after.min(r.nodes_before) })

@@ -15,6 +15,7 @@ use petgraph::visit::{EdgeRef, IntoEdgeReferences, NodeIndexable};
 use petgraph::Direction::{Incoming, Outgoing};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub type NodeId = NodeIndex<u32>;
 
@@ -235,14 +236,36 @@ pub struct Graph {
     pub orphan_value_info: Vec<(u32, String, ValueInfo)>,
     pub quantization_annotation: Vec<Opaque>,
     pub metadata_props: Vec<Opaque>,
+    /// When this graph last changed: [`EDITS`] after its latest edit (0:
+    /// never, since it was made). Copies keep it.
+    pub(crate) stamp: u64,
 }
 
+/// Edits made to any graph of the process so far: every edit takes the next
+/// number, so a graph whose stamp is unchanged has not changed.
+static EDITS: AtomicU64 = AtomicU64::new(0);
+
 impl Graph {
+    /// Marks this graph changed. Every mutating method here and
+    /// `Patch::apply` call it (passes change graphs only through those).
+    pub(crate) fn touch(&mut self) {
+        self.stamp = EDITS.fetch_add(1, Ordering::Relaxed) + 1;
+    }
+
+    /// The latest stamp of this graph and its subgraphs: unchanged between
+    /// two calls exactly when no edit reached any of them in between.
+    pub fn last_edit(&self) -> u64 {
+        let mut last = 0;
+        self.visit_graphs(&mut |g| last = last.max(g.stamp));
+        last
+    }
+
     pub fn node(&self, id: NodeId) -> &Node {
         &self.g[id]
     }
 
     pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        self.touch();
         &mut self.g[id]
     }
 
@@ -264,16 +287,19 @@ impl Graph {
     }
 
     pub fn add_node(&mut self, node: Node) -> NodeId {
+        self.touch();
         self.g.add_node(node)
     }
 
     pub fn remove_node(&mut self, id: NodeId) -> Option<Node> {
+        self.touch();
         self.g.remove_node(id)
     }
 
     /// Wires `from` into input `slot` of `to`, replacing what fed that slot.
     pub fn connect(&mut self, from: Outlet, to: NodeId, slot: usize) {
         self.disconnect(to, slot);
+        self.touch();
         self.g.add_edge(
             from.node,
             to,
@@ -286,6 +312,7 @@ impl Graph {
 
     /// Leaves input `slot` of `to` empty.
     pub fn disconnect(&mut self, to: NodeId, slot: usize) {
+        self.touch();
         let old: Vec<_> = self
             .g
             .edges_directed(to, Incoming)

@@ -143,6 +143,9 @@ impl Patch {
     }
 
     pub fn apply(self, g: &mut Graph) -> Result<()> {
+        if !self.is_empty() {
+            g.touch();
+        }
         let label = self.label.clone();
         self.apply_inner(g)
             .with_context(|| format!("patch {label}"))
