@@ -21,11 +21,13 @@
 
 use crate::ir::Model;
 use crate::ir::ModelStats;
+use crate::passes::fuse_bn::prefold;
 use crate::passes::infer_shapes;
 use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{OptionInfo, Options, Pass, PassContext, PassReport, Pipeline};
 use anyhow::{anyhow, ensure, Result};
 use serde_json::json;
+use std::sync::mpsc::TryRecvError;
 
 pub const INFO: PassInfo = PassInfo {
     name: "fuse",
@@ -143,9 +145,23 @@ impl Fuse {
                 }
                 let before = model.stats();
                 let mut reports = self.untyped.run_nested(model, cx)?;
-                let inferred = receiver
-                    .recv()
-                    .unwrap_or_else(|_| Err(anyhow!("type inference panicked")));
+                // While tract works, fold the BatchNorms `fuse-bn` will
+                // fold once the types are in (same result, computed early).
+                let keeping = prefold::Keeping::start();
+                let mut arrived = None;
+                keeping.fold_ahead(model, || match receiver.try_recv() {
+                    Ok(r) => {
+                        arrived = Some(r);
+                        false
+                    }
+                    Err(TryRecvError::Empty) => true,
+                    Err(TryRecvError::Disconnected) => false,
+                });
+                let inferred = arrived.unwrap_or_else(|| {
+                    receiver
+                        .recv()
+                        .unwrap_or_else(|_| Err(anyhow!("type inference panicked")))
+                });
                 infer_shapes::record(model, inferred)?;
                 reports.extend(typed(model)?);
                 Ok((reports, before))
