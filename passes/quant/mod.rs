@@ -445,8 +445,7 @@ impl Quant {
             }
         }
         let grids = self.calibrate(model, data, &qop::values(g, &lowered), Act::U8)?;
-        let (patch, mut entries, enters, leaves) =
-            qop::lower(&model.graph, &lowered, &grids, self.bits)?;
+        let (patch, mut entries, enters, leaves) = qop::lower(&model.graph, &lowered, &grids)?;
         patch
             .apply(&mut model.graph)
             .context("lowering to QLinear operators")?;

@@ -64,6 +64,8 @@ pub(super) struct Lowering {
     weight: Vec<f32>,
     dims: Vec<i64>,
     weight_value: Outlet,
+    /// The weight on its per-tensor int8 grid (set by [`lowering`]).
+    quantized: Option<quantize::QuantizedWeight>,
     bias: Option<Vec<f32>>,
     attributes: Vec<Attribute>,
 }
@@ -75,7 +77,7 @@ pub(super) fn lowering(
     bits: u32,
     max_weight_err: f64,
 ) -> std::result::Result<Lowering, String> {
-    let l = lowering_form(g, layer)?;
+    let mut l = lowering_form(g, layer)?;
     let dims: Vec<usize> = l.dims.iter().map(|&d| d as usize).collect();
     let q = quantize::quantize_weight(&l.weight, &dims, None, bits).map_err(|e| e.to_string())?;
     if q.rel_err > max_weight_err {
@@ -84,6 +86,7 @@ pub(super) fn lowering(
             q.rel_err
         ));
     }
+    l.quantized = Some(q);
     Ok(l)
 }
 
@@ -121,6 +124,7 @@ fn lowering_form(g: &Graph, layer: &Layer) -> std::result::Result<Lowering, Stri
         weight: values,
         dims: t.dims.clone(),
         weight_value: w,
+        quantized: None,
         bias: None,
         attributes: vec![],
     };
@@ -194,7 +198,6 @@ pub(super) fn lower(
     g: &Graph,
     lowered: &[Lowering],
     grids: &Grids,
-    bits: u32,
 ) -> Result<(Patch, Vec<serde_json::Value>, usize, usize)> {
     let mut patch = Patch::new("quant: qop");
     let grid = |v: Outlet| {
@@ -238,9 +241,7 @@ pub(super) fn lower(
             }
         };
         let (xq, xs, xz) = (x.q, x.scale, x.zero);
-        let dims: Vec<usize> = l.dims.iter().map(|&d| d as usize).collect();
-        let qw = quantize::quantize_weight(&l.weight, &dims, None, bits)
-            .with_context(|| format!("layer {}", l.name))?;
+        let qw = l.quantized.as_ref().expect("quantized by lowering()");
         let ws = qw.scales[0];
         let wname = g.outlet_name(l.weight_value).to_string();
         let wq = patch.add_const(
