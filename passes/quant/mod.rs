@@ -46,6 +46,10 @@
 //! quantized, on the calibration samples, in tract) and keeps the K most
 //! sensitive in float.
 //!
+//! **For tract:** `format=qop` lowers the same layers to QLinearConv with
+//! per-tensor weights and uint8 activations kept from layer to layer
+//! (`qop.rs`): the one quantized form tract runs faster than float.
+//!
 //! BatchNormalization is folded first (`fuse-bn`), weights held in
 //! `Constant` nodes are lifted (`lift-constants`); only the main graph is
 //! quantized. Options: see `onnx-opt passes`.
