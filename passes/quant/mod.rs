@@ -265,12 +265,12 @@ type Readers = Vec<(NodeId, usize)>;
 type Grids = BTreeMap<String, (Grid, f32, f32)>;
 
 /// An activation that gets a Q→DQ pair.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Pair {
-    value: Option<Outlet>,
+    value: Outlet,
     /// The inputs that read the dequantized value instead.
     readers: Readers,
-    /// The graph output it is becomes the dequantized value.
+    /// The value is a graph output, which the dequantized value takes over.
     graph_output: bool,
 }
 
@@ -335,7 +335,7 @@ impl Pass for Quant {
             });
         }
         let acts = self.plan(&model.graph, &layers);
-        let (bytes_before, _) = weight_bytes(&model.graph, &layers);
+        let bytes_before = float_weight_bytes(&model.graph, &layers);
         let mut patch = Patch::new("quant");
         let mut entries = vec![];
         let weights = self.quantize_weights(&model.graph, &layers, &mut patch)?;
@@ -371,7 +371,7 @@ impl Pass for Quant {
         patch
             .apply(&mut model.graph)
             .context("applying quantization")?;
-        let (_, bytes_after) = weight_bytes(&model.graph, &[]);
+        let bytes_after = int8_bytes(&model.graph);
         entries.extend(report);
         let quantized = layers.len();
         Ok(json!({
@@ -406,22 +406,22 @@ fn in_subgraphs(g: &Graph, ops: &[String]) -> usize {
     all - main
 }
 
-/// Float weight bytes of `layers` (before) and int8 bytes in the graph (after).
-fn weight_bytes(g: &Graph, layers: &[Layer]) -> (usize, usize) {
-    let before = layers
+/// Bytes of the float weights `layers` read.
+fn float_weight_bytes(g: &Graph, layers: &[Layer]) -> usize {
+    layers
         .iter()
         .filter_map(|l| l.weight.and_then(|(_, w, _)| g.const_tensor(w)))
         .map(Tensor::byte_len)
-        .sum();
-    let mut after = 0;
-    for id in g.node_ids() {
-        if let Some(t) = g.const_tensor(Outlet::new(id, 0)) {
-            if t.dtype == DataType::INT8 {
-                after += t.byte_len();
-            }
-        }
-    }
-    (before, after)
+        .sum()
+}
+
+/// Bytes of the int8 constants in the graph.
+fn int8_bytes(g: &Graph) -> usize {
+    g.node_ids()
+        .filter_map(|id| g.const_tensor(Outlet::new(id, 0)))
+        .filter(|t| t.dtype == DataType::INT8)
+        .map(Tensor::byte_len)
+        .sum()
 }
 
 impl Quant {
@@ -453,7 +453,7 @@ impl Quant {
         patch
             .apply(&mut model.graph)
             .context("lowering to QLinear operators")?;
-        let (_, bytes_after) = weight_bytes(&model.graph, &[]);
+        let bytes_after = int8_bytes(&model.graph);
         entries.extend(report);
         Ok(json!({
             "format": "qop",
@@ -580,8 +580,13 @@ impl Quant {
             return plan;
         }
         let add = |plan: &mut ActPlan, v: Outlet, reader: Option<(NodeId, usize)>| {
-            let entry = plan.entry(g.outlet_name(v).to_string()).or_default();
-            entry.value = Some(v);
+            let entry = plan
+                .entry(g.outlet_name(v).to_string())
+                .or_insert_with(|| Pair {
+                    value: v,
+                    readers: vec![],
+                    graph_output: false,
+                });
             match reader {
                 Some(r) if !entry.readers.contains(&r) => {
                     entry.readers.push(r);
@@ -824,7 +829,7 @@ impl Quant {
 
     /// `x → QuantizeLinear → DequantizeLinear → readers`.
     fn add_pair(&self, patch: &mut Patch, name: &str, pair: &Pair, grid: &Grid) {
-        let x = pair.value.expect("a planned value");
+        let x = pair.value;
         let scale = patch.add_const(
             &format!("{name}_scale"),
             Tensor::from_f32(vec![], &[grid.scale]),
