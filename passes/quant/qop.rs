@@ -330,13 +330,10 @@ pub(super) fn lower(
         if let Some(r) = l.relu {
             patch.remove(r);
         }
-        let users = g.consumers(l.weight_value);
-        if users.iter().all(|(n, _)| *n == l.node) && !g.is_graph_output(l.weight_value) {
-            patch.remove(l.weight_value.node);
-        }
-        if let Some(b) = g.input(l.node, 2) {
-            if g.consumers(b).iter().all(|(n, _)| *n == l.node) && !g.is_graph_output(b) {
-                patch.remove(b.node);
+        // The float weight and bias go when nothing else reads them.
+        for v in std::iter::once(l.weight_value).chain(g.input(l.node, 2)) {
+            if g.consumers(v).iter().all(|(n, _)| *n == l.node) && !g.is_graph_output(v) {
+                patch.remove(v.node);
             }
         }
         entries.push(json!({
