@@ -63,35 +63,26 @@ impl Patch {
 
     /// Adds an initializer named (uniquely) after `name`.
     pub fn add_const(&mut self, name: &str, tensor: Tensor) -> Src {
-        self.added.push((
-            Node {
-                name: None,
-                kind: NodeKind::Initializer(tensor),
-                outputs: vec![Value::named(name)],
-            },
-            vec![],
-        ));
-        Src::New {
-            index: self.added.len() - 1,
-            slot: 0,
-        }
+        self.add_source(name, NodeKind::Initializer(tensor))
     }
 
     /// Adds a sparse initializer (see `onnx::sparse_from_dense`) named
     /// (uniquely) after `name`.
     pub fn add_sparse_const(&mut self, name: &str, sparse: Opaque) -> Src {
+        self.add_source(name, NodeKind::SparseInitializer(sparse))
+    }
+
+    /// Adds a node with no inputs and one output named after `name`.
+    fn add_source(&mut self, name: &str, kind: NodeKind) -> Src {
         self.added.push((
             Node {
                 name: None,
-                kind: NodeKind::SparseInitializer(sparse),
+                kind,
                 outputs: vec![Value::named(name)],
             },
             vec![],
         ));
-        Src::New {
-            index: self.added.len() - 1,
-            slot: 0,
-        }
+        Patch::out(self.added.len() - 1, 0)
     }
 
     /// Output `slot` of the `index`-th added node.
