@@ -122,18 +122,21 @@ def ort_quantize(src, dst, calib, tmp):
     pre = os.path.join(tmp, "pre.onnx")
     os.chdir(tmp)  # onnxruntime's quantizer leaves temporary files in the working directory
     try:
-        quant_pre_process(src, pre)
-    except Exception:  # symbolic shape inference fails on some models (magika)
-        quant_pre_process(src, pre, skip_symbolic_shape=True)
-    quantize_static(pre, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                    calibrate_method=CalibrationMethod.MinMax)
-    os.chdir(ROOT)
+        try:
+            quant_pre_process(src, pre)
+        except Exception:  # symbolic shape inference fails on some models (magika)
+            quant_pre_process(src, pre, skip_symbolic_shape=True)
+        quantize_static(pre, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+    finally:
+        os.chdir(ROOT)
 
 
-def onnx_opt(exe, src, dst, passes, calib_dir):
+def onnx_opt(exe, src, dst, passes, calib_dir, *extra):
+    """Runs onnx-opt calibrating on `calib_dir` (plus `extra` arguments); its report."""
     report = dst + ".json"
-    cmd = [exe, src, "-o", dst, "--passes", passes, "--inputs", calib_dir, "--report", report]
+    cmd = [exe, src, "-o", dst, "--passes", passes, "--inputs", calib_dir, "--report", report, *extra]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}\n{p.stderr}")
@@ -155,15 +158,12 @@ def qop_in_tract(args, tmp):
         np.savez(os.path.join(d, "calib", f"{s}.npz"), **make_inputs(src, s, shapes))
     held = os.path.join(d, "held.npz")
     np.savez(held, **make_inputs(src, HELD_OUT_SEEDS[0], shapes))
-    dst, report = os.path.join(d, "qop.onnx"), os.path.join(d, "qop.json")
-    cmd = [args.onnx_opt, src, "-o", dst, "--passes", "quant{format=qop}", "--inputs",
-           os.path.join(d, "calib"), "--verify-inputs", held, "--verify", "--bench",
-           "--runs", str(args.runs), "--report", report]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        return [f"mlp-lowrank qop: {p.stderr[-300:]}"]
-    with open(report) as f:
-        r = json.load(f)
+    dst = os.path.join(d, "qop.onnx")
+    try:
+        r = onnx_opt(args.onnx_opt, src, dst, "quant{format=qop}", os.path.join(d, "calib"),
+                     "--verify-inputs", held, "--verify", "--bench", "--runs", str(args.runs))
+    except RuntimeError as e:
+        return [f"mlp-lowrank qop: {str(e)[-300:]}"]
     b, v = r["bench"], r["verify"]["outputs"][0]
     print(f"\nquant{{format=qop}} in tract, mlp-lowrank batch 64: {b['before_ms']['median']:.2f} -> "
           f"{b['after_ms']['median']:.2f} ms, {b['speedup']:.2f}x; held-out cosine {v['cosine']:.5f}, "
