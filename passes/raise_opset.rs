@@ -50,7 +50,8 @@
 //! `x` is known float, GroupNormalization-21 and DFT-20. Below opset 11
 //! little is covered: Clip-11 and Pad-11 (attributes → inputs), the
 //! negative-axes widenings of 11 and its `auto_pad` re-specification
-//! (explicit pads and stride-1 SAME carry over); Upsample, Slice-10,
+//! (explicit pads and stride-1 SAME carry over), the pools' `ceil_mode` of 10
+//! (default floor) and Dropout-10 when its mask is unread; Upsample, Slice-10,
 //! Resize-10 and the rest are refused. Models with local functions are
 //! refused (their bodies are opaque here). A model already at or above `to`
 //! is not changed; the report says so.
@@ -336,6 +337,9 @@ fn change(op: &str, v: i64) -> Option<Change> {
         ("Conv" | "ConvTranspose" | "AveragePool" | "MaxPool" | "LpPool", 11) => {
             Convert(auto_pad_11)
         }
+        // Opset 10: pools gain `ceil_mode` (default 0: floor, as before).
+        ("AveragePool" | "MaxPool", 10) => Compatible,
+        ("Dropout", 10) => Convert(dropout_mask_10),
         ("Slice", 10) => Convert(slice_attrs_to_inputs),
         ("Clip", 11) => Convert(clip_attrs_to_inputs),
         ("Pad", 11) => Convert(pad_attrs_to_inputs),
@@ -583,6 +587,17 @@ fn slice_attrs_to_inputs(cx: &Cx, w: &mut Work) -> Result<()> {
             None => ensure!(slot == 3, "Slice without {name} is not valid"),
         }
     }
+    Ok(())
+}
+
+/// Dropout-10 types its `mask` output bool (it had the input's type): only a
+/// Dropout whose mask nothing reads converts unchanged.
+fn dropout_mask_10(_: &Cx, w: &mut Work) -> Result<()> {
+    let mask = Outlet::new(w.id, 1);
+    ensure!(
+        w.g.node(w.id).outputs.len() < 2 || !w.g.is_used(mask),
+        "Dropout whose mask is read (typed bool from opset 10) has no conversion"
+    );
     Ok(())
 }
 
@@ -1306,6 +1321,33 @@ mod tests {
         let m = b.build().unwrap();
         let after = check("raise-opset__dropout", &m, PASS);
         assert!(attrs_of(&after, "Dropout")[0].is_empty());
+    }
+
+    /// Opset 9 (the caffe2 exports in onnx's test data): pools gain
+    /// `ceil_mode` at 10 with floor as default, and Dropout's mask becomes
+    /// bool, which matters only when something reads it.
+    #[test]
+    fn opset_9_pools_and_dropout_convert_unless_the_mask_is_read() {
+        let mut b = ModelBuilder::new(9);
+        let x = b.input("x", DataType::FLOAT, &[1, 1, 4, 4]);
+        let k = Attribute::ints("kernel_shape", &[2, 2]);
+        let m = b.op("MaxPool", &[x], vec![k.clone()], "m");
+        let a = b.op("AveragePool", &[m], vec![k], "a");
+        let d = b.op_n("Dropout", &[Some(a)], vec![], &["d", "mask"]);
+        b.output(d[0], DataType::FLOAT);
+        let model = b.build().unwrap();
+        let (after, _) = raised(&model, 13);
+        assert_eq!(after.opset(""), Some(13));
+        assert_eq!(attrs_of(&after, "MaxPool"), [["kernel_shape"]]);
+
+        b = ModelBuilder::new(9);
+        let x = b.input("x", DataType::FLOAT, &[2, 3]);
+        let d = b.op_n("Dropout", &[Some(x)], vec![], &["d", "mask"]);
+        b.output(d[0], DataType::FLOAT);
+        b.output(d[1], DataType::FLOAT);
+        let model = b.build().unwrap();
+        let err = format!("{:#}", raise(&mut model.clone(), 13).unwrap_err());
+        assert!(err.contains("Dropout whose mask is read"), "{err}");
     }
 
     /// Before 13, Softmax(axis=1) on [2,3,4] normalises over 12 values per
