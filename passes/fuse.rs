@@ -126,15 +126,15 @@ impl Fuse {
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::scope(|s| {
             let inference = s.spawn(move || {
-                let snapshot = if lift {
-                    crate::exec::constants_lifted(snapshot)
-                } else {
-                    snapshot
-                };
                 let deliver = |r| {
                     let _ = sender.send(r);
                 };
-                match crate::exec::inference_bytes_of(snapshot) {
+                let snapshot = if lift {
+                    crate::exec::constants_lifted(snapshot)
+                } else {
+                    Ok(snapshot)
+                };
+                match snapshot.and_then(crate::exec::inference_bytes_of) {
                     Ok(bytes) => crate::runtime::infer_types_then(&bytes, deliver),
                     Err(e) => deliver(Err(e)),
                 }

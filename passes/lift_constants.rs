@@ -13,11 +13,25 @@
 //! ```
 //! `sparse_value` constants stay as they are (no dense initializer holds them).
 //!
-//! **Options:** none.
+//! Below IR version 4 every initializer had to be declared as a graph input
+//! too, and nothing could feed it (caffe2-era exports, onnx's own test
+//! models): such initializers are constants, so they stop being declared
+//! inputs and the IR version becomes 4, which says the same thing explicitly.
+//! From IR 4 an initializer declared as an input is a default the user may
+//! override, and stays as it is.
+//!
+//! ```text
+//! ir_version 3                                  ir_version 4
+//! input  w: f32[64]                      →      (w no longer an input)
+//! init   w: f32[64]                             init w: f32[64]
+//! ```
+//!
+//! **Options:** `keep-inputs=false`: `true` leaves IR-3 initializers declared
+//! as inputs (overridable, as ONNX Runtime lets them be).
 
-use crate::ir::{AttrValue, Graph, Model, NodeId, Outlet, Patch, Tensor};
+use crate::ir::{AttrValue, Graph, Model, NodeId, NodeKind, Outlet, Patch, Tensor};
 use crate::passes::{DataUse, PassInfo};
-use crate::pipeline::{Options, Pass, PassContext};
+use crate::pipeline::{OptionInfo, Options, Pass, PassContext};
 use anyhow::Result;
 use serde_json::json;
 
@@ -26,15 +40,28 @@ pub const INFO: PassInfo = PassInfo {
     summary: "Constant nodes become initializers (weights become visible to the other passes)",
     exact: true,
     data: DataUse::None,
-    options: &[],
+    options: &[OptionInfo {
+        name: "keep-inputs",
+        default: "false",
+        help:
+            "below IR 4, keep initializers declared as graph inputs overridable instead of constant",
+    }],
     build,
 };
 
-fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(LiftConstants))
+fn build(options: &Options) -> Result<Box<dyn Pass>> {
+    Ok(Box::new(LiftConstants {
+        keep_inputs: options.get("keep-inputs")?,
+    }))
 }
 
-struct LiftConstants;
+/// The IR version from which an initializer may be left out of the graph
+/// inputs, and one declared there is an overridable default.
+const OVERRIDABLE_FROM_IR: i64 = 4;
+
+struct LiftConstants {
+    keep_inputs: bool,
+}
 
 impl Pass for LiftConstants {
     fn run(&self, model: &mut Model, _: &PassContext) -> Result<serde_json::Value> {
@@ -44,8 +71,34 @@ impl Pass for LiftConstants {
             lifted += patch.1;
             patch.0.apply(g)
         })?;
-        Ok(json!({ "lifted": lifted }))
+        let constant = if self.keep_inputs {
+            0
+        } else {
+            constant_inputs(model)?
+        };
+        Ok(json!({ "lifted": lifted, "inputs_made_constant": constant }))
     }
+}
+
+/// Below IR 4, stops declaring initializers as graph inputs (they are
+/// constants) and raises the IR version to 4; returns how many.
+pub fn constant_inputs(model: &mut Model) -> Result<usize> {
+    if !model.ir_version.is_some_and(|v| v < OVERRIDABLE_FROM_IR) {
+        return Ok(0);
+    }
+    let mut patch = Patch::new("lift-constants: IR-3 inputs");
+    let mut count = 0;
+    for input in &model.graph.inputs {
+        if matches!(model.graph.node(input.node).kind, NodeKind::Initializer(_)) {
+            patch.make_constant(input.node);
+            count += 1;
+        }
+    }
+    if count > 0 {
+        patch.apply(&mut model.graph)?;
+        model.ir_version = Some(OVERRIDABLE_FROM_IR);
+    }
+    Ok(count)
 }
 
 fn lift(g: &Graph) -> (Patch, usize) {
@@ -77,4 +130,56 @@ pub fn constant_value(g: &Graph, id: NodeId) -> Option<Tensor> {
     };
     t.name = None;
     Some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::build::ModelBuilder;
+    use crate::ir::{DataType, GraphInput, Model, Tensor, ValueInfo};
+    use crate::passes::testing::rewrite;
+
+    /// An IR-3 model as caffe2 wrote them: the weight is an initializer and
+    /// a declared graph input.
+    fn ir3_model() -> Model {
+        let mut b = ModelBuilder::new(9);
+        let x = b.input("x", DataType::FLOAT, &[1, 4]);
+        let w = b.init("w", Tensor::from_f32(vec![4], &[1.0, 2.0, 3.0, 4.0]));
+        let y = b.op("Mul", &[x, w], vec![], "y");
+        b.output(y, DataType::FLOAT);
+        let mut m = b.build().unwrap();
+        m.ir_version = Some(3);
+        let info = ValueInfo::default();
+        m.graph.inputs.push(GraphInput { node: w.node, info });
+        m
+    }
+
+    #[test]
+    fn ir3_initializers_declared_as_inputs_become_constants() {
+        let m = ir3_model();
+        assert!(m
+            .graph
+            .const_tensor(m.graph.find_value("w").unwrap())
+            .is_none());
+        let after = rewrite(&m, "lift-constants");
+        assert_eq!(after.ir_version, Some(4));
+        assert_eq!(after.graph.inputs.len(), 1);
+        assert!(after
+            .graph
+            .const_tensor(after.graph.find_value("w").unwrap())
+            .is_some());
+
+        let kept = rewrite(&m, "lift-constants{keep-inputs=true}");
+        assert_eq!(kept.ir_version, Some(3));
+        assert_eq!(kept.graph.inputs.len(), 2);
+    }
+
+    /// From IR 4 an initializer declared as an input is an overridable default.
+    #[test]
+    fn ir4_initializers_declared_as_inputs_stay_overridable() {
+        let mut m = ir3_model();
+        m.ir_version = Some(4);
+        let after = rewrite(&m, "lift-constants");
+        assert_eq!(after.graph.inputs.len(), 2);
+        assert_eq!(after.ir_version, Some(4));
+    }
 }

@@ -27,7 +27,7 @@ mod quant;
 pub(crate) mod raise_opset;
 mod svd;
 
-pub use lift_constants::constant_value;
+pub use lift_constants::{constant_inputs, constant_value};
 
 use crate::ir::patch::{rewrite_model, Rule, RuleContext};
 use crate::ir::Model;

@@ -274,10 +274,12 @@ fn only_type_blind_uses(g: &Graph, id: NodeId, varying: &HashSet<NodeId>) -> boo
 }
 
 /// The model with every `Constant` of its main graph that `lift-constants`
-/// lifts turned into an initializer in place: to type inference (main graph
+/// lifts turned into an initializer in place, and IR-3 initializer inputs
+/// made constants as it makes them: to type inference (main graph
 /// only) the same model as after `lift-constants`, without naming new nodes
 /// (a test compares what tract infers from each).
-pub fn constants_lifted(mut m: Model) -> Model {
+pub fn constants_lifted(mut m: Model) -> Result<Model> {
+    crate::passes::constant_inputs(&mut m)?;
     let g = &mut m.graph;
     let ids: Vec<NodeId> = g.node_ids().collect();
     for id in ids {
@@ -285,7 +287,7 @@ pub fn constants_lifted(mut m: Model) -> Model {
             g.node_mut(id).kind = NodeKind::Initializer(t);
         }
     }
-    m
+    Ok(m)
 }
 
 /// `infer_shapes::has_untyped_value` of the graph `lift-constants` would
@@ -354,7 +356,7 @@ mod tests {
                 "{}",
                 path.display()
             );
-            let ours = infer_types(&constants_lifted(original)).map(|r| r.types);
+            let ours = infer_types(&constants_lifted(original).unwrap()).map(|r| r.types);
             let theirs = infer_types(&lifted).map(|r| r.types);
             match (ours, theirs) {
                 (Ok(ours), Ok(theirs)) => {

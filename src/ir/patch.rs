@@ -32,6 +32,7 @@ pub struct Patch {
     handovers: Vec<(Outlet, Src)>,
     removals: Vec<NodeId>,
     types: Vec<(Outlet, TypeInfo)>,
+    constants: Vec<NodeId>,
 }
 
 impl Patch {
@@ -45,6 +46,7 @@ impl Patch {
             handovers: vec![],
             removals: vec![],
             types: vec![],
+            constants: vec![],
         }
     }
 
@@ -123,8 +125,16 @@ impl Patch {
         self.types.push((outlet, ty));
     }
 
+    /// Stops declaring an initializer as a graph input, so that nothing can
+    /// override it: it becomes a constant. Changes no computation of a model
+    /// whose users never fed that input (IR < 4 says they cannot).
+    pub fn make_constant(&mut self, initializer: NodeId) {
+        self.constants.push(initializer);
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty()
+        self.constants.is_empty()
+            && self.added.is_empty()
             && self.updates.is_empty()
             && self.rewires.is_empty()
             && self.shunts.is_empty()
@@ -143,6 +153,18 @@ impl Patch {
     }
 
     fn apply_inner(self, g: &mut Graph) -> Result<()> {
+        for &id in &self.constants {
+            ensure!(
+                g.contains(id) && matches!(g.node(id).kind, NodeKind::Initializer(_)),
+                "makes a constant of {}, which is not an initializer",
+                if g.contains(id) {
+                    g.node(id).label()
+                } else {
+                    "a removed node".into()
+                }
+            );
+            g.inputs.retain(|i| i.node != id);
+        }
         for (outlet, ty) in self.types {
             ensure!(
                 g.contains(outlet.node) && outlet.slot < g.node(outlet.node).outputs.len(),
