@@ -83,7 +83,7 @@ impl Pass for LiftConstants {
 /// Below IR 4, stops declaring initializers as graph inputs (they are
 /// constants) and raises the IR version to 4; returns how many.
 pub fn constant_inputs(model: &mut Model) -> Result<usize> {
-    if !model.ir_version.is_some_and(|v| v < OVERRIDABLE_FROM_IR) {
+    if model.ir_version.is_none_or(|v| v >= OVERRIDABLE_FROM_IR) {
         return Ok(0);
     }
     let mut patch = Patch::new("lift-constants: IR-3 inputs");
