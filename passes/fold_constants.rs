@@ -18,12 +18,12 @@
 //! quantized weights), ops with subgraphs or outside the ONNX domain, and
 //! results larger than `max-mb`. Initializers left unused are for `dce`.
 //!
-//! **Options:** `max-mb` (default 64): results larger than this many MiB stay
-//! computed at run time.
+//! **Options:** declared once in `Opts` below (`onnx-opt passes` and the
+//! README list them).
 
 use crate::ir::{DataType, Graph, Model, NodeId, Operator, Outlet, Patch, Tensor};
 use crate::passes::{DataUse, PassInfo};
-use crate::pipeline::{OptionInfo, Options, Pass, PassContext};
+use crate::pipeline::{Options, Pass, PassContext};
 use anyhow::{ensure, Result};
 use serde_json::json;
 use std::collections::HashMap;
@@ -33,20 +33,19 @@ pub const INFO: PassInfo = PassInfo {
     summary: "evaluate constant-only subgraphs and static Shape/Size once, in tract",
     exact: true,
     data: DataUse::None,
-    options: &[OptionInfo {
-        name: "max-mb",
-        default: "64",
-        help: "largest folded result in MiB",
-    }],
+    options: Opts::TABLE,
     build,
 };
 
+crate::pass_options! {
+    struct Opts {
+        max_mb: f64 = "max-mb", "64", "largest folded result in MiB";
+    }
+}
+
 fn build(options: &Options) -> Result<Box<dyn Pass>> {
-    let max_mb: f64 = options.get("max-mb")?;
-    ensure!(
-        max_mb > 0.0,
-        "pass 'fold-constants': max-mb must be positive"
-    );
+    let Opts { max_mb } = Opts::parse(options)?;
+    ensure!(max_mb > 0.0, "max-mb must be positive");
     Ok(Box::new(FoldConstants {
         max_bytes: (max_mb * 1024.0 * 1024.0) as usize,
     }))

@@ -52,7 +52,8 @@
 //!
 //! BatchNormalization is folded first (`fuse-bn`), weights held in
 //! `Constant` nodes are lifted (`lift-constants`); only the main graph is
-//! quantized. Options: see `onnx-opt passes`.
+//! quantized. Options: declared once in `Opts` below (`onnx-opt passes` and the
+//! README list them).
 
 use crate::calibrate::Calibration;
 use crate::exec;
@@ -62,7 +63,7 @@ use crate::ir::{
     TypeKind,
 };
 use crate::passes::{name_matches, select_layers, DataUse, PassInfo};
-use crate::pipeline::{OptionInfo, Options, Pass, PassContext, Pipeline};
+use crate::pipeline::{List, Options, Pass, PassContext, Pipeline};
 use crate::quantize::{self, Grid, Method};
 use anyhow::{bail, ensure, Context, Result};
 
@@ -76,75 +77,40 @@ pub const INFO: PassInfo = PassInfo {
     summary: "int8 quantization (QDQ for TensorRT / ONNX Runtime), calibrated on --inputs",
     exact: false,
     data: DataUse::Required,
-    options: &[
-        OptionInfo {
-            name: "format",
-            default: "qdq",
-            help: "qdq: QuantizeLinear/DequantizeLinear pairs (TensorRT, ONNX Runtime); qop: QLinearConv with u8 activations kept between layers and per-tensor weights (tract's int8 kernels)",
-        },
-        OptionInfo {
-            name: "act",
-            default: "s8",
-            help: "activations: s8 (symmetric, TensorRT) or u8 (asymmetric, ONNX Runtime; also quantizes layer outputs)",
-        },
-        OptionInfo {
-            name: "method",
-            default: "minmax",
-            help: "activation ranges: minmax, percentile or entropy (KL)",
-        },
-        OptionInfo {
-            name: "percentile",
-            default: "99.999",
-            help: "for method=percentile: clip |x| at this percentile of the calibration values",
-        },
-        OptionInfo {
-            name: "bits",
-            default: "8",
-            help: "weight bits, 2..=8 (stored in int8); activations are 8-bit",
-        },
-        OptionInfo {
-            name: "per-channel",
-            default: "true",
-            help: "one weight scale per output channel (false: one per tensor)",
-        },
-        OptionInfo {
-            name: "ops",
-            default: "Conv|ConvTranspose|Gemm|MatMul",
-            help: "operator types to quantize",
-        },
-        OptionInfo {
-            name: "add",
-            default: "true",
-            help: "also quantize both inputs of residual Adds fed by a quantized layer",
-        },
-        OptionInfo {
-            name: "exclude",
-            default: "",
-            help: "layers to keep in float: node or weight names, `*` matches any run (a|b*|*c)",
-        },
-        OptionInfo {
-            name: "weight-only",
-            default: "false",
-            help: "quantize weights only (no activation pairs, no calibration)",
-        },
-        OptionInfo {
-            name: "min-k",
-            default: "64",
-            help: "keep in float layers whose outputs each sum fewer products (depthwise 3×3: 9); 0: quantize every layer",
-        },
-        OptionInfo {
-            name: "max-weight-err",
-            default: "0.05",
-            help: "format=qop: keep in float a layer whose per-tensor int8 weights lose more than this (relative L2); format=qdq's per-channel scales rarely do",
-        },
-        OptionInfo {
-            name: "fallback",
-            default: "0",
-            help: "measure every layer's sensitivity and keep the K most sensitive in float",
-        },
-    ],
+    options: Opts::TABLE,
     build,
 };
+
+crate::pass_options! {
+    struct Opts {
+        format: String = "format", "qdq",
+            "qdq: QuantizeLinear/DequantizeLinear pairs (TensorRT, ONNX Runtime); qop: QLinearConv with u8 activations kept between layers and per-tensor weights (tract's int8 kernels)";
+        act: String = "act", "s8",
+            "activations: s8 (symmetric, TensorRT) or u8 (asymmetric, ONNX Runtime; also quantizes layer outputs)";
+        method: String = "method", "minmax",
+            "activation ranges: minmax, percentile or entropy (KL)";
+        percentile: f64 = "percentile", "99.999",
+            "for method=percentile: clip |x| at this percentile of the calibration values";
+        bits: u32 = "bits", "8",
+            "weight bits, 2..=8 (stored in int8); activations are 8-bit";
+        per_channel: bool = "per-channel", "true",
+            "one weight scale per output channel (false: one per tensor)";
+        ops: List = "ops", "Conv|ConvTranspose|Gemm|MatMul",
+            "operator types to quantize";
+        add: bool = "add", "true",
+            "also quantize both inputs of residual Adds fed by a quantized layer";
+        exclude: List = "exclude", "",
+            "layers to keep in float: node or weight names, `*` matches any run (a|b*|*c)";
+        weight_only: bool = "weight-only", "false",
+            "quantize weights only (no activation pairs, no calibration)";
+        min_k: usize = "min-k", "64",
+            "keep in float layers whose outputs each sum fewer products (depthwise 3×3: 9); 0: quantize every layer";
+        max_weight_err: f64 = "max-weight-err", "0.05",
+            "format=qop: keep in float a layer whose per-tensor int8 weights lose more than this (relative L2); format=qdq's per-channel scales rarely do";
+        fallback: usize = "fallback", "0",
+            "measure every layer's sensitivity and keep the K most sensitive in float";
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Act {
@@ -175,51 +141,47 @@ struct Quant {
 }
 
 fn build(o: &Options) -> Result<Box<dyn Pass>> {
-    let act = match o.get::<String>("act")?.as_str() {
+    let o = Opts::parse(o)?;
+    let act = match o.act.as_str() {
         "s8" => Act::S8,
         "u8" => Act::U8,
-        other => bail!("pass 'quant': act={other} must be s8 or u8"),
+        other => bail!("act={other} must be s8 or u8"),
     };
-    let method = match o.get::<String>("method")?.as_str() {
+    let method = match o.method.as_str() {
         "minmax" => Method::MinMax,
         "percentile" => {
-            let p: f64 = o.get("percentile")?;
+            let p = o.percentile;
             ensure!(
                 p > 50.0 && p <= 100.0,
-                "pass 'quant': percentile={p} must be in (50, 100]"
+                "percentile={p} must be in (50, 100]"
             );
             Method::Percentile(p)
         }
         "entropy" => Method::Entropy,
-        other => bail!("pass 'quant': method={other} must be minmax, percentile or entropy"),
+        other => bail!("method={other} must be minmax, percentile or entropy"),
     };
-    let bits: u32 = o.get("bits")?;
-    ensure!(
-        (2..=8).contains(&bits),
-        "pass 'quant': bits={bits} must be in 2..=8"
-    );
-    let ops = o.list("ops")?;
-    for op in &ops {
+    let bits = o.bits;
+    ensure!((2..=8).contains(&bits), "bits={bits} must be in 2..=8");
+    for op in o.ops.iter() {
         ensure!(
             ["Conv", "ConvTranspose", "Gemm", "MatMul"].contains(&op.as_str()),
-            "pass 'quant': ops may hold Conv, ConvTranspose, Gemm, MatMul (got {op})"
+            "ops may hold Conv, ConvTranspose, Gemm, MatMul (got {op})"
         );
     }
-    let qop = match o.get::<String>("format")?.as_str() {
+    let qop = match o.format.as_str() {
         "qdq" => false,
         "qop" => true,
-        other => bail!("pass 'quant': format={other} must be qdq or qop"),
+        other => bail!("format={other} must be qdq or qop"),
     };
-    let fallback: usize = o.get("fallback")?;
+    let fallback = o.fallback;
     ensure!(
         !(qop && fallback > 0),
-        "pass 'quant': fallback is measured on the QDQ form; not with format=qop"
+        "fallback is measured on the QDQ form; not with format=qop"
     );
-    let min_k: usize = o.get("min-k")?;
-    let max_weight_err: f64 = o.get("max-weight-err")?;
+    let max_weight_err = o.max_weight_err;
     ensure!(
         max_weight_err > 0.0,
-        "pass 'quant': max-weight-err={max_weight_err} must be > 0"
+        "max-weight-err={max_weight_err} must be > 0"
     );
     Ok(Box::new(Quant {
         after_raise: Pipeline::parse("fuse-activation,infer-shapes")?,
@@ -228,12 +190,12 @@ fn build(o: &Options) -> Result<Box<dyn Pass>> {
         act,
         method,
         bits,
-        per_channel: o.get("per-channel")?,
-        ops,
-        residual_add: o.get("add")?,
-        exclude: o.list("exclude")?,
-        weight_only: o.get("weight-only")?,
-        min_k,
+        per_channel: o.per_channel,
+        ops: o.ops.0,
+        residual_add: o.add,
+        exclude: o.exclude.0,
+        weight_only: o.weight_only,
+        min_k: o.min_k,
         fallback,
         prepare: Pipeline::parse(if qop {
             // Bias Adds folded into Gemms: the QLinear form carries the bias.

@@ -1,0 +1,31 @@
+//! What rules share: who uses a value, which constants die with a node, and
+//! the linear producers (Conv, ConvTranspose, Gemm, MatMul) that `fuse-bn`
+//! and `fuse-bias` fold affine maps into. The common rewrites themselves are
+//! [`Patch`] constructors (`bypass`, `collapse_pair`, `skip_inner`) and the
+//! one-user test is [`Graph::sole_user`].
+
+mod producer;
+
+pub(crate) use producer::{Kind, Producer};
+
+use crate::ir::{Graph, NodeId, Outlet, Patch};
+
+/// `outlet`'s only use is one input of `user`, and it is not a graph output.
+pub(crate) fn sole_use(g: &Graph, outlet: Outlet, user: NodeId) -> bool {
+    g.sole_user(outlet) == Some(user)
+}
+
+/// Removes the initializers feeding `node` (which the patch removes) that
+/// nothing else uses.
+pub(crate) fn remove_dead_consts(g: &Graph, patch: &mut Patch, node: NodeId) {
+    let mut seen = vec![];
+    for outlet in g.inputs(node).into_iter().flatten() {
+        let dead = g.const_tensor(outlet).is_some()
+            && !g.is_graph_output(outlet)
+            && g.consumers(outlet).iter().all(|&(u, _)| u == node);
+        if dead && !seen.contains(&outlet.node) {
+            seen.push(outlet.node);
+            patch.remove(outlet.node);
+        }
+    }
+}
