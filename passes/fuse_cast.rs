@@ -23,6 +23,7 @@
 
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{AttrValue, DataType, Graph, NodeId, Operator, Patch};
+use crate::passes::toolkit::{pair, Pair};
 use crate::passes::{DataUse, PassInfo, RulePass};
 use anyhow::Result;
 
@@ -179,13 +180,10 @@ fn cast_to(op: &Operator) -> Option<DataType> {
 /// `Cast(Cast(x: T, U), V) = Cast(x, V)` when `T → U` is lossless and
 /// converting from U gives what converting from T does (`same_conversion`).
 fn cast_cast(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
-    let Some(mid) = g.input(id, 0) else {
+    let Some(Pair { mid, inner, x }) = pair(g, id, "Cast") else {
         return Ok(None);
     };
-    let Some(inner) = g.op(mid.node).filter(|o| o.is("Cast")) else {
-        return Ok(None);
-    };
-    let (Some(x), Some(u), Some(v)) = (g.input(mid.node, 0), cast_to(inner), cast_to(op)) else {
+    let (Some(u), Some(v)) = (cast_to(inner), cast_to(op)) else {
         return Ok(None);
     };
     let Some(t) = g.known_type(x).and_then(|ty| ty.tensor_elem()) else {

@@ -34,6 +34,7 @@
 
 use crate::ir::patch::{Rule, RuleContext, Src};
 use crate::ir::{Attribute, Graph, NodeId, Operator, Outlet, Patch, Tensor};
+use crate::passes::toolkit::{pair, Pair};
 use crate::passes::{DataUse, PassInfo, RulePass};
 use anyhow::Result;
 
@@ -262,14 +263,10 @@ fn normalized(axes: &[i64], rank: Option<usize>) -> Option<Vec<usize>> {
 /// `Squeeze(Unsqueeze(x, a), a) = x`: the inserted dims are 1 and are
 /// removed again. Axes of both refer to the same rank, `rank(x) + |a|`.
 fn squeeze_unsqueeze(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
-    let Some(mid) = g.input(id, 0) else {
+    let Some(Pair { mid, x, .. }) = pair(g, id, "Unsqueeze") else {
         return Ok(None);
     };
-    if !g.op(mid.node).is_some_and(|o| o.is("Unsqueeze")) {
-        return Ok(None);
-    }
-    let (Some(x), Some(Some(sq)), Some(Some(unsq))) =
-        (g.input(mid.node, 0), axes(g, id), axes(g, mid.node))
+    let (Some(Some(sq)), Some(Some(unsq))) = (axes(g, id), axes(g, mid.node))
     else {
         return Ok(None);
     };
@@ -284,14 +281,10 @@ fn squeeze_unsqueeze(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Re
 /// not just promised by the model being valid). Without axes, Squeeze
 /// removes every dim that is 1, so every dim of `x` must then be known.
 fn unsqueeze_squeeze(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
-    let Some(mid) = g.input(id, 0) else {
+    let Some(Pair { mid, x, .. }) = pair(g, id, "Squeeze") else {
         return Ok(None);
     };
-    if !g.op(mid.node).is_some_and(|o| o.is("Squeeze")) {
-        return Ok(None);
-    }
-    let (Some(x), Some(sq), Some(Some(unsq))) =
-        (g.input(mid.node, 0), axes(g, mid.node), axes(g, id))
+    let (Some(sq), Some(Some(unsq))) = (axes(g, mid.node), axes(g, id))
     else {
         return Ok(None);
     };

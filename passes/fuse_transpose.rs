@@ -23,6 +23,7 @@
 
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{Attribute, Graph, NodeId, Operator, Outlet, Patch};
+use crate::passes::toolkit::{pair, Pair};
 use crate::passes::{DataUse, PassInfo, RulePass};
 use anyhow::Result;
 
@@ -75,13 +76,7 @@ fn rank_of(g: &Graph, outlet: Outlet) -> Option<usize> {
 /// output axis `i` of the outer one is axis `p2[i]` of the inner output,
 /// which is axis `p1[p2[i]]` of `x`. `Transpose(x, [0..n)) = x`.
 fn transpose_transpose(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
-    let Some(mid) = g.input(id, 0) else {
-        return Ok(None);
-    };
-    let Some(inner) = g.op(mid.node).filter(|o| o.is("Transpose")) else {
-        return Ok(None);
-    };
-    let Some(x) = g.input(mid.node, 0) else {
+    let Some(Pair { mid, inner, x }) = pair(g, id, "Transpose") else {
         return Ok(None);
     };
     let Some(p1) = perm(g, inner, x, None) else {
