@@ -56,7 +56,9 @@ fn build(_: &Options) -> Result<Box<dyn Pass>> {
 
 struct Cse;
 
-pub const RULES: &[(&str, Rule)] = &[("duplicate", duplicate)];
+pub const RULES: &[Rule] = &[
+    Rule::any("duplicate", duplicate),
+];
 
 impl Pass for Cse {
     fn run(&self, model: &mut Model, _: &PassContext) -> Result<serde_json::Value> {
@@ -114,7 +116,7 @@ pub fn merge_initializers(g: &mut Graph) -> Result<usize> {
 }
 
 // f(x₁…xₙ) = f(x₁…xₙ) for deterministic f  ⇒  the later copy uses the earlier one's outputs
-fn duplicate(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+fn duplicate(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
     if !mergeable(g, id) {
         return Ok(None);
     }

@@ -21,9 +21,8 @@
 //! **Options:** none.
 
 use crate::ir::patch::{Rule, RuleContext};
-use crate::ir::{AttrValue, DataType, Graph, NodeId, Outlet, Patch};
+use crate::ir::{AttrValue, DataType, Graph, NodeId, Operator, Patch};
 use crate::passes::{DataUse, PassInfo, RulePass};
-use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
 pub const INFO: PassInfo = PassInfo {
@@ -32,51 +31,23 @@ pub const INFO: PassInfo = PassInfo {
     exact: true,
     data: DataUse::None,
     options: &[],
-    build,
+    build: |_| RulePass::boxed(RULES, "removed"),
 };
 
-fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(RulePass {
-        rules: RULES,
-        count: "removed",
-    }))
-}
-
-pub const RULES: &[(&str, Rule)] = &[
-    ("identity", identity),
-    ("dropout", dropout),
-    ("transpose", transpose),
-    ("cast", cast),
-    ("reshape", reshape),
+pub const RULES: &[Rule] = &[
+    Rule::on("Identity", "identity", identity),
+    Rule::on("Dropout", "dropout", dropout),
+    Rule::on("Transpose", "transpose", transpose),
+    Rule::on("Cast", "cast", cast),
+    Rule::on("Reshape", "reshape", reshape),
 ];
 
-/// Replaces node `id` (one used output) by the value `input`.
-fn bypass(g: &Graph, id: NodeId, input: Outlet) -> Option<Patch> {
-    let node = g.node(id);
-    let out = Outlet::new(id, 0);
-    if (1..node.outputs.len()).any(|slot| g.is_used(Outlet::new(id, slot))) {
-        return None;
-    }
-    if g.is_graph_output(out) && !g.can_take_name(input) {
-        return None;
-    }
-    let mut patch = Patch::new("");
-    patch.shunt(out, input);
-    patch.remove(id);
-    Some(patch)
+fn identity(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
+    Ok(g.input(id, 0).and_then(|input| Patch::bypass(g, id, input)))
 }
 
-fn identity(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
-    let op = g.op(id).expect("rules see operators");
-    Ok(match g.input(id, 0) {
-        Some(input) if op.is("Identity") => bypass(g, id, input),
-        _ => None,
-    })
-}
-
-fn dropout(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
-    let op = g.op(id).expect("rules see operators");
-    let Some(input) = g.input(id, 0).filter(|_| op.is("Dropout")) else {
+fn dropout(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
+    let Some(input) = g.input(id, 0) else {
         return Ok(None);
     };
     // training_mode (opset 12+): absent, or a constant false.
@@ -87,32 +58,22 @@ fn dropout(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
             .and_then(|t| t.to_i64().ok())
             .is_some_and(|v| v.iter().all(|&x| x == 0)),
     };
-    Ok(if inference {
-        bypass(g, id, input)
-    } else {
-        None
-    })
+    Ok(inference.then(|| Patch::bypass(g, id, input)).flatten())
 }
 
-fn transpose(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
-    let op = g.op(id).expect("rules see operators");
-    let Some(input) = g.input(id, 0).filter(|_| op.is("Transpose")) else {
+fn transpose(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
+    let Some(input) = g.input(id, 0) else {
         return Ok(None);
     };
     let identity_perm = match op.attr("perm").map(|a| &a.value) {
         Some(AttrValue::Ints(perm)) => perm.iter().enumerate().all(|(i, &p)| p == i as i64),
         _ => false,
     };
-    Ok(if identity_perm {
-        bypass(g, id, input)
-    } else {
-        None
-    })
+    Ok(identity_perm.then(|| Patch::bypass(g, id, input)).flatten())
 }
 
-fn cast(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
-    let op = g.op(id).expect("rules see operators");
-    let Some(input) = g.input(id, 0).filter(|_| op.is("Cast")) else {
+fn cast(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
+    let Some(input) = g.input(id, 0) else {
         return Ok(None);
     };
     let to = match op.attr("to").map(|a| &a.value) {
@@ -120,16 +81,11 @@ fn cast(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
         _ => return Ok(None),
     };
     let from = g.known_type(input).and_then(|t| t.tensor_elem());
-    Ok(if from == Some(to) {
-        bypass(g, id, input)
-    } else {
-        None
-    })
+    Ok((from == Some(to)).then(|| Patch::bypass(g, id, input)).flatten())
 }
 
-fn reshape(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
-    let op = g.op(id).expect("rules see operators");
-    let Some(input) = g.input(id, 0).filter(|_| op.is("Reshape")) else {
+fn reshape(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
+    let Some(input) = g.input(id, 0) else {
         return Ok(None);
     };
     let Some(dims) = g.known_type(input).and_then(|t| t.static_dims()) else {
@@ -151,5 +107,5 @@ fn reshape(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
     let same = shape.len() == dims.len()
         && (0..dims.len()).all(|i| exact(i) || shape[i] == -1)
         && shape.iter().filter(|&&s| s == -1).count() <= 1;
-    Ok(if same { bypass(g, id, input) } else { None })
+    Ok(same.then(|| Patch::bypass(g, id, input)).flatten())
 }

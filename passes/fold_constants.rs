@@ -27,13 +27,12 @@
 //! (1 KiB) folds everything the unlimited pass folds on every suite model
 //! but onnx's caffe2 test models, whose weights are all `ConstantOfShape`.
 //!
-//! **Options:** `max-mb` (default 64): results larger than this many MiB stay
-//! computed at run time. `max-growth-kb` (default 1): a result may exceed
-//! the constants it is computed from by at most this many KiB.
+//! **Options:** declared once in `Opts` below (`onnx-opt passes` and the
+//! README list them).
 
 use crate::ir::{DataType, Graph, Model, NodeId, Operator, Outlet, Patch, Tensor};
 use crate::passes::{DataUse, PassInfo};
-use crate::pipeline::{OptionInfo, Options, Pass, PassContext};
+use crate::pipeline::{Options, Pass, PassContext};
 use anyhow::{ensure, Result};
 use serde_json::json;
 use std::collections::HashMap;
@@ -43,32 +42,25 @@ pub const INFO: PassInfo = PassInfo {
     summary: "evaluate constant-only subgraphs and static Shape/Size once, in tract",
     exact: true,
     data: DataUse::None,
-    options: &[
-        OptionInfo {
-            name: "max-mb",
-            default: "64",
-            help: "largest folded result in MiB",
-        },
-        OptionInfo {
-            name: "max-growth-kb",
-            default: "1",
-            help: "largest growth in KiB of a folded result over the constants it is computed from",
-        },
-    ],
+    options: Opts::TABLE,
     build,
 };
 
+crate::pass_options! {
+    struct Opts {
+        max_mb: f64 = "max-mb", "64", "largest folded result in MiB";
+        max_growth_kb: f64 = "max-growth-kb", "1",
+            "largest growth in KiB of a folded result over the constants it is computed from";
+    }
+}
+
 fn build(options: &Options) -> Result<Box<dyn Pass>> {
-    let max_mb: f64 = options.get("max-mb")?;
-    ensure!(
-        max_mb > 0.0,
-        "pass 'fold-constants': max-mb must be positive"
-    );
-    let max_growth_kb: f64 = options.get("max-growth-kb")?;
-    ensure!(
-        max_growth_kb >= 0.0,
-        "pass 'fold-constants': max-growth-kb must be >= 0"
-    );
+    let Opts {
+        max_mb,
+        max_growth_kb,
+    } = Opts::parse(options)?;
+    ensure!(max_mb > 0.0, "max-mb must be positive");
+    ensure!(max_growth_kb >= 0.0, "max-growth-kb must be >= 0");
     Ok(Box::new(FoldConstants {
         max_bytes: (max_mb * 1024.0 * 1024.0) as usize,
         max_growth: (max_growth_kb * 1024.0) as usize,

@@ -34,9 +34,8 @@
 
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::shape_value::{dims, shape_value, SymInt};
-use crate::ir::{Graph, NodeId, Outlet, Patch, Tensor};
+use crate::ir::{Graph, NodeId, Operator, Outlet, Patch, Tensor};
 use crate::passes::{DataUse, PassInfo, RulePass};
-use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
 pub const INFO: PassInfo = PassInfo {
@@ -45,19 +44,12 @@ pub const INFO: PassInfo = PassInfo {
     exact: true,
     data: DataUse::None,
     options: &[],
-    build,
+    build: |_| RulePass::boxed(RULES, "folded"),
 };
 
-fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(RulePass {
-        rules: RULES,
-        count: "folded",
-    }))
-}
-
-pub const RULES: &[(&str, Rule)] = &[
-    ("reshape-same", reshape_same),
-    ("reshape-const", reshape_const),
+pub const RULES: &[Rule] = &[
+    Rule::on("Reshape", "reshape-same", reshape_same),
+    Rule::on("Reshape", "reshape-const", reshape_const),
 ];
 
 /// A Reshape (opset ≥ 5 input form): its data input, its shape input, what
@@ -77,7 +69,7 @@ fn reshape(g: &Graph, id: NodeId) -> Option<(Outlet, Outlet, Vec<SymInt>, bool)>
 
 /// `Reshape(x, s) = x` when every `s[i]` is `x`'s dim `i` (or a copying 0),
 /// with at most one `-1`. Needs `x`'s rank, not its dims to be numbers.
-fn reshape_same(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+fn reshape_same(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
     let Some((x, _, shape, allowzero)) = reshape(g, id) else {
         return Ok(None);
     };
@@ -103,7 +95,7 @@ fn reshape_same(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>>
 /// `Reshape(x, s) = Reshape(x, s')` with `s'` constant: numbers kept, `x`'s
 /// own dims copied with `0` (`allowzero=0`), one other dim inferred with
 /// `-1` when every other element is a positive number.
-fn reshape_const(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+fn reshape_const(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
     let Some((x, s, shape, allowzero)) = reshape(g, id) else {
         return Ok(None);
     };

@@ -15,9 +15,8 @@
 //! ```
 //! Each part is a pass of its own, selectable alone; see `onnx-opt passes`.
 //!
-//! **Options:** `rounds` (default 8): the most rounds before giving up on a
-//! fixpoint; `target-opset` (default 0 = the model's): emit no operator newer
-//! than this opset.
+//! **Options:** declared once in `Opts` below (`onnx-opt passes` and the
+//! README list them).
 
 use crate::ir::Model;
 use crate::ir::ModelStats;
@@ -34,16 +33,19 @@ pub const INFO: PassInfo = PassInfo {
     summary: "canonicalise and apply every exact fusion, to a fixpoint",
     exact: true,
     data: DataUse::None,
-    options: &[
-        OptionInfo {
-            name: "rounds",
-            default: "8",
-            help: "most rounds before stopping",
-        },
-        crate::passes::fuse_activation::TARGET_OPSET,
-    ],
+    options: Opts::TABLE,
     build,
 };
+
+crate::pass_options! {
+    struct Opts {
+        rounds: usize = "rounds", "8", "most rounds before stopping";
+        // fuse-activation's, passed on.
+        target_opset: i64 = TARGET.name, TARGET.default, TARGET.help;
+    }
+}
+
+const TARGET: &OptionInfo = &crate::passes::fuse_activation::Opts::TABLE[0];
 
 /// A round's first part, which needs no inferred types: it runs while tract
 /// infers them on another core (a third of a round's time on PP-OCRv4 rec).
@@ -56,9 +58,11 @@ const TYPED: &str = "fold-constants,fold-shapes,eliminate,fuse-bn,fuse-gemm,fuse
                      fuse-transpose,fuse-reshape,fuse-slice,fuse-cast,fuse-activation,cse,dce";
 
 fn build(options: &Options) -> Result<Box<dyn Pass>> {
-    let rounds: usize = options.get("rounds")?;
-    ensure!(rounds > 0, "pass 'fuse': rounds must be at least 1");
-    let target: i64 = options.get("target-opset")?;
+    let Opts {
+        rounds,
+        target_opset: target,
+    } = Opts::parse(options)?;
+    ensure!(rounds > 0, "rounds must be at least 1");
     let with_target = |list: &str| {
         Pipeline::parse(&list.replace(
             "fuse-activation",

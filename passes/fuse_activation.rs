@@ -32,8 +32,8 @@
 //! counted in the report (`hardswish_needs_opset_14`, ...); at opset 6–13
 //! `x * (Clip(x + 3, 0, 6) / 6)` still becomes `x * HardSigmoid(x)`.
 //!
-//! **Options:** `target-opset` (default 0 = the model's opset): emit no
-//! operator newer than this, for runtimes that lag the model's opset.
+//! **Options:** declared once in `Opts` below (`onnx-opt passes` and the
+//! README list them).
 
 use crate::ir::patch::{rewrite_to_fixpoint, Rule, RuleContext, Src};
 use crate::ir::{
@@ -41,7 +41,7 @@ use crate::ir::{
     Tensor, TypeKind,
 };
 use crate::passes::{DataUse, PassInfo};
-use crate::pipeline::{OptionInfo, Options, Pass, PassContext};
+use crate::pipeline::{Options, Pass, PassContext};
 use anyhow::{ensure, Result};
 use serde_json::json;
 
@@ -51,23 +51,23 @@ pub const INFO: PassInfo = PassInfo {
         "fuse written-out HardSwish, HardSigmoid, Gelu and LayerNormalization into their ONNX ops",
     exact: true,
     data: DataUse::None,
-    options: &[TARGET_OPSET],
+    options: Opts::TABLE,
     build,
 };
 
-/// Shared with `fuse`, which passes it on.
-pub const TARGET_OPSET: OptionInfo = OptionInfo {
-    name: "target-opset",
-    default: "0",
-    help: "emit no op newer than this opset (0: the model's own); for older runtimes",
-};
+crate::pass_options! {
+    /// Shared with `fuse`, which passes it on.
+    pub(crate) struct Opts {
+        target_opset: i64 = "target-opset", "0",
+            "emit no op newer than this opset (0: the model's own); for older runtimes";
+    }
+}
 
 fn build(options: &Options) -> Result<Box<dyn Pass>> {
-    let target: i64 = options.get("target-opset")?;
-    ensure!(
-        target >= 0,
-        "pass 'fuse-activation': target-opset must be >= 0"
-    );
+    let Opts {
+        target_opset: target,
+    } = Opts::parse(options)?;
+    ensure!(target >= 0, "target-opset must be >= 0");
     Ok(Box::new(FuseActivation {
         target: (target > 0).then_some(target),
     }))
@@ -79,11 +79,11 @@ struct FuseActivation {
 
 /// HardSwish before HardSigmoid: both start at the same Clip, and HardSwish
 /// takes the longer pattern.
-pub const RULES: &[(&str, Rule)] = &[
-    ("hardswish", hardswish),
-    ("hardsigmoid", hardsigmoid),
-    ("gelu", gelu),
-    ("layer-norm", layer_norm),
+pub const RULES: &[Rule] = &[
+    Rule::any("hardswish", hardswish),
+    Rule::any("hardsigmoid", hardsigmoid),
+    Rule::any("gelu", gelu),
+    Rule::any("layer-norm", layer_norm),
 ];
 
 impl Pass for FuseActivation {
@@ -167,7 +167,7 @@ impl Fusion {
 
 // HardSwish(x) = x · max(0, min(1, x/6 + 1/2)) = x · HardSigmoid(x, 1/6, 1/2)
 //              = x · Clip(x + 3, 0, 6) / 6
-fn hardswish(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+fn hardswish(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
     if ctx.opset < 14 {
         return Ok(None);
     }
@@ -184,7 +184,7 @@ fn hardswish(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> 
 }
 
 // HardSigmoid(x, 1/6, 1/2) = max(0, min(1, x/6 + 1/2)) = Clip(x + 3, 0, 6) / 6
-fn hardsigmoid(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+fn hardsigmoid(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
     // The HardSwish rule takes the Clip when a Mul by x follows.
     if ctx.opset < 6 || (ctx.opset >= 14 && match_hardswish(g, id).is_some()) {
         return Ok(None);
@@ -209,7 +209,7 @@ fn hardsigmoid(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>
 }
 
 // Gelu(x) = x · Φ(x) = 0.5 · x · (1 + erf(x / √2))
-fn gelu(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+fn gelu(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
     if ctx.opset < 20 {
         return Ok(None);
     }
@@ -227,7 +227,7 @@ fn gelu(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
 
 // LayerNormalization(x, γ, β, ε, axis=-1)
 //   = (x - mean(x)) / sqrt(mean((x - mean(x))²) + ε) · γ + β,   means over the last axis
-fn layer_norm(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+fn layer_norm(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
     if ctx.opset < 17 {
         return Ok(None);
     }
@@ -263,14 +263,6 @@ const SIXTH: f64 = 1.0 / 6.0;
 /// Equal to `target`, an irrational constant, up to float rounding.
 fn near(v: f64, target: f64) -> bool {
     ((v - target) / target).abs() <= 1e-6
-}
-
-/// The one node using `o` (which must be no graph output).
-fn sole_user(g: &Graph, o: Outlet) -> Option<NodeId> {
-    match g.consumers(o).as_slice() {
-        [(user, _)] if !g.is_graph_output(o) => Some(*user),
-        _ => None,
-    }
 }
 
 /// The value of a one-element float constant, when broadcasting it against
@@ -347,7 +339,7 @@ fn match_shifted_relu6(g: &Graph, clip: NodeId) -> Option<(Outlet, NodeId)> {
     let a = g.input(clip, 0)?;
     let (x, three) = with_const(g, a.node, "Add", true)?;
     let clip_out = Outlet::new(clip, 0);
-    if three != 3.0 || sole_user(g, a) != Some(clip) {
+    if three != 3.0 || g.sole_user(a) != Some(clip) {
         return None;
     }
     match clip_bounds(g, clip, clip_out)? {
@@ -360,10 +352,10 @@ fn match_shifted_relu6(g: &Graph, clip: NodeId) -> Option<(Outlet, NodeId)> {
 fn match_hardswish(g: &Graph, clip: NodeId) -> Option<Fusion> {
     let (x, add) = match_shifted_relu6(g, clip)?;
     let c = Outlet::new(clip, 0);
-    let u = sole_user(g, c)?;
+    let u = g.sole_user(c)?;
     if mul_partner(g, u, c) == Some(x) {
         let m = Outlet::new(u, 0);
-        let d = sole_user(g, m).filter(|&d| divides(g, d, m, 6.0))?;
+        let d = g.sole_user(m).filter(|&d| divides(g, d, m, 6.0))?;
         return Some(Fusion {
             x,
             nodes: vec![add, clip, u, d],
@@ -372,7 +364,7 @@ fn match_hardswish(g: &Graph, clip: NodeId) -> Option<Fusion> {
     }
     if divides(g, u, c, 6.0) {
         let h = Outlet::new(u, 0);
-        let m = sole_user(g, h).filter(|&m| mul_partner(g, m, h) == Some(x))?;
+        let m = g.sole_user(h).filter(|&m| mul_partner(g, m, h) == Some(x))?;
         return Some(Fusion {
             x,
             nodes: vec![add, clip, u, m],
@@ -391,7 +383,7 @@ fn match_x_hardsigmoid(g: &Graph, hs: NodeId) -> Option<Fusion> {
     }
     let x = g.input(hs, 0)?;
     let h = Outlet::new(hs, 0);
-    let m = sole_user(g, h).filter(|&m| mul_partner(g, m, h) == Some(x))?;
+    let m = g.sole_user(h).filter(|&m| mul_partner(g, m, h) == Some(x))?;
     Some(Fusion {
         x,
         nodes: vec![hs, m],
@@ -403,7 +395,7 @@ fn match_x_hardsigmoid(g: &Graph, hs: NodeId) -> Option<Fusion> {
 fn match_hardsigmoid(g: &Graph, clip: NodeId) -> Option<Fusion> {
     let (x, add) = match_shifted_relu6(g, clip)?;
     let c = Outlet::new(clip, 0);
-    let d = sole_user(g, c).filter(|&d| divides(g, d, c, 6.0))?;
+    let d = g.sole_user(c).filter(|&d| divides(g, d, c, 6.0))?;
     Some(Fusion {
         x,
         nodes: vec![add, clip, d],
@@ -417,7 +409,7 @@ fn match_gelu(g: &Graph, erf: NodeId) -> Option<Fusion> {
         return None;
     }
     let s = g.input(erf, 0)?;
-    if sole_user(g, s) != Some(erf) {
+    if g.sole_user(s) != Some(erf) {
         return None;
     }
     let x = match with_const(g, s.node, "Div", false) {
@@ -428,12 +420,12 @@ fn match_gelu(g: &Graph, erf: NodeId) -> Option<Fusion> {
         },
     };
     let e = Outlet::new(erf, 0);
-    let a = sole_user(g, e)?;
+    let a = g.sole_user(e)?;
     if with_const(g, a, "Add", true) != Some((e, 1.0)) {
         return None;
     }
     let ao = Outlet::new(a, 0);
-    let m1 = sole_user(g, ao)?;
+    let m1 = g.sole_user(ao)?;
     let other = mul_partner(g, m1, ao)?;
     let m1o = Outlet::new(m1, 0);
     let fusion = |last: NodeId, extra: NodeId| Fusion {
@@ -443,16 +435,16 @@ fn match_gelu(g: &Graph, erf: NodeId) -> Option<Fusion> {
     };
     if other == x {
         // (x · (1 + erf)) · 0.5
-        let m2 = sole_user(g, m1o).filter(|&m2| divides(g, m2, m1o, 2.0))?;
+        let m2 = g.sole_user(m1o).filter(|&m2| divides(g, m2, m1o, 2.0))?;
         return Some(fusion(m2, m2));
     }
     if g.op(other.node).is_some() && divides(g, other.node, x, 2.0) {
         // (x · 0.5) · (1 + erf)
-        return (sole_user(g, other) == Some(m1)).then(|| fusion(m1, other.node));
+        return (g.sole_user(other) == Some(m1)).then(|| fusion(m1, other.node));
     }
     if scalar(g, other, ao) == Some(0.5) {
         // x · ((1 + erf) · 0.5)
-        let m2 = sole_user(g, m1o).filter(|&m2| mul_partner(g, m2, m1o) == Some(x))?;
+        let m2 = g.sole_user(m1o).filter(|&m2| mul_partner(g, m2, m1o) == Some(x))?;
         return Some(fusion(m2, m2));
     }
     None
@@ -502,7 +494,7 @@ fn const_partner(g: &Graph, id: NodeId, op_type: &str, v: Outlet) -> Option<Outl
 fn match_layer_norm(g: &Graph, rm1: NodeId) -> Option<LayerNormMatch> {
     let x = mean_last_axis(g, rm1)?;
     let mean = Outlet::new(rm1, 0);
-    let sub = sole_user(g, mean)?;
+    let sub = g.sole_user(mean)?;
     if binary(g, sub, "Sub")? != (x, mean) {
         return None;
     }
@@ -517,12 +509,12 @@ fn match_layer_norm(g: &Graph, rm1: NodeId) -> Option<LayerNormMatch> {
         (q, p) if is_square(p) => (p, q),
         _ => return None,
     };
-    let rm2 = sole_user(g, Outlet::new(pow, 0))?;
+    let rm2 = g.sole_user(Outlet::new(pow, 0))?;
     let var = Outlet::new(rm2, 0);
     if mean_last_axis(g, rm2) != Some(Outlet::new(pow, 0)) {
         return None;
     }
-    let add = sole_user(g, var)?;
+    let add = g.sole_user(var)?;
     let (a, b) = binary(g, add, "Add")?;
     let eps = if a == var { b } else { a };
     let eps_t = g.const_tensor(eps)?;
@@ -531,8 +523,8 @@ fn match_layer_norm(g: &Graph, rm1: NodeId) -> Option<LayerNormMatch> {
     }
     let epsilon = eps_t.to_f32().ok()?[0];
     let sqrt =
-        sole_user(g, Outlet::new(add, 0)).filter(|&s| g.op(s).is_some_and(|o| o.is("Sqrt")))?;
-    if sole_user(g, Outlet::new(sqrt, 0)) != Some(div)
+        g.sole_user(Outlet::new(add, 0)).filter(|&s| g.op(s).is_some_and(|o| o.is("Sqrt")))?;
+    if g.sole_user(Outlet::new(sqrt, 0)) != Some(div)
         || binary(g, div, "Div")? != (d, Outlet::new(sqrt, 0))
     {
         return None;
@@ -540,7 +532,7 @@ fn match_layer_norm(g: &Graph, rm1: NodeId) -> Option<LayerNormMatch> {
     let mut nodes = vec![rm1, sub, pow, rm2, add, sqrt, div];
     let mut out = Outlet::new(div, 0);
     let mut affine = |op_type: &str| -> Option<Outlet> {
-        let next = sole_user(g, out)?;
+        let next = g.sole_user(out)?;
         let t = const_partner(g, next, op_type, out)?;
         nodes.push(next);
         out = Outlet::new(next, 0);

@@ -28,11 +28,10 @@
 //!
 //! **Options:** none.
 
-use super::fuse_bn::{remove_dead_consts, sole_use, Kind, Producer};
+use crate::passes::toolkit::{remove_dead_consts, sole_use, Kind, Producer};
 use crate::ir::patch::{Rule, RuleContext};
-use crate::ir::{DataType, Graph, NodeId, Outlet, Patch};
+use crate::ir::{DataType, Graph, NodeId, Operator, Outlet, Patch};
 use crate::passes::{DataUse, PassInfo, RulePass};
-use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
 pub const INFO: PassInfo = PassInfo {
@@ -41,17 +40,14 @@ pub const INFO: PassInfo = PassInfo {
     exact: true,
     data: DataUse::None,
     options: &[],
-    build,
+    build: |_| RulePass::boxed(RULES, "fused"),
 };
 
-fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(RulePass {
-        rules: RULES,
-        count: "fused",
-    }))
-}
-
-pub const RULES: &[(&str, Rule)] = &[("add", add), ("mul", mul), ("div", div)];
+pub const RULES: &[Rule] = &[
+    Rule::on("Add", "add", add),
+    Rule::on("Mul", "mul", mul),
+    Rule::on("Div", "div", div),
+];
 
 /// For the binary op `id` (`op_type`): the producer feeding it, its single
 /// use being this op, and the constant on the other side expanded to one
@@ -125,7 +121,7 @@ fn bias_kinds(p: &Producer) -> bool {
 }
 
 // P(x) + c = P'(x) with bias' = bias + c, c constant per output channel.
-fn add(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+fn add(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
     Ok(match match_binary(ctx, g, id, "Add", &[0, 1]) {
         Some((p, y, c)) if bias_kinds(&p) => Some(fold(g, id, &p, y, &vec![1.0; p.channels], &c)),
         _ => None,
@@ -133,7 +129,7 @@ fn add(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
 }
 
 // P(x)·k = P'(x) with w'[o] = w[o]·k[o], bias'[o] = bias[o]·k[o], k per output channel.
-fn mul(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+fn mul(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
     Ok(match match_binary(ctx, g, id, "Mul", &[0, 1]) {
         Some((p, y, k)) if bias_kinds(&p) => Some(fold(g, id, &p, y, &k, &vec![0.0; p.channels])),
         _ => None,
@@ -141,7 +137,7 @@ fn mul(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
 }
 
 // P(x)/k = P(x)·(1/k) for k ≠ 0, k per output channel (a constant dividend is not this).
-fn div(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+fn div(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
     Ok(match match_binary(ctx, g, id, "Div", &[0]) {
         Some((p, y, k)) if bias_kinds(&p) && k.iter().all(|&v| v != 0.0) => {
             let inv: Vec<f64> = k.iter().map(|v| 1.0 / v).collect();
@@ -156,7 +152,7 @@ mod tests {
     use super::per_channel;
     use crate::ir::build::ModelBuilder;
     use crate::ir::{Attribute, DataType, Model, Tensor};
-    use crate::passes::fuse_bn::tests::{init, values};
+    use crate::passes::testing::{init, values};
     use crate::passes::testing::{check, op_types as ops};
 
     #[test]

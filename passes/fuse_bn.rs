@@ -34,9 +34,9 @@
 //! **Options:** none.
 
 use crate::ir::patch::{Rule, RuleContext};
-use crate::ir::{Attribute, DataType, Graph, NodeId, Outlet, Patch, Tensor};
+use crate::ir::{Graph, NodeId, Operator, Outlet, Patch};
+use crate::passes::toolkit::{remove_dead_consts, sole_use, Producer};
 use crate::passes::{DataUse, PassInfo, RulePass};
-use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
 pub const INFO: PassInfo = PassInfo {
@@ -45,23 +45,17 @@ pub const INFO: PassInfo = PassInfo {
     exact: true,
     data: DataUse::None,
     options: &[],
-    build,
+    build: |_| RulePass::boxed(RULES, "fused"),
 };
 
-fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(RulePass {
-        rules: RULES,
-        count: "fused",
-    }))
-}
-
-pub const RULES: &[(&str, Rule)] = &[("batchnorm", batchnorm)];
+pub const RULES: &[Rule] = &[
+    Rule::on("BatchNormalization", "batchnorm", batchnorm),
+];
 
 // BN(y) = s·(y − μ) + β = s·y + (β − μ·s), s = γ/√(σ²+ε), per channel (axis 1).
 // With y = P(x) one of the producers of `fold_affine`, s·y + t = P'(x).
-fn batchnorm(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
-    let op = g.op(id).expect("rules see operators");
-    if !op.is("BatchNormalization") || ctx.opset < 7 {
+fn batchnorm(ctx: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
+    if ctx.opset < 7 {
         return Ok(None);
     }
     if op.attr_int("training_mode", 0) != 0 || op.attr_int("spatial", 1) == 0 {
@@ -108,296 +102,6 @@ fn batchnorm(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> 
     Ok(Some(patch))
 }
 
-/// `outlet`'s only use is one input of `user`, and it is not a graph output.
-pub(super) fn sole_use(g: &Graph, outlet: Outlet, user: NodeId) -> bool {
-    !g.is_graph_output(outlet) && matches!(g.consumers(outlet)[..], [(u, _)] if u == user)
-}
-
-/// Removes the initializers feeding `node` (which the patch removes) that
-/// nothing else uses.
-pub(super) fn remove_dead_consts(g: &Graph, patch: &mut Patch, node: NodeId) {
-    let mut seen = vec![];
-    for outlet in g.inputs(node).into_iter().flatten() {
-        let dead = g.const_tensor(outlet).is_some()
-            && !g.is_graph_output(outlet)
-            && g.consumers(outlet).iter().all(|&(u, _)| u == node);
-        if dead && !seen.contains(&outlet.node) {
-            seen.push(outlet.node);
-            patch.remove(outlet.node);
-        }
-    }
-}
-
-/// Feeds input `slot` of `user` from a new initializer `tensor`. When the old
-/// initializer there is used by nothing else, it is removed and the new one
-/// takes its name; otherwise (shared weights) the new one gets a name of its own.
-fn replace_const(
-    g: &Graph,
-    patch: &mut Patch,
-    user: NodeId,
-    slot: usize,
-    fallback_name: &str,
-    tensor: Tensor,
-) {
-    let old = g.input(user, slot);
-    let name = match old {
-        Some(o) if sole_use(g, o, user) && g.const_tensor(o).is_some() => {
-            patch.remove(o.node);
-            g.outlet_name(o).to_string()
-        }
-        Some(o) => g.outlet_name(o).to_string(),
-        None => fallback_name.to_string(),
-    };
-    let src = patch.add_const(&name, tensor);
-    patch.rewire(user, slot, Some(src));
-}
-
-fn f64s(t: &Tensor) -> Option<Vec<f64>> {
-    Some(t.to_f32().ok()?.into_iter().map(f64::from).collect())
-}
-
-fn to_tensor(dims: Vec<i64>, values: &[f64]) -> Tensor {
-    let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
-    Tensor::from_f32(dims, &v)
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub(super) enum Kind {
-    /// `w: [M, C/group, k...]`, output channel = axis 0.
-    Conv,
-    /// `w: [C, M/group, k...]`, output channel = group·(M/group) + axis-1 index.
-    ConvTranspose { group: usize },
-    /// Output features = columns of `op(B)`; `B` is `[N, K]` when `trans_b`.
-    Gemm { trans_b: bool },
-    /// `MatMul(x: rank 2, w: [K, N])`, rewritten as `Gemm`.
-    MatMul,
-}
-
-/// An operator whose output is linear in constant weights, per output
-/// channel (axis 1 of its output): y[:, o, ...] = Σ w[o-slice]·x + bias[o].
-pub(super) struct Producer {
-    pub id: NodeId,
-    pub kind: Kind,
-    /// Output channels (axis 1 of the output).
-    pub channels: usize,
-    /// Rank of the output.
-    pub out_rank: usize,
-    weight_dims: Vec<i64>,
-    /// Dims and values of the constant bias (`C` for Gemm), if any.
-    bias: Option<(Vec<i64>, Vec<f64>)>,
-    /// Gemm's `beta` (1 otherwise).
-    beta: f64,
-}
-
-impl Producer {
-    /// The producer at `id`, if its weights (and bias) are f32 initializers
-    /// of a shape it documents. `MatMul` only when `allow_matmul`.
-    pub fn analyse(g: &Graph, id: NodeId, allow_matmul: bool) -> Option<Producer> {
-        let op = g.op(id)?;
-        if !op.is_default_domain() || g.node(id).outputs.len() != 1 {
-            return None;
-        }
-        let w = g.const_tensor(g.input(id, 1)?)?;
-        if w.dtype != DataType::FLOAT {
-            return None;
-        }
-        let dims = w.dims.clone();
-        let bias_slot = 2;
-        let (kind, channels, out_rank) = match op.op_type.as_str() {
-            "Conv" if dims.len() >= 3 => (Kind::Conv, dims[0], dims.len()),
-            "ConvTranspose" if dims.len() >= 3 => {
-                let group = op.attr_int("group", 1);
-                if group < 1 || dims[0] % group != 0 {
-                    return None;
-                }
-                let kind = Kind::ConvTranspose {
-                    group: group as usize,
-                };
-                (kind, dims[1] * group, dims.len())
-            }
-            "Gemm" if dims.len() == 2 => {
-                let trans_b = op.attr_int("transB", 0) != 0;
-                let n = if trans_b { dims[0] } else { dims[1] };
-                (Kind::Gemm { trans_b }, n, 2)
-            }
-            "MatMul" if allow_matmul && dims.len() == 2 => {
-                if g.known_rank(g.input(id, 0)?)? != 2 {
-                    return None;
-                }
-                (Kind::MatMul, dims[1], 2)
-            }
-            _ => return None,
-        };
-        if channels <= 0 {
-            return None;
-        }
-        let bias = match g.input(id, bias_slot).filter(|_| kind != Kind::MatMul) {
-            None => None,
-            Some(b) => {
-                let t = g.const_tensor(b)?;
-                if t.dtype != DataType::FLOAT {
-                    return None;
-                }
-                Some((t.dims.clone(), f64s(t)?))
-            }
-        };
-        let channels = channels as usize;
-        match (&kind, &bias) {
-            (Kind::Gemm { .. }, Some((d, _))) if gemm_bias_dims(d, channels).is_none() => {
-                return None
-            }
-            (Kind::Gemm { .. }, _) => {}
-            (_, Some((_, v))) if v.len() != channels => return None,
-            _ => {}
-        }
-        Some(Producer {
-            id,
-            kind,
-            channels,
-            out_rank,
-            weight_dims: dims,
-            bias,
-            beta: if matches!(kind, Kind::Gemm { .. }) {
-                f64::from(op.attr_float("beta", 1.0))
-            } else {
-                1.0
-            },
-        })
-    }
-
-    /// The output channel each weight element contributes to.
-    /// Maps a weight element's flat index to its output channel. The dim
-    /// products are taken once: this runs for every weight element.
-    fn channel_map(&self) -> impl Fn(usize) -> usize + '_ {
-        let d = |k: usize| self.weight_dims.get(k).map_or(1, |&v| v as usize);
-        let inner = |from: usize| {
-            self.weight_dims
-                .get(from..)
-                .map_or(1, |r| r.iter().product::<i64>() as usize)
-        };
-        let (d0, d1, inner1, inner2) = (d(0), d(1), inner(1), inner(2));
-        move |i| match self.kind {
-            Kind::Conv => i / inner1,
-            Kind::ConvTranspose { group } => {
-                // w[c, j, k...] feeds output channel (c / (C/group))·(M/group) + j.
-                let (c, j) = (i / inner1, (i / inner2) % d1);
-                (c / (d0 / group)) * d1 + j
-            }
-            Kind::Gemm { trans_b: true } => i / d1,
-            Kind::Gemm { trans_b: false } | Kind::MatMul => i % d1,
-        }
-    }
-
-    /// The weights scaled by `s` per output channel: each product in f64,
-    /// rounded once to f32.
-    fn scaled_weights(&self, weight: &Tensor, s: &[f64]) -> Tensor {
-        let mut w = weight
-            .to_f32()
-            .expect("analysed as f32 (the verifier checks its length)");
-        let scale = |x: &mut f32, s: f64| *x = (f64::from(*x) * s) as f32;
-        match self.kind {
-            // Output channel o owns the contiguous block w[o, ...].
-            Kind::Conv | Kind::Gemm { trans_b: true } => {
-                let block = w.len() / s.len().max(1);
-                for (chunk, &so) in w.chunks_exact_mut(block.max(1)).zip(s) {
-                    chunk.iter_mut().for_each(|x| scale(x, so));
-                }
-            }
-            _ => {
-                let channel_of = self.channel_map();
-                w.iter_mut()
-                    .enumerate()
-                    .for_each(|(i, x)| scale(x, s[channel_of(i)]));
-            }
-        }
-        Tensor::from_f32_vec(self.weight_dims.clone(), w)
-    }
-
-    /// Adds to `patch` what turns this producer's output y into s·y + t
-    /// (per output channel): weights scaled by s, bias b' = s·b + t.
-    pub fn fold_affine(&self, g: &Graph, patch: &mut Patch, s: &[f64], t: &[f64]) {
-        let op = g.op(self.id).expect("an operator");
-        let label = g.node(self.id).label();
-        if s.iter().any(|&x| x != 1.0) {
-            // Read only now: analysing a candidate must not copy its weights.
-            // Each product in f64, rounded once to f32.
-            let weight = g
-                .input(self.id, 1)
-                .and_then(|o| g.const_tensor(o))
-                .expect("analysed as a constant");
-            let tensor = prefold::scaled(weight, self.kind, s, || self.scaled_weights(weight, s));
-            replace_const(g, patch, self.id, 1, &format!("{label}.weight"), tensor);
-        }
-        // Gemm: α·A·B' + β·C becomes α·A·(B'·s) + 1·(s·β·C + t).
-        let bias = match &self.bias {
-            Some((dims, b)) if matches!(self.kind, Kind::Gemm { .. }) => {
-                let (out_dims, index) = gemm_bias_dims(dims, self.channels).expect("checked");
-                let n = self.channels;
-                let rows = out_dims.iter().rev().nth(1).copied().unwrap_or(1) as usize;
-                let values: Vec<f64> = (0..rows * n)
-                    .map(|i| s[i % n] * self.beta * b[index(i / n, i % n)] + t[i % n])
-                    .collect();
-                Some((out_dims, values))
-            }
-            Some((dims, b)) => {
-                let values: Vec<f64> = (0..self.channels).map(|o| s[o] * b[o] + t[o]).collect();
-                Some((dims.clone(), values))
-            }
-            // MatMul always gets one: Gemm's C is optional only from opset 11.
-            None if t.iter().any(|&x| x != 0.0) || self.kind == Kind::MatMul => {
-                Some((vec![self.channels as i64], t.to_vec()))
-            }
-            None => None,
-        };
-        let mut new_op = op.clone();
-        let mut changed = false;
-        if self.kind == Kind::MatMul {
-            new_op.op_type = "Gemm".to_string();
-            new_op.attributes.clear();
-            changed = true;
-        }
-        if let Some((dims, values)) = bias {
-            if matches!(self.kind, Kind::Gemm { .. } | Kind::MatMul) && self.beta != 1.0 {
-                new_op.set_attr(Attribute::float("beta", 1.0));
-                changed = true;
-            }
-            if new_op.arity < 3 {
-                new_op.arity = 3;
-                changed = true;
-            }
-            let tensor = to_tensor(dims, &values);
-            replace_const(g, patch, self.id, 2, &format!("{label}.bias"), tensor);
-        }
-        if changed {
-            patch.update(self.id, new_op);
-        }
-    }
-}
-
-/// Maps (row, column) of a combined Gemm bias to the index in the old one.
-type BiasIndex = Box<dyn Fn(usize, usize) -> usize>;
-
-/// A Gemm bias `C` of `dims` (rank ≤ 2, unidirectionally broadcastable to
-/// [M, n]), combined with a per-column vector: the dims of the result
-/// (broadcast of `dims` with [n]) and, for result row r and column c, the
-/// index into C.
-fn gemm_bias_dims(dims: &[i64], n: usize) -> Option<(Vec<i64>, BiasIndex)> {
-    let n_i = n as i64;
-    let col_ok = |c: i64| c == 1 || c == n_i;
-    match *dims {
-        [] => Some((vec![n_i], Box::new(|_, _| 0))),
-        [c] if col_ok(c) => {
-            let step = usize::from(c != 1);
-            Some((vec![n_i], Box::new(move |_, col| col * step)))
-        }
-        [r, c] if col_ok(c) && r >= 1 => {
-            let (rs, cs) = (usize::from(r != 1) * c as usize, usize::from(c != 1));
-            Some((vec![r, n_i], Box::new(move |row, col| row * rs + col * cs)))
-        }
-        _ => None,
-    }
-}
-
 /// Folding BatchNorm weights ahead of time. `fuse` knows the types only
 /// once tract has inferred them, and `fuse-bn` runs after; meanwhile the
 /// main thread waits. It spends the wait computing the folds `fuse-bn` will
@@ -408,7 +112,8 @@ fn gemm_bias_dims(dims: &[i64], n: usize) -> Option<(Vec<i64>, BiasIndex)> {
 /// the output does not depend on what was kept (PP-OCRv4 rec: `fuse-bn`
 /// 0.8 ms → ~0.1 ms after the types arrive).
 pub(crate) mod prefold {
-    use super::{batchnorm, Kind};
+    use super::batchnorm;
+    use crate::passes::toolkit::Kind;
     use crate::ir::patch::RuleContext;
     use crate::ir::{Model, Tensor, TensorData};
     use bytes::Bytes;
@@ -442,7 +147,7 @@ pub(crate) mod prefold {
     }
 
     /// `compute()`, the scaled `weight`, or the one kept for the same key.
-    pub(super) fn scaled(
+    pub(crate) fn scaled(
         weight: &Tensor,
         kind: Kind,
         s: &[f64],
@@ -481,8 +186,8 @@ pub(crate) mod prefold {
                 if !waiting() {
                     return;
                 }
-                if g.op(id).is_some_and(|op| op.is("BatchNormalization")) {
-                    let _ = batchnorm(&ctx, g, id);
+                if let Some(op) = g.op(id).filter(|op| op.is("BatchNormalization")) {
+                    let _ = batchnorm(&ctx, g, id, op);
                 }
             }
         }
@@ -496,33 +201,11 @@ pub(crate) mod prefold {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use crate::ir::build::ModelBuilder;
+    use crate::passes::testing::{init, values};
     use crate::ir::{Attribute, DataType, Model, Outlet, Tensor};
     use crate::passes::testing::check;
-
-    /// Deterministic values in [lo, hi) (splitmix64).
-    pub(crate) fn values(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        let mut state = seed;
-        (0..n)
-            .map(|_| {
-                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                z ^= z >> 31;
-                lo + (hi - lo) * ((z >> 40) as f32 / (1u64 << 24) as f32)
-            })
-            .collect()
-    }
-
-    pub(crate) fn init(b: &mut ModelBuilder, name: &str, dims: &[i64], seed: u64) -> Outlet {
-        let n = dims.iter().product::<i64>() as usize;
-        b.init(
-            name,
-            Tensor::from_f32(dims.to_vec(), &values(seed, n, -1.0, 1.0)),
-        )
-    }
 
     /// BatchNormalization over `c` channels with realistic statistics.
     fn bn(b: &mut ModelBuilder, y: Outlet, c: i64, eps: Option<f32>, seed: u64) -> Outlet {

@@ -22,9 +22,9 @@
 //! **Options:** none.
 
 use crate::ir::patch::{Rule, RuleContext};
-use crate::ir::{AttrValue, DataType, Graph, NodeId, Operator, Outlet, Patch};
+use crate::ir::{AttrValue, DataType, Graph, NodeId, Operator, Patch};
+use crate::passes::toolkit::{pair, Pair};
 use crate::passes::{DataUse, PassInfo, RulePass};
-use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
 pub const INFO: PassInfo = PassInfo {
@@ -33,17 +33,12 @@ pub const INFO: PassInfo = PassInfo {
     exact: true,
     data: DataUse::None,
     options: &[],
-    build,
+    build: |_| RulePass::boxed(RULES, "fused"),
 };
 
-fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(RulePass {
-        rules: RULES,
-        count: "fused",
-    }))
-}
-
-pub const RULES: &[(&str, Rule)] = &[("cast-cast", cast_cast)];
+pub const RULES: &[Rule] = &[
+    Rule::on("Cast", "cast-cast", cast_cast),
+];
 
 /// What an element type can hold, for deciding exactness.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -184,15 +179,11 @@ fn cast_to(op: &Operator) -> Option<DataType> {
 /// `Cast(Cast(x: T, U), T) = x` when `T → U` is lossless (`U → T` undoes it);
 /// `Cast(Cast(x: T, U), V) = Cast(x, V)` when `T → U` is lossless and
 /// converting from U gives what converting from T does (`same_conversion`).
-fn cast_cast(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
-    let op = g.op(id).expect("rules see operators");
-    let Some(mid) = g.input(id, 0).filter(|_| op.is("Cast")) else {
+fn cast_cast(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
+    let Some(Pair { mid, inner, x }) = pair(g, id, "Cast") else {
         return Ok(None);
     };
-    let Some(inner) = g.op(mid.node).filter(|o| o.is("Cast")) else {
-        return Ok(None);
-    };
-    let (Some(x), Some(u), Some(v)) = (g.input(mid.node, 0), cast_to(inner), cast_to(op)) else {
+    let (Some(u), Some(v)) = (cast_to(inner), cast_to(op)) else {
         return Ok(None);
     };
     let Some(t) = g.known_type(x).and_then(|ty| ty.tensor_elem()) else {
@@ -201,21 +192,11 @@ fn cast_cast(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
     if !same_conversion(t, u, v) {
         return Ok(None);
     }
-    let out = Outlet::new(id, 0);
-    let inner_dies = g.consumers(mid).len() == 1 && !g.is_graph_output(mid);
-    let mut patch = Patch::new("");
     if v == t {
-        if g.is_graph_output(out) && !g.can_take_name(x) && !inner_dies {
-            return Ok(None);
-        }
-        patch.shunt(out, x);
-        patch.remove(id);
-    } else {
-        patch.rewire(id, 0, Some(x.into()));
+        return Ok(Patch::collapse_pair(g, id, mid, x));
     }
-    if inner_dies {
-        patch.remove(mid.node);
-    }
+    let mut patch = Patch::new("");
+    patch.skip_inner(g, id, mid, x);
     Ok(Some(patch))
 }
 

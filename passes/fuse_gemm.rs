@@ -21,11 +21,10 @@
 //!
 //! **Options:** none.
 
-use super::fuse_bn::sole_use;
+use crate::passes::toolkit::sole_use;
 use crate::ir::patch::{Rule, RuleContext};
-use crate::ir::{DataType, Graph, NodeId, Outlet, Patch};
+use crate::ir::{DataType, Graph, NodeId, Operator, Outlet, Patch};
 use crate::passes::{DataUse, PassInfo, RulePass};
-use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
 pub const INFO: PassInfo = PassInfo {
@@ -34,24 +33,18 @@ pub const INFO: PassInfo = PassInfo {
     exact: true,
     data: DataUse::None,
     options: &[],
-    build,
+    build: |_| RulePass::boxed(RULES, "fused"),
 };
 
-fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(RulePass {
-        rules: RULES,
-        count: "fused",
-    }))
-}
-
-pub const RULES: &[(&str, Rule)] = &[("matmul-add", matmul_add)];
+pub const RULES: &[Rule] = &[
+    Rule::on("Add", "matmul-add", matmul_add),
+];
 
 // Add(MatMul(x, W), b) = Gemm(x, W, b) {α=1, β=1} for x: [M,K], W: [K,N] and
 // b unidirectionally broadcastable to [M,N] without varying along M.
-fn matmul_add(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
-    let op = g.op(id).expect("rules see operators");
+fn matmul_add(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
     // Gemm-7 is the first with a unidirectionally broadcast C.
-    if !op.is("Add") || ctx.opset < 7 {
+    if ctx.opset < 7 {
         return Ok(None);
     }
     Ok((0..2).find_map(|slot| {
@@ -102,7 +95,7 @@ fn matmul_add(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>>
 mod tests {
     use crate::ir::build::ModelBuilder;
     use crate::ir::{DataType, Model};
-    use crate::passes::fuse_bn::tests::init;
+    use crate::passes::testing::init;
     use crate::passes::testing::{check, op_types as ops, rewrite};
 
     /// MatMul(x, w) + b, with x of `x_dims` (through an Identity, rank

@@ -25,7 +25,6 @@
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{AttrValue, Attribute, Graph, NodeId, Operator, Outlet, Patch, TypeKind};
 use crate::passes::{DataUse, PassInfo, RulePass};
-use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
 pub const INFO: PassInfo = PassInfo {
@@ -34,17 +33,13 @@ pub const INFO: PassInfo = PassInfo {
     exact: true,
     data: DataUse::None,
     options: &[],
-    build,
+    build: |_| RulePass::boxed(RULES, "fused"),
 };
 
-fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(RulePass {
-        rules: RULES,
-        count: "fused",
-    }))
-}
-
-pub const RULES: &[(&str, Rule)] = &[("pad-conv", pad_conv), ("pad-avgpool", pad_avgpool)];
+pub const RULES: &[Rule] = &[
+    Rule::on("Conv", "pad-conv", pad_conv),
+    Rule::on("AveragePool", "pad-avgpool", pad_avgpool),
+];
 
 fn const_ints(g: &Graph, outlet: Option<Outlet>) -> Option<Vec<i64>> {
     g.const_tensor(outlet?)?.to_i64().ok()
@@ -168,11 +163,7 @@ fn fuse_into(g: &Graph, id: NodeId, rank_hint: Option<usize>) -> Option<Patch> {
 /// `Conv(Pad(x, p, 0), w) {pads=q} = Conv(x, w) {pads=q+p}` when `p` pads
 /// only spatial axes, by non-negative amounts: Conv's own padding is zeros
 /// around the input, so both read the same zero-extended input.
-fn pad_conv(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
-    let op = g.op(id).expect("rules see operators");
-    if !op.is("Conv") {
-        return Ok(None);
-    }
+fn pad_conv(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
     // The weight's rank is the input's, and is known far more often.
     let rank = g.input(id, 1).and_then(|w| rank_of(g, w));
     Ok(fuse_into(g, id, rank))
@@ -182,9 +173,8 @@ fn pad_conv(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
 /// AveragePool(x) {pads=q+p, count_include_pad=1}`: padded zeros add nothing
 /// to a window's sum and, counted in the divisor either way, the same to
 /// its count. With `count_include_pad=0` the divisor would shrink.
-fn pad_avgpool(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
-    let op = g.op(id).expect("rules see operators");
-    if !op.is("AveragePool") || op.attr_int("count_include_pad", 0) != 1 {
+fn pad_avgpool(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
+    if op.attr_int("count_include_pad", 0) != 1 {
         return Ok(None);
     }
     Ok(fuse_into(g, id, None))

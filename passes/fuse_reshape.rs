@@ -34,8 +34,8 @@
 
 use crate::ir::patch::{Rule, RuleContext, Src};
 use crate::ir::{Attribute, Graph, NodeId, Operator, Outlet, Patch, Tensor};
+use crate::passes::toolkit::{pair, Pair};
 use crate::passes::{DataUse, PassInfo, RulePass};
-use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
 pub const INFO: PassInfo = PassInfo {
@@ -44,30 +44,18 @@ pub const INFO: PassInfo = PassInfo {
     exact: true,
     data: DataUse::None,
     options: &[],
-    build,
+    build: |_| RulePass::boxed(RULES, "fused"),
 };
 
-fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(RulePass {
-        rules: RULES,
-        count: "fused",
-    }))
-}
-
-pub const RULES: &[(&str, Rule)] = &[
-    ("reshape-of-reshape", reshape_of_reshape),
-    ("flatten-of-reshape", flatten_of_reshape),
-    ("squeeze-unsqueeze", squeeze_unsqueeze),
-    ("unsqueeze-squeeze", unsqueeze_squeeze),
+pub const RULES: &[Rule] = &[
+    Rule::on("Reshape", "reshape-of-reshape", reshape_of_reshape),
+    Rule::on("Flatten", "flatten-of-reshape", flatten_of_reshape),
+    Rule::on("Squeeze", "squeeze-unsqueeze", squeeze_unsqueeze),
+    Rule::on("Unsqueeze", "unsqueeze-squeeze", unsqueeze_squeeze),
 ];
 
 fn const_ints(g: &Graph, outlet: Option<Outlet>) -> Option<Vec<i64>> {
     g.const_tensor(outlet?)?.to_i64().ok()
-}
-
-/// Is `mid` used by nothing but its one consumer, so it goes when that does?
-fn dies_with_consumer(g: &Graph, mid: Outlet) -> bool {
-    g.consumers(mid).len() == 1 && !g.is_graph_output(mid)
 }
 
 /// A shape-only producer whose output has the same elements, in the same
@@ -146,9 +134,8 @@ impl Inner {
 /// keep the element order, so only the last shape matters. `s'` is `s` with
 /// each copying 0 made explicit: the intermediate's dim, or left 0 when that
 /// dim was itself copied from `x`.
-fn reshape_of_reshape(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
-    let op = g.op(id).expect("rules see operators");
-    let Some(mid) = g.input(id, 0).filter(|_| op.is("Reshape")) else {
+fn reshape_of_reshape(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
+    let Some(mid) = g.input(id, 0) else {
         return Ok(None);
     };
     let Some((inner, x)) = Inner::of(g, mid) else {
@@ -172,15 +159,12 @@ fn reshape_of_reshape(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<P
         }
     }
     let mut patch = Patch::new("");
-    patch.rewire(id, 0, Some(x.into()));
+    patch.skip_inner(g, id, mid, x);
     if resolved != shape {
         let name = format!("{}.fused", g.outlet_name(shape_in));
         let dims = vec![resolved.len() as i64];
         let c = patch.add_const(&name, Tensor::from_i64(dims, &resolved));
         patch.rewire(id, 1, Some(c));
-    }
-    if dies_with_consumer(g, mid) {
-        patch.remove(mid.node);
     }
     Ok(Some(patch))
 }
@@ -190,9 +174,8 @@ fn reshape_of_reshape(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<P
 /// otherwise `Flatten(R(x), k) = Reshape(x, [P, -1])` with `P` the product
 /// of the intermediate's first `k` dims, or `Reshape(x, [-1, Q])` with `Q`
 /// the product of the rest, when known and positive.
-fn flatten_of_reshape(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
-    let op = g.op(id).expect("rules see operators");
-    let Some(mid) = g.input(id, 0).filter(|_| op.is("Flatten")) else {
+fn flatten_of_reshape(ctx: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
+    let Some(mid) = g.input(id, 0) else {
         return Ok(None);
     };
     let Some((inner, x)) = Inner::of(g, mid) else {
@@ -213,14 +196,7 @@ fn flatten_of_reshape(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option
             patch.update(id, op);
             patch.rewire(id, 0, Some(x.into()));
         }
-        (Inner::Flatten { .. }, 1) => {
-            if g.is_graph_output(out) && !g.can_take_name(mid) {
-                return Ok(None);
-            }
-            patch.shunt(out, mid);
-            patch.remove(id);
-            return Ok(Some(patch));
-        }
+        (Inner::Flatten { .. }, 1) => return Ok(Patch::bypass(g, id, mid)),
         _ => {
             // Reshape with a shape input exists from opset 5.
             if ctx.opset < 5 {
@@ -246,7 +222,7 @@ fn flatten_of_reshape(ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option
             patch.remove(id);
         }
     }
-    if dies_with_consumer(g, mid) {
+    if g.sole_user(mid).is_some() {
         patch.remove(mid.node);
     }
     Ok(Some(patch))
@@ -284,34 +260,13 @@ fn normalized(axes: &[i64], rank: Option<usize>) -> Option<Vec<usize>> {
     (out.len() == n).then_some(out)
 }
 
-/// Replaces the outer node `id` and, when unshared, the inner one by `x`.
-fn bypass_pair(g: &Graph, id: NodeId, mid: Outlet, x: Outlet) -> Option<Patch> {
-    let out = Outlet::new(id, 0);
-    let inner_dies = dies_with_consumer(g, mid);
-    if g.is_graph_output(out) && !g.can_take_name(x) && !inner_dies {
-        return None;
-    }
-    let mut patch = Patch::new("");
-    patch.shunt(out, x);
-    patch.remove(id);
-    if inner_dies {
-        patch.remove(mid.node);
-    }
-    Some(patch)
-}
-
 /// `Squeeze(Unsqueeze(x, a), a) = x`: the inserted dims are 1 and are
 /// removed again. Axes of both refer to the same rank, `rank(x) + |a|`.
-fn squeeze_unsqueeze(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
-    let op = g.op(id).expect("rules see operators");
-    let Some(mid) = g.input(id, 0).filter(|_| op.is("Squeeze")) else {
+fn squeeze_unsqueeze(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
+    let Some(Pair { mid, x, .. }) = pair(g, id, "Unsqueeze") else {
         return Ok(None);
     };
-    if !g.op(mid.node).is_some_and(|o| o.is("Unsqueeze")) {
-        return Ok(None);
-    }
-    let (Some(x), Some(Some(sq)), Some(Some(unsq))) =
-        (g.input(mid.node, 0), axes(g, id), axes(g, mid.node))
+    let (Some(Some(sq)), Some(Some(unsq))) = (axes(g, id), axes(g, mid.node))
     else {
         return Ok(None);
     };
@@ -319,22 +274,17 @@ fn squeeze_unsqueeze(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Pa
     let (Some(sq), Some(unsq)) = (normalized(&sq, rank), normalized(&unsq, rank)) else {
         return Ok(None);
     };
-    Ok((sq == unsq).then(|| bypass_pair(g, id, mid, x)).flatten())
+    Ok((sq == unsq).then(|| Patch::collapse_pair(g, id, mid, x)).flatten())
 }
 
 /// `Unsqueeze(Squeeze(x, a), a) = x` when `x`'s dims at `a` are 1 (known,
 /// not just promised by the model being valid). Without axes, Squeeze
 /// removes every dim that is 1, so every dim of `x` must then be known.
-fn unsqueeze_squeeze(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
-    let op = g.op(id).expect("rules see operators");
-    let Some(mid) = g.input(id, 0).filter(|_| op.is("Unsqueeze")) else {
+fn unsqueeze_squeeze(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
+    let Some(Pair { mid, x, .. }) = pair(g, id, "Squeeze") else {
         return Ok(None);
     };
-    if !g.op(mid.node).is_some_and(|o| o.is("Squeeze")) {
-        return Ok(None);
-    }
-    let (Some(x), Some(sq), Some(Some(unsq))) =
-        (g.input(mid.node, 0), axes(g, mid.node), axes(g, id))
+    let (Some(sq), Some(Some(unsq))) = (axes(g, mid.node), axes(g, id))
     else {
         return Ok(None);
     };
@@ -353,7 +303,7 @@ fn unsqueeze_squeeze(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Pa
     };
     let ones = sq.iter().all(|&i| xd[i] == Some(1));
     Ok((ones && sq == unsq)
-        .then(|| bypass_pair(g, id, mid, x))
+        .then(|| Patch::collapse_pair(g, id, mid, x))
         .flatten())
 }
 

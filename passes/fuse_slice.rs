@@ -26,9 +26,8 @@
 //! **Options:** none.
 
 use crate::ir::patch::{Rule, RuleContext};
-use crate::ir::{Attribute, Graph, NodeId, Outlet, Patch, Tensor};
+use crate::ir::{Attribute, Graph, NodeId, Operator, Outlet, Patch, Tensor};
 use crate::passes::{DataUse, PassInfo, RulePass};
-use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
 pub const INFO: PassInfo = PassInfo {
@@ -37,17 +36,12 @@ pub const INFO: PassInfo = PassInfo {
     exact: true,
     data: DataUse::None,
     options: &[],
-    build,
+    build: |_| RulePass::boxed(RULES, "fused"),
 };
 
-fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(RulePass {
-        rules: RULES,
-        count: "fused",
-    }))
-}
-
-pub const RULES: &[(&str, Rule)] = &[("slice-of-slice", slice_of_slice)];
+pub const RULES: &[Rule] = &[
+    Rule::on("Slice", "slice-of-slice", slice_of_slice),
+];
 
 /// One slice of one axis: `[start, end)` by `step`, as written.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -140,7 +134,7 @@ fn merge_axis(inner: AxisSlice, outer: AxisSlice, len: Option<i64>) -> Option<Ax
 
 /// `Slice(Slice(x, A), B) = Slice(x, A ∪ B)` for disjoint axes; an axis both
 /// slice (steps 1, dim known) merges into one range.
-fn slice_of_slice(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+fn slice_of_slice(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
     let Some(outer) = SliceParams::of(g, id) else {
         return Ok(None);
     };
@@ -184,7 +178,7 @@ fn slice_of_slice(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch
         field(|a| a.step),
     );
     let mut patch = Patch::new("");
-    let mut op = g.op(id).expect("a Slice").clone();
+    let mut op = op.clone();
     if outer.attrs {
         op.set_attr(Attribute::ints("starts", &starts));
         op.set_attr(Attribute::ints("ends", &ends));
@@ -208,10 +202,7 @@ fn slice_of_slice(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch
             patch.rewire(id, slot + 1, Some(c));
         }
     }
-    patch.rewire(id, 0, Some(inner.x.into()));
-    if g.consumers(mid).len() == 1 && !g.is_graph_output(mid) {
-        patch.remove(mid.node);
-    }
+    patch.skip_inner(g, id, mid, inner.x);
     Ok(Some(patch))
 }
 

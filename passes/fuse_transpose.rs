@@ -23,8 +23,8 @@
 
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{Attribute, Graph, NodeId, Operator, Outlet, Patch};
+use crate::passes::toolkit::{pair, Pair};
 use crate::passes::{DataUse, PassInfo, RulePass};
-use crate::pipeline::{Options, Pass};
 use anyhow::Result;
 
 pub const INFO: PassInfo = PassInfo {
@@ -33,17 +33,12 @@ pub const INFO: PassInfo = PassInfo {
     exact: true,
     data: DataUse::None,
     options: &[],
-    build,
+    build: |_| RulePass::boxed(RULES, "fused"),
 };
 
-fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(RulePass {
-        rules: RULES,
-        count: "fused",
-    }))
-}
-
-pub const RULES: &[(&str, Rule)] = &[("transpose-transpose", transpose_transpose)];
+pub const RULES: &[Rule] = &[
+    Rule::on("Transpose", "transpose-transpose", transpose_transpose),
+];
 
 /// The permutation of a Transpose: its `perm`, or the reversal of the
 /// input's axes when absent (needs the rank: `rank_hint` or the input's
@@ -80,15 +75,8 @@ fn rank_of(g: &Graph, outlet: Outlet) -> Option<usize> {
 /// `Transpose(Transpose(x, p1), p2) = Transpose(x, q)` with `q[i] = p1[p2[i]]`:
 /// output axis `i` of the outer one is axis `p2[i]` of the inner output,
 /// which is axis `p1[p2[i]]` of `x`. `Transpose(x, [0..n)) = x`.
-fn transpose_transpose(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
-    let op = g.op(id).expect("rules see operators");
-    let Some(mid) = g.input(id, 0).filter(|_| op.is("Transpose")) else {
-        return Ok(None);
-    };
-    let Some(inner) = g.op(mid.node).filter(|o| o.is("Transpose")) else {
-        return Ok(None);
-    };
-    let Some(x) = g.input(mid.node, 0) else {
+fn transpose_transpose(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
+    let Some(Pair { mid, inner, x }) = pair(g, id, "Transpose") else {
         return Ok(None);
     };
     let Some(p1) = perm(g, inner, x, None) else {
@@ -101,28 +89,15 @@ fn transpose_transpose(_: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<
         return Ok(None);
     }
     let q: Vec<usize> = p2.iter().map(|&i| p1[i]).collect();
-    let out = Outlet::new(id, 0);
-    let inner_dies = g.consumers(mid).len() == 1 && !g.is_graph_output(mid);
-    let mut patch = Patch::new("");
     if q.iter().enumerate().all(|(i, &p)| i == p) {
-        // A graph output keeps its name; when x cannot take it over (a graph
-        // input, say) the patch would need an Identity: only worth it when
-        // the inner Transpose goes too.
-        if g.is_graph_output(out) && !g.can_take_name(x) && !inner_dies {
-            return Ok(None);
-        }
-        patch.shunt(out, x);
-        patch.remove(id);
-    } else {
-        let mut op = op.clone();
-        let q: Vec<i64> = q.iter().map(|&i| i as i64).collect();
-        op.set_attr(Attribute::ints("perm", &q));
-        patch.update(id, op);
-        patch.rewire(id, 0, Some(x.into()));
+        return Ok(Patch::collapse_pair(g, id, mid, x));
     }
-    if inner_dies {
-        patch.remove(mid.node);
-    }
+    let mut patch = Patch::new("");
+    let mut op = op.clone();
+    let q: Vec<i64> = q.iter().map(|&i| i as i64).collect();
+    op.set_attr(Attribute::ints("perm", &q));
+    patch.update(id, op);
+    patch.skip_inner(g, id, mid, x);
     Ok(Some(patch))
 }
 

@@ -26,12 +26,13 @@
 //! init   w: f32[64]                             init w: f32[64]
 //! ```
 //!
-//! **Options:** `keep-inputs=false`: `true` leaves IR-3 initializers declared
-//! as inputs (overridable, as ONNX Runtime lets them be).
+//! **Options:** declared once in `Opts` below: `keep-inputs=true` leaves
+//! IR-3 initializers declared as inputs (overridable, as ONNX Runtime lets
+//! them be).
 
-use crate::ir::{AttrValue, Graph, Model, NodeId, NodeKind, Outlet, Patch, Tensor};
+use crate::ir::{constant_value, Graph, Model, NodeKind, Outlet, Patch};
 use crate::passes::{DataUse, PassInfo};
-use crate::pipeline::{OptionInfo, Options, Pass, PassContext};
+use crate::pipeline::{Options, Pass, PassContext};
 use anyhow::Result;
 use serde_json::json;
 
@@ -40,19 +41,20 @@ pub const INFO: PassInfo = PassInfo {
     summary: "Constant nodes become initializers (weights become visible to the other passes)",
     exact: true,
     data: DataUse::None,
-    options: &[OptionInfo {
-        name: "keep-inputs",
-        default: "false",
-        help:
-            "below IR 4, keep initializers declared as graph inputs overridable instead of constant",
-    }],
+    options: Opts::TABLE,
     build,
 };
 
+crate::pass_options! {
+    struct Opts {
+        keep_inputs: bool = "keep-inputs", "false",
+            "below IR 4, keep initializers declared as graph inputs overridable instead of constant";
+    }
+}
+
 fn build(options: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(LiftConstants {
-        keep_inputs: options.get("keep-inputs")?,
-    }))
+    let Opts { keep_inputs } = Opts::parse(options)?;
+    Ok(Box::new(LiftConstants { keep_inputs }))
 }
 
 /// The IR version from which an initializer may be left out of the graph
@@ -114,22 +116,6 @@ fn lift(g: &Graph) -> (Patch, usize) {
         }
     }
     (patch, count)
-}
-
-/// The value of a dense `Constant` node, in any of its attribute forms.
-pub fn constant_value(g: &Graph, id: NodeId) -> Option<Tensor> {
-    let op = g.op(id).filter(|op| op.is("Constant"))?;
-    let attr = op.attributes.first().filter(|_| op.attributes.len() == 1)?;
-    let mut t = match (&attr.name[..], &attr.value) {
-        ("value", AttrValue::Tensor(t)) => t.clone(),
-        ("value_float", AttrValue::Float(v)) => Tensor::from_f32(vec![], &[*v]),
-        ("value_floats", AttrValue::Floats(v)) => Tensor::from_f32(vec![v.len() as i64], v),
-        ("value_int", AttrValue::Int(v)) => Tensor::from_i64(vec![], &[*v]),
-        ("value_ints", AttrValue::Ints(v)) => Tensor::from_i64(vec![v.len() as i64], v),
-        _ => return None,
-    };
-    t.name = None;
-    Some(t)
 }
 
 #[cfg(test)]

@@ -4,41 +4,26 @@
 //! after, options. Passes match on `&Graph` and change it only through
 //! `ir::Patch`; they do no IO.
 
-mod cse;
-mod dce;
-mod eliminate;
-mod fold_constants;
-mod fold_shapes;
-mod fuse;
-pub(crate) mod fuse_activation;
-mod fuse_bias;
-mod fuse_bn;
-mod fuse_cast;
-mod fuse_gemm;
-mod fuse_pad;
-mod fuse_reshape;
-mod fuse_slice;
-mod fuse_transpose;
-pub(crate) mod infer_shapes;
-mod lift_constants;
-mod prune;
-mod prune_channels;
-mod quant;
-pub(crate) mod raise_opset;
-mod svd;
-
-pub use lift_constants::{constant_inputs, constant_value};
+pub use crate::ir::constant_value;
+pub use lift_constants::constant_inputs;
 
 use crate::ir::patch::{rewrite_model, Rule, RuleContext};
 use crate::ir::Model;
 use crate::pipeline::{OptionInfo, Options, Pass, PassContext};
 use anyhow::Result;
 
-/// A pass that applies its rules to a fixpoint in every graph (subgraphs
-/// included) and reports how many patches applied, under `count`.
+/// A pass that is only its rules: it applies them to a fixpoint in every
+/// graph (subgraphs included) and reports how many patches applied, under
+/// `count`. Such a pass's `build` is `|_| RulePass::boxed(RULES, "fused")`.
 pub(crate) struct RulePass {
-    pub rules: &'static [(&'static str, Rule)],
-    pub count: &'static str,
+    rules: &'static [Rule],
+    count: &'static str,
+}
+
+impl RulePass {
+    pub fn boxed(rules: &'static [Rule], count: &'static str) -> Result<Box<dyn Pass>> {
+        Ok(Box::new(RulePass { rules, count }))
+    }
 }
 
 impl Pass for RulePass {
@@ -71,33 +56,72 @@ pub struct PassInfo {
     pub build: fn(&Options) -> Result<Box<dyn Pass>>,
 }
 
-pub const PASSES: &[PassInfo] = &[
-    cse::INFO,
-    dce::INFO,
-    eliminate::INFO,
-    fold_constants::INFO,
-    fold_shapes::INFO,
-    fuse::INFO,
-    fuse_activation::INFO,
-    fuse_bias::INFO,
-    fuse_bn::INFO,
-    fuse_cast::INFO,
-    fuse_gemm::INFO,
-    fuse_pad::INFO,
-    fuse_reshape::INFO,
-    fuse_slice::INFO,
-    fuse_transpose::INFO,
-    infer_shapes::INFO,
-    lift_constants::INFO,
-    prune::INFO,
-    prune_channels::INFO,
-    quant::INFO,
-    raise_opset::INFO,
-    svd::INFO,
-];
+/// Declares the pass modules and lists their `INFO`s in [`PASSES`].
+macro_rules! registry {
+    ($($pass:ident,)*) => {
+        $(pub(crate) mod $pass;)*
+
+        /// Every pass, in alphabetical order.
+        pub const PASSES: &[PassInfo] = &[$($pass::INFO,)*];
+    };
+}
+
+// The registry: adding a pass is its file and one line here.
+registry! {
+    cse,
+    dce,
+    eliminate,
+    fold_constants,
+    fold_shapes,
+    fuse,
+    fuse_activation,
+    fuse_bias,
+    fuse_bn,
+    fuse_cast,
+    fuse_gemm,
+    fuse_pad,
+    fuse_reshape,
+    fuse_slice,
+    fuse_transpose,
+    infer_shapes,
+    lift_constants,
+    prune,
+    prune_channels,
+    quant,
+    raise_opset,
+    svd,
+}
 
 #[cfg(test)]
 pub(crate) mod testing;
+pub(crate) mod toolkit;
+
+/// The README's table of pass options, generated from the declarations
+/// (`pass_options!`) so that the two cannot drift: a test compares it with
+/// the README and rewrites it when `UPDATE_README=1`.
+pub fn options_table() -> String {
+    let cell = |s: &str| s.replace('|', "\\|");
+    let mut out = String::from("| pass | option | default | meaning |\n|---|---|---|---|\n");
+    for p in PASSES {
+        for (k, o) in p.options.iter().enumerate() {
+            let pass = if k == 0 {
+                format!("`{}`", p.name)
+            } else {
+                String::new()
+            };
+            let default = match o.default {
+                "" => "(unset)".to_string(),
+                d => format!("`{}`", cell(d)),
+            };
+            out.push_str(&format!(
+                "| {pass} | `{}` | {default} | {} |\n",
+                o.name,
+                cell(o.help)
+            ));
+        }
+    }
+    out
+}
 
 /// `*` matches any run of characters; otherwise the whole name must match.
 pub(crate) fn name_matches(pattern: &str, name: &str) -> bool {
@@ -152,4 +176,48 @@ pub(crate) fn select_layers<L>(
         }
     }
     (layers, report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BEGIN: &str = "<!-- options: generated from the pass declarations; UPDATE_README=1 cargo test --lib readme -->\n";
+    const END: &str = "<!-- /options -->";
+
+    /// The README's options table is the registry's, and its pass table
+    /// names every registered pass once and nothing else.
+    #[test]
+    fn readme_matches_the_registry() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let start = readme.find(BEGIN).expect("README has the options markers") + BEGIN.len();
+        let end = start
+            + readme[start..]
+                .find(END)
+                .expect("README closes the options table");
+        let want = options_table();
+        if std::env::var_os("UPDATE_README").is_some() {
+            let updated = format!("{}{want}{}", &readme[..start], &readme[end..]);
+            std::fs::write(path, updated).unwrap();
+        } else {
+            assert_eq!(
+                readme[start..end],
+                want,
+                "README's options table is stale: UPDATE_README=1 cargo test --lib readme"
+            );
+        }
+        // The descriptive table: the rows "| `name` | ..." above the options.
+        let section = &readme[readme.find("## Passes").unwrap()..start];
+        let mut listed: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+            .collect();
+        listed.sort_unstable();
+        let registered: Vec<&str> = PASSES.iter().map(|p| p.name).collect();
+        assert_eq!(
+            listed, registered,
+            "README's pass table and the registry differ"
+        );
+    }
 }

@@ -14,7 +14,7 @@
 //! **Why:** sparse weights compress well, and N:M sparsity runs faster on
 //! GPUs with sparse tensor cores (TensorRT, Ampere and later). Zeros do not
 //! make dense kernels faster: tract and ONNX Runtime run a pruned model at
-//! the speed of the dense one (measured, FACTS.md), and the report says so.
+//! the speed of the dense one (measured; README, Pruning), and the report says so.
 //! What the zeros buy on the CPU is a smaller compressed file: the report
 //! measures it (DEFLATE of the encoded model, before and after).
 //!
@@ -35,16 +35,13 @@
 //! the file, but its full check fails: onnx's shape inference types a sparse
 //! initializer as a sparse tensor, which no dense operator takes.
 //!
-//! **Options:** `sparsity=0.5` in [0, 1); `threshold=` (τ ≥ 0: overrides
-//! `sparsity`); `scope=layer` (`layer` or `global`); `pattern=` (`N:M`,
-//! 0 < N < M: semi-structured, overrides `sparsity` and `threshold`);
-//! `ops=Conv|ConvTranspose|Gemm|MatMul`; `skip=` (`a|b`: layer names
-//! containing one of these); `skip-first-last=true`; `min-params=1024`;
-//! `store=dense` (or `sparse`).
+//! **Options:** declared once in `Opts` below (`onnx-opt passes` and the
+//! README list them); `pattern` overrides `threshold`, which overrides
+//! `sparsity`.
 
 use crate::ir::{DataType, Graph, Model, NodeId, Patch, Tensor};
 use crate::passes::{DataUse, PassInfo};
-use crate::pipeline::{OptionInfo, Options, Pass, PassContext, Pipeline};
+use crate::pipeline::{List, Options, Pass, PassContext, Pipeline};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 use std::io::Write;
@@ -55,56 +52,28 @@ pub const INFO: PassInfo = PassInfo {
         "magnitude pruning (θ·1(|θ|>τ)) or N:M semi-structured sparsity of Conv/Gemm/MatMul weights",
     exact: false,
     data: DataUse::None,
-    options: &[
-        OptionInfo {
-            name: "sparsity",
-            default: "0.5",
-            help: "target fraction of zeroed weights, in [0, 1)",
-        },
-        OptionInfo {
-            name: "threshold",
-            default: "",
-            help: "zero every |weight| <= this (>= 0); overrides sparsity",
-        },
-        OptionInfo {
-            name: "scope",
-            default: "layer",
-            help: "sparsity per layer (layer) or by magnitude across all layers (global)",
-        },
-        OptionInfo {
-            name: "pattern",
-            default: "",
-            help: "N:M (0 < N < M): keep the N largest of every M weights along the input axis",
-        },
-        OptionInfo {
-            name: "ops",
-            default: "Conv|ConvTranspose|Gemm|MatMul",
-            help: "operators whose constant weights are pruned",
-        },
-        OptionInfo {
-            name: "skip",
-            default: "",
-            help: "layers whose names contain one of these (a|b) are left alone",
-        },
-        OptionInfo {
-            name: "skip-first-last",
-            default: "true",
-            help: "leave the first and last layers alone",
-        },
-        OptionInfo {
-            name: "min-params",
-            default: "1024",
-            help: "leave layers with fewer weights alone",
-        },
-        OptionInfo {
-            name: "store",
-            default: "dense",
-            help:
-                "dense, or sparse: pruned weights as ONNX sparse_initializer where that is smaller",
-        },
-    ],
+    options: Opts::TABLE,
     build,
 };
+
+crate::pass_options! {
+    struct Opts {
+        sparsity: f64 = "sparsity", "0.5", "target fraction of zeroed weights, in [0, 1)";
+        threshold: String = "threshold", "",
+            "zero every |weight| <= this (>= 0); overrides sparsity";
+        scope: String = "scope", "layer",
+            "sparsity per layer (layer) or by magnitude across all layers (global)";
+        pattern: String = "pattern", "",
+            "N:M (0 < N < M): keep the N largest of every M weights along the input axis";
+        ops: List = "ops", "Conv|ConvTranspose|Gemm|MatMul",
+            "operators whose constant weights are pruned";
+        skip: List = "skip", "", "layers whose names contain one of these (a|b) are left alone";
+        skip_first_last: bool = "skip-first-last", "true", "leave the first and last layers alone";
+        min_params: usize = "min-params", "1024", "leave layers with fewer weights alone";
+        store: String = "store", "dense",
+            "dense, or sparse: pruned weights as ONNX sparse_initializer where that is smaller";
+    }
+}
 
 const OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul"];
 
@@ -128,49 +97,47 @@ pub(crate) fn parse_pattern(text: &str) -> Result<(usize, usize)> {
 }
 
 fn build(options: &Options) -> Result<Box<dyn Pass>> {
-    let p = "pass 'prune'";
-    let sparsity: f64 = options.get("sparsity")?;
+    let o = Opts::parse(options)?;
+    let (sparsity, threshold) = (o.sparsity, o.threshold);
     ensure!(
         (0.0..1.0).contains(&sparsity),
-        "{p}: sparsity={sparsity} is outside [0, 1)"
+        "sparsity={sparsity} is outside [0, 1)"
     );
-    let threshold: String = options.get("threshold")?;
-    let pattern: String = options.get("pattern")?;
-    let target = if !pattern.is_empty() {
-        let (n, m) = parse_pattern(&pattern).with_context(|| p.to_string())?;
+    let target = if !o.pattern.is_empty() {
+        let (n, m) = parse_pattern(&o.pattern)?;
         Target::Pattern(n, m)
     } else if !threshold.is_empty() {
         let t: f32 = threshold
             .parse()
             .ok()
             .filter(|t: &f32| t.is_finite() && *t >= 0.0)
-            .with_context(|| format!("{p}: threshold='{threshold}' is not a number >= 0"))?;
+            .with_context(|| format!("threshold='{threshold}' is not a number >= 0"))?;
         Target::Threshold(t)
     } else {
         Target::Sparsity(sparsity)
     };
-    let global = match options.get::<String>("scope")?.as_str() {
+    let global = match o.scope.as_str() {
         "layer" => false,
         "global" => true,
-        other => bail!("{p}: scope='{other}' is not valid (layer or global)"),
+        other => bail!("scope='{other}' is not valid (layer or global)"),
     };
-    let ops = options.list("ops")?;
+    let ops = o.ops.0;
     if let Some(op) = ops.iter().find(|o| !OPS.contains(&o.as_str())) {
-        bail!("{p}: ops: '{op}' is not one of {}", OPS.join(", "));
+        bail!("ops: '{op}' is not one of {}", OPS.join(", "));
     }
-    let sparse = match options.get::<String>("store")?.as_str() {
+    let sparse = match o.store.as_str() {
         "dense" => false,
         "sparse" => true,
-        other => bail!("{p}: store='{other}' is not valid (dense or sparse)"),
+        other => bail!("store='{other}' is not valid (dense or sparse)"),
     };
     Ok(Box::new(Prune {
         sparse,
         target,
         global,
         ops,
-        skip: options.list("skip")?,
-        skip_first_last: options.get("skip-first-last")?,
-        min_params: options.get("min-params")?,
+        skip: o.skip.0,
+        skip_first_last: o.skip_first_last,
+        min_params: o.min_params,
         lift: Pipeline::parse("lift-constants")?,
     }))
 }
@@ -457,7 +424,7 @@ impl Pass for Prune {
             "file_bytes": after.len(),
             "deflate_bytes_before": zb,
             "deflate_bytes_after": za,
-            "speed": "unstructured zeros do not speed up dense kernels in tract or onnxruntime (measured: FACTS.md); use prune-channels for speed",
+            "speed": "unstructured zeros do not speed up dense kernels in tract or onnxruntime (measured: see the README, Pruning); use prune-channels for speed",
             "buys": "a smaller compressed file (deflate_bytes_*), or with store=sparse a smaller file as it is (sparse_initializer: ONNX Runtime reads it; TensorRT and tract want dense weights)",
         });
         if self.sparse {
@@ -488,7 +455,7 @@ mod tests {
     use super::{nm_mask, nm_violations};
     use crate::ir::build::ModelBuilder;
     use crate::ir::{Attribute, DataType, Model};
-    use crate::passes::fuse_bn::tests::init;
+    use crate::passes::testing::init;
     use crate::passes::testing::{check_inexact, max_rel_err, rewrite};
     use crate::pipeline::Pipeline;
 

@@ -1,9 +1,11 @@
 //! Test helpers shared by the pass files: run a pipeline on a fixture, check
 //! in tract that outputs did not change beyond rounding, and pin the graph
-//! diff as a snapshot in `snapshots/` (review with `cargo insta review`).
+//! diff as a snapshot in `snapshots/` (review with `cargo insta review`);
+//! fixtures: seeded values and weight initializers.
 
 use crate::exec;
-use crate::ir::{diff::model_diff, Model};
+use crate::ir::build::ModelBuilder;
+use crate::ir::{diff::model_diff, Model, Outlet, Tensor};
 use crate::pipeline::Pipeline;
 use crate::runtime::{self, InputShapes, Sample};
 
@@ -99,4 +101,27 @@ fn snapshot(name: &str, model: &Model, after: &Model, passes: &str) {
     }, {
         insta::assert_snapshot!(name, model_diff(model, after));
     });
+}
+
+/// Deterministic values in [lo, hi) (splitmix64).
+pub(crate) fn values(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            lo + (hi - lo) * ((z >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}
+
+pub(crate) fn init(b: &mut ModelBuilder, name: &str, dims: &[i64], seed: u64) -> Outlet {
+    let n = dims.iter().product::<i64>() as usize;
+    b.init(
+        name,
+        Tensor::from_f32(dims.to_vec(), &values(seed, n, -1.0, 1.0)),
+    )
 }

@@ -74,7 +74,7 @@ fn bad_input_gets_a_clear_error_and_no_output() {
     expect_error(
         &[&cnn, "-o", out, "--passes", "dce{x=1}"],
         d,
-        "pass 'dce' takes no options",
+        "pass 'dce': takes no options",
     );
     expect_error(
         &[&cnn, "-o", out, "--passes", "fold-constants{max-mb=big}"],

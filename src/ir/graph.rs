@@ -382,6 +382,15 @@ impl Graph {
         self.inputs.iter().any(|i| i.node == id)
     }
 
+    /// The one node reading `outlet`, through one input, when it is not a
+    /// graph output either: that node is all that keeps `outlet` alive.
+    pub fn sole_user(&self, outlet: Outlet) -> Option<NodeId> {
+        match self.consumers(outlet)[..] {
+            [(user, _)] if !self.is_graph_output(outlet) => Some(user),
+            _ => None,
+        }
+    }
+
     /// Used anywhere: by a node or as a graph output.
     pub fn is_used(&self, outlet: Outlet) -> bool {
         self.is_graph_output(outlet) || !self.consumers(outlet).is_empty()

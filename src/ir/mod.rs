@@ -5,12 +5,14 @@
 
 mod attr;
 pub mod build;
+mod constant;
 pub mod diff;
 mod dtype;
 mod graph;
 mod model;
 mod opaque;
 pub mod patch;
+pub mod rank;
 pub mod shape_value;
 mod tensor;
 pub mod text;
@@ -18,6 +20,7 @@ mod types;
 pub mod verify;
 
 pub use attr::{AttrValue, Attribute};
+pub use constant::constant_value;
 pub use dtype::DataType;
 pub use graph::{
     Graph, GraphInput, GraphOutput, Node, NodeId, NodeKind, Operator, Outlet, Value, Wire,

@@ -50,6 +50,53 @@ impl Patch {
         }
     }
 
+    /// `node` computes nothing: every use of its output 0 reads `input`
+    /// instead, and it goes. `None` when another of its outputs is used, or
+    /// when output 0 is a graph output whose name `input` cannot take over
+    /// (a graph input, say).
+    pub fn bypass(g: &Graph, node: NodeId, input: Outlet) -> Option<Patch> {
+        let out = Outlet::new(node, 0);
+        if (1..g.node(node).outputs.len()).any(|slot| g.is_used(Outlet::new(node, slot))) {
+            return None;
+        }
+        if g.is_graph_output(out) && !g.can_take_name(input) {
+            return None;
+        }
+        let mut patch = Patch::new("");
+        patch.shunt(out, input);
+        patch.remove(node);
+        Some(patch)
+    }
+
+    /// `outer(inner(x)) = x`, where `mid` is the inner node's output that
+    /// `outer` reads: `outer` goes, and so does the inner node when nothing
+    /// else reads it. When `outer`'s output is a graph output that `x`
+    /// cannot take over, an Identity would carry the name: only worth it
+    /// when the inner node goes too, so `None` otherwise.
+    pub fn collapse_pair(g: &Graph, outer: NodeId, mid: Outlet, x: Outlet) -> Option<Patch> {
+        let out = Outlet::new(outer, 0);
+        let inner_dies = g.sole_user(mid).is_some();
+        if g.is_graph_output(out) && !g.can_take_name(x) && !inner_dies {
+            return None;
+        }
+        let mut patch = Patch::new("");
+        patch.shunt(out, x);
+        patch.remove(outer);
+        if inner_dies {
+            patch.remove(mid.node);
+        }
+        Some(patch)
+    }
+
+    /// `outer(inner(x)) = outer'(x)`: input 0 of `outer` (which reads `mid`)
+    /// reads `x` instead, and the inner node goes when nothing else reads it.
+    pub fn skip_inner(&mut self, g: &Graph, outer: NodeId, mid: Outlet, x: Outlet) {
+        self.rewire(outer, 0, Some(x.into()));
+        if g.sole_user(mid).is_some() {
+            self.remove(mid.node);
+        }
+    }
+
     /// Adds an operator node; its outputs get unique names derived from `outputs`.
     pub fn add_op(
         &mut self,
@@ -383,11 +430,7 @@ impl RuleContext {
 
 /// Applies `rules` to a fixpoint in the main graph and every subgraph;
 /// returns how many patches were applied.
-pub fn rewrite_model(
-    model: &mut Model,
-    ctx: &RuleContext,
-    rules: &[(&str, Rule)],
-) -> Result<usize> {
+pub fn rewrite_model(model: &mut Model, ctx: &RuleContext, rules: &[Rule]) -> Result<usize> {
     let mut applied = 0;
     model.graph.visit_graphs_mut(&mut |g| {
         applied += rewrite_to_fixpoint(ctx, g, rules)?;
@@ -396,16 +439,60 @@ pub fn rewrite_model(
     Ok(applied)
 }
 
-/// A rewrite rule: looks at one node, read-only, and may propose a patch.
-pub type Rule = fn(&RuleContext, &Graph, NodeId) -> Result<Option<Patch>>;
+/// What a rule is: it looks at one operator, read-only, and may propose a
+/// patch. `Ok(None)` is "does not apply".
+pub type RuleFn = fn(&RuleContext, &Graph, NodeId, &Operator) -> Result<Option<Patch>>;
+
+/// A rewrite rule, registered for the operator type it starts from (as
+/// tract's `with_rule_for::<Op>`), so that its body is the match alone.
+#[derive(Clone, Copy)]
+pub struct Rule {
+    pub name: &'static str,
+    /// The default-domain operator type it is tried on; `None`: every operator.
+    pub op: Option<&'static str>,
+    pub apply: RuleFn,
+}
+
+impl Rule {
+    /// A rule tried on the default-domain operators of type `op` only.
+    pub const fn on(op: &'static str, name: &'static str, apply: RuleFn) -> Rule {
+        Rule {
+            name,
+            op: Some(op),
+            apply,
+        }
+    }
+
+    /// A rule tried on every operator (a pattern with several possible roots).
+    pub const fn any(name: &'static str, apply: RuleFn) -> Rule {
+        Rule {
+            name,
+            op: None,
+            apply,
+        }
+    }
+
+    /// The patch this rule proposes at `id`, labelled `rule: node` unless
+    /// the rule labelled it.
+    fn propose(&self, ctx: &RuleContext, g: &Graph, id: NodeId) -> Result<Option<Patch>> {
+        let Some(op) = g.op(id) else { return Ok(None) };
+        if self.op.is_some_and(|t| !op.is(t)) {
+            return Ok(None);
+        }
+        let label = || format!("{}: {}", self.name, g.node(id).label());
+        let patch = (self.apply)(ctx, g, id, op).with_context(label)?;
+        Ok(patch.map(|mut p| {
+            if p.label.is_empty() {
+                p.label = label();
+            }
+            p
+        }))
+    }
+}
 
 /// Applies `rules` over the graph's operators until none applies; returns
 /// how many patches were applied. Subgraphs are not visited (callers walk them).
-pub fn rewrite_to_fixpoint(
-    ctx: &RuleContext,
-    g: &mut Graph,
-    rules: &[(&str, Rule)],
-) -> Result<usize> {
+pub fn rewrite_to_fixpoint(ctx: &RuleContext, g: &mut Graph, rules: &[Rule]) -> Result<usize> {
     const MAX_SWEEPS: usize = 64;
     let mut applied = 0;
     for _ in 0..MAX_SWEEPS {
@@ -414,12 +501,8 @@ pub fn rewrite_to_fixpoint(
             if !g.contains(id) {
                 continue;
             }
-            for (name, rule) in rules {
-                let label = || format!("{name}: {}", g.node(id).label());
-                if let Some(mut patch) = rule(ctx, g, id).with_context(label)? {
-                    if patch.label.is_empty() {
-                        patch.label = label();
-                    }
+            for rule in rules {
+                if let Some(patch) = rule.propose(ctx, g, id)? {
                     patch.apply(g)?;
                     #[cfg(debug_assertions)]
                     super::verify::verify_graph(g).context("after a patch")?;

@@ -5,7 +5,7 @@
 mod options;
 mod spec;
 
-pub use options::{OptionInfo, Options};
+pub use options::{List, OptionInfo, Options};
 pub use spec::{parse_pipeline, PassSpec};
 
 use crate::calibrate::Calibration;
@@ -75,7 +75,10 @@ impl Pipeline {
             .into_iter()
             .map(|spec| {
                 let info = find_pass(&spec.name)?;
-                let pass = (info.build)(&Options::new(info.name, info.options, &spec.options)?)?;
+                // Errors from a pass's options name no pass: this says which.
+                let pass = Options::new(info.options, &spec.options)
+                    .and_then(|o| (info.build)(&o))
+                    .with_context(|| format!("pass '{}'", info.name))?;
                 Ok(Step {
                     info,
                     options: spec.options,

@@ -1,0 +1,362 @@
+//! # prune-channels
+//!
+//! **What:** structured pruning. Removes whole output channels (Conv and
+//! ConvTranspose filters, Gemm/MatMul columns) with the smallest L1 (or L2)
+//! norm, to a target `ratio`, and rewrites every consumer so the tensors are
+//! physically smaller: the next Conv's input channels (or Gemm/MatMul rows),
+//! BatchNorm parameters, biases, per-channel constants of Add/Mul/…,
+//! depthwise filters and their `group` count, Concat offsets, Split sizes,
+//! value_info dims.
+//!
+//! **Why:** zeros do not speed up dense kernels (tract, ONNX Runtime: see
+//! FACTS.md); a Conv with half the channels does half the work, and so does
+//! the Conv after it. This is not exact: outputs change, by how much depends
+//! on the model (the report says what was removed; `--verify` measures it).
+//!
+//! ```text
+//! y = Conv(x, w: f32[16,3,3,3], b: f32[16])        y = Conv(x, w': f32[8,3,3,3], b': f32[8])
+//! r = Relu(y)                                 →    r = Relu(y)
+//! z = Conv(r, v: f32[32,16,3,3])                   z = Conv(r, v': f32[32,8,3,3])
+//!
+//! p, q = Split(r) {axis=1, split=[6, 10]}     →    p, q = Split(r) {axis=1, split=[3, 5]}
+//! ```
+//!
+//! **Dependency analysis.** Every layer with constant weights starts a
+//! *channel space* (its output channels). The pass follows each tensor's
+//! channel axis through the graph: unary and pooling ops keep it; elementwise
+//! binary ops (residual `Add`, squeeze-excite `Mul`) tie the spaces of their
+//! operands into one group, pruned with one set of kept indices; Concat on the
+//! channel axis lays spaces side by side (offsets follow); a depthwise Conv
+//! carries its input's space through. A Split on the channel axis cuts the
+//! spaces it covers into *parts* (ranges of a layer's output channels) at its
+//! boundaries, and each output is the parts of its range: a part is pruned on
+//! its own (with whatever its output is tied to), so one layer's channels may
+//! be pruned in one part and kept in another that reaches something not
+//! followed. Cutting a space cuts its whole group the same way (channel `i` of
+//! every member stays tied), and tying two layouts whose spaces differ cuts
+//! both at each other's boundaries. The new sizes are written in the Split's
+//! own form: its `split` attribute (before opset 13) or `split` input (an
+//! int64 constant, from 13); without sizes (equal parts, or `num_outputs` at
+//! opset 18) the node is kept as it is when the new parts are still what that
+//! form gives, else the sizes are added, as the attribute before opset 13
+//! and as an input from 13. A group is left alone, and reported with
+//! the reason, when any of its tensors reaches something the pass cannot
+//! follow exactly (Reshape, Transpose, Slice, a Split with non-constant
+//! sizes, a grouped but not depthwise Conv, a graph output, a subgraph, a
+//! non-constant weight). The importance of channel `c` of a group is the sum,
+//! over the group's layers (or parts of them), of the norm of the weights
+//! producing `c` divided by that layer's mean norm (layers of different
+//! scales weigh the same); ties keep the lower index. The report names a part
+//! by its layer and range of output channels, as in `conv[0:6]`.
+//!
+//! Weights in `Constant` nodes (paddle exports) are lifted to initializers
+//! first (`lift-constants`). Only the main graph is pruned.
+//!
+//! **Refit:** with calibration data (`--inputs`), every layer whose input
+//! channels shrank (Conv with `group=1`, Gemm, MatMul) is refitted, in graph
+//! order, by ridge least squares: its weights (and bias) W minimise
+//! ‖A·W − Y‖² + λ‖W − W₀‖², where A is its input in the pruned model so far
+//! (im2col patches for a Conv), Y its output in the original model (the
+//! teacher) on the output channels it keeps, W₀ its pruned weights and
+//! λ = `ridge`·trace(AᵀA)/d. A layer with fewer than twice as many data
+//! rows as weights per output is not refitted, nor kept when the fit is no
+//! better than W₀ on the data. Without `--inputs` (or with `refit=false`) the result is
+//! unrefitted and the report says so. The errors the report gives for each
+//! refit are measured on the calibration data itself; judge the model on
+//! held-out data (`--verify-inputs`).
+//!
+//! **Options:** declared once in `Opts` below (`onnx-opt passes` and the
+//! README list them); at least one channel of a group is kept.
+
+use crate::ir::{DataType, DimValue, Graph, Model, NodeId, Outlet, Patch, Tensor, TypeKind};
+use crate::passes::{DataUse, PassInfo};
+use crate::pipeline::{List, Options, Pass, PassContext, Pipeline};
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+mod analysis;
+mod follow;
+mod refit;
+mod rewrite;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use rewrite::channel_norms;
+use rewrite::split_sizes;
+
+pub const INFO: PassInfo = PassInfo {
+    name: "prune-channels",
+    summary: "structured pruning: remove whole output channels by norm and shrink every consumer",
+    exact: false,
+    data: DataUse::IfGiven,
+    options: Opts::TABLE,
+    build,
+};
+
+crate::pass_options! {
+    struct Opts {
+        ratio: f64 = "ratio", "0.3", "fraction of each group's channels to remove, in [0, 1)";
+        norm: String = "norm", "l1", "channel importance: l1 or l2 norm of its weights";
+        skip: List = "skip", "",
+            "leave groups alone whose layer names contain one of these (a|b)";
+        min_channels: usize = "min-channels", "8", "leave groups with fewer channels alone";
+        refit: bool = "refit", "true",
+            "with --inputs, refit the layers after pruned ones by least squares";
+        ridge: f64 = "ridge", "0.01",
+            "refit regularisation (>= 0), relative to the mean feature energy";
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub(crate) enum Norm {
+    L1,
+    L2,
+}
+
+fn build(options: &Options) -> Result<Box<dyn Pass>> {
+    let o = Opts::parse(options)?;
+    let ratio = o.ratio;
+    ensure!(
+        (0.0..1.0).contains(&ratio),
+        "ratio={ratio} is outside [0, 1)"
+    );
+    let norm = match o.norm.as_str() {
+        "l1" => Norm::L1,
+        "l2" => Norm::L2,
+        other => bail!("norm='{other}' is not valid (l1 or l2)"),
+    };
+    let ridge = o.ridge;
+    ensure!(
+        ridge.is_finite() && ridge >= 0.0,
+        "ridge={ridge} must be a number >= 0"
+    );
+    Ok(Box::new(PruneChannels {
+        ratio,
+        norm,
+        refit: o.refit,
+        ridge,
+        skip: o.skip.0,
+        min_channels: o.min_channels,
+        lift: Pipeline::parse("lift-constants")?,
+    }))
+}
+
+struct PruneChannels {
+    ratio: f64,
+    norm: Norm,
+    refit: bool,
+    ridge: f64,
+    skip: Vec<String>,
+    min_channels: usize,
+    lift: Pipeline,
+}
+
+impl Pass for PruneChannels {
+    fn run(&self, model: &mut Model, cx: &PassContext) -> Result<serde_json::Value> {
+        self.lift.run_nested(model, cx)?;
+        let g = &model.graph;
+        let mut a = Analysis::default();
+        for id in g.op_order()? {
+            a.visit(g, id);
+        }
+        for out in &g.outputs {
+            if let Some(l) = a.layouts.get(&out.outlet).cloned() {
+                let reason = format!("reaches graph output {}", g.outlet_name(out.outlet));
+                a.block_layout(&l, &reason);
+            }
+        }
+        // Groups (of leaf spaces), ordered by their root, the lowest space
+        // index: spaces are numbered in graph order, parts as they are cut
+        // (deterministic).
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for s in 0..a.spaces.len() {
+            if a.spaces[s].parts.is_empty() {
+                groups.entry(a.find(s)).or_default().push(s);
+            }
+        }
+        let mut kept: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let (mut pruned, mut left) = (vec![], vec![]);
+        let (mut before_total, mut after_total) = (0, 0);
+        for (&root, members) in &groups {
+            let size = a.spaces[root].size;
+            let layers: Vec<String> = members.iter().map(|&s| a.label(g, s)).collect();
+            before_total += size;
+            let keep = ((size as f64) * (1.0 - self.ratio)).round().max(1.0) as usize;
+            let reason = if let Some(r) = &a.blocked[root] {
+                Some(r.clone())
+            } else if let Some(p) = self
+                .skip
+                .iter()
+                .find(|p| layers.iter().any(|l| l.contains(p.as_str())))
+            {
+                Some(format!("skipped (matches '{p}')"))
+            } else if size < self.min_channels {
+                Some(format!("fewer than min-channels={}", self.min_channels))
+            } else if keep >= size {
+                Some("ratio removes no channel".to_string())
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                after_total += size;
+                left.push(json!({ "layers": layers, "channels": size, "reason": reason }));
+                continue;
+            }
+            let score = a.scores(g, members, self.norm)?;
+            let mut order: Vec<usize> = (0..size).collect();
+            // Highest score first; ties keep the lower index.
+            order.sort_by(|&x, &y| score[y].total_cmp(&score[x]).then(x.cmp(&y)));
+            let mut keep_idx = order[..keep].to_vec();
+            keep_idx.sort_unstable();
+            after_total += keep;
+            pruned.push(json!({ "layers": layers, "channels": size, "kept": keep }));
+            kept.insert(root, keep_idx);
+        }
+        let opset = model.opset("").context("no default-domain opset")?;
+        let patch = a.rewrite(g, &kept, opset)?;
+        // Layers whose input channels shrink: the refit candidates.
+        let layers: Vec<Layer> = a
+            .consumers
+            .iter()
+            .filter(|c| a.indices(&c.segs, &kept).len() != a.size(&c.segs))
+            .map(|c| Layer {
+                node: c.node,
+                kept_out: match c.out_space {
+                    Some(s) => a.indices(&[s], &kept),
+                    None => (0..c.outputs).collect(),
+                },
+            })
+            .collect();
+        let data = cx.data.as_ref().filter(|d| !d.random);
+        let teacher = (self.refit && data.is_some() && !layers.is_empty()).then(|| model.clone());
+        patch.apply(&mut model.graph)?;
+        let (refit, refit_reason, refit_layers) = match (teacher, data) {
+            (Some(teacher), Some(data)) => {
+                let r = refit::refit(&teacher, model, data, &layers, self.ridge)?;
+                let n = r.iter().filter(|e| e["refit"] == true).count();
+                let why = format!(
+                    "{n} of {} layers after pruned ones refitted by ridge least squares on {} sample(s) from {}; rel_err_* are on that same data",
+                    layers.len(),
+                    data.samples.len(),
+                    data.source
+                );
+                (n > 0, why, r)
+            }
+            _ if !self.refit => (false, "refit=false: unrefitted".to_string(), vec![]),
+            _ if layers.is_empty() => (false, "no layer to refit".to_string(), vec![]),
+            _ => (
+                false,
+                "no --inputs: the result is unrefitted (accuracy is that of the pruned weights)"
+                    .to_string(),
+                vec![],
+            ),
+        };
+        Ok(json!({
+            "ratio": self.ratio,
+            "norm": if self.norm == Norm::L1 { "l1" } else { "l2" },
+            "groups_pruned": pruned.len(),
+            "groups_left": left.len(),
+            "channels_before": before_total,
+            "channels_after": after_total,
+            "pruned": pruned,
+            "left_alone": left,
+            "refit": refit,
+            "refit_reason": refit_reason,
+            "refit_layers": refit_layers,
+        }))
+    }
+}
+
+/// The channel axis of a tensor: which channel spaces lie along `axis`, side by side.
+#[derive(Clone, Debug, PartialEq)]
+struct Layout {
+    rank: usize,
+    axis: usize,
+    segs: Vec<usize>,
+}
+
+/// A space of channels: one layer's output channels, or a range of them
+/// once a Split (or a tie with another layout) has cut the space in parts.
+struct Space {
+    size: usize,
+    source: NodeId,
+    /// The output-channel axis of its weight (input 1).
+    weight_axis: usize,
+    /// Where the range starts among the source's output channels, and how
+    /// many output channels the source has.
+    start: usize,
+    whole: usize,
+    /// The parts it was cut into, side by side (none: a leaf). Only leaves
+    /// belong to groups; a cut space stands for its parts wherever it is used.
+    parts: Vec<usize>,
+}
+
+/// A layer whose input channels were pruned, to refit.
+struct Layer {
+    node: NodeId,
+    /// The output channels it keeps (indices into the unpruned output).
+    kept_out: Vec<usize>,
+}
+
+/// A layer reading pruned channels: its input channel spaces, the space of
+/// its own output channels (if any), and how many output channels it had.
+struct Consumer {
+    node: NodeId,
+    segs: Vec<usize>,
+    out_space: Option<usize>,
+    outputs: usize,
+}
+
+/// Feeds input `slot` of `node` from a new initializer: it takes the old
+/// one's name when nothing else uses it, else a new name.
+fn replace_input(g: &Graph, patch: &mut Patch, node: NodeId, slot: usize, tensor: Tensor) {
+    let o = g.input(node, slot).expect("an input");
+    let name = g.outlet_name(o).to_string();
+    let src = if g.sole_user(o).is_some() {
+        patch.remove(o.node);
+        patch.add_const(&name, tensor)
+    } else {
+        patch.add_const(&format!("{name}_refit"), tensor)
+    };
+    patch.rewire(node, slot, Some(src));
+}
+
+/// A constant input to cut: (node, slot) → cuts along (axis, spaces side by side).
+type Cuts = BTreeMap<(NodeId, usize), Vec<(usize, Vec<usize>)>>;
+
+#[derive(Default)]
+struct Analysis {
+    spaces: Vec<Space>,
+    parent: Vec<usize>,
+    /// Per space (read at the root): why its group must be left alone.
+    blocked: Vec<Option<String>>,
+    layouts: BTreeMap<Outlet, Layout>,
+    cuts: Cuts,
+    /// Depthwise Convs whose `group` follows the channels of these spaces.
+    groups: BTreeMap<NodeId, Vec<usize>>,
+    /// Layers reading channel spaces, in graph order.
+    consumers: Vec<Consumer>,
+    /// Splits along the channel axis: the spaces of each output.
+    splits: BTreeMap<NodeId, Vec<Vec<usize>>>,
+}
+
+/// What following one node yields: its output layouts and the cuts it needs.
+#[derive(Default)]
+struct Follow {
+    /// (output slot, layout); the segments are filled in when the node
+    /// starts a new space.
+    outputs: Vec<(usize, Layout)>,
+    /// (input slot, axis, spaces side by side); no spaces = the new space.
+    cuts: Vec<(usize, usize, Vec<usize>)>,
+    /// Layouts whose spaces are tied, segment by segment.
+    unions: Vec<(Vec<usize>, Vec<usize>)>,
+    /// The node starts a space: (channels, output-channel axis of its weight).
+    new_space: Option<(usize, usize)>,
+    /// A depthwise Conv: its `group` follows these spaces.
+    group: Option<Vec<usize>>,
+    /// Input spaces and output channel count of a layer reading channels.
+    consumer: Option<(Vec<usize>, usize)>,
+    /// A Split along the channel axis: the input layout and the part sizes.
+    split: Option<(Layout, Vec<usize>)>,
+}

@@ -1,0 +1,126 @@
+//! The QDQ form: int8 weights read through DequantizeLinear, and the Q→DQ
+//! pairs on activations.
+
+use super::*;
+
+impl Quant {
+    /// Replaces each layer's weight by int8 values read through a
+    /// DequantizeLinear; returns a report entry per layer.
+    pub(super) fn quantize_weights(
+        &self,
+        g: &Graph,
+        layers: &[Layer],
+        patch: &mut Patch,
+    ) -> Result<BTreeMap<NodeId, serde_json::Value>> {
+        // A weight shared by several layers is quantized once (per tensor if
+        // their axes differ).
+        let mut shared: BTreeMap<Outlet, (Option<usize>, Readers)> = BTreeMap::new();
+        for layer in layers {
+            if let Some((slot, w, axis)) = layer.weight {
+                let axis = self.per_channel.then_some(axis);
+                let e = shared.entry(w).or_insert((axis, vec![]));
+                if e.0 != axis {
+                    e.0 = None;
+                }
+                e.1.push((layer.node, slot));
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (w, (axis, readers)) in shared {
+            let t = g.const_tensor(w).expect("a constant weight");
+            let name = g.outlet_name(w).to_string();
+            let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+            let q = quantize::quantize_weight(&t.to_f32()?, &dims, axis, self.bits)
+                .with_context(|| format!("weight {name}"))?;
+            let channels = q.scales.len() as i64;
+            let shape = if axis.is_some() {
+                vec![channels]
+            } else {
+                vec![]
+            };
+            let wq = patch.add_const(
+                &format!("{name}_quantized"),
+                Tensor::new(
+                    DataType::INT8,
+                    t.dims.clone(),
+                    TensorData::Raw(q.q.iter().map(|&v| v as u8).collect::<Vec<u8>>().into()),
+                ),
+            );
+            let scale = patch.add_const(
+                &format!("{name}_scale"),
+                Tensor::from_f32(shape.clone(), &q.scales),
+            );
+            let zero = patch.add_const(
+                &format!("{name}_zero_point"),
+                Tensor::new(
+                    DataType::INT8,
+                    shape,
+                    TensorData::Raw(vec![0u8; q.scales.len()].into()),
+                ),
+            );
+            let mut dq = Operator::new("DequantizeLinear", 3, vec![]);
+            if let Some(a) = axis {
+                dq.set_attr(Attribute::int("axis", a as i64));
+            }
+            let dq = patch.add_op(
+                Some(format!("{name}_DequantizeLinear")),
+                dq,
+                vec![Some(wq), Some(scale), Some(zero)],
+                &[&format!("{name}_dequantized")],
+            );
+            for &(node, slot) in &readers {
+                patch.rewire(node, slot, Some(Patch::out(dq, 0)));
+            }
+            if g.consumers(w).len() == readers.len() && !g.is_graph_output(w) {
+                patch.remove(w.node);
+            }
+            let (lo, hi) = q
+                .scales
+                .iter()
+                .fold((f32::INFINITY, 0f32), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+            let entry = json!({
+                "name": name, "axis": axis, "channels": channels,
+                "scale_range": [lo, hi], "rel_err": q.rel_err,
+            });
+            for (node, _) in readers {
+                out.insert(node, entry.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// `x → QuantizeLinear → DequantizeLinear → readers`.
+    pub(super) fn add_pair(&self, patch: &mut Patch, name: &str, pair: &Pair, grid: &Grid) {
+        let x = pair.value;
+        let scale = patch.add_const(
+            &format!("{name}_scale"),
+            Tensor::from_f32(vec![], &[grid.scale]),
+        );
+        let (dtype, zp) = match self.act {
+            Act::S8 => (DataType::INT8, grid.zero_point as i8 as u8),
+            Act::U8 => (DataType::UINT8, grid.zero_point as u8),
+        };
+        let zero = patch.add_const(
+            &format!("{name}_zero_point"),
+            Tensor::new(dtype, vec![], TensorData::Raw(vec![zp].into())),
+        );
+        let q = patch.add_op(
+            Some(format!("{name}_QuantizeLinear")),
+            Operator::new("QuantizeLinear", 3, vec![]),
+            vec![Some(Src::from(x)), Some(scale), Some(zero)],
+            &[&format!("{name}_quantized")],
+        );
+        let dq = patch.add_op(
+            Some(format!("{name}_DequantizeLinear")),
+            Operator::new("DequantizeLinear", 3, vec![]),
+            vec![Some(Patch::out(q, 0)), Some(scale), Some(zero)],
+            &[&format!("{name}_dequantized")],
+        );
+        for &(node, slot) in &pair.readers {
+            patch.rewire(node, slot, Some(Patch::out(dq, 0)));
+        }
+        if pair.graph_output {
+            patch.hand_over_output(x, Patch::out(dq, 0));
+        }
+    }
+}

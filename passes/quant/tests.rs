@@ -1,0 +1,369 @@
+use crate::ir::build::ModelBuilder;
+use crate::ir::{Attribute, DataType, Model, Outlet, Tensor};
+use crate::passes::testing::{check_with_data, op_types, rewrite, rewrite_with_data};
+use crate::pipeline::{PassContext, Pipeline};
+
+/// Seeded values in [-1, 1), with channel `c` of `[channels, rest]`
+/// scaled by 1 + c (uneven channels: per-channel scales matter).
+fn weights(seed: u64, channels: usize, rest: usize) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..channels * rest)
+        .map(|i| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let u = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+            u * 0.2 * (1 + i / rest) as f32
+        })
+        .collect()
+}
+
+fn conv(
+    b: &mut ModelBuilder,
+    x: Outlet,
+    name: &str,
+    o: i64,
+    i: i64,
+    k: i64,
+    group: i64,
+) -> Outlet {
+    let w = b.init(
+        &format!("{name}.weight"),
+        Tensor::from_f32(
+            vec![o, i / group, k, k],
+            &weights(o as u64, o as usize, (i / group * k * k) as usize),
+        ),
+    );
+    let bias = b.init(
+        &format!("{name}.bias"),
+        Tensor::from_f32(vec![o], &weights(3, 1, o as usize)),
+    );
+    let pad = k / 2;
+    let attrs = vec![
+        Attribute::ints("kernel_shape", &[k, k]),
+        Attribute::ints("pads", &[pad, pad, pad, pad]),
+        Attribute::int("group", group),
+    ];
+    b.op("Conv", &[x, w, bias], attrs, name)
+}
+
+/// Conv → Relu → depthwise Conv → Relu → Conv, plus a residual Add.
+fn cnn() -> Model {
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[1, 8, 10, 10]);
+    let c1 = conv(&mut b, x, "conv1", 16, 8, 3, 1);
+    let r1 = b.op("Relu", &[c1], vec![], "relu1");
+    let dw = conv(&mut b, r1, "dw", 16, 16, 3, 16);
+    let r2 = b.op("Relu", &[dw], vec![], "relu2");
+    let c2 = conv(&mut b, r2, "conv2", 16, 16, 1, 1);
+    let y = b.op("Add", &[c2, r1], vec![], "y");
+    b.output(y, DataType::FLOAT);
+    b.build().unwrap()
+}
+
+/// MatMul+Add+Relu, MatMul+Add (an MLP as exported, not fused).
+fn mlp() -> Model {
+    let mut b = ModelBuilder::new(13);
+    let mut h = b.input("x", DataType::FLOAT, &[4, 32]);
+    for (i, (k, n)) in [(32, 48), (48, 10)].into_iter().enumerate() {
+        let w = b.init(
+            &format!("fc{i}.weight"),
+            Tensor::from_f32(vec![k, n], &weights(i as u64, k as usize, n as usize)),
+        );
+        let bias = b.init(
+            &format!("fc{i}.bias"),
+            Tensor::from_f32(vec![n], &weights(9, 1, n as usize)),
+        );
+        h = b.op("MatMul", &[h, w], vec![], &format!("fc{i}.matmul"));
+        h = b.op("Add", &[h, bias], vec![], &format!("fc{i}.add"));
+        if i == 0 {
+            h = b.op("Relu", &[h], vec![], "fc0.relu");
+        }
+    }
+    b.output(h, DataType::FLOAT);
+    b.build().unwrap()
+}
+
+fn gemm(trans_b: bool) -> Model {
+    let (k, n) = (24, 12);
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[3, k]);
+    let dims = if trans_b { vec![n, k] } else { vec![k, n] };
+    let w = b.init(
+        "w",
+        Tensor::from_f32(dims, &weights(5, 1, (k * n) as usize)),
+    );
+    let c = b.init("c", Tensor::from_f32(vec![n], &weights(6, 1, n as usize)));
+    let y = b.op(
+        "Gemm",
+        &[x, w, c],
+        vec![Attribute::int("transB", trans_b as i64)],
+        "y",
+    );
+    b.output(y, DataType::FLOAT);
+    b.build().unwrap()
+}
+
+fn conv_transpose() -> Model {
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[1, 8, 5, 5]);
+    let w = b.init("w", Tensor::from_f32(vec![8, 6, 2, 2], &weights(8, 8, 24)));
+    let y = b.op(
+        "ConvTranspose",
+        &[x, w],
+        vec![
+            Attribute::ints("kernel_shape", &[2, 2]),
+            Attribute::ints("strides", &[2, 2]),
+        ],
+        "y",
+    );
+    b.output(y, DataType::FLOAT);
+    b.build().unwrap()
+}
+
+fn details(model: &Model, passes: &str) -> serde_json::Value {
+    let mut m = model.clone();
+    let data =
+        crate::calibrate::Calibration::load(model, &Default::default(), None, 7, 4).unwrap();
+    let reports = Pipeline::parse(passes)
+        .unwrap()
+        .run(&mut m, &PassContext { data: Some(data) }, &mut |_| {})
+        .unwrap();
+    reports.last().unwrap().details.clone()
+}
+
+/// The weight DequantizeLinear feeding input 1 of the first `op_type`:
+/// (axis, number of scales, int8 values).
+fn weight_of(m: &Model, op_type: &str) -> (Option<i64>, usize, Vec<i64>) {
+    let g = &m.graph;
+    let id = g
+        .op_order()
+        .unwrap()
+        .into_iter()
+        .find(|&id| g.op(id).unwrap().is(op_type))
+        .unwrap();
+    let dq = g.input(id, 1).unwrap().node;
+    let op = g.op(dq).expect("weight read through an operator");
+    assert!(
+        op.is("DequantizeLinear"),
+        "{op_type} weight comes from {}",
+        op.op_type
+    );
+    let q = g.const_tensor(g.input(dq, 0).unwrap()).unwrap();
+    assert_eq!(q.dtype, DataType::INT8);
+    let scales = g.const_tensor(g.input(dq, 1).unwrap()).unwrap().numel();
+    (
+        op.attr("axis").map(|_| op.attr_int("axis", 1)),
+        scales,
+        q.to_i64().unwrap(),
+    )
+}
+
+#[test]
+fn qdq_rewrites_are_pinned_and_close_to_the_float_model() {
+    for (name, model, passes, tolerance) in [
+        ("quant__cnn-s8", cnn(), "quant{min-k=0}", 0.05),
+        ("quant__cnn-u8", cnn(), "quant{act=u8,min-k=16}", 0.05),
+        (
+            "quant__cnn-u8-depthwise",
+            cnn(),
+            "quant{act=u8,min-k=0}",
+            0.05,
+        ),
+        ("quant__mlp-s8", mlp(), "quant{min-k=0}", 0.05),
+        ("quant__gemm-transb", gemm(true), "quant{min-k=0}", 0.05),
+        (
+            "quant__conv-transpose",
+            conv_transpose(),
+            "quant{min-k=0}",
+            0.05,
+        ),
+        ("quant__mlp-qop", mlp(), "quant{format=qop,min-k=0}", 0.08),
+        ("quant__cnn-qop", cnn(), "quant{format=qop,min-k=0}", 0.08),
+    ] {
+        let (_, err) = check_with_data(name, &model, passes, 4);
+        assert!(err < tolerance, "{name}: max_rel_err {err}");
+    }
+}
+
+#[test]
+fn weights_are_int8_per_output_channel_on_the_consumers_axis() {
+    for (model, op, axis, channels) in [
+        (cnn(), "Conv", 0, 16),
+        (conv_transpose(), "ConvTranspose", 1, 6),
+        (gemm(true), "Gemm", 0, 12),
+        (gemm(false), "Gemm", 1, 12),
+        (mlp(), "MatMul", 1, 48),
+    ] {
+        let out = rewrite_with_data(&model, "quant{min-k=0}", 2);
+        let (got_axis, scales, q) = weight_of(&out, op);
+        assert_eq!((got_axis, scales), (Some(axis), channels), "{op}");
+        assert!(
+            q.iter().all(|&v| (-127..=127).contains(&v)),
+            "{op}: TensorRT's range"
+        );
+        assert!(
+            q.iter().any(|&v| v.abs() == 127),
+            "{op}: each channel's largest weight maps to ±127"
+        );
+    }
+    let out = rewrite_with_data(&gemm(false), "quant{per-channel=false,min-k=0}", 2);
+    assert_eq!(weight_of(&out, "Gemm").0..=Some(0), None..=Some(0));
+    assert_eq!(weight_of(&out, "Gemm").1, 1);
+}
+
+#[test]
+fn s8_is_symmetric_and_u8_quantizes_outputs_for_onnxruntime() {
+    let zero_points = |m: &Model, op: &str| -> Vec<(DataType, i64)> {
+        let g = &m.graph;
+        g.op_order()
+            .unwrap()
+            .into_iter()
+            .filter(|&id| g.op(id).unwrap().is(op))
+            .map(|id| {
+                let z = g.const_tensor(g.input(id, 2).unwrap()).unwrap();
+                (z.dtype, z.to_i64().unwrap()[0])
+            })
+            .collect()
+    };
+    let s8 = rewrite_with_data(&cnn(), "quant{min-k=0}", 2);
+    let zs = zero_points(&s8, "QuantizeLinear");
+    assert!(!zs.is_empty());
+    assert!(zs.iter().all(|&z| z == (DataType::INT8, 0)), "{zs:?}");
+    // u8: the Relu outputs (which layers read) have zero point 0, and
+    // the layers' outputs and the residual Add's output are quantized too.
+    let u8 = rewrite_with_data(&cnn(), "quant{act=u8,min-k=16}", 2);
+    let zs = zero_points(&u8, "QuantizeLinear");
+    assert!(zs.iter().all(|&(t, _)| t == DataType::UINT8));
+    assert!(zs.iter().filter(|&&(_, z)| z == 0).count() >= 2, "{zs:?}");
+    let pairs = |m: &Model| {
+        op_types(m)
+            .iter()
+            .filter(|o| *o == "QuantizeLinear")
+            .count()
+    };
+    assert!(pairs(&u8) > pairs(&s8), "u8 quantizes outputs too");
+    let g = &u8.graph;
+    let y = g.outputs[0].outlet;
+    assert!(
+        g.op(y.node).unwrap().is("DequantizeLinear"),
+        "the graph output is quantized"
+    );
+    assert_eq!(g.outlet_name(y), "y", "and keeps its name");
+}
+
+#[test]
+fn layers_where_int8_does_not_pay_stay_float_and_are_reported() {
+    let d = details(&cnn(), "quant{min-k=16}");
+    let layers = d["layers"].as_array().unwrap();
+    let dw = layers.iter().find(|l| l["layer"] == "dw").unwrap();
+    assert!(dw["kept"].as_str().unwrap().contains("min-k=16"), "{dw}");
+    assert_eq!(d["layers_quantized"], 2);
+    // By default K ≥ 64 (conv1 sums 8·3·3 = 72 products, conv2 16).
+    assert_eq!(details(&cnn(), "quant{min-k=0}")["layers_quantized"], 3);
+    assert_eq!(details(&cnn(), "quant")["layers_quantized"], 1);
+    assert_eq!(details(&cnn(), "quant{act=u8}")["layers_quantized"], 1);
+    let d = details(&cnn(), "quant{min-k=0,exclude=conv2}");
+    let c2 = d["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["layer"] == "conv2")
+        .unwrap()
+        .clone();
+    assert!(c2["kept"].as_str().unwrap().contains("exclude"), "{c2}");
+    assert_eq!(d["layers_quantized"], 2);
+}
+
+#[test]
+fn fallback_keeps_the_most_sensitive_layer_in_float() {
+    // conv2 sees the widest weights (scaled by 1 + channel): per-tensor
+    // quantization of it hurts most.
+    let passes = "quant{fallback=1,per-channel=false,min-k=0}";
+    let d = details(&cnn(), passes);
+    let layers = d["layers"].as_array().unwrap();
+    let sens: Vec<(String, f64)> = layers
+        .iter()
+        .filter_map(|l| Some((l["layer"].as_str()?.to_string(), l["sensitivity"].as_f64()?)))
+        .collect();
+    assert_eq!(sens.len(), 3, "every layer measured: {sens:?}");
+    let worst = sens.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    let kept = layers.iter().find(|l| l["kept"].is_string()).unwrap();
+    assert_eq!(kept["layer"], worst.0.as_str());
+    assert_eq!(d["layers_quantized"], 2);
+}
+
+#[test]
+fn qop_keeps_activations_in_int8_between_layers() {
+    let out = rewrite_with_data(&mlp(), "quant{format=qop,min-k=0}", 4);
+    assert_eq!(
+        op_types(&out),
+        [
+            "Transpose",
+            "Unsqueeze",
+            "QuantizeLinear",
+            "QLinearConv",
+            "QLinearConv",
+            "DequantizeLinear",
+            "Squeeze",
+            "Transpose"
+        ]
+    );
+    let out = rewrite_with_data(&cnn(), "quant{format=qop,min-k=0}", 4);
+    let ops = op_types(&out);
+    assert_eq!(
+        ops.iter().filter(|o| *o == "QLinearConv").count(),
+        3,
+        "{ops:?}"
+    );
+    assert!(
+        !ops.contains(&"Relu".to_string()),
+        "Relus fold into zero points: {ops:?}"
+    );
+}
+
+#[test]
+fn the_same_input_gives_the_same_bytes() {
+    for passes in [
+        "quant{method=entropy,min-k=0}",
+        "quant{act=u8,method=percentile,min-k=0}",
+        "quant{format=qop,min-k=0}",
+    ] {
+        let a = crate::onnx::encode(&rewrite_with_data(&mlp(), passes, 3)).unwrap();
+        let b = crate::onnx::encode(&rewrite_with_data(&mlp(), passes, 3)).unwrap();
+        assert!(a == b, "{passes}");
+    }
+}
+
+#[test]
+fn weight_only_needs_no_data() {
+    let out = rewrite(&mlp(), "quant{weight-only=true,min-k=0}");
+    let ops = op_types(&out);
+    assert_eq!(ops.iter().filter(|o| *o == "DequantizeLinear").count(), 2);
+    assert!(!ops.contains(&"QuantizeLinear".to_string()));
+}
+
+#[test]
+fn bad_options_are_refused_with_the_reason() {
+    for (passes, want) in [
+        ("quant{act=s16}", "act=s16 must be s8 or u8"),
+        ("quant{method=mse}", "method=mse must be"),
+        ("quant{bits=9}", "bits=9 must be in 2..=8"),
+        (
+            "quant{method=percentile,percentile=20}",
+            "percentile=20 must be in (50, 100]",
+        ),
+        ("quant{format=int4}", "format=int4 must be qdq or qop"),
+        ("quant{format=qop,fallback=2}", "not with format=qop"),
+        ("quant{ops=Add}", "ops may hold"),
+        ("quant{min-k=some}", "min-k"),
+    ] {
+        let err = Pipeline::parse(passes)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(err.contains(want), "{passes}: {err}");
+    }
+}
