@@ -55,7 +55,6 @@
 //! quantized. Options: see `onnx-opt passes`.
 
 use crate::calibrate::Calibration;
-use crate::exec;
 use crate::ir::patch::Src;
 use crate::ir::{
     Attribute, DataType, Graph, Model, NodeId, Operator, Outlet, Patch, Tensor, TensorData,
@@ -711,7 +710,7 @@ impl Quant {
         layers: &[Layer],
         grids: &Grids,
     ) -> Result<BTreeMap<String, f64>> {
-        let reference = exec::load(model, &data.shapes, &[])?.run_many(&data.samples)?;
+        let reference = data.run(model, &[])?;
         let flat = |outs: &[crate::runtime::Outputs]| -> Result<Vec<f32>> {
             let mut v = vec![];
             for o in outs {
@@ -735,7 +734,7 @@ impl Quant {
                     self.add_pair(&mut patch, &name, &pair, grid);
                 }
                 patch.apply(&mut m.graph)?;
-                let got = exec::load(&m, &data.shapes, &[])?.run_many(&data.samples)?;
+                let got = data.run(&m, &[])?;
                 Ok((layer.name.clone(), quantize::rel_l2(&flat(&got)?, &want)))
             })
             .collect::<Result<Vec<_>>>()
