@@ -52,8 +52,11 @@ pub struct Dataset {
     /// Which part of the data this is, when split (`--holdout`).
     part: Option<String>,
     /// The arrays of the last `.npz` read (a zip entry cannot be mapped).
-    npz_cache: Arc<Mutex<Option<(usize, Vec<Vec<u8>>)>>>,
+    npz_cache: Arc<Mutex<Option<NpzArrays>>>,
 }
+
+/// The arrays of one `.npz` (by file index), in the model's input order.
+type NpzArrays = (usize, Vec<Vec<u8>>);
 
 /// One file and how each input's array splits into samples.
 #[derive(Clone)]

@@ -16,7 +16,7 @@ pub fn holdout(n: usize, fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<us
     }
     let held = ((n as f64 * fraction).round() as usize).clamp(1, n - 1);
     let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = SplitMix64::new(seed ^ 0x686f_6c64_6f75_74);
+    let mut rng = SplitMix64::new(seed ^ 0x0068_6f6c_646f_7574);
     for i in (1..n).rev() {
         let j = (rng.next_u64() % (i as u64 + 1)) as usize;
         order.swap(i, j);
