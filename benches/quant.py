@@ -35,7 +35,7 @@ import onnxruntime as ort
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "models"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "judges"))
-from make_inputs import make_inputs  # noqa: E402
+from make_inputs import make_inputs, save_sample  # noqa: E402
 from qdq_rules import violations  # noqa: E402
 
 CACHE = os.path.join(ROOT, "models", "cache")
@@ -155,9 +155,8 @@ def qop_in_tract(args, tmp):
     os.makedirs(os.path.join(d, "calib"))
     shapes = {"x": [64, 1024]}
     for s in CALIB_SEEDS[:4]:
-        np.savez(os.path.join(d, "calib", f"{s}.npz"), **make_inputs(src, s, shapes))
-    held = os.path.join(d, "held.npz")
-    np.savez(held, **make_inputs(src, HELD_OUT_SEEDS[0], shapes))
+        save_sample(os.path.join(d, "calib", str(s)), make_inputs(src, s, shapes))
+    held = save_sample(os.path.join(d, "held"), make_inputs(src, HELD_OUT_SEEDS[0], shapes))
     dst = os.path.join(d, "qop.onnx")
     try:
         r = onnx_opt(args.onnx_opt, src, dst, "quant{format=qop}", os.path.join(d, "calib"),
@@ -197,7 +196,7 @@ def main():
             os.makedirs(os.path.join(d, "calib"))
             calib = [make_inputs(name, s, shapes) for s in CALIB_SEEDS]
             for s, feeds in zip(CALIB_SEEDS, calib):
-                np.savez(os.path.join(d, "calib", f"{s}.npz"), **feeds)
+                save_sample(os.path.join(d, "calib", str(s)), feeds)
             held = [make_inputs(name, s, shapes) for s in HELD_OUT_SEEDS]
             forms = {"float": src}
             try:

@@ -28,7 +28,7 @@ import onnxruntime as ort
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "models"))
 import generate  # noqa: E402
-from make_inputs import make_inputs  # noqa: E402
+from make_inputs import make_inputs, save_sample  # noqa: E402
 
 CACHE = os.path.join(ROOT, "models", "cache")
 
@@ -54,12 +54,12 @@ def model_path(name):
 
 
 def save_inputs(name, path, shapes, seeds, out_dir):
-    """One .npz per seed in out_dir: realistic inputs from models/make_inputs.py
-    (suite models by name, so their pinned shapes apply)."""
+    """One sample per seed in out_dir (.npy, or .npz for several inputs): realistic
+    inputs from models/make_inputs.py (suite models by name, so their pinned shapes apply)."""
     os.makedirs(out_dir, exist_ok=True)
     source = path if name == "mlp-lowrank" else name
     for seed in seeds:
-        np.savez(os.path.join(out_dir, f"{seed}.npz"), **make_inputs(source, seed, shapes))
+        save_sample(os.path.join(out_dir, str(seed)), make_inputs(source, seed, shapes))
     return out_dir
 
 
@@ -70,12 +70,10 @@ def judge(path):
     ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
-def run(exe, src, dst, setting, shapes, calib, held_out, runs):
+def run(exe, src, dst, setting, calib, held_out, runs):
     report = dst + ".json"
     cmd = [exe, src, "-o", dst, "--passes", f"svd{{{setting}}}", "--verify", "--bench",
            "--runs", str(runs), "--inputs", calib, "--verify-inputs", held_out, "--report", report]
-    for name, dims in shapes.items():
-        cmd += ["--input-shape", f"{name}={','.join(map(str, dims))}"]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}\n{p.stderr}")
@@ -129,7 +127,7 @@ def main():
             held_out = save_inputs(name, src, shapes, [0], os.path.join(tmp, name, "held_out"))
             for setting in settings:
                 dst = os.path.join(tmp, f"{name}.{setting}.onnx")
-                r = run(args.onnx_opt, src, dst, setting, shapes, calib, held_out, args.runs)
+                r = run(args.onnx_opt, src, dst, setting, calib, held_out, args.runs)
                 judge(dst)
                 b, v = r["bench"], r["verify"]["outputs"][0]
                 size = r["model"]

@@ -178,6 +178,18 @@ def make_inputs(name, seed=0, shapes=None):
     return feeds
 
 
+def save_sample(stem, feeds):
+    """Writes one sample in the plainest form onnx-opt reads: `stem.npy` for a
+    single-input model, `stem.npz` keyed by input name otherwise. Returns the path."""
+    if len(feeds) == 1:
+        path = stem + ".npy"
+        np.save(path, next(iter(feeds.values())))
+    else:
+        path = stem + ".npz"
+        np.savez(path, **feeds)
+    return path
+
+
 def parse_shape(s):
     name, dims = s.split("=", 1)
     return name, [int(d) for d in dims.split(",") if d]

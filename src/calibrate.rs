@@ -2,31 +2,100 @@
 //! quantization ranges, refitting after pruning): the samples, and a way to
 //! see any intermediate value of a model on them.
 //!
-//! The CLI builds a [`Calibration`] from `--inputs` (or seeded random inputs,
-//! with a warning) before the passes run; passes receive it through
-//! `pipeline::Context`. Running goes through `exec`, like everything else.
+//! The CLI opens `--inputs` through [`open_data`] (or makes seeded random
+//! inputs, with a warning) before the passes run; passes receive it through
+//! `pipeline::PassContext`. Samples of different shapes (text lines of
+//! different widths) form groups, each run with the model pinned to its
+//! shapes. Running goes through `exec`, like everything else.
 
+use crate::data::{Dataset, Preprocess};
 use crate::exec;
 use crate::ir::Model;
-use crate::runtime::{self, InputShapes, Sample};
+use crate::runtime::{self, InputShapes, Outputs, Sample};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
-/// Samples to calibrate on.
+/// Samples to calibrate on, held in memory.
 pub struct Calibration {
     pub samples: Vec<Sample>,
-    /// Input shapes used to run (pinned by the user or by the data).
-    pub shapes: InputShapes,
-    /// Where the samples come from: a path, or `random, seed N`.
+    /// Samples of the same shapes: the shapes to pin and the samples' indices.
+    pub groups: Vec<(InputShapes, Vec<usize>)>,
+    /// Where the samples come from, and how they were read.
     pub source: String,
     /// The samples are random noise, not data: fits to them are weak.
     pub random: bool,
 }
 
+/// Opens `path` (see `data::Dataset::open`) for `model`, with the
+/// `--input-shape` overrides in `user`.
+pub fn open_data(
+    model: &Model,
+    user: &InputShapes,
+    path: &Path,
+    preprocess: Option<&Preprocess>,
+) -> Result<Dataset> {
+    let inputs = exec::declared_inputs(model, user)?;
+    Dataset::open(path, &inputs, user, preprocess)
+}
+
+/// Where the data come from: the data options of the command line.
+#[derive(Default)]
+pub struct DataOptions<'a> {
+    pub inputs: Option<&'a Path>,
+    pub verify_inputs: Option<&'a Path>,
+    pub labels: Option<&'a Path>,
+    pub preprocess: Option<&'a Preprocess>,
+    /// Fraction of `inputs` held out for judging (`--holdout`).
+    pub holdout: Option<f64>,
+    pub seed: u64,
+}
+
+/// The data to calibrate on and the data to judge on (`None`: random).
+pub struct DataPlan {
+    pub calibrate: Option<Dataset>,
+    pub judge: Option<Dataset>,
+}
+
+impl DataPlan {
+    /// Opens every data source for `model` (headers only), so bad data
+    /// fails before any work. Labels go with the judged data: those of
+    /// `--verify-inputs` when given, else of `--inputs` (split with it by
+    /// `--holdout`).
+    pub fn open(model: &Model, user: &InputShapes, o: &DataOptions) -> Result<DataPlan> {
+        if o.holdout.is_some() && o.verify_inputs.is_some() {
+            bail!("give --holdout or --verify-inputs, not both: both choose the data to judge on");
+        }
+        if o.holdout.is_some() && o.inputs.is_none() {
+            bail!("--holdout splits --inputs: give --inputs");
+        }
+        let open = |p: &Path| open_data(model, user, p, o.preprocess);
+        let mut inputs = o.inputs.map(open).transpose()?;
+        let mut verify = o.verify_inputs.map(open).transpose()?;
+        if let Some(labels) = o.labels {
+            let target = verify.as_mut().or(inputs.as_mut()).with_context(|| {
+                "--labels needs the data they label: give --inputs or --verify-inputs"
+            })?;
+            target.attach_labels(labels)?;
+        }
+        if let (Some(fraction), Some(all)) = (o.holdout, &inputs) {
+            let (keep, held) = crate::data::holdout(all.len(), fraction, o.seed)
+                .with_context(|| all.describe())?;
+            let how = format!("--holdout {fraction} seed {}", o.seed);
+            let held = all.subset(&held, &format!("held out by {how}"));
+            let rest = all.subset(&keep, &format!("the rest after {how}"));
+            (verify, inputs) = (Some(held), Some(rest));
+        }
+        let judge = verify.or_else(|| inputs.clone());
+        Ok(DataPlan {
+            calibrate: inputs,
+            judge,
+        })
+    }
+}
+
 impl Calibration {
-    /// Samples from `inputs` (a .npz or a folder, see `runtime::load_samples`),
-    /// or `count` seeded random samples when `inputs` is `None`. Dims not in
-    /// `shapes` take the data's shapes.
+    /// Samples from `inputs` (a file or folder, see `data::Dataset`), or
+    /// `count` seeded random samples when `inputs` is `None`.
     pub fn load(
         model: &Model,
         shapes: &InputShapes,
@@ -34,36 +103,70 @@ impl Calibration {
         seed: u64,
         count: usize,
     ) -> Result<Calibration> {
-        let mut shapes = shapes.clone();
-        if let Some(path) = inputs {
-            for (name, dims) in runtime::sample_shapes(path)?.iter() {
-                if shapes.get(name).is_none() {
-                    shapes.insert(name, dims.to_vec());
-                }
-            }
+        match inputs {
+            Some(path) => Calibration::from_data(&open_data(model, shapes, path, None)?),
+            None => Calibration::random(model, shapes, seed, count),
         }
-        let rt = exec::load(model, &shapes, &[])?;
-        let (samples, source) = match inputs {
-            Some(path) => (
-                runtime::load_samples(path, rt.inputs())?,
-                path.display().to_string(),
-            ),
-            None => (
-                (0..count.max(1) as u64)
-                    .map(|k| Sample::random(rt.inputs(), seed + k))
-                    .collect::<Result<Vec<_>>>()?,
-                format!("random, seed {seed}"),
-            ),
-        };
-        if samples.is_empty() {
-            bail!("no input samples found in {source}");
+    }
+
+    /// `count` seeded random samples, shaped by `shapes` (symbolic dims 1).
+    pub fn random(
+        model: &Model,
+        shapes: &InputShapes,
+        seed: u64,
+        count: usize,
+    ) -> Result<Calibration> {
+        let rt = exec::load(model, shapes, &[])?;
+        let samples = (0..count.max(1) as u64)
+            .map(|k| Sample::random(rt.inputs(), seed + k))
+            .collect::<Result<Vec<_>>>()?;
+        // Unpinned dims stay unpinned: loading defaults them to 1 again, and says so.
+        let mut c = Calibration::of(samples, shapes.clone(), format!("random, seed {seed}"));
+        c.random = true;
+        Ok(c)
+    }
+
+    /// Every sample of `data`, read into memory.
+    pub fn from_data(data: &Dataset) -> Result<Calibration> {
+        if data.is_empty() {
+            bail!("no input samples found in {}", data.describe());
         }
+        let samples = (0..data.len())
+            .map(|i| data.sample(i))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Calibration {
             samples,
-            shapes,
-            source,
-            random: inputs.is_none(),
+            groups: data.groups(),
+            source: data.describe(),
+            random: false,
         })
+    }
+
+    /// Samples all of one shape, `shapes`.
+    pub fn of(samples: Vec<Sample>, shapes: InputShapes, source: impl Into<String>) -> Calibration {
+        let all = (0..samples.len()).collect();
+        Calibration {
+            samples,
+            groups: vec![(shapes, all)],
+            source: source.into(),
+            random: false,
+        }
+    }
+
+    /// Runs `model` on every sample (one pinned model per shape group) with
+    /// `extra` values as outputs too; outputs in sample order.
+    pub fn run(&self, model: &Model, extra: &[String]) -> Result<Vec<Outputs>> {
+        let mut out: Vec<Option<Outputs>> = vec![None; self.samples.len()];
+        for (shapes, members) in &self.groups {
+            let rt = exec::load(model, shapes, extra)?;
+            let group: Vec<Sample> = members.iter().map(|&i| self.samples[i].clone()).collect();
+            for (&i, o) in members.iter().zip(rt.run_many(&group)?) {
+                out[i] = Some(o);
+            }
+        }
+        out.into_iter()
+            .map(|o| o.context("a sample belongs to no shape group"))
+            .collect()
     }
 
     /// Runs `model` on every sample and returns, for each name in `values`
@@ -73,10 +176,11 @@ impl Calibration {
         if values.is_empty() {
             return Ok(vec![]);
         }
-        let rt = exec::load(model, &self.shapes, values)
+        let outputs = self
+            .run(model, values)
             .context("loading the model to capture calibration values")?;
         let mut captured: Vec<Vec<runtime::Tensor>> = vec![vec![]; values.len()];
-        for outputs in rt.run_many(&self.samples)? {
+        for outputs in outputs {
             for (name, slot) in values.iter().zip(captured.iter_mut()) {
                 let t = outputs
                     .get(name)

@@ -19,6 +19,11 @@ pub fn load(
     runtime::Model::load(&bytes, shapes, extra_outputs)
 }
 
+/// The inputs `model` declares (see [`runtime::declared_inputs`]).
+pub fn declared_inputs(model: &Model, shapes: &InputShapes) -> Result<Vec<runtime::InputSpec>> {
+    runtime::declared_inputs(&crate::onnx::encode(&for_tract(model)?)?, shapes)
+}
+
 /// ONNX allows several nodes of one name (silero's openvino export has 98
 /// `F0::anon`); tract does not, so duplicates get a `#k` suffix. tract does
 /// not read sparse initializers: they go to it dense. Only the copy handed

@@ -6,9 +6,11 @@
 //! models in tract to check and time the result (the only module that sees tract).
 
 pub mod calibrate;
+pub mod data;
 pub mod exec;
 pub mod inspect;
 pub mod ir;
+pub mod judge;
 pub mod linalg;
 pub mod onnx;
 #[path = "../passes/mod.rs"]

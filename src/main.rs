@@ -3,14 +3,18 @@
 
 use anyhow::{ensure, Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use onnx_opt::calibrate::Calibration;
+use onnx_opt::calibrate::{Calibration, DataOptions, DataPlan};
+use onnx_opt::data::Preprocess;
+use onnx_opt::inspect;
 use onnx_opt::ir::{diff::model_diff, verify::verify, Model};
+use onnx_opt::judge::{judge, Judged};
 use onnx_opt::onnx::{self, ExternalData, SaveOptions};
 use onnx_opt::passes::{DataUse, PASSES};
 use onnx_opt::pipeline::{self, Pipeline};
-use onnx_opt::report::{BenchReport, FileStats, Report, Sizes, VerifyReport};
+use onnx_opt::report::{
+    Accuracies, BenchReport, DataReport, FileStats, Report, Sizes, VerifyReport,
+};
 use onnx_opt::runtime::{self, InputShapes};
-use onnx_opt::{exec, inspect};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -64,16 +68,29 @@ struct RunArgs {
     /// Pin an input's shape for running (symbolic dims otherwise default to 1). Repeatable.
     #[arg(long = "input-shape", value_name = "NAME=D0,D1,...")]
     input_shapes: Vec<String>,
-    /// Input data: a .npz (keys = input names) holding one sample, or a folder of .npz/.npy
-    /// files, one sample each. Passes that fit to data (svd, prune-channels, quant) calibrate
-    /// on it; --verify and --bench run on it. Without it, seeded random inputs are used.
+    /// Input data: a .npy (single-input models) or .npz (keys = input names), each array
+    /// [N, ...] = N samples; a folder of such files; or a folder of images with --preprocess.
+    /// Symbolic dims are pinned from the data. Passes that fit to data (svd, prune-channels,
+    /// quant) calibrate on it; --verify and --bench run on it. Without it: seeded random inputs.
     #[arg(long, value_name = "PATH")]
     inputs: Option<PathBuf>,
     /// Held-out data for --verify and --bench (same forms as --inputs), so that passes which
     /// calibrate on --inputs are judged on data they have not seen. Default: --inputs.
     #[arg(long, value_name = "PATH")]
     verify_inputs: Option<PathBuf>,
-    /// Seed of the random inputs.
+    /// Hold out this fraction of --inputs (chosen by --seed) for --verify and --bench;
+    /// the passes calibrate on the rest.
+    #[arg(long, value_name = "F")]
+    holdout: Option<f64>,
+    /// How images become tensors, e.g. `resize=256,crop=224,mean=0.485:0.456:0.406,
+    /// std=0.229:0.224:0.225,scale=1/255,layout=nchw,channels=rgb` (see README: Data).
+    #[arg(long, value_name = "SPEC")]
+    preprocess: Option<String>,
+    /// Class labels of the judged samples (.npy of ints, .txt one per line, .csv file,label):
+    /// --verify then reports top-1/top-5 accuracy of original and result.
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
+    /// Seed of the random inputs and of --holdout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Random samples to use when --inputs is not given.
@@ -200,17 +217,30 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     let before_stats = model.stats();
     let original = (args.verify || args.bench).then(|| model.clone());
 
+    // Every data source is opened (headers read, checked) before any work.
+    let preprocess = args
+        .preprocess
+        .as_deref()
+        .map(Preprocess::parse)
+        .transpose()?;
+    let options = DataOptions {
+        inputs: args.inputs.as_deref(),
+        verify_inputs: args.verify_inputs.as_deref(),
+        labels: args.labels.as_deref(),
+        preprocess: preprocess.as_ref(),
+        holdout: args.holdout,
+        seed: args.seed,
+    };
+    let plan = DataPlan::open(&model, &shapes, &options)?;
+
     let mut cx = pipeline::PassContext::default();
     let data_use = pipeline.data_use();
     if data_use == DataUse::Required || (data_use == DataUse::IfGiven && args.inputs.is_some()) {
         progress.set_message("loading calibration data");
-        let loaded = Calibration::load(
-            &model,
-            &shapes,
-            args.inputs.as_deref(),
-            args.seed,
-            args.samples,
-        )
+        let loaded = match &plan.calibrate {
+            Some(data) => Calibration::from_data(data),
+            None => Calibration::random(&model, &shapes, args.seed, args.samples),
+        }
         .context("calibration data");
         // Without --inputs the data would be random samples: when tract
         // cannot even run the model, the passes run without data (each says
@@ -256,6 +286,12 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
                 file_bytes: after_bytes,
             },
         },
+        data: DataReport {
+            calibration: cx.data.as_ref().map(|d| d.source.clone()),
+            judgement: plan.judge.as_ref().map(|d| d.describe()),
+            preprocess: preprocess.as_ref().map(|p| p.to_string()),
+            labels: args.labels.as_ref().map(|p| p.display().to_string()),
+        },
         verify: None,
         bench: None,
     };
@@ -263,7 +299,7 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     if let Some(original) = &original {
         progress.set_message("running the models in tract");
         let tolerance = args.tolerance.or(pipeline.is_exact().then_some(1e-4));
-        match check_in_tract(original, &model, args, &shapes, tolerance) {
+        match check_in_tract(original, &model, args, &plan, &shapes, tolerance) {
             Ok((verify, bench)) => {
                 failed = verify.as_ref().is_some_and(|v| v.ok == Some(false));
                 report.verify = verify;
@@ -276,6 +312,8 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
                     inputs: String::new(),
                     samples: 0,
                     outputs: vec![],
+                    groups: 0,
+                    accuracy: None,
                     skipped: Some(format!("{e:#}")),
                 });
             }
@@ -307,82 +345,51 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     })
 }
 
-/// Verification and benchmark in tract.
+/// Verification and benchmark in tract, on the judged data (random
+/// samples when none is given).
 fn check_in_tract(
     original: &Model,
     optimised: &Model,
     args: &RunArgs,
+    plan: &DataPlan,
     shapes: &InputShapes,
     tolerance: Option<f64>,
 ) -> Result<(Option<VerifyReport>, Option<BenchReport>)> {
-    let inputs = args.verify_inputs.as_deref().or(args.inputs.as_deref());
-    let data = Calibration::load(original, shapes, inputs, args.seed, args.samples)
-        .context("original model")?;
-    let (samples, source, shapes) = (&data.samples, data.source.clone(), &data.shapes);
-    let before = exec::load(original, shapes, &[]).context("original model")?;
-    if !before.defaulted_dims().is_empty() {
+    let random;
+    let data = match &plan.judge {
+        Some(d) => Judged::Data(d),
+        None => {
+            random = Calibration::random(original, shapes, args.seed, args.samples)
+                .context("original model")?;
+            Judged::Memory(&random)
+        }
+    };
+    let bench = args.bench.then_some((args.warmup, args.runs.max(1)));
+    let v = judge(original, optimised, &data, args.verify, bench)?;
+    if !v.defaulted.is_empty() {
         eprintln!(
             "warning: symbolic dims set to 1 for running: {} (pin them with --input-shape)",
-            before.defaulted_dims().join(", ")
+            v.defaulted.join(", ")
         );
     }
-    // The original runs, so the optimised model must too: a failure here is
-    // an error of the rewrite, never a reason to skip verification.
-    let after = exec::load(optimised, shapes, &[])
-        .map_err(|e| {
-            anyhow::anyhow!("{e:#}")
-                .context("the optimised model does not load in tract, though the original does")
-        })
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{}",
-                format!("{e:#}").replace(runtime::TRACT_CANNOT_RUN, "tract refused it")
-            )
-        })?;
-    let verify = if args.verify {
-        let mut silent = std::collections::BTreeSet::new();
-        let per_sample = samples
-            .iter()
-            .map(|s| {
-                let reference = before.run(s)?;
-                for (name, t) in reference.iter() {
-                    if t.to_f32_vec().is_ok_and(|v| v.iter().all(|&x| x == 0.0)) {
-                        silent.insert(name.to_string());
-                    }
-                }
-                runtime::compare(&reference, &after.run(s)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if !silent.is_empty() {
-            eprintln!(
-                "warning: the original model outputs only zeros for {} on these inputs, so they \
-                 check little there: give realistic data with --inputs",
-                silent.into_iter().collect::<Vec<_>>().join(", ")
-            );
-        }
-        let outputs = runtime::aggregate(&per_sample)?;
-        let ok = tolerance.map(|t| outputs.iter().all(|o| o.max_rel_err <= t));
-        Some(VerifyReport {
-            ok,
-            tolerance,
-            inputs: source,
-            samples: samples.len(),
-            outputs,
-            skipped: None,
-        })
-    } else {
-        None
-    };
-    let bench = if args.bench {
-        Some(BenchReport::from(&runtime::bench(
-            &before,
-            &after,
-            samples,
-            args.warmup,
-            args.runs.max(1),
-        )?))
-    } else {
-        None
-    };
-    Ok((verify, bench))
+    if !v.silent.is_empty() {
+        eprintln!(
+            "warning: the original model outputs only zeros for {} on these inputs, so they \
+             check little there: give realistic data with --inputs",
+            v.silent.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let verify = args.verify.then(|| VerifyReport {
+        ok: tolerance.map(|t| v.outputs.iter().all(|o| o.max_rel_err <= t)),
+        tolerance,
+        inputs: data.describe(),
+        samples: v.samples,
+        groups: v.groups,
+        outputs: v.outputs,
+        accuracy: v
+            .accuracy
+            .map(|(before, after)| Accuracies { before, after }),
+        skipped: None,
+    });
+    Ok((verify, v.bench.as_ref().map(BenchReport::from)))
 }

@@ -1,6 +1,7 @@
 //! The run report: a readable summary table for the terminal and the same
 //! facts as JSON (`--report`). Field names are a stable interface for CI.
 
+use crate::data::TopK;
 use crate::ir::ModelStats;
 use crate::pipeline::PassReport;
 use crate::runtime::{BenchResult, OutputMetrics};
@@ -13,8 +14,28 @@ pub struct Report {
     pub output: String,
     pub passes: Vec<PassReport>,
     pub model: Sizes,
+    pub data: DataReport,
     pub verify: Option<VerifyReport>,
     pub bench: Option<BenchReport>,
+}
+
+/// Where the data came from and how it was read, so a run can be reproduced.
+#[derive(Serialize, Debug, Default)]
+pub struct DataReport {
+    /// What the passes calibrated on (`None`: no pass used data).
+    pub calibration: Option<String>,
+    /// What --verify / --bench ran on (`None`: random samples).
+    pub judgement: Option<String>,
+    /// The canonical `--preprocess` spec, for image data.
+    pub preprocess: Option<String>,
+    pub labels: Option<String>,
+}
+
+/// Task accuracy of the original and the result on the labelled samples.
+#[derive(Serialize, Debug)]
+pub struct Accuracies {
+    pub before: TopK,
+    pub after: TopK,
 }
 
 #[derive(Serialize, Debug)]
@@ -39,7 +60,10 @@ pub struct VerifyReport {
     /// Where the inputs came from (`random, seed 0` or a path).
     pub inputs: String,
     pub samples: usize,
+    /// Groups of samples of one shape, each run with its own pinned model.
+    pub groups: usize,
     pub outputs: Vec<OutputMetrics>,
+    pub accuracy: Option<Accuracies>,
     pub skipped: Option<String>,
 }
 
@@ -141,6 +165,9 @@ impl Report {
             human_bytes(b.file_bytes),
             human_bytes(a.file_bytes)
         );
+        if let Some(c) = &self.data.calibration {
+            let _ = writeln!(out, "calibration data: {c}");
+        }
         if let Some(v) = &self.verify {
             match (&v.skipped, v.ok) {
                 (Some(why), _) => {
@@ -170,6 +197,20 @@ impl Report {
                             out,
                             "  {:<28} {:>10.3e} {:>10.3e} {:>10.6} {:>8.1} {:>6}",
                             o.name, o.max_abs_err, o.max_rel_err, o.cosine, o.snr_db, top1
+                        );
+                    }
+                    if let Some(a) = &v.accuracy {
+                        let pct = |x: Option<f64>| {
+                            x.map_or("-".to_string(), |x| format!("{:.2}%", 100.0 * x))
+                        };
+                        let _ = writeln!(
+                            out,
+                            "  accuracy on {} labels: top-1 {} -> {}, top-5 {} -> {}",
+                            a.before.labels,
+                            pct(Some(a.before.top1)),
+                            pct(Some(a.after.top1)),
+                            pct(a.before.top5),
+                            pct(a.after.top5)
                         );
                     }
                 }

@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use onnx_opt::calibrate::Calibration;
 use onnx_opt::exec;
 use onnx_opt::ir::diff::model_diff;
 use onnx_opt::ir::{DataType, Model, NodeId, NodeKind, Tensor};
@@ -73,26 +74,29 @@ const CANONICALISE: &str = "lift-constants,fold-constants,eliminate,dce";
 /// bytes), else two seeded random samples. Random noise makes PP-OCR det
 /// output all but zeros, and relative errors there measure nothing.
 fn samples_for(name: &str, rt: &runtime::Model) -> Vec<Sample> {
-    let path = repo()
-        .join("models/cache/inputs")
-        .join(format!("{name}.npz"));
-    if path.exists() {
-        runtime::load_samples(&path, rt.inputs()).unwrap()
-    } else {
-        (0..2)
+    match realistic(name) {
+        Some(data) => data.samples,
+        None => (0..2)
             .map(|seed| Sample::random(rt.inputs(), seed).unwrap())
-            .collect()
+            .collect(),
     }
 }
 
-fn shapes_for(name: &str, shapes: &[String]) -> InputShapes {
+/// The realistic sample of a suite model, read as `--inputs` would read it.
+fn realistic(name: &str) -> Option<Calibration> {
     let path = repo()
         .join("models/cache/inputs")
         .join(format!("{name}.npz"));
-    if path.exists() {
-        runtime::sample_shapes(&path).unwrap()
-    } else {
-        InputShapes::parse(shapes).unwrap()
+    path.exists().then(|| {
+        Calibration::load(&load(name), &InputShapes::new(), Some(&path), 0, 0)
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"))
+    })
+}
+
+fn shapes_for(name: &str, shapes: &[String]) -> InputShapes {
+    match realistic(name) {
+        Some(data) => data.groups[0].0.clone(),
+        None => InputShapes::parse(shapes).unwrap(),
     }
 }
 

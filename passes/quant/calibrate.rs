@@ -49,7 +49,7 @@ impl Quant {
         layers: &[Layer],
         grids: &Grids,
     ) -> Result<BTreeMap<String, f64>> {
-        let reference = exec::load(model, &data.shapes, &[])?.run_many(&data.samples)?;
+        let reference = data.run(model, &[])?;
         let flat = |outs: &[crate::runtime::Outputs]| -> Result<Vec<f32>> {
             let mut v = vec![];
             for o in outs {
@@ -73,7 +73,7 @@ impl Quant {
                     self.add_pair(&mut patch, &name, &pair, grid);
                 }
                 patch.apply(&mut m.graph)?;
-                let got = exec::load(&m, &data.shapes, &[])?.run_many(&data.samples)?;
+                let got = data.run(&m, &[])?;
                 Ok((layer.name.clone(), quantize::rel_l2(&flat(&got)?, &want)))
             })
             .collect::<Result<Vec<_>>>()

@@ -56,7 +56,6 @@
 //! README list them).
 
 use crate::calibrate::Calibration;
-use crate::exec;
 use crate::ir::patch::Src;
 use crate::ir::{
     Attribute, DataType, Graph, Model, NodeId, Operator, Outlet, Patch, Tensor, TensorData,

@@ -243,12 +243,7 @@ fn conv_input_windows_times_the_weights_are_the_conv_outputs() {
             "x",
             runtime::Tensor::from_f32(&dims, &values(8, n, -1.0, 1.0)).unwrap(),
         );
-        let data = Calibration {
-            samples: vec![sample],
-            shapes: InputShapes::new(),
-            source: "test".into(),
-            random: false,
-        };
+        let data = Calibration::of(vec![sample], InputShapes::new(), "test");
         let picker = Svd {
             rule: RankRule::Energy(0.9),
             min_gain: 1.0,

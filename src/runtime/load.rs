@@ -134,6 +134,21 @@ pub struct InputSpec {
     pub declared: Vec<Dim>,
 }
 
+/// The inputs an ONNX model declares, without loading it into tract: name,
+/// element type, declared dims, and the shape it would be pinned to with
+/// `shapes` (symbolic dims at 1). Lets the data pin symbolic dims before
+/// the model is loaded.
+pub fn declared_inputs(bytes: &[u8], shapes: &InputShapes) -> Result<Vec<InputSpec>> {
+    let proto = tract_onnx::onnx()
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(|e| anyhow!("not a valid ONNX model (protobuf decoding failed): {e:#}"))?;
+    let graph = proto
+        .graph
+        .as_ref()
+        .ok_or_else(|| anyhow!("not a valid ONNX model: it has no graph"))?;
+    Ok(input_specs(graph, shapes)?.0)
+}
+
 /// The outputs of one run, in the model's output order (then the extra
 /// outputs requested at load time).
 #[derive(Clone, Debug, PartialEq)]

@@ -2,7 +2,7 @@
 //!
 //! Its interface is "ONNX model bytes in, numbers out": load a model into
 //! tract ([`Model::load`]), describe and make its inputs ([`InputSpec`],
-//! [`Sample`], [`load_samples`]), run it ([`Model::run`]), compare two sets
+//! [`Sample`]), run it ([`Model::run`]), compare two sets
 //! of outputs ([`compare`], [`aggregate`]), time two models against each
 //! other ([`bench`]) and infer the types of a model's values without running
 //! it ([`infer_types`]). No tract type appears in the public API, and this
@@ -26,8 +26,8 @@ mod testutil;
 pub use bench::{bench, BenchResult, Timing};
 pub use compare::{aggregate, compare, OutputMetrics, SNR_CAP_DB};
 pub use infer::{infer_types, infer_types_then, InferredTypes, ValueType};
-pub use inputs::{load_samples, sample_shapes, Sample};
-pub use load::{Dim, InputShapes, InputSpec, Model, Outputs};
+pub use inputs::{Sample, SplitMix64};
+pub use load::{declared_inputs, Dim, InputShapes, InputSpec, Model, Outputs};
 pub use tensor::{ElemType, Tensor};
 
 /// Prefix of every error that comes from tract refusing a model.

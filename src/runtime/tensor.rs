@@ -213,9 +213,22 @@ impl Tensor {
         Tensor::from_tract(tract_onnx::prelude::Tensor::from_shape(shape, data)?)
     }
 
+    /// A float16 tensor from the bit patterns of its elements.
+    pub fn from_f16_bits(shape: &[usize], bits: &[u16]) -> Result<Tensor> {
+        let data: Vec<f16> = bits.iter().map(|&b| f16::from_bits(b)).collect();
+        Tensor::from_f16(shape, &data)
+    }
+
     /// The tensor with its axes permuted (`axes[i]` = source axis of axis i).
-    pub(crate) fn permuted(&self, axes: &[usize]) -> Result<Tensor> {
+    pub fn permuted(&self, axes: &[usize]) -> Result<Tensor> {
         let t = self.value.clone().into_tensor().permute_axes(axes)?;
+        Tensor::from_tract(t)
+    }
+
+    /// The same elements in another shape (of the same element count).
+    pub fn reshaped(&self, shape: &[usize]) -> Result<Tensor> {
+        Tensor::check_len(shape, self.len())?;
+        let t = self.value.clone().into_tensor().into_shape(shape)?;
         Tensor::from_tract(t)
     }
 
