@@ -1092,6 +1092,7 @@ mod tests {
                 shapes: InputShapes::new(),
                 source: "test".into(),
                 random: false,
+                engine: runtime::Engine::Tract,
             };
             let picker = Svd {
                 rule: RankRule::Energy(0.9),

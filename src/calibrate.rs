@@ -4,11 +4,13 @@
 //!
 //! The CLI builds a [`Calibration`] from `--inputs` (or seeded random inputs,
 //! with a warning) before the passes run; passes receive it through
-//! `pipeline::Context`. Running goes through `exec`, like everything else.
+//! `pipeline::Context`. Running goes through `exec`, like everything else:
+//! in tract when it runs the model, else in ONNX Runtime (when installed),
+//! or in the runtime asked for ([`Calibration::load_in`]).
 
 use crate::exec;
 use crate::ir::Model;
-use crate::runtime::{self, InputShapes, Sample};
+use crate::runtime::{self, Engine, InputShapes, Sample};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
@@ -21,13 +23,29 @@ pub struct Calibration {
     pub source: String,
     /// The samples are random noise, not data: fits to them are weak.
     pub random: bool,
+    /// The runtime that captures values (the one that loaded the model).
+    pub engine: Engine,
 }
 
 impl Calibration {
     /// Samples from `inputs` (a .npz or a folder, see `runtime::load_samples`),
     /// or `count` seeded random samples when `inputs` is `None`. Dims not in
     /// `shapes` take the data's shapes.
+    /// Values are captured in tract when it runs `model`, else in ONNX Runtime.
     pub fn load(
+        model: &Model,
+        shapes: &InputShapes,
+        inputs: Option<&Path>,
+        seed: u64,
+        count: usize,
+    ) -> Result<Calibration> {
+        Calibration::load_in(None, model, shapes, inputs, seed, count)
+    }
+
+    /// [`Calibration::load`] with the runtime that captures values chosen
+    /// (`None`: tract when it runs the model, else ONNX Runtime).
+    pub fn load_in(
+        engine: Option<Engine>,
         model: &Model,
         shapes: &InputShapes,
         inputs: Option<&Path>,
@@ -42,7 +60,10 @@ impl Calibration {
                 }
             }
         }
-        let rt = exec::load(model, &shapes, &[])?;
+        let rt = match engine {
+            Some(e) => exec::load_in(e, model, &shapes, &[], &runtime::ort::Options::default())?,
+            None => exec::load_any(model, &shapes, &[])?,
+        };
         let (samples, source) = match inputs {
             Some(path) => (
                 runtime::load_samples(path, rt.inputs())?,
@@ -63,6 +84,7 @@ impl Calibration {
             shapes,
             source,
             random: inputs.is_none(),
+            engine: rt.engine(),
         })
     }
 
@@ -73,8 +95,15 @@ impl Calibration {
         if values.is_empty() {
             return Ok(vec![]);
         }
-        let rt = exec::load(model, &self.shapes, values)
-            .context("loading the model to capture calibration values")?;
+        let options = runtime::ort::Options::default();
+        let rt = exec::load_in(self.engine, model, &self.shapes, values, &options).with_context(
+            || {
+                format!(
+                    "loading the model in {} to capture calibration values",
+                    self.engine
+                )
+            },
+        )?;
         let mut captured: Vec<Vec<runtime::Tensor>> = vec![vec![]; values.len()];
         for outputs in rt.run_many(&self.samples)? {
             for (name, slot) in values.iter().zip(captured.iter_mut()) {

@@ -6,6 +6,7 @@
 //! models in tract to check and time the result (the only module that sees tract).
 
 pub mod calibrate;
+pub mod check;
 pub mod exec;
 pub mod inspect;
 pub mod ir;
@@ -14,6 +15,7 @@ pub mod onnx;
 #[path = "../passes/mod.rs"]
 pub mod passes;
 pub mod pipeline;
+pub mod profile;
 pub mod quantize;
 pub mod report;
 pub mod runtime;
