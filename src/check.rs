@@ -82,7 +82,8 @@ fn check_in(
         threads: settings.threads,
         profile: None,
     };
-    let before = exec::load_in(engine, original, shapes, &[], &options)?;
+    let before =
+        exec::load_in(engine, original, shapes, &[], &options).context("original model")?;
     if !before.defaulted_dims().is_empty() {
         eprintln!(
             "warning: symbolic dims set to 1 for running: {} (pin them with --input-shape)",
