@@ -6,14 +6,17 @@
 //! inputs, with a warning) before the passes run; passes receive it through
 //! `pipeline::PassContext`. Samples of different shapes (text lines of
 //! different widths) form groups, each run with the model pinned to its
-//! shapes. Running goes through `exec`, like everything else.
+//! shapes. Running goes through `exec`, like everything else: in the
+//! runtime asked for (`--calibrate-runtime`), else in tract when it runs
+//! the model and in ONNX Runtime (when installed) when tract cannot.
 
 use crate::data::{Dataset, Preprocess};
 use crate::exec;
 use crate::ir::Model;
-use crate::runtime::{self, InputShapes, Outputs, Sample};
+use crate::runtime::{self, Engine, InputShapes, Outputs, Runner, Sample};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// Samples to calibrate on, held in memory.
 pub struct Calibration {
@@ -24,6 +27,10 @@ pub struct Calibration {
     pub source: String,
     /// The samples are random noise, not data: fits to them are weak.
     pub random: bool,
+    /// The runtime that runs the models, once chosen: given, or taken by
+    /// the first load (tract when it runs the model, else ONNX Runtime),
+    /// so that every model the passes make is run where the first was.
+    pub engine: OnceLock<Engine>,
 }
 
 /// Opens `path` (see `data::Dataset::open`) for `model`, with the
@@ -116,13 +123,14 @@ impl Calibration {
         seed: u64,
         count: usize,
     ) -> Result<Calibration> {
-        let rt = exec::load(model, shapes, &[])?;
+        let rt = exec::load_any(model, shapes, &[])?;
         let samples = (0..count.max(1) as u64)
             .map(|k| Sample::random(rt.inputs(), seed + k))
             .collect::<Result<Vec<_>>>()?;
         // Unpinned dims stay unpinned: loading defaults them to 1 again, and says so.
         let mut c = Calibration::of(samples, shapes.clone(), format!("random, seed {seed}"));
         c.random = true;
+        c.engine = OnceLock::from(rt.engine());
         Ok(c)
     }
 
@@ -139,6 +147,7 @@ impl Calibration {
             groups: data.groups(),
             source: data.describe(),
             random: false,
+            engine: OnceLock::new(),
         })
     }
 
@@ -150,6 +159,28 @@ impl Calibration {
             groups: vec![(shapes, all)],
             source: source.into(),
             random: false,
+            engine: OnceLock::new(),
+        }
+    }
+
+    /// Runs every model in `engine` (by default, the runtime of the first load).
+    pub fn in_runtime(mut self, engine: Option<Engine>) -> Calibration {
+        if let Some(e) = engine {
+            self.engine = OnceLock::from(e);
+        }
+        self
+    }
+
+    /// Loads `model` pinned to `shapes` in the chosen runtime (see `engine`).
+    fn load(&self, model: &Model, shapes: &InputShapes, extra: &[String]) -> Result<Runner> {
+        match self.engine.get() {
+            Some(&e) => exec::load_in(e, model, shapes, extra, &runtime::ort::Options::default())
+                .with_context(|| format!("loading the model in {e}")),
+            None => {
+                let rt = exec::load_any(model, shapes, extra)?;
+                let _ = self.engine.set(rt.engine());
+                Ok(rt)
+            }
         }
     }
 
@@ -158,7 +189,7 @@ impl Calibration {
     pub fn run(&self, model: &Model, extra: &[String]) -> Result<Vec<Outputs>> {
         let mut out: Vec<Option<Outputs>> = vec![None; self.samples.len()];
         for (shapes, members) in &self.groups {
-            let rt = exec::load(model, shapes, extra)?;
+            let rt = self.load(model, shapes, extra)?;
             let group: Vec<Sample> = members.iter().map(|&i| self.samples[i].clone()).collect();
             for (&i, o) in members.iter().zip(rt.run_many(&group)?) {
                 out[i] = Some(o);

@@ -1,11 +1,13 @@
-//! The bridge from IR models to the tract runtime: encode, load, run. Passes
+//! The bridge from IR models to the runtimes: encode, load, run. Passes
 //! that evaluate or calibrate and the CLI's verify/bench all go through here.
+//! Constant folding and type inference always use tract; running a whole
+//! model can use ONNX Runtime too ([`load_in`], [`load_any`]).
 
 use crate::ir::{
     DataType, Dim, DimValue, Graph, GraphInput, GraphOutput, Model, Node, NodeId, NodeKind, Outlet,
     Tensor, TensorData, TypeInfo, TypeKind, Value, ValueInfo,
 };
-use crate::runtime::{self, InputShapes, Sample};
+use crate::runtime::{self, Engine, InputShapes, Runner, Sample};
 use anyhow::{Context, Result};
 use std::collections::{HashMap, HashSet};
 
@@ -22,6 +24,44 @@ pub fn load(
 /// The inputs `model` declares (see [`runtime::declared_inputs`]).
 pub fn declared_inputs(model: &Model, shapes: &InputShapes) -> Result<Vec<runtime::InputSpec>> {
     runtime::declared_inputs(&crate::onnx::encode(&for_tract(model)?)?, shapes)
+}
+
+/// Loads a model into `engine` with `extra_outputs` exposed; `options` are
+/// ONNX Runtime's session settings.
+pub fn load_in(
+    engine: Engine,
+    model: &Model,
+    shapes: &InputShapes,
+    extra_outputs: &[String],
+    options: &runtime::ort::Options,
+) -> Result<Runner> {
+    match engine {
+        Engine::Tract => Ok(Runner::Tract(load(model, shapes, extra_outputs)?)),
+        // ONNX Runtime takes the model as written: duplicate node names and
+        // sparse initializers are fine there.
+        Engine::Ort => {
+            let bytes = crate::onnx::encode(model)?;
+            Runner::load(Engine::Ort, &bytes, shapes, extra_outputs, options)
+        }
+    }
+}
+
+/// Loads a model into tract, or into ONNX Runtime when tract cannot run it
+/// and ONNX Runtime is installed (e.g. silero's `If` variants).
+pub fn load_any(model: &Model, shapes: &InputShapes, extra_outputs: &[String]) -> Result<Runner> {
+    match load(model, shapes, extra_outputs) {
+        Ok(m) => Ok(Runner::Tract(m)),
+        Err(e) if format!("{e:#}").contains(runtime::TRACT_CANNOT_RUN) => {
+            if runtime::ort::environment().is_err() {
+                return Err(e);
+            }
+            let options = runtime::ort::Options::default();
+            load_in(Engine::Ort, model, shapes, extra_outputs, &options).map_err(|ort_err| {
+                anyhow::anyhow!("{e:#}; ONNX Runtime cannot run it either: {ort_err:#}")
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// ONNX allows several nodes of one name (silero's openvino export has 98

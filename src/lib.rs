@@ -7,6 +7,7 @@
 
 pub mod calibrate;
 pub mod data;
+pub mod check;
 pub mod exec;
 pub mod inspect;
 pub mod ir;
@@ -16,6 +17,7 @@ pub mod onnx;
 #[path = "../passes/mod.rs"]
 pub mod passes;
 pub mod pipeline;
+pub mod profile;
 pub mod quantize;
 pub mod report;
 pub mod runtime;

@@ -4,17 +4,15 @@
 use anyhow::{ensure, Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use onnx_opt::calibrate::{Calibration, DataOptions, DataPlan};
+use onnx_opt::check::{self, Judged};
 use onnx_opt::data::Preprocess;
-use onnx_opt::inspect;
-use onnx_opt::ir::{diff::model_diff, verify::verify, Model};
-use onnx_opt::judge::{judge, Judged};
+use onnx_opt::ir::{diff::model_diff, verify::verify};
 use onnx_opt::onnx::{self, ExternalData, SaveOptions};
 use onnx_opt::passes::{DataUse, PASSES};
 use onnx_opt::pipeline::{self, Pipeline};
-use onnx_opt::report::{
-    Accuracies, BenchReport, DataReport, FileStats, Report, Sizes, VerifyReport,
-};
-use onnx_opt::runtime::{self, InputShapes};
+use onnx_opt::report::{DataReport, FileStats, Report, Sizes};
+use onnx_opt::runtime::{self, Engine, InputShapes};
+use onnx_opt::{inspect, profile};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -46,16 +44,28 @@ struct RunArgs {
     /// See `onnx-opt passes` for every pass and option.
     #[arg(long, default_value = "", value_name = "LIST")]
     passes: String,
-    /// Run original and optimised model in tract on the same inputs and compare outputs.
+    /// Run original and optimised model on the same inputs (in each --runtime) and compare outputs.
     #[arg(long)]
     verify: bool,
     /// Largest allowed max_rel_err (max |a-b| / max |a|) per output. Default: 1e-4 when every
     /// pass is exact; none (measure only) when a lossy pass runs.
     #[arg(long, value_name = "X")]
     tolerance: Option<f64>,
-    /// Time original and optimised model in tract (same process, alternating runs).
+    /// Time original and optimised model (in each --runtime; same process, alternating runs).
     #[arg(long)]
     bench: bool,
+    /// Runtimes for --verify and --bench: tract, ort (ONNX Runtime) or tract,ort. ONNX Runtime
+    /// is loaded from ORT_DYLIB_PATH, else from the onnxruntime Python package of the active
+    /// virtualenv or ./.venv.
+    #[arg(long, default_value = "tract", value_name = "LIST")]
+    runtime: String,
+    /// ONNX Runtime's intra-op threads (tract runs on one).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    threads: usize,
+    /// Runtime that captures the values passes calibrate on: tract or ort. Default: tract when
+    /// it runs the model, else ONNX Runtime.
+    #[arg(long, value_name = "RUNTIME")]
+    calibrate_runtime: Option<String>,
     /// Timed runs per model for --bench.
     #[arg(long, default_value_t = 20, value_name = "N")]
     runs: usize,
@@ -109,6 +119,59 @@ enum Command {
     Inspect { model: PathBuf },
     /// Print a readable diff of two models' graphs (the text the snapshot tests use).
     Diff { before: PathBuf, after: PathBuf },
+    /// Run a model on inputs in tract or ONNX Runtime; print its outputs, save them as .npz.
+    Run(RunModelArgs),
+    /// Time every node of a model in ONNX Runtime's profiler, summed per op type and per node.
+    Profile(ProfileArgs),
+}
+
+#[derive(clap::Args)]
+struct RunModelArgs {
+    model: PathBuf,
+    /// Input data: a .npz (keys = input names) or a folder of samples; seeded random without it.
+    #[arg(long, value_name = "PATH")]
+    inputs: Option<PathBuf>,
+    #[arg(long = "input-shape", value_name = "NAME=D0,D1,...")]
+    input_shapes: Vec<String>,
+    /// tract or ort.
+    #[arg(long, default_value = "tract")]
+    runtime: String,
+    /// ONNX Runtime's intra-op threads.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    threads: usize,
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Save the outputs of the (single) sample here, keys = output names.
+    #[arg(long, value_name = "OUT.npz")]
+    save: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ProfileArgs {
+    model: PathBuf,
+    /// Only ort: tract has no per-node profiler here.
+    #[arg(long, default_value = "ort")]
+    runtime: String,
+    #[arg(long, value_name = "PATH")]
+    inputs: Option<PathBuf>,
+    #[arg(long = "input-shape", value_name = "NAME=D0,D1,...")]
+    input_shapes: Vec<String>,
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    threads: usize,
+    /// Profiled runs (after warm-up).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    runs: usize,
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    warmup: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the JSON profile here.
+    #[arg(long, value_name = "PROFILE.json")]
+    report: Option<PathBuf>,
+    /// Rows of the per-node table (all are in the JSON).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    top: usize,
 }
 
 fn passes_help() -> String {
@@ -130,6 +193,8 @@ fn main() -> ExitCode {
         Some(Command::Passes) => list_passes(),
         Some(Command::Inspect { model }) => run_inspect(&model),
         Some(Command::Diff { before, after }) => run_diff(&before, &after),
+        Some(Command::Run(args)) => run_model(&args),
+        Some(Command::Profile(args)) => run_profile(&args),
         None => optimise(&cli.run),
     };
     match result {
@@ -171,6 +236,67 @@ fn run_diff(a: &Path, b: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn run_model(args: &RunModelArgs) -> Result<ExitCode> {
+    let engine: Engine = args.runtime.parse()?;
+    let shapes = InputShapes::parse(&args.input_shapes)?;
+    let model = onnx::load(&args.model)?;
+    let data = Calibration::load(&model, &shapes, args.inputs.as_deref(), args.seed, 1)?;
+    ensure!(
+        args.save.is_none() || data.samples.len() == 1,
+        "--save takes one sample; {} holds {}",
+        data.source,
+        data.samples.len()
+    );
+    let options = runtime::ort::Options {
+        threads: args.threads,
+        profile: None,
+    };
+    let mut saved = false;
+    for (group_shapes, members) in &data.groups {
+        let rt = onnx_opt::exec::load_in(engine, &model, group_shapes, &[], &options)?;
+        for &i in members {
+            let sample = &data.samples[i];
+            let out = rt.run(sample)?;
+            println!("{} ({engine}):", sample.source());
+            for (name, t) in out.iter() {
+                println!("  {}", runtime::describe(name, t));
+            }
+            if let (Some(path), false) = (&args.save, saved) {
+                runtime::save_npz(path, &out)?;
+                saved = true;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_profile(args: &ProfileArgs) -> Result<ExitCode> {
+    let engine: Engine = args.runtime.parse()?;
+    ensure!(
+        engine == Engine::Ort,
+        "profile runs in ONNX Runtime only (--runtime ort)"
+    );
+    let shapes = InputShapes::parse(&args.input_shapes)?;
+    let model = onnx::load(&args.model)?;
+    let data = Calibration::load(&model, &shapes, args.inputs.as_deref(), args.seed, 1)?;
+    let settings = profile::Settings {
+        threads: args.threads,
+        warmup: args.warmup,
+        runs: args.runs.max(1),
+    };
+    let report = profile::profile(&model, &data, &settings)?;
+    print!("{}", report.table(args.top));
+    if let Some(path) = &args.report {
+        let json = serde_json::to_vec_pretty(&report)?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        onnx::write_atomic(dir, path, &json)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Refuses to overwrite the input and checks the output folder is writable,
 /// before any work is done.
 fn check_output(input: &Path, output: &Path) -> Result<()> {
@@ -204,6 +330,10 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     );
     let pipeline = Pipeline::parse(&args.passes)?;
     let shapes = InputShapes::parse(&args.input_shapes)?;
+    let runtimes = Engine::parse_list(&args.runtime)?;
+    if runtimes.contains(&Engine::Ort) && (args.verify || args.bench) {
+        runtime::ort::environment()?;
+    }
     ensure!(
         args.tolerance.is_none_or(|t| t >= 0.0),
         "--tolerance must be >= 0"
@@ -237,8 +367,13 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     let data_use = pipeline.data_use();
     if data_use == DataUse::Required || (data_use == DataUse::IfGiven && args.inputs.is_some()) {
         progress.set_message("loading calibration data");
+        let engine = args
+            .calibrate_runtime
+            .as_deref()
+            .map(str::parse::<Engine>)
+            .transpose()?;
         let loaded = match &plan.calibrate {
-            Some(data) => Calibration::from_data(data),
+            Some(data) => Calibration::from_data(data).map(|c| c.in_runtime(engine)),
             None => Calibration::random(&model, &shapes, args.seed, args.samples),
         }
         .context("calibration data");
@@ -294,30 +429,41 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
         },
         verify: None,
         bench: None,
+        runtimes: vec![],
     };
     let mut failed = false;
     if let Some(original) = &original {
-        progress.set_message("running the models in tract");
         let tolerance = args.tolerance.or(pipeline.is_exact().then_some(1e-4));
-        match check_in_tract(original, &model, args, &plan, &shapes, tolerance) {
-            Ok((verify, bench)) => {
-                failed = verify.as_ref().is_some_and(|v| v.ok == Some(false));
-                report.verify = verify;
-                report.bench = bench;
+        let settings = check::Settings {
+            verify: args.verify,
+            bench: args.bench,
+            tolerance,
+            warmup: args.warmup,
+            runs: args.runs,
+            threads: args.threads,
+        };
+        // Judged on the held-out data, else on --inputs, else on random samples.
+        let random;
+        let judged = match &plan.judge {
+            Some(d) => Ok(Judged::Data(d)),
+            None => {
+                random = Calibration::random(original, &shapes, args.seed, args.samples)
+                    .context("original model");
+                random.as_ref().map(Judged::Memory)
             }
-            Err(e) if format!("{e:#}").contains(runtime::TRACT_CANNOT_RUN) => {
-                report.verify = Some(VerifyReport {
-                    ok: None,
-                    tolerance,
-                    inputs: String::new(),
-                    samples: 0,
-                    outputs: vec![],
-                    groups: 0,
-                    accuracy: None,
-                    skipped: Some(format!("{e:#}")),
-                });
-            }
-            Err(e) => return Err(e),
+        };
+        for &engine in &runtimes {
+            progress.set_message(format!("running the models in {engine}"));
+            let r = match &judged {
+                Ok(data) => check::check(engine, original, &model, data, &settings)?,
+                Err(e) => check::skipped(engine, e, &settings)?,
+            };
+            failed |= r.verify.as_ref().is_some_and(|v| v.ok == Some(false));
+            report.runtimes.push(r);
+        }
+        if let Some(first) = report.runtimes.first() {
+            report.verify = first.verify.clone();
+            report.bench = first.bench.clone();
         }
     }
     progress.finish_and_clear();
@@ -343,53 +489,4 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// Verification and benchmark in tract, on the judged data (random
-/// samples when none is given).
-fn check_in_tract(
-    original: &Model,
-    optimised: &Model,
-    args: &RunArgs,
-    plan: &DataPlan,
-    shapes: &InputShapes,
-    tolerance: Option<f64>,
-) -> Result<(Option<VerifyReport>, Option<BenchReport>)> {
-    let random;
-    let data = match &plan.judge {
-        Some(d) => Judged::Data(d),
-        None => {
-            random = Calibration::random(original, shapes, args.seed, args.samples)
-                .context("original model")?;
-            Judged::Memory(&random)
-        }
-    };
-    let bench = args.bench.then_some((args.warmup, args.runs.max(1)));
-    let v = judge(original, optimised, &data, args.verify, bench)?;
-    if !v.defaulted.is_empty() {
-        eprintln!(
-            "warning: symbolic dims set to 1 for running: {} (pin them with --input-shape)",
-            v.defaulted.join(", ")
-        );
-    }
-    if !v.silent.is_empty() {
-        eprintln!(
-            "warning: the original model outputs only zeros for {} on these inputs, so they \
-             check little there: give realistic data with --inputs",
-            v.silent.iter().cloned().collect::<Vec<_>>().join(", ")
-        );
-    }
-    let verify = args.verify.then(|| VerifyReport {
-        ok: tolerance.map(|t| v.outputs.iter().all(|o| o.max_rel_err <= t)),
-        tolerance,
-        inputs: data.describe(),
-        samples: v.samples,
-        groups: v.groups,
-        outputs: v.outputs,
-        accuracy: v
-            .accuracy
-            .map(|(before, after)| Accuracies { before, after }),
-        skipped: None,
-    });
-    Ok((verify, v.bench.as_ref().map(BenchReport::from)))
 }

@@ -4,7 +4,7 @@
 use crate::data::TopK;
 use crate::ir::ModelStats;
 use crate::pipeline::PassReport;
-use crate::runtime::{BenchResult, OutputMetrics};
+use crate::runtime::{BenchResult, Engine, OutputMetrics};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -15,8 +15,11 @@ pub struct Report {
     pub passes: Vec<PassReport>,
     pub model: Sizes,
     pub data: DataReport,
+    /// The first `--runtime`'s verification and benchmark (also in `runtimes`).
     pub verify: Option<VerifyReport>,
     pub bench: Option<BenchReport>,
+    /// Every `--runtime`, in the order given.
+    pub runtimes: Vec<RuntimeReport>,
 }
 
 /// Where the data came from and how it was read, so a run can be reproduced.
@@ -32,10 +35,18 @@ pub struct DataReport {
 }
 
 /// Task accuracy of the original and the result on the labelled samples.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, Clone)]
 pub struct Accuracies {
     pub before: TopK,
     pub after: TopK,
+}
+
+/// Verification and benchmark in one runtime.
+#[derive(Serialize, Debug, Clone)]
+pub struct RuntimeReport {
+    pub runtime: Engine,
+    pub verify: Option<VerifyReport>,
+    pub bench: Option<BenchReport>,
 }
 
 #[derive(Serialize, Debug)]
@@ -52,9 +63,11 @@ pub struct FileStats {
     pub file_bytes: u64,
 }
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, Clone)]
 pub struct VerifyReport {
-    /// `None` when tract could not run the model (`skipped` says why).
+    /// The runtime both models ran in.
+    pub runtime: Engine,
+    /// `None` when the runtime could not run the model (`skipped` says why).
     pub ok: Option<bool>,
     pub tolerance: Option<f64>,
     /// Where the inputs came from (`random, seed 0` or a path).
@@ -67,14 +80,17 @@ pub struct VerifyReport {
     pub skipped: Option<String>,
 }
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, Clone)]
 pub struct Timing {
     pub median: f64,
     pub p90: f64,
 }
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, Clone)]
 pub struct BenchReport {
+    /// The runtime both models were timed in, and its intra-op threads.
+    pub runtime: Engine,
+    pub threads: usize,
     pub runs: usize,
     pub warmup: usize,
     pub before_ms: Timing,
@@ -82,9 +98,11 @@ pub struct BenchReport {
     pub speedup: f64,
 }
 
-impl From<&BenchResult> for BenchReport {
-    fn from(b: &BenchResult) -> BenchReport {
+impl BenchReport {
+    pub fn new(runtime: Engine, threads: usize, b: &BenchResult) -> BenchReport {
         BenchReport {
+            runtime,
+            threads,
             runs: b.runs,
             warmup: b.warmup,
             before_ms: Timing {
@@ -168,10 +186,20 @@ impl Report {
         if let Some(c) = &self.data.calibration {
             let _ = writeln!(out, "calibration data: {c}");
         }
+        for r in &self.runtimes {
+            r.table(&mut out);
+        }
+        out
+    }
+}
+
+impl RuntimeReport {
+    fn table(&self, out: &mut String) {
+        let rt = self.runtime;
         if let Some(v) = &self.verify {
             match (&v.skipped, v.ok) {
                 (Some(why), _) => {
-                    let _ = writeln!(out, "verify: NOT RUN: {why}");
+                    let _ = writeln!(out, "verify ({rt}): NOT RUN: {why}");
                 }
                 (None, ok) => {
                     let verdict = match (ok, v.tolerance) {
@@ -181,7 +209,7 @@ impl Report {
                     };
                     let _ = writeln!(
                         out,
-                        "verify: {verdict}, {} sample(s) from {}",
+                        "verify ({rt}): {verdict}, {} sample(s) from {}",
                         v.samples, v.inputs
                     );
                     let _ = writeln!(
@@ -217,12 +245,15 @@ impl Report {
             }
         }
         if let Some(bench) = &self.bench {
+            let threads = match bench.threads {
+                1 => "1 thread".to_string(),
+                n => format!("{n} threads"),
+            };
             let _ = writeln!(
                 out,
-                "bench (tract, 1 thread, {} runs): before {:.3} ms (p90 {:.3}), after {:.3} ms (p90 {:.3}), speedup {:.2}x",
+                "bench ({rt}, {threads}, {} runs): before {:.3} ms (p90 {:.3}), after {:.3} ms (p90 {:.3}), speedup {:.2}x",
                 bench.runs, bench.before_ms.median, bench.before_ms.p90, bench.after_ms.median, bench.after_ms.p90, bench.speedup
             );
         }
-        out
     }
 }

@@ -178,7 +178,7 @@ fn same_input_same_bytes_and_a_full_report() {
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
         let table = String::from_utf8_lossy(&o.stdout);
-        assert!(table.contains("verify: ok"), "{table}");
+        assert!(table.contains("verify (tract): ok"), "{table}");
     }
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
@@ -295,7 +295,7 @@ fn a_model_tract_cannot_run_is_still_rewritten_and_says_so() {
     assert!(o.status.success(), "{}", stderr(&o));
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(
-        table.contains("verify: NOT RUN: original model: tract cannot run this model"),
+        table.contains("verify (tract): NOT RUN: original model: tract cannot run this model"),
         "{table}"
     );
     assert!(out.exists());
@@ -347,7 +347,7 @@ fn verification_over_tolerance_exits_2_and_writes_nothing() {
     ];
     let o = onnx_opt(&[&args[..], &["--tolerance", "0"]].concat());
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("verify: FAILED"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("verify (tract): FAILED"));
     assert!(!out.exists(), "nothing is written when verification fails");
     let o = onnx_opt(&[&args[..], &["--tolerance", "1e-5"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
@@ -380,4 +380,54 @@ fn raise_opset_refuses_what_it_cannot_convert() {
         d,
         "to=12 is outside 13..=21",
     );
+}
+
+/// Asking for ONNX Runtime when its library is missing is a one-line error
+/// saying how to get it, exit 1, nothing written; tract still needs nothing.
+#[test]
+fn missing_onnx_runtime_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = write(d, "in.onnx", &std::fs::read(model_path("cnn")).unwrap());
+    let out = d.join("out.onnx");
+    let out = out.to_str().unwrap();
+    let missing = d.join("nowhere").join("libonnxruntime.so");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_onnx-opt"))
+            .args(args)
+            .env("ORT_DYLIB_PATH", &missing)
+            .output()
+            .expect("runs")
+    };
+    for args in [
+        vec![input.as_str(), "-o", out, "--verify", "--runtime", "ort"],
+        vec![
+            input.as_str(),
+            "-o",
+            out,
+            "--bench",
+            "--runtime",
+            "tract,ort",
+        ],
+        vec!["run", input.as_str(), "--runtime", "ort"],
+        vec!["profile", input.as_str()],
+    ] {
+        let o = run(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.trim_end().lines().count() == 1,
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("ONNX Runtime is not available")
+                && err.contains("ORT_DYLIB_PATH")
+                && err.contains("pip install onnxruntime"),
+            "{args:?}: {err}"
+        );
+        assert!(!Path::new(out).exists(), "{args:?} wrote {out}");
+    }
+    let o = run(&[input.as_str(), "-o", out, "--verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("verify (tract): ok"));
 }

@@ -3,6 +3,8 @@
 use super::catch_tract_panic;
 use super::inputs::Sample;
 use super::load::Model;
+use super::ort::{Prepared, Session as OrtSession};
+use super::Runner;
 use super::TRACT_CANNOT_RUN;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -31,33 +33,42 @@ pub struct BenchResult {
     pub speedup: f64,
 }
 
-/// Times `a` against `b` in this process, single-threaded.
+/// Times `a` against `b` in this process, each in the runtime it was
+/// loaded in (both in the same one).
 ///
 /// Both models run the same samples (cycling through `samples`). After
 /// `warmup` untimed iterations, `runs` timed iterations each run `a` once
 /// and `b` once, alternating which goes first so that neither always runs
-/// on a warm or a cold cache. Each model reuses one execution state, and
-/// inputs are converted before timing, so only tract's execution is timed.
+/// on a warm or a cold cache. Inputs are converted before timing, so only
+/// the runtime's execution is timed.
 pub fn bench(
+    a: &Runner,
+    b: &Runner,
+    samples: &[Sample],
+    warmup: usize,
+    runs: usize,
+) -> Result<BenchResult> {
+    match (a, b) {
+        (Runner::Tract(a), Runner::Tract(b)) => bench_tract(a, b, samples, warmup, runs),
+        (Runner::Ort(a), Runner::Ort(b)) => bench_ort(a, b, samples, warmup, runs),
+        _ => bail!("bench compares two models in the same runtime"),
+    }
+}
+
+/// [`bench`] in tract: each model reuses one execution state.
+pub fn bench_tract(
     a: &Model,
     b: &Model,
     samples: &[Sample],
     warmup: usize,
     runs: usize,
 ) -> Result<BenchResult> {
-    if samples.is_empty() {
-        bail!("bench needs at least one sample");
-    }
-    if runs == 0 {
-        bail!("bench needs at least one timed run");
-    }
+    check_counts(samples, runs)?;
     let inputs_a = prepare(a, samples).context("preparing inputs of model a")?;
     let inputs_b = prepare(b, samples).context("preparing inputs of model b")?;
-    let (times_a, times_b) = catch_tract_panic("benchmarking", || {
+    catch_tract_panic("benchmarking", || {
         let mut state_a = a.spawn()?;
         let mut state_b = b.spawn()?;
-        let mut times_a = Vec::with_capacity(runs);
-        let mut times_b = Vec::with_capacity(runs);
         let time = |state: &mut tract_onnx::prelude::TypedSimpleState,
                     inputs: &TVec<TValue>|
          -> Result<f64> {
@@ -69,22 +80,78 @@ pub fn bench(
             drop(out);
             Ok(elapsed)
         };
-        for i in 0..warmup + runs {
-            let k = i % samples.len();
-            let (ta, tb) = if i % 2 == 0 {
-                let ta = time(&mut state_a, &inputs_a[k])?;
-                (ta, time(&mut state_b, &inputs_b[k])?)
-            } else {
-                let tb = time(&mut state_b, &inputs_b[k])?;
-                (time(&mut state_a, &inputs_a[k])?, tb)
-            };
-            if i >= warmup {
-                times_a.push(ta);
-                times_b.push(tb);
-            }
+        alternate(
+            samples.len(),
+            warmup,
+            runs,
+            |k| time(&mut state_a, &inputs_a[k]),
+            |k| time(&mut state_b, &inputs_b[k]),
+        )
+    })
+}
+
+/// [`bench`] in ONNX Runtime: one session per model.
+pub fn bench_ort(
+    a: &OrtSession,
+    b: &OrtSession,
+    samples: &[Sample],
+    warmup: usize,
+    runs: usize,
+) -> Result<BenchResult> {
+    check_counts(samples, runs)?;
+    let prepare =
+        |m: &OrtSession| -> Result<Vec<_>> { samples.iter().map(|s| m.prepare(s)).collect() };
+    let inputs_a = prepare(a).context("preparing inputs of model a")?;
+    let inputs_b = prepare(b).context("preparing inputs of model b")?;
+    let time = |m: &OrtSession, inputs: &Prepared| -> Result<f64> {
+        let start = Instant::now();
+        m.run_prepared(inputs, false)?;
+        Ok(start.elapsed().as_secs_f64() * 1e3)
+    };
+    alternate(
+        samples.len(),
+        warmup,
+        runs,
+        |k| time(a, &inputs_a[k]),
+        |k| time(b, &inputs_b[k]),
+    )
+}
+
+fn check_counts(samples: &[Sample], runs: usize) -> Result<()> {
+    if samples.is_empty() {
+        bail!("bench needs at least one sample");
+    }
+    if runs == 0 {
+        bail!("bench needs at least one timed run");
+    }
+    Ok(())
+}
+
+/// The timing loop shared by the runtimes: `time_a(k)` / `time_b(k)` run
+/// sample `k` once and return milliseconds.
+fn alternate(
+    samples: usize,
+    warmup: usize,
+    runs: usize,
+    mut time_a: impl FnMut(usize) -> Result<f64>,
+    mut time_b: impl FnMut(usize) -> Result<f64>,
+) -> Result<BenchResult> {
+    let mut times_a = Vec::with_capacity(runs);
+    let mut times_b = Vec::with_capacity(runs);
+    for i in 0..warmup + runs {
+        let k = i % samples;
+        let (ta, tb) = if i % 2 == 0 {
+            let ta = time_a(k)?;
+            (ta, time_b(k)?)
+        } else {
+            let tb = time_b(k)?;
+            (time_a(k)?, tb)
+        };
+        if i >= warmup {
+            times_a.push(ta);
+            times_b.push(tb);
         }
-        Ok((times_a, times_b))
-    })?;
+    }
     let a = timing(times_a);
     let b = timing(times_b);
     let speedup = if b.median_ms > 0.0 {
@@ -162,16 +229,16 @@ mod model_tests {
         let samples: Vec<Sample> = (0..3)
             .map(|i| Sample::random(a.inputs(), i).unwrap())
             .collect();
-        let r = bench(&a, &b, &samples, 2, 7).unwrap();
+        let r = bench_tract(&a, &b, &samples, 2, 7).unwrap();
         assert_eq!((r.runs, r.a.runs, r.b.runs, r.warmup), (7, 7, 7, 2));
         assert!(r.a.min_ms > 0.0 && r.a.median_ms <= r.a.p90_ms);
         assert!(r.speedup > 0.0 && r.speedup.is_finite());
         let json = serde_json::to_value(&r).unwrap();
         assert!(json["a"]["median_ms"].is_f64());
-        assert!(bench(&a, &b, &[], 0, 1).is_err());
-        assert!(bench(&a, &b, &samples, 0, 0).is_err());
+        assert!(bench_tract(&a, &b, &[], 0, 1).is_err());
+        assert!(bench_tract(&a, &b, &samples, 0, 0).is_err());
         let wrong = Sample::new("w");
-        let e = format!("{:#}", bench(&a, &b, &[wrong], 0, 1).unwrap_err());
+        let e = format!("{:#}", bench_tract(&a, &b, &[wrong], 0, 1).unwrap_err());
         assert!(e.contains("model a") && e.contains("missing"), "{e}");
     }
 }

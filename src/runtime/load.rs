@@ -546,7 +546,7 @@ fn visit_initializers(graph: &pb::GraphProto, f: &mut dyn FnMut(&pb::TensorProto
 
 /// The graph inputs that are not initializers, with their pinned shapes,
 /// and notes on which symbolic dims were set to 1.
-fn input_specs(
+pub(super) fn input_specs(
     graph: &pb::GraphProto,
     shapes: &InputShapes,
 ) -> Result<(Vec<InputSpec>, Vec<String>)> {

@@ -1,7 +1,9 @@
-//! The runtime: the only part of onnx-opt that sees tract.
+//! The runtimes: the only part of onnx-opt that sees tract (and, in
+//! [`ort`], the only part that sees ONNX Runtime).
 //!
 //! Its interface is "ONNX model bytes in, numbers out": load a model into
-//! tract ([`Model::load`]), describe and make its inputs ([`InputSpec`],
+//! tract ([`Model::load`]) or ONNX Runtime ([`ort::Session::load`]), either
+//! behind [`Runner`], describe and make its inputs ([`InputSpec`],
 //! [`Sample`]), run it ([`Model::run`]), compare two sets
 //! of outputs ([`compare`], [`aggregate`]), time two models against each
 //! other ([`bench`]) and infer the types of a model's values without running
@@ -19,15 +21,20 @@ mod compare;
 mod infer;
 mod inputs;
 mod load;
+pub mod ort;
+mod runner;
+mod save;
 mod tensor;
 #[cfg(test)]
 mod testutil;
 
-pub use bench::{bench, BenchResult, Timing};
+pub use bench::{bench, bench_ort, bench_tract, BenchResult, Timing};
 pub use compare::{aggregate, compare, OutputMetrics, SNR_CAP_DB};
 pub use infer::{infer_types, infer_types_then, InferredTypes, ValueType};
 pub use inputs::{Sample, SplitMix64};
 pub use load::{declared_inputs, Dim, InputShapes, InputSpec, Model, Outputs};
+pub use runner::{Engine, Runner};
+pub use save::{describe, save_npz};
 pub use tensor::{ElemType, Tensor};
 
 /// Prefix of every error that comes from tract refusing a model.

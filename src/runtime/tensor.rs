@@ -268,6 +268,11 @@ impl Tensor {
         })
     }
 
+    /// The elements in row-major order, as stored (no conversion).
+    pub(crate) fn to_vec<T: tract_onnx::prelude::Datum>(&self) -> Result<Vec<T>> {
+        Ok(self.value.try_as_plain_ram()?.as_slice::<T>()?.to_vec())
+    }
+
     pub(crate) fn tvalue(&self) -> TValue {
         self.value.clone()
     }

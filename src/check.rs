@@ -1,0 +1,299 @@
+//! `--verify` and `--bench`: the original and the optimised model run side
+//! by side in one runtime (tract or ONNX Runtime), on the same samples.
+//!
+//! The original decides what can be checked: when the runtime cannot run
+//! it, the check is skipped and says why; when the original runs and the
+//! optimised model does not, that is an error of the rewrite.
+//!
+//! The data come in shape groups (see `data::Dataset::groups`): each group
+//! loads both models pinned to its shapes, one group at a time, and streams
+//! its samples from disk, so judging 10 000 images holds one in memory.
+//! Metrics aggregate over every group (output agreement, and task accuracy
+//! when labels are given); the bench runs on the largest group (its first
+//! [`BENCH_SAMPLES`] samples).
+
+use crate::calibrate::Calibration;
+use crate::data::{Accuracy, Dataset};
+use crate::exec;
+use crate::ir::Model;
+use crate::report::{Accuracies, BenchReport, RuntimeReport, VerifyReport};
+use crate::runtime::{self, ort, Engine, InputShapes, OutputMetrics, Runner, Sample};
+use anyhow::{anyhow, Context, Result};
+use std::collections::BTreeSet;
+
+/// What to check and how.
+pub struct Settings {
+    pub verify: bool,
+    pub bench: bool,
+    /// Largest allowed max_rel_err per output (`None`: measure only).
+    pub tolerance: Option<f64>,
+    pub warmup: usize,
+    pub runs: usize,
+    /// ONNX Runtime's intra-op threads.
+    pub threads: usize,
+}
+
+/// Prefix of the message of a check skipped because the runtime cannot run
+/// the original model.
+const CANNOT_RUN_ORIGINAL: [&str; 2] = [runtime::TRACT_CANNOT_RUN, ort::ORT_CANNOT_LOAD];
+
+/// Samples the bench cycles through (held in memory).
+pub const BENCH_SAMPLES: usize = 32;
+
+/// What the models are judged on: data on disk, or samples in memory (random).
+pub enum Judged<'a> {
+    Data(&'a Dataset),
+    Memory(&'a Calibration),
+}
+
+impl Judged<'_> {
+    fn groups(&self) -> Vec<(InputShapes, Vec<usize>)> {
+        match self {
+            Judged::Data(d) => d.groups(),
+            Judged::Memory(c) => c.groups.clone(),
+        }
+    }
+
+    fn sample(&self, i: usize) -> Result<Sample> {
+        match self {
+            Judged::Data(d) => d.sample(i),
+            Judged::Memory(c) => Ok(c.samples[i].clone()),
+        }
+    }
+
+    fn labels(&self, i: usize) -> Option<&[i64]> {
+        match self {
+            Judged::Data(d) => d.labels(i),
+            Judged::Memory(_) => None,
+        }
+    }
+
+    /// Where the samples come from, for the report.
+    pub fn describe(&self) -> String {
+        match self {
+            Judged::Data(d) => d.describe(),
+            Judged::Memory(c) => c.source.clone(),
+        }
+    }
+}
+
+/// Verifies and/or times `optimised` against `original` in `engine` on
+/// `data`'s samples.
+pub fn check(
+    engine: Engine,
+    original: &Model,
+    optimised: &Model,
+    data: &Judged,
+    settings: &Settings,
+) -> Result<RuntimeReport> {
+    match check_in(engine, original, optimised, data, settings) {
+        Err(e) => skipped(engine, &e, settings),
+        ok => ok,
+    }
+}
+
+/// The report of a check that could not run because the runtime cannot
+/// run the original model (`error` says why); any other error is returned.
+pub fn skipped(
+    engine: Engine,
+    error: &anyhow::Error,
+    settings: &Settings,
+) -> Result<RuntimeReport> {
+    let why = format!("{error:#}");
+    if !CANNOT_RUN_ORIGINAL.iter().any(|p| why.contains(p)) {
+        return Err(anyhow!("{why}"));
+    }
+    Ok(RuntimeReport {
+        runtime: engine,
+        verify: Some(VerifyReport {
+            runtime: engine,
+            ok: None,
+            tolerance: settings.tolerance,
+            inputs: String::new(),
+            samples: 0,
+            groups: 0,
+            outputs: vec![],
+            accuracy: None,
+            skipped: Some(why),
+        }),
+        bench: None,
+    })
+}
+
+/// The two models loaded in one runtime, pinned to one group's shapes.
+struct Pair {
+    before: Runner,
+    after: Runner,
+}
+
+impl Pair {
+    fn load(
+        engine: Engine,
+        original: &Model,
+        optimised: &Model,
+        shapes: &InputShapes,
+        threads: usize,
+    ) -> Result<Pair> {
+        let options = ort::Options {
+            threads,
+            profile: None,
+        };
+        let before =
+            exec::load_in(engine, original, shapes, &[], &options).context("original model")?;
+        // The original runs, so the optimised model must too: a failure here
+        // is an error of the rewrite, never a reason to skip verification.
+        let after = exec::load_in(engine, optimised, shapes, &[], &options)
+            .map_err(|e| of_the_rewrite(engine, "load", &e))?;
+        Ok(Pair { before, after })
+    }
+}
+
+/// An error of the optimised model where the original works: never
+/// mistaken for "the runtime cannot run the original" (which skips).
+fn of_the_rewrite(engine: Engine, what: &str, e: &anyhow::Error) -> anyhow::Error {
+    let e = format!("{e:#}")
+        .replace(runtime::TRACT_CANNOT_RUN, "tract refused it")
+        .replace(ort::ORT_CANNOT_LOAD, "ONNX Runtime refused it");
+    anyhow!("the optimised model does not {what} in {engine}, though the original does: {e}")
+}
+
+fn check_in(
+    engine: Engine,
+    original: &Model,
+    optimised: &Model,
+    data: &Judged,
+    settings: &Settings,
+) -> Result<RuntimeReport> {
+    let groups = data.groups();
+    let mut defaulted = BTreeSet::new();
+    let verify = if settings.verify {
+        let mut per_group = Vec::new();
+        let mut samples = 0;
+        let mut silent = BTreeSet::new();
+        let mut acc = (Accuracy::default(), Accuracy::default());
+        for (shapes, members) in &groups {
+            let pair = Pair::load(engine, original, optimised, shapes, settings.threads)?;
+            defaulted.extend(pair.before.defaulted_dims().iter().cloned());
+            let mut per_sample = Vec::new();
+            for &i in members {
+                let s = data.sample(i)?;
+                let reference = pair.before.run(&s).context("original model")?;
+                let got = (pair.after.run(&s)).map_err(|e| of_the_rewrite(engine, "run", &e))?;
+                for (name, t) in reference.iter() {
+                    if t.to_f32_vec().is_ok_and(|v| v.iter().all(|&x| x == 0.0)) {
+                        silent.insert(name.to_string());
+                    }
+                }
+                if let Some(labels) = data.labels(i) {
+                    let first = |o: &runtime::Outputs| -> Result<Vec<f32>> {
+                        o.iter()
+                            .next()
+                            .context("the model has no output")?
+                            .1
+                            .to_f32_vec()
+                    };
+                    let at = || format!("{}: accuracy", s.source());
+                    acc.0.add(&first(&reference)?, labels).with_context(at)?;
+                    acc.1.add(&first(&got)?, labels).with_context(at)?;
+                }
+                per_sample.push(runtime::compare(&reference, &got)?);
+            }
+            samples += per_sample.len();
+            per_group.push(runtime::aggregate(&per_sample)?);
+        }
+        if !silent.is_empty() {
+            eprintln!(
+                "warning: the original model outputs only zeros for {} on these inputs, so they \
+                 check little there: give realistic data with --inputs",
+                silent.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+        let outputs = runtime::aggregate(&same_shapes(per_group))?;
+        let ok = settings
+            .tolerance
+            .map(|t| outputs.iter().all(|o| o.max_rel_err <= t));
+        Some(VerifyReport {
+            runtime: engine,
+            ok,
+            tolerance: settings.tolerance,
+            inputs: data.describe(),
+            samples,
+            groups: groups.len(),
+            outputs,
+            accuracy: acc
+                .0
+                .result()
+                .zip(acc.1.result())
+                .map(|(before, after)| Accuracies { before, after }),
+            skipped: None,
+        })
+    } else {
+        None
+    };
+    let bench = if settings.bench {
+        let (shapes, members) = groups
+            .iter()
+            .max_by_key(|(_, m)| m.len())
+            .context("no samples to bench on")?;
+        let pair = Pair::load(engine, original, optimised, shapes, settings.threads)?;
+        defaulted.extend(pair.before.defaulted_dims().iter().cloned());
+        let samples = members
+            .iter()
+            .take(BENCH_SAMPLES)
+            .map(|&i| data.sample(i))
+            .collect::<Result<Vec<_>>>()?;
+        let result = runtime::bench(
+            &pair.before,
+            &pair.after,
+            &samples,
+            settings.warmup,
+            settings.runs.max(1),
+        )?;
+        // tract runs single-threaded here.
+        let threads = match engine {
+            Engine::Tract => 1,
+            Engine::Ort => settings.threads.max(1),
+        };
+        Some(BenchReport::new(engine, threads, &result))
+    } else {
+        None
+    };
+    if !defaulted.is_empty() {
+        eprintln!(
+            "warning: symbolic dims set to 1 for running: {} (pin them with --input-shape)",
+            defaulted.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(RuntimeReport {
+        runtime: engine,
+        verify,
+        bench,
+    })
+}
+
+/// Gives each output one shape across groups, 0 on the axes where the
+/// groups differ (a text line's width), so the groups' metrics aggregate.
+fn same_shapes(mut per_group: Vec<Vec<OutputMetrics>>) -> Vec<Vec<OutputMetrics>> {
+    let mut shapes: Vec<(String, Vec<usize>)> = Vec::new();
+    for m in per_group.iter().flatten() {
+        match shapes.iter_mut().find(|(n, _)| *n == m.name) {
+            Some((_, s)) if s.len() == m.shape.len() => {
+                for (a, b) in s.iter_mut().zip(&m.shape) {
+                    if a != b {
+                        *a = 0;
+                    }
+                }
+            }
+            Some(_) => {}
+            None => shapes.push((m.name.clone(), m.shape.clone())),
+        }
+    }
+    for m in per_group.iter_mut().flatten() {
+        if let Some((_, s)) = shapes.iter().find(|(n, _)| *n == m.name) {
+            if s.len() == m.shape.len() {
+                m.shape = s.clone();
+            }
+        }
+    }
+    per_group
+}

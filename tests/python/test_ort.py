@@ -1,0 +1,126 @@
+"""onnx-opt's ONNX Runtime (`--runtime ort`, `run`, `profile`), judged by Python's onnxruntime.
+
+Why: the figures onnx-opt reports in ONNX Runtime must be the ones a user's
+deployment sees. Checked here:
+  - `onnx-opt run --runtime ort` on the round trip of every generated and suite
+    model returns exactly (bit for bit) what a Python onnxruntime session with
+    the same settings (optimisation level all, 1 thread, sequential) returns;
+  - `--verify --bench --runtime tract,ort` reports each runtime's figures;
+  - `onnx-opt profile` reports op types, layers of the model and nodes;
+  - quant calibrated through ONNX Runtime gives the scales it gets through tract.
+
+    ONNX_OPT=target/debug/onnx-opt .venv/bin/python -m pytest tests/python/test_ort.py
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_onnx_opt import GENERATED, ONNX_OPT, SUITE, model_path, sh  # noqa: E402
+from test_quant import feeds  # noqa: E402
+
+
+def deployed_outputs(path, inputs):
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(None, inputs)))
+
+
+@pytest.mark.parametrize("name", GENERATED + sorted(SUITE))
+def test_ort_outputs_equal_python_onnxruntime_bit_for_bit(name, tmp_path):
+    out = tmp_path / "rt.onnx"
+    code, log = sh(ONNX_OPT, model_path(name), "-o", out, "--passes", "")
+    assert code == 0, log
+    inputs = feeds(name, 0)
+    np.savez(tmp_path / "x.npz", **inputs)
+    code, log = sh(ONNX_OPT, "run", out, "--runtime", "ort", "--inputs", tmp_path / "x.npz",
+                   "--save", tmp_path / "y.npz")
+    assert code == 0, log
+    got = np.load(tmp_path / "y.npz")
+    want = deployed_outputs(out, inputs)
+    assert sorted(got.files) == sorted(want), log
+    for k, w in want.items():
+        g = got[k]
+        assert g.dtype == w.dtype and g.shape == w.shape, (k, g.dtype, g.shape, w.dtype, w.shape)
+        assert g.tobytes() == w.tobytes(), f"{k}: max |diff| {np.max(np.abs(g.astype(np.float64) - w))}"
+
+
+def test_verify_and_bench_report_each_runtime(tmp_path):
+    report = tmp_path / "r.json"
+    code, log = sh(ONNX_OPT, model_path("cnn"), "-o", tmp_path / "o.onnx", "--passes", "fuse",
+                   "--verify", "--bench", "--runtime", "tract,ort", "--runs", "3", "--warmup", "1",
+                   "--report", report)
+    assert code == 0, log
+    assert "verify (tract): ok" in log and "verify (ort): ok" in log, log
+    assert "bench (ort, 1 thread, 3 runs)" in log, log
+    r = json.loads(report.read_text())
+    assert [x["runtime"] for x in r["runtimes"]] == ["tract", "ort"]
+    assert r["verify"] == r["runtimes"][0]["verify"] and r["bench"]["runtime"] == "tract"
+    for x in r["runtimes"]:
+        assert x["verify"]["runtime"] == x["runtime"] and x["verify"]["ok"] is True
+        assert max(o["max_rel_err"] for o in x["verify"]["outputs"]) < 1e-4
+        b = x["bench"]
+        assert b["runtime"] == x["runtime"] and b["threads"] == 1 and b["runs"] == 3
+        assert 0 < b["before_ms"]["median"] <= b["before_ms"]["p90"]
+        assert b["speedup"] == pytest.approx(b["before_ms"]["median"] / b["after_ms"]["median"])
+
+
+def test_profile_sums_kernels_per_op_type_and_layer(tmp_path):
+    report = tmp_path / "p.json"
+    src = model_path("cnn")
+    code, log = sh(ONNX_OPT, "profile", src, "--runtime", "ort", "--runs", "4", "--warmup", "1",
+                   "--report", report)
+    assert code == 0, log
+    p = json.loads(report.read_text())
+    assert p["runtime"] == "ort" and p["runs"] == 4 and p["threads"] == 1
+    assert 0 < p["kernels_ms"] <= p["run_ms"] * 1.05
+    for section in ("op_types", "layers", "nodes"):
+        assert sum(r["share"] for r in p[section]) == pytest.approx(1.0, abs=1e-6), section
+    total = sum(r["ms"] for r in p["nodes"])
+    assert sum(r["ms"] for r in p["op_types"]) == pytest.approx(total)
+    m = onnx.load(src)
+    names = {n.name for n in m.graph.node if n.name}
+    named = [r["name"] for r in p["layers"] if r["name"] != "(added by ONNX Runtime)"]
+    assert named and set(named) <= names | {f"{n.op_type}_{k}" for k, n in enumerate(m.graph.node)}
+    assert "op type" in log and "layer" in log
+
+
+def scales(path):
+    m = onnx.load(str(path))
+    consts = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    out = {}
+    for n in m.graph.node:
+        if n.op_type == "QuantizeLinear":
+            out[n.output[0]] = (consts[n.input[1]], consts[n.input[2]] if len(n.input) > 2 else None)
+    return out
+
+
+@pytest.mark.parametrize("name", ["cnn", "ppocr-cls"])
+def test_quant_calibrated_in_ort_matches_tract(name, tmp_path):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for seed in (1, 2):
+        np.savez(calib / f"{seed}.npz", **feeds(name, seed))
+    got = {}
+    for rt in ("tract", "ort"):
+        out = tmp_path / f"{rt}.onnx"
+        code, log = sh(ONNX_OPT, model_path(name), "-o", out, "--passes", "fuse,quant{act=u8}",
+                       "--inputs", calib, "--calibrate-runtime", rt)
+        assert code == 0, log
+        got[rt] = scales(out)
+    assert got["tract"] and got["tract"].keys() == got["ort"].keys()
+    for k, (s, z) in got["tract"].items():
+        s2, z2 = got["ort"][k]
+        np.testing.assert_allclose(s2, s, rtol=1e-4, err_msg=k)
+        assert z2 is None or np.max(np.abs(z2.astype(int) - z.astype(int))) <= 1, k
