@@ -7,6 +7,7 @@
 
 pub mod calibrate;
 pub mod exec;
+pub mod fuzz;
 pub mod inspect;
 pub mod ir;
 pub mod linalg;
@@ -17,3 +18,4 @@ pub mod pipeline;
 pub mod quantize;
 pub mod report;
 pub mod runtime;
+pub mod validate;

@@ -9,6 +9,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use tract_onnx::prelude::f16;
 
+/// Most elements of one random input (1 GiB as f32): a declared dim of 2^40
+/// must give an error, not an allocation that aborts the process.
+const MAX_RANDOM_ELEMENTS: usize = 1 << 28;
+
 /// One set of named input tensors (one inference).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
@@ -66,7 +70,20 @@ impl Sample {
         let mut sample = Sample::new(format!("random (seed {seed})"));
         for spec in specs {
             let mut rng = SplitMix64::new(seed ^ fnv1a(spec.name.as_bytes()));
-            let n: usize = spec.shape.iter().product();
+            let n = spec
+                .shape
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .filter(|&n| n <= MAX_RANDOM_ELEMENTS)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "input {:?} of shape {:?} is too large for random data (at most \
+                         {MAX_RANDOM_ELEMENTS} elements): pin its dims with --input-shape \
+                         or give --inputs",
+                        spec.name,
+                        spec.shape
+                    )
+                })?;
             let shape = &spec.shape;
             let ints =
                 |rng: &mut SplitMix64| -> Vec<u8> { (0..n).map(|_| rng.below10()).collect() };
