@@ -197,10 +197,15 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     progress.set_message(format!("loading {}", input.display()));
     let (mut model, info) = onnx::load_with_info(input)?;
     verify(&model).context("the input model is not valid")?;
+    // The user's model against ONNX's rules, before any pass or tract sees it.
+    onnx_opt::validate::validate(&model)?;
     let before_stats = model.stats();
     let original = (args.verify || args.bench).then(|| model.clone());
 
     let mut cx = pipeline::PassContext::default();
+    // Why the passes run without data, when they do: a pass that then fails
+    // for want of data reports this first cause, not only its own symptom.
+    let mut no_data_cause = None;
     let data_use = pipeline.data_use();
     if data_use == DataUse::Required || (data_use == DataUse::IfGiven && args.inputs.is_some()) {
         progress.set_message("loading calibration data");
@@ -220,6 +225,7 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
                 progress.suspend(|| {
                     eprintln!("warning: passes that fit to data run without it: {e:#}")
                 });
+                no_data_cause = Some(format!("{e:#}").replace('\n', " "));
                 None
             }
             other => Some(other?),
@@ -237,9 +243,28 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
             cx.data = Some(data);
         }
     }
-    let passes = pipeline.run(&mut model, &cx, &mut |name| {
-        progress.set_message(format!("pass {name}"))
-    })?;
+    let passes = pipeline
+        .run(&mut model, &cx, &mut |name| {
+            progress.set_message(format!("pass {name}"))
+        })
+        .map_err(|e| match &no_data_cause {
+            Some(cause) => anyhow::anyhow!("{e:#}, because no data could be made: {cause}"),
+            None => e,
+        })?;
+    // A pass that asked tract (types, folding) and met a caught panic went on
+    // without the answer; its details hold the panic, the user hears of it.
+    for p in passes
+        .iter()
+        .filter(|p| p.details.to_string().contains(runtime::TRACT_PANICKED))
+    {
+        progress.suspend(|| {
+            eprintln!(
+                "warning: pass {}: tract panicked on this model (is it valid?); see the pass \
+                 details in --report",
+                p.name
+            )
+        });
+    }
     let after_bytes = onnx::encoded_len(&model)?;
 
     let mut report = Report {
@@ -269,7 +294,12 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
                 report.verify = verify;
                 report.bench = bench;
             }
-            Err(e) if format!("{e:#}").contains(runtime::TRACT_CANNOT_RUN) => {
+            // tract refusing the model (an operator it lacks) skips the
+            // check; tract panicking on it does not: the model is broken.
+            Err(e)
+                if format!("{e:#}").contains(runtime::TRACT_CANNOT_RUN)
+                    && !format!("{e:#}").contains(runtime::TRACT_PANICKED) =>
+            {
                 report.verify = Some(VerifyReport {
                     ok: None,
                     tolerance,
@@ -292,6 +322,10 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
         onnx::save(&model, output, &options)?;
     }
     print!("{}", report.table());
+    if let Some(v) = report.verify.as_ref().filter(|_| failed) {
+        // The table is on stdout; the failure also goes where errors go.
+        eprintln!("error: verification failed: {}", over_tolerance(v));
+    }
     if let Some(path) = &args.report {
         let json = serde_json::to_vec_pretty(&report)?;
         let dir = path
@@ -305,6 +339,18 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The outputs over tolerance, for the failure line.
+fn over_tolerance(v: &VerifyReport) -> String {
+    let t = v.tolerance.unwrap_or(0.0);
+    let over: Vec<String> = v
+        .outputs
+        .iter()
+        .filter(|o| o.max_rel_err.is_nan() || o.max_rel_err > t)
+        .map(|o| format!("{} max_rel_err {:e} > {t:e}", o.name, o.max_rel_err))
+        .collect();
+    format!("{} (nothing written)", over.join(", "))
 }
 
 /// Verification and benchmark in tract.

@@ -33,6 +33,10 @@ pub use tensor::{ElemType, Tensor};
 /// Prefix of every error that comes from tract refusing a model.
 pub const TRACT_CANNOT_RUN: &str = "tract cannot run this model";
 
+/// In the error of a panic caught inside tract: a sign of a malformed model
+/// (or a tract bug), never a reason to skip a check the user asked for.
+pub const TRACT_PANICKED: &str = "tract panicked";
+
 /// Runs `f`, turning a panic inside tract into an error.
 ///
 /// tract asserts in a few places on malformed models; a bad model must give
@@ -47,7 +51,7 @@ fn catch_tract_panic<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> an
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_string());
             Err(anyhow::anyhow!(
-                "{TRACT_CANNOT_RUN}: tract panicked while {what}: {msg}"
+                "{TRACT_CANNOT_RUN}: {TRACT_PANICKED} while {what}: {msg}"
             ))
         }
     }
