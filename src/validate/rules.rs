@@ -33,11 +33,7 @@ pub fn check(g: &Graph, id: NodeId, op: &Operator, ranks: &Ranks) -> Rule {
         | "ReduceSumSquare" => axes(g, id, op, rank(0))?,
         "Transpose" => perm(op, rank(0))?,
         "If" => if_branches(op, g.node(id).outputs.len())?,
-        "Loop" | "Scan" => {
-            if op.attr("body").is_none() {
-                return Err("has no body".into());
-            }
-        }
+        "Loop" | "Scan" if op.attr("body").is_none() => return Err("has no body".into()),
         "Constant" => {
             let values = op.attributes.iter().filter(|a| a.ref_attr_name.is_none());
             if values.count() != 1 {
