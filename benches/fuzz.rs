@@ -69,6 +69,7 @@ fn main() -> ExitCode {
         if let (Some(out), true) = (written, to_check.len() < CHECKER_SAMPLE && i % 7 == 0) {
             let path = work.path().join(format!("w{i}.onnx"));
             std::fs::write(&path, out).expect("write output");
+            std::fs::write(work.path().join(format!("m{i}.onnx")), &mutant).expect("write");
             to_check.push(path);
         }
         if spawn_every > 0 && i % spawn_every == 0 {
@@ -80,6 +81,16 @@ fn main() -> ExitCode {
     }
     let elapsed = start.elapsed();
     let checker = onnx_checker(repo, &to_check);
+    // Keep what onnx.checker refused, with the mutant it came from.
+    for line in checker.iter().flat_map(|(_, bad)| bad) {
+        let name = line.split(' ').next().unwrap_or_default();
+        let src = work.path().join(name);
+        let _ = std::fs::copy(&src, failures.join(format!("checker-{name}")));
+        let _ = std::fs::copy(
+            work.path().join(name.replacen('w', "m", 1)),
+            failures.join(format!("checker-in-{name}")),
+        );
+    }
 
     println!(
         "fuzz: {runs} runs from seed {first} in {:.1} s ({:.1} ms/run)",

@@ -251,6 +251,11 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
             Some(cause) => anyhow::anyhow!("{e:#}, because no data could be made: {cause}"),
             None => e,
         })?;
+    // Types the passes inferred can show what the input hid (a Transpose
+    // perm longer than its input's rank): nothing is written that fails
+    // validation.
+    onnx_opt::validate::validate(&model)
+        .map_err(|e| anyhow::anyhow!("{e} (seen once the passes had inferred types)"))?;
     // A pass that asked tract (types, folding) and met a caught panic went on
     // without the answer; its details hold the panic, the user hears of it.
     for p in passes

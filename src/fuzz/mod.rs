@@ -187,6 +187,8 @@ fn pipeline(bytes: &[u8], cmd: Cmd) -> Result<Option<Vec<u8>>> {
             Some(cause) => anyhow::anyhow!("{e:#}, because no data could be made: {cause}"),
             None => e,
         })?;
+    crate::validate::validate(&model)
+        .map_err(|e| anyhow::anyhow!("{e} (seen once the passes had inferred types)"))?;
     let out = crate::onnx::encode(&model)?;
     if let Some(original) = original {
         if !verify_in_tract(&original, &model)? {

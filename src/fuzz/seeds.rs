@@ -2,16 +2,25 @@
 //! mutations target (windows, axes, perms, If branches, constant shapes).
 
 use crate::ir::build::ModelBuilder;
-use crate::ir::{AttrValue, Attribute, DataType, Graph, Model, Tensor};
+use crate::ir::{AttrValue, Attribute, DataType, Graph, Model, Tensor, TypeInfo};
 use anyhow::Result;
 
 /// (name, model bytes) of every generated seed.
 pub fn generated() -> Result<Vec<(String, Vec<u8>)>> {
-    Ok(vec![
-        ("gen-cnn".into(), crate::onnx::encode(&cnn()?)?),
-        ("gen-shapes".into(), crate::onnx::encode(&shapes()?)?),
-        ("gen-if".into(), crate::onnx::encode(&branches()?)?),
-    ])
+    let seeds = [
+        ("gen-cnn", cnn()?, [1, 5].as_slice()),
+        ("gen-shapes", shapes()?, &[4, 12]),
+        ("gen-if", branches()?, &[2]),
+    ];
+    seeds
+        .into_iter()
+        .map(|(name, mut model, dims)| {
+            // onnx.checker wants graph outputs shaped; the builder leaves them unknown.
+            let out = &mut model.graph.outputs[0].info;
+            out.ty = Some(TypeInfo::tensor(DataType::FLOAT, dims));
+            Ok((name.to_string(), crate::onnx::encode(&model)?))
+        })
+        .collect()
 }
 
 fn floats(n: usize) -> Vec<f32> {

@@ -15,7 +15,8 @@
 //! - graph inputs: every declared dim and their product within [`MAX_ELEMENTS`],
 //!   rank within [`MAX_RANK`];
 //! - default-domain operators: arity and attribute kinds from the table in
-//!   [`schema`], then the rules of [`rules`] (axes within rank, positive
+//!   [`schema`], attribute names from `attrs.rs` (generated from the onnx
+//!   wheel's schemas by tools/opschema/gen.py), then the rules of [`rules`] (axes within rank, positive
 //!   strides, kernels and dilations, If branches, constant shapes that size
 //!   an allocation, ...). Ranks come from declared types and a light
 //!   propagation through rank-preserving operators ([`ranks`]).
@@ -23,6 +24,7 @@
 //! Operators of other domains, and operators the table does not list, are
 //! skipped: refusing what we do not know would refuse valid models.
 
+mod attrs;
 mod ranks;
 mod rules;
 pub mod schema;

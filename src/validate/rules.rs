@@ -5,6 +5,7 @@
 //! constant shapes that would size an absurd allocation. Each rule returns
 //! the broken rule as a sentence; `mod.rs` adds the node.
 
+use super::attrs::ATTRS;
 use super::ranks::{const_values, Ranks};
 use super::schema::{self, Kind};
 use super::{element_count_within, MAX_COMPUTED_ELEMENTS, MAX_RANK};
@@ -72,6 +73,11 @@ pub fn check(g: &Graph, id: NodeId, op: &Operator, ranks: &Ranks) -> Rule {
             for name in ["transA", "transB"] {
                 flag(op, name)?;
             }
+            for k in 0..2 {
+                if let Some(r) = rank(k).filter(|&r| r != 2) {
+                    return Err(format!("input {k} has rank {r}, Gemm takes rank 2"));
+                }
+            }
         }
         "DepthToSpace" | "SpaceToDepth" => positive_int(op, "blocksize")?,
         "LRN" => positive_int(op, "size")?,
@@ -110,10 +116,20 @@ fn arity(g: &Graph, id: NodeId, op: &Operator) -> Rule {
 }
 
 fn attribute_kinds(op: &Operator) -> Rule {
+    let known = ATTRS
+        .binary_search_by(|row| row.0.cmp(op.op_type.as_str()))
+        .ok()
+        .map(|i| ATTRS[i].1);
     let mut seen = HashSet::new();
     for a in &op.attributes {
         if !seen.insert(a.name.as_str()) {
             return Err(format!("attribute {} is given twice", a.name));
+        }
+        if known.is_some_and(|names| !names.contains(&a.name.as_str())) {
+            return Err(format!(
+                "attribute {} is not one ONNX defines for {}",
+                a.name, op.op_type
+            ));
         }
         if a.ref_attr_name.is_some() {
             continue;

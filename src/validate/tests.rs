@@ -114,9 +114,14 @@ fn ranks_propagate_through_plain_operators() {
 }
 
 #[test]
-fn attribute_kinds_follow_the_schema() {
+fn attribute_kinds_and_names_follow_the_schema() {
     let e = error(&one_op("Flatten", &[], vec![Attribute::float("axis", 1.0)]));
     assert!(e.contains("attribute axis must be Int, not Float"), "{e}");
+    let e = error(&one_op("Relu", &[], vec![Attribute::int("group", 2)]));
+    assert!(
+        e.contains("attribute group is not one ONNX defines for Relu"),
+        "{e}"
+    );
 }
 
 #[test]
