@@ -75,8 +75,21 @@ fn main() -> ExitCode {
         if spawn_every > 0 && i % spawn_every == 0 {
             spawned.run(work.path(), &mutant, cmd, &failures, &format!("{name}-{i}"));
         }
-        if (i + 1) % 1000 == 0 {
-            eprintln!("{} runs, {:.0} s", i + 1, start.elapsed().as_secs_f64());
+        if (i + 1) % 250 == 0 {
+            let sum = |f: fn(&fuzz::Counts) -> usize| counts.iter().map(f).sum::<usize>();
+            eprintln!(
+                "{} runs, {:.0} s: panics {}, exit 0 invalid {}, binary runs {} (signals {}, \
+                 exit 101 {}, invalid {}, timeouts {})",
+                i + 1,
+                start.elapsed().as_secs_f64(),
+                sum(|c| c.panics),
+                sum(|c| c.invalid_written),
+                spawned.runs,
+                spawned.signals,
+                spawned.panics,
+                spawned.invalid,
+                spawned.timeouts
+            );
         }
     }
     let elapsed = start.elapsed();
