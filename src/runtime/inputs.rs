@@ -543,6 +543,15 @@ mod tests {
     }
 
     #[test]
+    fn random_inputs_of_absurd_size_are_an_error_not_an_abort() {
+        let huge = spec("x", ElemType::F32, &[1 << 40, 3136]);
+        let e = err_of(Sample::random(&[huge], 0));
+        assert!(e.contains("too large for random data"), "{e}");
+        let overflow = spec("x", ElemType::F32, &[1 << 62, 1 << 62]);
+        assert!(err_of(Sample::random(&[overflow], 0)).contains("too large"));
+    }
+
+    #[test]
     fn random_is_deterministic_and_in_range() {
         let specs = vec![
             spec("f", ElemType::F32, &[1000]),
