@@ -61,6 +61,10 @@ fn seeded_mutants_never_panic_nor_write_an_invalid_model() {
             let path = keep(&mutant, &format!("{name}-{i}"));
             failures.push(format!("{} {cmd:?}: {outcome:?}", path.display()));
         }
+        // Not a failure (the panic was caught and reported), but worth a look.
+        if matches!(&outcome, Outcome::Refused(m) if m.contains("tract panicked")) {
+            keep(&mutant, &format!("tract-panic-{name}-{i}-{cmd:?}"));
+        }
     }
     eprintln!("{counts:?}");
     assert!(failures.is_empty(), "{counts:?}\n{}", failures.join("\n"));

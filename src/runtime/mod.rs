@@ -37,12 +37,37 @@ pub const TRACT_CANNOT_RUN: &str = "tract cannot run this model";
 /// (or a tract bug), never a reason to skip a check the user asked for.
 pub const TRACT_PANICKED: &str = "tract panicked";
 
+thread_local! {
+    /// Is this thread inside [`catch_tract_panic`]?
+    static INSIDE_TRACT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Wraps the panic hook (once) so that a panic caught at the tract boundary
+/// prints nothing: it becomes an error, and the CLI's errors are one line.
+/// Other panics print as before. Thread-local, so fuse's inference thread
+/// and the main thread each know where they are.
+fn quiet_inside_tract() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !INSIDE_TRACT.get() {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Runs `f`, turning a panic inside tract into an error.
 ///
 /// tract asserts in a few places on malformed models; a bad model must give
 /// an error, not abort the process.
 fn catch_tract_panic<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+    quiet_inside_tract();
+    let outer = INSIDE_TRACT.replace(true);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    INSIDE_TRACT.set(outer);
+    match caught {
         Ok(result) => result,
         Err(payload) => {
             let msg = payload

@@ -35,6 +35,15 @@ pub fn check(g: &Graph, id: NodeId, op: &Operator, ranks: &Ranks) -> Rule {
         "Transpose" => perm(op, rank(0))?,
         "If" => if_branches(op, g.node(id).outputs.len())?,
         "Loop" | "Scan" if op.attr("body").is_none() => return Err("has no body".into()),
+        "Scan" => {
+            let n = op.attr_int("num_scan_inputs", 0);
+            if n < 1 || n as usize > op.arity {
+                return Err(format!(
+                    "num_scan_inputs={n} must be in [1, {}] (its inputs)",
+                    op.arity
+                ));
+            }
+        }
         "Constant" => {
             let values = op.attributes.iter().filter(|a| a.ref_attr_name.is_none());
             if values.count() != 1 {
@@ -105,6 +114,13 @@ fn arity(g: &Graph, id: NodeId, op: &Operator) -> Rule {
             op.arity,
             range(in_min, in_max)
         ));
+    }
+    // The leading inputs are the required ones, but for Loop's and Scan's
+    // (optional trip count and condition, old Scan's sequence lengths).
+    if !matches!(op.op_type.as_str(), "Loop" | "Scan") {
+        if let Some(k) = (0..in_min).find(|&k| g.input(id, k).is_none()) {
+            return Err(format!("input {k} is required but omitted"));
+        }
     }
     if outputs < out_min || outputs > out_max {
         return Err(format!(
@@ -206,6 +222,10 @@ fn window(op: &Operator, rank: Option<usize>) -> Rule {
     }
     for name in ["kernel_shape", "strides", "dilations"] {
         if let Some(v) = list(name) {
+            // A window over no spatial dim: the input has rank >= 3.
+            if v.is_empty() {
+                return Err(format!("{name} is empty"));
+            }
             if v.iter().any(|&x| x <= 0) {
                 return Err(format!("{name}={v:?}: every entry must be > 0"));
             }
