@@ -74,6 +74,15 @@ const CASES: &[(&str, &str)] = &[
         "constant-2e31-floats-no-data",
         "node 'k' (Constant): attribute value: dims [2147483648]",
     ),
+    // Found by fuzzing: both made tract panic before validation caught them.
+    (
+        "found-maxpool-omitted-input",
+        "node 'p' (MaxPool): input 0 is required but omitted",
+    ),
+    (
+        "found-scan-inputs",
+        "node 'scan' (Scan): num_scan_inputs=3 must be in [1, 2]",
+    ),
 ];
 
 fn regression(name: &str) -> String {
