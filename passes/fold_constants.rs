@@ -261,7 +261,8 @@ fn static_shape_op(g: &Graph, id: NodeId) -> Option<Tensor> {
     }
     let dims = g.known_type(g.input(id, 0)?)?.static_dims()?;
     if op.op_type == "Size" {
-        return Some(Tensor::from_i64(vec![], &[dims.iter().product()]));
+        let size = dims.iter().try_fold(1i64, |n, &d| n.checked_mul(d))?;
+        return Some(Tensor::from_i64(vec![], &[size]));
     }
     let rank = dims.len() as i64;
     let clamp = |v: i64| if v < 0 { (v + rank).max(0) } else { v.min(rank) } as usize;

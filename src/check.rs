@@ -100,7 +100,10 @@ pub fn skipped(
     settings: &Settings,
 ) -> Result<RuntimeReport> {
     let why = format!("{error:#}");
-    if !CANNOT_RUN_ORIGINAL.iter().any(|p| why.contains(p)) {
+    // tract refusing the model (an operator it lacks) skips the check;
+    // tract panicking on it does not: the model is broken.
+    if !CANNOT_RUN_ORIGINAL.iter().any(|p| why.contains(p)) || why.contains(runtime::TRACT_PANICKED)
+    {
         return Err(anyhow!("{why}"));
     }
     Ok(RuntimeReport {

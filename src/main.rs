@@ -10,7 +10,7 @@ use onnx_opt::ir::{diff::model_diff, verify::verify};
 use onnx_opt::onnx::{self, ExternalData, SaveOptions};
 use onnx_opt::passes::{DataUse, PASSES};
 use onnx_opt::pipeline::{self, Pipeline};
-use onnx_opt::report::{DataReport, FileStats, Report, Sizes};
+use onnx_opt::report::{DataReport, FileStats, Report, Sizes, VerifyReport};
 use onnx_opt::runtime::{self, Engine, InputShapes};
 use onnx_opt::{inspect, profile};
 use std::path::{Path, PathBuf};
@@ -344,6 +344,8 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     progress.set_message(format!("loading {}", input.display()));
     let (mut model, info) = onnx::load_with_info(input)?;
     verify(&model).context("the input model is not valid")?;
+    // The user's model against ONNX's rules, before any pass or tract sees it.
+    onnx_opt::validate::validate(&model)?;
     let before_stats = model.stats();
     let original = (args.verify || args.bench).then(|| model.clone());
 
@@ -364,6 +366,9 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     let plan = DataPlan::open(&model, &shapes, &options)?;
 
     let mut cx = pipeline::PassContext::default();
+    // Why the passes run without data, when they do: a pass that then fails
+    // for want of data reports this first cause, not only its own symptom.
+    let mut no_data_cause = None;
     let data_use = pipeline.data_use();
     if data_use == DataUse::Required || (data_use == DataUse::IfGiven && args.inputs.is_some()) {
         progress.set_message("loading calibration data");
@@ -385,6 +390,7 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
                 progress.suspend(|| {
                     eprintln!("warning: passes that fit to data run without it: {e:#}")
                 });
+                no_data_cause = Some(format!("{e:#}").replace('\n', " "));
                 None
             }
             other => Some(other?),
@@ -402,9 +408,33 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
             cx.data = Some(data);
         }
     }
-    let passes = pipeline.run(&mut model, &cx, &mut |name| {
-        progress.set_message(format!("pass {name}"))
-    })?;
+    let passes = pipeline
+        .run(&mut model, &cx, &mut |name| {
+            progress.set_message(format!("pass {name}"))
+        })
+        .map_err(|e| match &no_data_cause {
+            Some(cause) => anyhow::anyhow!("{e:#}, because no data could be made: {cause}"),
+            None => e,
+        })?;
+    // Types the passes inferred can show what the input hid (a Transpose
+    // perm longer than its input's rank): nothing is written that fails
+    // validation.
+    onnx_opt::validate::validate(&model)
+        .map_err(|e| anyhow::anyhow!("{e} (seen once the passes had inferred types)"))?;
+    // A pass that asked tract (types, folding) and met a caught panic went on
+    // without the answer; its details hold the panic, the user hears of it.
+    for p in passes
+        .iter()
+        .filter(|p| p.details.to_string().contains(runtime::TRACT_PANICKED))
+    {
+        progress.suspend(|| {
+            eprintln!(
+                "warning: pass {}: tract panicked on this model (is it valid?); see the pass \
+                 details in --report",
+                p.name
+            )
+        });
+    }
     let after_bytes = onnx::encoded_len(&model)?;
 
     let mut report = Report {
@@ -476,6 +506,16 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
         onnx::save(&model, output, &options)?;
     }
     print!("{}", report.table());
+    // The table is on stdout; a failure also goes where errors go.
+    for r in &report.runtimes {
+        if let Some(v) = r.verify.as_ref().filter(|v| v.ok == Some(false)) {
+            eprintln!(
+                "error: verification failed in {}: {}",
+                r.runtime,
+                over_tolerance(v)
+            );
+        }
+    }
     if let Some(path) = &args.report {
         let json = serde_json::to_vec_pretty(&report)?;
         let dir = path
@@ -489,4 +529,16 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The outputs over tolerance, for the failure line.
+fn over_tolerance(v: &VerifyReport) -> String {
+    let t = v.tolerance.unwrap_or(0.0);
+    let over: Vec<String> = v
+        .outputs
+        .iter()
+        .filter(|o| o.max_rel_err.is_nan() || o.max_rel_err > t)
+        .map(|o| format!("{} max_rel_err {:e} > {t:e}", o.name, o.max_rel_err))
+        .collect();
+    format!("{} (nothing written)", over.join(", "))
 }

@@ -348,6 +348,11 @@ fn verification_over_tolerance_exits_2_and_writes_nothing() {
     let o = onnx_opt(&[&args[..], &["--tolerance", "0"]].concat());
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("verify (tract): FAILED"));
+    assert!(
+        stderr(&o).contains("error: verification failed in tract: "),
+        "{}",
+        stderr(&o)
+    );
     assert!(!out.exists(), "nothing is written when verification fails");
     let o = onnx_opt(&[&args[..], &["--tolerance", "1e-5"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));

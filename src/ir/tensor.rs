@@ -75,9 +75,13 @@ impl Tensor {
         Tensor::new(DataType::INT64, dims, TensorData::Raw(bytes.into()))
     }
 
-    /// Number of elements (1 for a scalar).
+    /// Number of elements (1 for a scalar). Saturates instead of wrapping on
+    /// absurd dims, so a payload check against it fails rather than passes
+    /// (validation refuses such dims on import; see `validate::MAX_ELEMENTS`).
     pub fn numel(&self) -> usize {
-        self.dims.iter().map(|&d| d.max(0) as usize).product()
+        self.dims.iter().fold(1usize, |n, &d| {
+            n.saturating_mul(usize::try_from(d).unwrap_or(0))
+        })
     }
 
     pub fn is_scalar_like(&self) -> bool {

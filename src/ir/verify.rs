@@ -147,7 +147,7 @@ fn check_node(g: &Graph, id: NodeId) -> Result<()> {
         );
     }
     if let NodeKind::Initializer(t) = &node.kind {
-        let expected = t.dtype.size_of().map(|s| s * t.numel());
+        let expected = t.dtype.size_of().map(|s| s.saturating_mul(t.numel()));
         if let (Some(expected), TensorData::Raw(raw)) = (expected, &t.data) {
             ensure!(
                 raw.len() == expected,

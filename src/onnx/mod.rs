@@ -7,6 +7,7 @@
 mod export;
 mod external;
 mod import;
+mod mutate;
 mod sparse;
 #[allow(clippy::all)]
 #[rustfmt::skip]
@@ -19,6 +20,7 @@ use prost::Message;
 use std::path::{Path, PathBuf};
 
 pub use external::ExternalData;
+pub use mutate::mutate_proto;
 pub use sparse::{densify, sparse_from_dense};
 
 /// Protobuf cannot encode a message of 2 GiB or more.

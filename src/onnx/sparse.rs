@@ -6,7 +6,7 @@ use super::export::export_tensor;
 use super::import::import_tensor;
 use super::{decode_opaque, opaque, proto as pb};
 use crate::ir::{DataType, Opaque, Tensor};
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 /// A sparse initializer named `name` holding the nonzero values of the f32
 /// tensor `dense`: values `[nnz]`, int64 linear indices `[nnz]` ascending,
@@ -55,7 +55,13 @@ pub fn densify(sparse: &Opaque) -> Result<Tensor> {
         dims.iter().all(|&d| d >= 0),
         "sparse initializer {name}: negative dims {dims:?}"
     );
-    let numel: usize = dims.iter().map(|&d| d as usize).product();
+    let numel = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+        .filter(|&n| n <= crate::validate::MAX_ELEMENTS as usize)
+        .with_context(|| {
+            format!("sparse initializer {name}: dims {dims:?} hold too many elements")
+        })?;
     let (values, indices) = (values.to_f32()?, indices.to_i64()?);
     let rank = dims.len();
     let linear: Vec<i64> = if indices.len() == values.len() {

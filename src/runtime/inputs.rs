@@ -5,6 +5,10 @@ use super::load::InputSpec;
 use super::tensor::{ElemType, Tensor};
 use anyhow::{anyhow, bail, Result};
 
+/// Most elements of one random input (1 GiB as f32): a declared dim of 2^40
+/// must give an error, not an allocation that aborts the process.
+const MAX_RANDOM_ELEMENTS: usize = 1 << 28;
+
 /// One set of named input tensors (one inference).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
@@ -62,7 +66,20 @@ impl Sample {
         let mut sample = Sample::new(format!("random (seed {seed})"));
         for spec in specs {
             let mut rng = SplitMix64::new(seed ^ fnv1a(spec.name.as_bytes()));
-            let n: usize = spec.shape.iter().product();
+            let n = spec
+                .shape
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .filter(|&n| n <= MAX_RANDOM_ELEMENTS)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "input {:?} of shape {:?} is too large for random data (at most \
+                         {MAX_RANDOM_ELEMENTS} elements): pin its dims with --input-shape \
+                         or give --inputs",
+                        spec.name,
+                        spec.shape
+                    )
+                })?;
             let shape = &spec.shape;
             let ints =
                 |rng: &mut SplitMix64| -> Vec<u8> { (0..n).map(|_| rng.below10()).collect() };
@@ -211,6 +228,15 @@ mod tests {
             shape: shape.to_vec(),
             declared: shape.iter().map(|&d| Dim::Fixed(d)).collect(),
         }
+    }
+
+    #[test]
+    fn random_inputs_of_absurd_size_are_an_error_not_an_abort() {
+        let huge = spec("x", ElemType::F32, &[1 << 40, 3136]);
+        let e = err_of(Sample::random(&[huge], 0));
+        assert!(e.contains("too large for random data"), "{e}");
+        let overflow = spec("x", ElemType::F32, &[1 << 62, 1 << 62]);
+        assert!(err_of(Sample::random(&[overflow], 0)).contains("too large"));
     }
 
     #[test]

@@ -40,12 +40,41 @@ pub use tensor::{ElemType, Tensor};
 /// Prefix of every error that comes from tract refusing a model.
 pub const TRACT_CANNOT_RUN: &str = "tract cannot run this model";
 
+/// In the error of a panic caught inside tract: a sign of a malformed model
+/// (or a tract bug), never a reason to skip a check the user asked for.
+pub const TRACT_PANICKED: &str = "tract panicked";
+
+thread_local! {
+    /// Is this thread inside [`catch_tract_panic`]?
+    static INSIDE_TRACT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Wraps the panic hook (once) so that a panic caught at the tract boundary
+/// prints nothing: it becomes an error, and the CLI's errors are one line.
+/// Other panics print as before. Thread-local, so fuse's inference thread
+/// and the main thread each know where they are.
+fn quiet_inside_tract() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !INSIDE_TRACT.get() {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Runs `f`, turning a panic inside tract into an error.
 ///
 /// tract asserts in a few places on malformed models; a bad model must give
 /// an error, not abort the process.
 fn catch_tract_panic<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+    quiet_inside_tract();
+    let outer = INSIDE_TRACT.replace(true);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    INSIDE_TRACT.set(outer);
+    match caught {
         Ok(result) => result,
         Err(payload) => {
             let msg = payload
@@ -54,7 +83,7 @@ fn catch_tract_panic<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> an
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_string());
             Err(anyhow::anyhow!(
-                "{TRACT_CANNOT_RUN}: tract panicked while {what}: {msg}"
+                "{TRACT_CANNOT_RUN}: {TRACT_PANICKED} while {what}: {msg}"
             ))
         }
     }

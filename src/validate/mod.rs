@@ -1,0 +1,253 @@
+//! Validation of the user's model against ONNX's rules, before any pass runs.
+//!
+//! The IR verifier (`ir::verify`) checks onnx-opt's own invariants after
+//! every pass: a failure there is our bug. This module checks what the *file*
+//! claims, against what ONNX's operator schemas allow: a failure here is the
+//! user's model at fault, reported as such with the node and the rule, so a
+//! MatMul with 52 inputs or a Flatten with `axis=100` is refused on import
+//! instead of reaching tract (which may panic on it) or a pass.
+//!
+//! What is checked, in every graph and subgraph:
+//! - tensors (initializers, `Constant` values, tensor attributes): a known
+//!   element type, dims >= 0 whose product fits [`MAX_ELEMENTS`], and a payload
+//!   that holds exactly that many elements of that type (no raw bytes in a
+//!   STRING tensor);
+//! - graph inputs: every declared dim and their product within [`MAX_ELEMENTS`],
+//!   rank within [`MAX_RANK`];
+//! - default-domain operators: arity and attribute kinds from the table in
+//!   [`schema`], attribute names from `attrs.rs` (generated from the onnx
+//!   wheel's schemas by tools/opschema/gen.py), then the rules of [`rules`] (axes within rank, positive
+//!   strides, kernels and dilations, If branches, constant shapes that size
+//!   an allocation, ...). Ranks come from declared types and a light
+//!   propagation through rank-preserving operators ([`ranks`]).
+//!
+//! Operators of other domains, and operators the table does not list, are
+//! skipped: refusing what we do not know would refuse valid models.
+
+mod attrs;
+mod ranks;
+mod rules;
+pub mod schema;
+
+use crate::ir::{AttrValue, DataType, Graph, Model, NodeKind, Tensor, TensorData, TypeKind};
+use std::fmt;
+
+/// Most elements a tensor may have (2^31 - 1: 8 GiB as f32). Every number from
+/// the file that sizes an allocation goes through this bound; protobuf caps a
+/// model file at 2 GiB anyway, so only a malformed shape reaches it.
+pub const MAX_ELEMENTS: u64 = i32::MAX as u64;
+
+/// Most elements of a tensor made at run time from a constant shape
+/// (ConstantOfShape, Expand, Tile): 2^28, 1 GiB as f32. Such a tensor is
+/// allocated by every run and every constant fold; a shape of [2^31] in a
+/// hostile file would otherwise take 8 GiB each time.
+pub const MAX_COMPUTED_ELEMENTS: u64 = 1 << 28;
+
+/// Highest rank accepted (ONNX sets none; no real model comes near, and an
+/// axis beyond it is refused even where a value's rank is unknown).
+pub const MAX_RANK: usize = 64;
+
+/// The user's model breaks a rule of ONNX: which node (or graph input,
+/// initializer), and which rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// What is at fault: `node 'conv1' (Conv)`, `initializer 'w'`, ...
+    pub at: String,
+    pub rule: String,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the input model is not valid ONNX: {}: {}",
+            self.at, self.rule
+        )
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// Checks the model against ONNX's rules; the first broken rule is the error.
+pub fn validate(model: &Model) -> Result<(), Invalid> {
+    validate_graph(&model.graph)
+}
+
+fn validate_graph(g: &Graph) -> Result<(), Invalid> {
+    for input in &g.inputs {
+        let name = &g.node(input.node).outputs[0].name;
+        if let Some(ty) = &input.info.ty {
+            declared_shape(&ty.kind).map_err(|rule| Invalid {
+                at: format!("graph input '{name}'"),
+                rule,
+            })?;
+        }
+    }
+    let order = g.topo_order().map_err(|e| Invalid {
+        at: format!("graph '{}'", g.name.as_deref().unwrap_or("")),
+        rule: format!("{e:#}"),
+    })?;
+    let mut ranks = ranks::Ranks::default();
+    for id in order {
+        let node = g.node(id);
+        match &node.kind {
+            NodeKind::Initializer(t) => tensor(t).map_err(|rule| Invalid {
+                at: format!("initializer '{}'", node.outputs[0].name),
+                rule,
+            })?,
+            NodeKind::Op(op) => {
+                // The node's name, else its first output's (unnamed nodes are common).
+                let name = match &node.name {
+                    Some(n) if !n.is_empty() => n.as_str(),
+                    _ => node.outputs.first().map_or("", |v| v.name.as_str()),
+                };
+                let at = || format!("node '{name}' ({})", op.op_type);
+                for v in node.outputs.iter() {
+                    if let Some(ty) = v.info.as_ref().and_then(|i| i.ty.as_ref()) {
+                        declared_shape(&ty.kind).map_err(|rule| Invalid {
+                            at: at(),
+                            rule: format!("the declared type of {}: {rule}", v.name),
+                        })?;
+                    }
+                }
+                for attr in &op.attributes {
+                    attribute_tensors(&attr.value).map_err(|rule| Invalid {
+                        at: at(),
+                        rule: format!("attribute {}: {rule}", attr.name),
+                    })?;
+                    for sub in attr.graphs() {
+                        validate_graph(sub).map_err(|e| Invalid {
+                            at: format!("{} > {}", at(), e.at),
+                            rule: e.rule,
+                        })?;
+                    }
+                }
+                if op.is_default_domain() {
+                    rules::check(g, id, op, &ranks).map_err(|rule| Invalid { at: at(), rule })?;
+                }
+                ranks.propagate(g, id, op);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A declared input type: rank and dims within bounds (negative dims are
+/// how some exporters write "dynamic"; they are left alone).
+fn declared_shape(kind: &TypeKind) -> Result<(), String> {
+    let TypeKind::Tensor {
+        shape: Some(dims), ..
+    } = kind
+    else {
+        return Ok(());
+    };
+    if dims.len() > MAX_RANK {
+        return Err(format!("rank {} is above {MAX_RANK}", dims.len()));
+    }
+    let known = dims.iter().filter_map(|d| match d.value {
+        crate::ir::DimValue::Known(v) if v > 0 => Some(v),
+        _ => None,
+    });
+    element_count(known).map(|_| ())
+}
+
+/// The product of dims, checked: each >= 0 and the product within
+/// [`MAX_ELEMENTS`].
+pub fn element_count(dims: impl IntoIterator<Item = i64>) -> Result<u64, String> {
+    element_count_within(dims, MAX_ELEMENTS)
+}
+
+/// [`element_count`] against another limit.
+pub fn element_count_within(
+    dims: impl IntoIterator<Item = i64>,
+    limit: u64,
+) -> Result<u64, String> {
+    let mut n: u64 = 1;
+    let mut dims_seen = vec![];
+    for d in dims {
+        dims_seen.push(d);
+        let d = u64::try_from(d).map_err(|_| format!("negative dim {d}"))?;
+        n = n.saturating_mul(d);
+    }
+    if n > limit {
+        return Err(format!(
+            "dims {dims_seen:?} make more than {limit} elements (onnx-opt's limit)"
+        ));
+    }
+    Ok(n)
+}
+
+fn attribute_tensors(value: &AttrValue) -> Result<(), String> {
+    match value {
+        AttrValue::Tensor(t) => tensor(t),
+        AttrValue::Tensors(ts) => ts.iter().try_for_each(tensor),
+        _ => Ok(()),
+    }
+}
+
+/// A tensor's type, dims and payload agree.
+pub fn tensor(t: &Tensor) -> Result<(), String> {
+    let dt = t.dtype;
+    if !(1..=23).contains(&dt.0) {
+        return Err(format!("unknown element type {}", dt.0));
+    }
+    if t.dims.len() > MAX_RANK {
+        return Err(format!("rank {} is above {MAX_RANK}", t.dims.len()));
+    }
+    let n = element_count(t.dims.iter().copied())?;
+    let (held, per_element): (u64, f64) = match (&t.data, dt) {
+        (TensorData::String(v), DataType::STRING) => (v.len() as u64, 1.0),
+        (TensorData::String(v), _) if v.is_empty() => (0, 1.0),
+        (TensorData::String(_), _) => return Err(format!("a {dt} tensor holds strings")),
+        (TensorData::Raw(b), DataType::STRING) if !b.is_empty() => {
+            return Err("a STRING tensor holds raw bytes (strings have no raw form)".into())
+        }
+        (TensorData::Raw(b), _) => match dt.size_of() {
+            Some(s) => (b.len() as u64, s as f64),
+            // 4-bit types: two elements a byte.
+            None => (b.len() as u64, 0.5),
+        },
+        // Complex numbers take two entries of float_data / double_data.
+        (TensorData::Float(v), DataType::FLOAT) => (v.len() as u64, 1.0),
+        (TensorData::Float(v), DataType::COMPLEX64) => (v.len() as u64, 2.0),
+        (TensorData::Double(v), DataType::DOUBLE) => (v.len() as u64, 1.0),
+        (TensorData::Double(v), DataType::COMPLEX128) => (v.len() as u64, 2.0),
+        (TensorData::Int64(v), DataType::INT64) => (v.len() as u64, 1.0),
+        (TensorData::Uint64(v), DataType::UINT32 | DataType::UINT64) => (v.len() as u64, 1.0),
+        (TensorData::Int32(v), _) if matches!(dt.0, 21..=23) => (v.len() as u64, 0.5),
+        (TensorData::Int32(v), _) if matches!(dt.0, 2..=6 | 9 | 10 | 16..=20) => {
+            (v.len() as u64, 1.0)
+        }
+        (data, _) if byte_len_is_zero(data) => (0, 1.0),
+        _ => return Err(format!("its data is stored in a field {dt} does not use")),
+    };
+    let expected = (n as f64 * per_element).ceil() as u64;
+    if held != expected {
+        let unit = if matches!(t.data, TensorData::Raw(_)) {
+            "bytes"
+        } else {
+            "entries"
+        };
+        return Err(format!(
+            "holds {held} {unit} of data but its type {dt} and dims {:?} need {expected}",
+            t.dims
+        ));
+    }
+    Ok(())
+}
+
+fn byte_len_is_zero(data: &TensorData) -> bool {
+    match data {
+        TensorData::Raw(b) => b.is_empty(),
+        TensorData::Float(v) => v.is_empty(),
+        TensorData::Int32(v) => v.is_empty(),
+        TensorData::Int64(v) => v.is_empty(),
+        TensorData::Double(v) => v.is_empty(),
+        TensorData::Uint64(v) => v.is_empty(),
+        TensorData::String(v) => v.is_empty(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

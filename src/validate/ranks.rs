@@ -1,0 +1,175 @@
+//! Ranks of values for validation: what the file declares, else a light
+//! propagation in topological order through operators whose output rank is
+//! plain (element-wise ops keep it, broadcasting takes the largest, Flatten
+//! makes 2, ...). Unknown stays unknown: a rule needing a rank then checks
+//! only what holds for any rank.
+
+use crate::ir::{Graph, NodeId, NodeKind, Operator, Outlet};
+use std::collections::HashMap;
+
+#[derive(Default)]
+pub struct Ranks {
+    found: HashMap<Outlet, usize>,
+}
+
+/// Operators whose first output has the rank of their first input.
+const SAME_AS_FIRST: &[&str] = &[
+    "Abs",
+    "Acos",
+    "Acosh",
+    "Asin",
+    "Asinh",
+    "Atan",
+    "Atanh",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "CastLike",
+    "Ceil",
+    "Celu",
+    "Clip",
+    "Concat",
+    "Conv",
+    "ConvTranspose",
+    "Cos",
+    "Cosh",
+    "CumSum",
+    "DepthToSpace",
+    "DequantizeLinear",
+    "Dropout",
+    "Elu",
+    "Erf",
+    "Exp",
+    "Floor",
+    "Gelu",
+    "GlobalAveragePool",
+    "GlobalLpPool",
+    "GlobalMaxPool",
+    "HardSigmoid",
+    "HardSwish",
+    "Hardmax",
+    "Identity",
+    "InstanceNormalization",
+    "IsInf",
+    "IsNaN",
+    "LRN",
+    "LayerNormalization",
+    "LeakyRelu",
+    "Log",
+    "LogSoftmax",
+    "LpNormalization",
+    "LpPool",
+    "MaxPool",
+    "Mish",
+    "Neg",
+    "Not",
+    "Pad",
+    "QuantizeLinear",
+    "Reciprocal",
+    "Relu",
+    "Resize",
+    "Round",
+    "Selu",
+    "Shrink",
+    "Sigmoid",
+    "Sign",
+    "Sin",
+    "Sinh",
+    "Slice",
+    "Softmax",
+    "Softplus",
+    "Softsign",
+    "SpaceToDepth",
+    "Sqrt",
+    "Tan",
+    "Tanh",
+    "ThresholdedRelu",
+    "Tile",
+    "Transpose",
+    "Trilu",
+];
+
+/// Broadcasting operators: the largest rank of their inputs.
+const BROADCAST: &[&str] = &[
+    "Add",
+    "And",
+    "Div",
+    "Equal",
+    "Greater",
+    "GreaterOrEqual",
+    "Less",
+    "LessOrEqual",
+    "Max",
+    "Mean",
+    "Min",
+    "Mod",
+    "Mul",
+    "Or",
+    "PRelu",
+    "Pow",
+    "Sub",
+    "Sum",
+    "Where",
+    "Xor",
+];
+
+impl Ranks {
+    /// The rank of a value: declared, else propagated.
+    pub fn of(&self, g: &Graph, outlet: Outlet) -> Option<usize> {
+        g.known_rank(outlet)
+            .or_else(|| self.found.get(&outlet).copied())
+    }
+
+    /// Records the rank of `id`'s first output, when it follows from its inputs.
+    pub fn propagate(&mut self, g: &Graph, id: NodeId, op: &Operator) {
+        if !op.is_default_domain() {
+            return;
+        }
+        let input = |k: usize| g.input(id, k).and_then(|o| self.of(g, o));
+        let t = op.op_type.as_str();
+        let rank = if SAME_AS_FIRST.contains(&t) {
+            input(0)
+        } else if BROADCAST.contains(&t) {
+            (0..op.arity)
+                .map(input)
+                .collect::<Option<Vec<_>>>()
+                .and_then(|r| r.into_iter().max())
+        } else {
+            match t {
+                "Flatten" | "Gemm" | "NonZero" => Some(2),
+                "Shape" => Some(1),
+                "MatMul" => match (input(0), input(1)) {
+                    (Some(a), Some(b)) if a >= 2 && b >= 2 => Some(a.max(b)),
+                    _ => None,
+                },
+                "Constant" => match op.attr("value").map(|a| &a.value) {
+                    Some(crate::ir::AttrValue::Tensor(t)) => Some(t.dims.len()),
+                    _ => None,
+                },
+                "Reshape" => g
+                    .input(id, 1)
+                    .and_then(|o| const_values(g, o))
+                    .map(|v| v.len()),
+                _ => None,
+            }
+        };
+        if let Some(r) = rank {
+            self.found.insert(Outlet::new(id, 0), r);
+        }
+    }
+}
+
+/// The integer values of a constant input: an initializer no one can
+/// override, or a `Constant` node's tensor.
+pub fn const_values(g: &Graph, outlet: Outlet) -> Option<Vec<i64>> {
+    if let Some(t) = g.const_tensor(outlet) {
+        return t.to_i64().ok();
+    }
+    match &g.node(outlet.node).kind {
+        NodeKind::Op(op) if op.is("Constant") => match op.attr("value").map(|a| &a.value) {
+            Some(crate::ir::AttrValue::Tensor(t)) => t.to_i64().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}

@@ -1,0 +1,360 @@
+//! Per-operator rules of ONNX's schemas, for the default-domain operators
+//! that tract and our passes interpret: arity and attribute kinds (from the
+//! table in `schema`), then ranges — axes within rank, positive strides,
+//! kernels and dilations, If branches that produce the node's outputs,
+//! constant shapes that would size an absurd allocation. Each rule returns
+//! the broken rule as a sentence; `mod.rs` adds the node.
+
+use super::attrs::ATTRS;
+use super::ranks::{const_values, Ranks};
+use super::schema::{self, Kind};
+use super::{element_count_within, MAX_COMPUTED_ELEMENTS, MAX_RANK};
+use crate::ir::{AttrValue, Graph, NodeId, Operator};
+use std::collections::HashSet;
+
+type Rule = Result<(), String>;
+
+pub fn check(g: &Graph, id: NodeId, op: &Operator, ranks: &Ranks) -> Rule {
+    arity(g, id, op)?;
+    attribute_kinds(op)?;
+    let rank = |k: usize| g.input(id, k).and_then(|o| ranks.of(g, o));
+    let t = op.op_type.as_str();
+    match t {
+        "Conv" | "ConvTranspose" | "ConvInteger" | "MaxPool" | "AveragePool" | "LpPool"
+        | "MaxUnpool" | "DeformConv" => window(op, rank(0))?,
+        "QLinearConv" => window(op, rank(0))?,
+        "Flatten" => axis(op, rank(0), 0, 1)?,
+        "Concat" | "Softmax" | "LogSoftmax" | "Hardmax" | "Gather" | "GatherElements"
+        | "ArgMax" | "ArgMin" | "Split" | "LayerNormalization" | "Compress" | "TopK"
+        | "LpNormalization" | "ScatterElements" | "Scatter" | "Unique" | "QuantizeLinear"
+        | "DequantizeLinear" => axis(op, rank(0), 0, 0)?,
+        "OneHot" => axis(op, rank(0), 1, 1)?,
+        "Squeeze" | "Unsqueeze" | "ReduceL1" | "ReduceL2" | "ReduceLogSum" | "ReduceLogSumExp"
+        | "ReduceMax" | "ReduceMean" | "ReduceMin" | "ReduceProd" | "ReduceSum"
+        | "ReduceSumSquare" => axes(g, id, op, rank(0))?,
+        "Transpose" => perm(op, rank(0))?,
+        "If" => if_branches(op, g.node(id).outputs.len())?,
+        "Loop" | "Scan" if op.attr("body").is_none() => return Err("has no body".into()),
+        "Scan" => {
+            let n = op.attr_int("num_scan_inputs", 0);
+            if n < 1 || n as usize > op.arity {
+                return Err(format!(
+                    "num_scan_inputs={n} must be in [1, {}] (its inputs)",
+                    op.arity
+                ));
+            }
+        }
+        "Constant" => {
+            let values = op.attributes.iter().filter(|a| a.ref_attr_name.is_none());
+            if values.count() != 1 {
+                return Err("must hold exactly one value attribute".into());
+            }
+        }
+        "ConstantOfShape" | "Expand" => {
+            let k = if t == "Expand" { 1 } else { 0 };
+            if let Some(shape) = g.input(id, k).and_then(|o| const_values(g, o)) {
+                element_count_within(shape, MAX_COMPUTED_ELEMENTS)
+                    .map_err(|e| format!("its shape input: {e}"))?;
+            }
+        }
+        "Tile" => {
+            if let Some(reps) = g.input(id, 1).and_then(|o| const_values(g, o)) {
+                element_count_within(reps, MAX_COMPUTED_ELEMENTS)
+                    .map_err(|e| format!("its repeats input: {e}"))?;
+            }
+        }
+        "Reshape" => {
+            if let Some(shape) = g.input(id, 1).and_then(|o| const_values(g, o)) {
+                if shape.iter().any(|&d| d < -1) || shape.iter().filter(|&&d| d == -1).count() > 1 {
+                    return Err(format!(
+                        "shape {shape:?}: dims must be >= -1, with at most one -1"
+                    ));
+                }
+            }
+        }
+        "Cast" => {
+            let to = op.attr_int("to", 1);
+            if !(1..=23).contains(&to) {
+                return Err(format!("to={to} is not an ONNX element type"));
+            }
+        }
+        "Gemm" => {
+            for name in ["transA", "transB"] {
+                flag(op, name)?;
+            }
+            for k in 0..2 {
+                if let Some(r) = rank(k).filter(|&r| r != 2) {
+                    return Err(format!("input {k} has rank {r}, Gemm takes rank 2"));
+                }
+            }
+        }
+        "DepthToSpace" | "SpaceToDepth" => positive_int(op, "blocksize")?,
+        "LRN" => positive_int(op, "size")?,
+        _ => {}
+    }
+    if t.starts_with("Reduce") || t == "ArgMax" || t == "ArgMin" {
+        flag(op, "keepdims")?;
+    }
+    Ok(())
+}
+
+fn arity(g: &Graph, id: NodeId, op: &Operator) -> Rule {
+    let Some((in_min, in_max, out_min, out_max)) = schema::arity(&op.op_type) else {
+        return Ok(());
+    };
+    let outputs = g.node(id).outputs.len();
+    let range = |lo: usize, hi: usize| match (lo, hi) {
+        (lo, usize::MAX) => format!("at least {lo}"),
+        (lo, hi) if lo == hi => format!("{lo}"),
+        (lo, hi) => format!("{lo} to {hi}"),
+    };
+    if op.arity < in_min || op.arity > in_max {
+        return Err(format!(
+            "has {} inputs, ONNX allows {}",
+            op.arity,
+            range(in_min, in_max)
+        ));
+    }
+    // The leading inputs are the required ones, but for Loop's and Scan's
+    // (optional trip count and condition, old Scan's sequence lengths).
+    if !matches!(op.op_type.as_str(), "Loop" | "Scan") {
+        if let Some(k) = (0..in_min).find(|&k| g.input(id, k).is_none()) {
+            return Err(format!("input {k} is required but omitted"));
+        }
+    }
+    if outputs < out_min || outputs > out_max {
+        return Err(format!(
+            "has {outputs} outputs, ONNX allows {}",
+            range(out_min, out_max)
+        ));
+    }
+    Ok(())
+}
+
+fn attribute_kinds(op: &Operator) -> Rule {
+    let known = ATTRS
+        .binary_search_by(|row| row.0.cmp(op.op_type.as_str()))
+        .ok()
+        .map(|i| ATTRS[i].1);
+    let mut seen = HashSet::new();
+    for a in &op.attributes {
+        if !seen.insert(a.name.as_str()) {
+            return Err(format!("attribute {} is given twice", a.name));
+        }
+        if known.is_some_and(|names| !names.contains(&a.name.as_str())) {
+            return Err(format!(
+                "attribute {} is not one ONNX defines for {}",
+                a.name, op.op_type
+            ));
+        }
+        if a.ref_attr_name.is_some() {
+            continue;
+        }
+        let Some(want) = schema::attr_kind(&a.name) else {
+            continue;
+        };
+        let got = match &a.value {
+            AttrValue::Int(_) => Kind::Int,
+            AttrValue::Ints(_) => Kind::Ints,
+            AttrValue::Float(_) => Kind::Float,
+            AttrValue::String(_) => Kind::String,
+            AttrValue::Graph(_) => Kind::Graph,
+            // An empty list has no telling type in the file.
+            AttrValue::Floats(v) if v.is_empty() && want == Kind::Ints => Kind::Ints,
+            other => {
+                return Err(format!(
+                    "attribute {} must be {want:?}, not {}",
+                    a.name,
+                    name_of(other)
+                ))
+            }
+        };
+        if got != want {
+            return Err(format!(
+                "attribute {} must be {want:?}, not {got:?}",
+                a.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn name_of(v: &AttrValue) -> &'static str {
+    match v {
+        AttrValue::Tensor(_) => "a tensor",
+        AttrValue::Floats(_) => "floats",
+        AttrValue::Strings(_) => "strings",
+        AttrValue::Tensors(_) => "tensors",
+        AttrValue::Graphs(_) => "graphs",
+        AttrValue::None => "empty",
+        _ => "another kind",
+    }
+}
+
+/// Windowed operators (convolutions, pools): kernel, strides and dilations
+/// positive, pads >= 0, and their lengths agree with each other and the
+/// input's spatial rank.
+fn window(op: &Operator, rank: Option<usize>) -> Rule {
+    let list = |name| op.attr_ints(name).map(|v| v.to_vec());
+    let kernel = list("kernel_shape");
+    if kernel.is_none()
+        && matches!(
+            op.op_type.as_str(),
+            "MaxPool" | "AveragePool" | "LpPool" | "MaxUnpool"
+        )
+    {
+        return Err("kernel_shape is required".into());
+    }
+    if let Some(r) = rank {
+        if r < 3 {
+            return Err(format!("its input has rank {r}, at least 3 is needed"));
+        }
+    }
+    let spatial = kernel.as_ref().map(Vec::len).or(rank.map(|r| r - 2));
+    if let (Some(k), Some(r)) = (&kernel, rank) {
+        if k.len() != r - 2 {
+            return Err(format!(
+                "kernel_shape has {} dims, its input has {} spatial dims",
+                k.len(),
+                r - 2
+            ));
+        }
+    }
+    for name in ["kernel_shape", "strides", "dilations"] {
+        if let Some(v) = list(name) {
+            // A window over no spatial dim: the input has rank >= 3.
+            if v.is_empty() {
+                return Err(format!("{name} is empty"));
+            }
+            if v.iter().any(|&x| x <= 0) {
+                return Err(format!("{name}={v:?}: every entry must be > 0"));
+            }
+            if spatial.is_some_and(|s| s != v.len()) {
+                return Err(format!(
+                    "{name} has {} entries, {} spatial dims",
+                    v.len(),
+                    spatial.unwrap_or(0)
+                ));
+            }
+        }
+    }
+    if let Some(p) = list("pads") {
+        if p.iter().any(|&x| x < 0) {
+            return Err(format!("pads={p:?}: every entry must be >= 0"));
+        }
+        if spatial.is_some_and(|s| 2 * s != p.len()) {
+            return Err(format!(
+                "pads has {} entries, twice the {} spatial dims are needed",
+                p.len(),
+                spatial.unwrap_or(0)
+            ));
+        }
+    }
+    if op.attr("group").is_some() && op.attr_int("group", 1) < 1 {
+        return Err(format!("group={} must be >= 1", op.attr_int("group", 1)));
+    }
+    Ok(())
+}
+
+/// `axis` within [-rank - extra_low, rank - 1 + extra_high] (Flatten allows
+/// `rank`, OneHot one past each end); without a rank, within ±MAX_RANK.
+fn axis(op: &Operator, rank: Option<usize>, extra_low: i64, extra_high: i64) -> Rule {
+    let Some(AttrValue::Int(a)) = op.attr("axis").map(|a| &a.value) else {
+        return Ok(());
+    };
+    let r = rank.unwrap_or(MAX_RANK) as i64;
+    let (lo, hi) = (-r - extra_low, r - 1 + extra_high);
+    if *a < lo || *a > hi {
+        let of = match rank {
+            Some(r) => format!("its input's rank {r}"),
+            None => format!("any rank up to {MAX_RANK}"),
+        };
+        return Err(format!("axis={a} is outside [{lo}, {hi}] for {of}"));
+    }
+    Ok(())
+}
+
+/// `axes` (attribute, or constant second input since opsets 13/18) within
+/// rank and without repeats. Unsqueeze's axes index its output.
+fn axes(g: &Graph, id: NodeId, op: &Operator, rank: Option<usize>) -> Rule {
+    let given = op
+        .attr_ints("axes")
+        .map(|v| v.to_vec())
+        .or_else(|| g.input(id, 1).and_then(|o| const_values(g, o)));
+    let Some(axes) = given else {
+        return Ok(());
+    };
+    let r = match (rank, op.op_type.as_str()) {
+        (Some(r), "Unsqueeze") => r + axes.len(),
+        (Some(r), _) => r,
+        (None, _) => MAX_RANK,
+    } as i64;
+    for &a in &axes {
+        if a < -r || a >= r {
+            let of = match rank {
+                Some(_) => format!("rank {r}"),
+                None => format!("any rank up to {MAX_RANK}"),
+            };
+            return Err(format!(
+                "axes={axes:?}: {a} is outside [{}, {}] for {of}",
+                -r,
+                r - 1
+            ));
+        }
+    }
+    let normalised: HashSet<i64> = axes.iter().map(|&a| a.rem_euclid(r)).collect();
+    if normalised.len() != axes.len() {
+        return Err(format!("axes={axes:?} names an axis twice"));
+    }
+    Ok(())
+}
+
+fn perm(op: &Operator, rank: Option<usize>) -> Rule {
+    let Some(p) = op.attr_ints("perm") else {
+        return Ok(());
+    };
+    let mut sorted = p.to_vec();
+    sorted.sort_unstable();
+    if sorted.iter().enumerate().any(|(k, &v)| v != k as i64) {
+        return Err(format!("perm={p:?} is not a permutation of 0..{}", p.len()));
+    }
+    if let Some(r) = rank.filter(|&r| r != p.len()) {
+        return Err(format!(
+            "perm={p:?} has {} entries, its input has rank {r}",
+            p.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Both branches present, each producing as many values as the node has outputs.
+fn if_branches(op: &Operator, outputs: usize) -> Rule {
+    for name in ["then_branch", "else_branch"] {
+        let Some(AttrValue::Graph(branch)) = op.attr(name).map(|a| &a.value) else {
+            return Err(format!("{name} is missing"));
+        };
+        if branch.outputs.len() != outputs {
+            return Err(format!(
+                "{name} produces {} values, the node has {outputs} outputs",
+                branch.outputs.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An INT attribute that is 0 or 1.
+fn flag(op: &Operator, name: &str) -> Rule {
+    let v = op.attr_int(name, 0);
+    if v != 0 && v != 1 {
+        return Err(format!("{name}={v} must be 0 or 1"));
+    }
+    Ok(())
+}
+
+fn positive_int(op: &Operator, name: &str) -> Rule {
+    match op.attr(name).map(|a| &a.value) {
+        Some(AttrValue::Int(v)) if *v <= 0 => Err(format!("{name}={v} must be > 0")),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,242 @@
+//! Each rule on a small model that breaks it, and a clean model that passes.
+
+use super::*;
+use crate::ir::build::ModelBuilder;
+use crate::ir::Attribute;
+
+/// x[1,3,8,8] -> `op` with `attrs` (and extra constant inputs) -> y.
+fn one_op(op: &str, extra: &[Tensor], attrs: Vec<Attribute>) -> Model {
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[1, 3, 8, 8]);
+    let mut inputs = vec![x];
+    for (k, t) in extra.iter().enumerate() {
+        inputs.push(b.init(&format!("c{k}"), t.clone()));
+    }
+    let y = b.op(op, &inputs, attrs, "y");
+    b.output(y, DataType::FLOAT);
+    b.build().unwrap()
+}
+
+fn error(m: &Model) -> String {
+    validate(m).expect_err("should be refused").to_string()
+}
+
+fn conv_weight() -> Tensor {
+    Tensor::from_f32(vec![4, 3, 3, 3], &[0.5; 108])
+}
+
+#[test]
+fn a_clean_model_passes() {
+    let m = one_op(
+        "Conv",
+        &[conv_weight()],
+        vec![
+            Attribute::ints("strides", &[1, 1]),
+            Attribute::ints("pads", &[1, 1, 1, 1]),
+        ],
+    );
+    assert_eq!(validate(&m), Ok(()));
+}
+
+#[test]
+fn arity_comes_from_the_schema_table() {
+    let w = Tensor::from_f32(vec![8, 4], &[0.0; 32]);
+    let extra: Vec<Tensor> = (0..51).map(|_| w.clone()).collect();
+    let e = error(&one_op("MatMul", &extra, vec![]));
+    assert!(
+        e.contains("node 'y' (MatMul): has 52 inputs, ONNX allows 2"),
+        "{e}"
+    );
+    // Unknown operators are skipped, not refused.
+    assert_eq!(validate(&one_op("NoSuchOp", &extra, vec![])), Ok(()));
+}
+
+#[test]
+fn windows_need_positive_strides_and_consistent_lengths() {
+    let e = error(&one_op(
+        "MaxPool",
+        &[],
+        vec![
+            Attribute::ints("kernel_shape", &[2, 2]),
+            Attribute::ints("strides", &[0, 0]),
+        ],
+    ));
+    assert!(e.contains("strides=[0, 0]: every entry must be > 0"), "{e}");
+    let e = error(&one_op(
+        "Conv",
+        &[conv_weight()],
+        vec![Attribute::ints("pads", &[1, 1])],
+    ));
+    assert!(e.contains("pads has 2 entries"), "{e}");
+    let e = error(&one_op("MaxPool", &[], vec![]));
+    assert!(e.contains("kernel_shape is required"), "{e}");
+}
+
+#[test]
+fn axes_within_rank() {
+    let e = error(&one_op("Flatten", &[], vec![Attribute::int("axis", 100)]));
+    assert!(
+        e.contains("axis=100 is outside [-4, 4] for its input's rank 4"),
+        "{e}"
+    );
+    let flat_ok = one_op("Flatten", &[], vec![Attribute::int("axis", 4)]);
+    assert_eq!(validate(&flat_ok), Ok(()));
+    let e = error(&one_op(
+        "ReduceMean",
+        &[],
+        vec![Attribute::ints("axes", &[1 << 40])],
+    ));
+    assert!(e.contains("axes=[1099511627776]"), "{e}");
+    let e = error(&one_op(
+        "ReduceMean",
+        &[],
+        vec![Attribute::ints("axes", &[1, -3])],
+    ));
+    assert!(e.contains("names an axis twice"), "{e}");
+    let e = error(&one_op(
+        "Transpose",
+        &[],
+        vec![Attribute::ints("perm", &[0, 1, 1, 2])],
+    ));
+    assert!(e.contains("not a permutation"), "{e}");
+}
+
+#[test]
+fn ranks_propagate_through_plain_operators() {
+    // x -> Relu -> Flatten(axis=9): the Relu's rank is not declared.
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[1, 3, 8, 8]);
+    let r = b.op("Relu", &[x], vec![], "r");
+    let y = b.op("Flatten", &[r], vec![Attribute::int("axis", 9)], "y");
+    b.output(y, DataType::FLOAT);
+    let e = error(&b.build().unwrap());
+    assert!(e.contains("node 'y' (Flatten): axis=9"), "{e}");
+}
+
+#[test]
+fn attribute_kinds_and_names_follow_the_schema() {
+    let e = error(&one_op("Flatten", &[], vec![Attribute::float("axis", 1.0)]));
+    assert!(e.contains("attribute axis must be Int, not Float"), "{e}");
+    let e = error(&one_op("Relu", &[], vec![Attribute::int("group", 2)]));
+    assert!(
+        e.contains("attribute group is not one ONNX defines for Relu"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tensors_hold_what_their_type_and_dims_say() {
+    let strings = Tensor::new(
+        DataType::STRING,
+        vec![2],
+        TensorData::Raw(vec![1u8, 2, 3].into()),
+    );
+    assert!(tensor(&strings).unwrap_err().contains("raw bytes"));
+    let claims = Tensor::new(DataType::FLOAT, vec![1 << 31], TensorData::Float(vec![]));
+    assert!(tensor(&claims)
+        .unwrap_err()
+        .contains("more than 2147483647 elements"));
+    let short = Tensor::new(DataType::FLOAT, vec![4], TensorData::Float(vec![1.0]));
+    assert!(tensor(&short).unwrap_err().contains("holds 1 entries"));
+    let raw = Tensor::new(
+        DataType::INT64,
+        vec![2],
+        TensorData::Raw(vec![0u8; 12].into()),
+    );
+    assert!(tensor(&raw).unwrap_err().contains("holds 12 bytes"));
+    let unknown = Tensor::new(DataType(99), vec![], TensorData::Raw(vec![].into()));
+    assert!(tensor(&unknown)
+        .unwrap_err()
+        .contains("unknown element type"));
+    assert_eq!(tensor(&Tensor::from_i64(vec![2], &[1, 2])), Ok(()));
+}
+
+#[test]
+fn constant_shapes_that_size_an_allocation_are_bounded() {
+    let shape = Tensor::from_i64(vec![1], &[1 << 31]);
+    let mut b = ModelBuilder::new(13);
+    let s = b.init("s", shape);
+    let y = b.op("ConstantOfShape", &[s], vec![], "y");
+    b.output(y, DataType::FLOAT);
+    let e = error(&b.build().unwrap());
+    assert!(e.contains("(ConstantOfShape): its shape input"), "{e}");
+    let e = error(&one_op(
+        "Expand",
+        &[Tensor::from_i64(vec![2], &[1 << 20, 1 << 20])],
+        vec![],
+    ));
+    assert!(e.contains("(Expand): its shape input"), "{e}");
+}
+
+#[test]
+fn graph_input_dims_are_bounded() {
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[1 << 40, 4]);
+    let y = b.op("Relu", &[x], vec![], "y");
+    b.output(y, DataType::FLOAT);
+    let e = error(&b.build().unwrap());
+    assert!(e.contains("graph input 'x': dims"), "{e}");
+}
+
+#[test]
+fn if_needs_both_branches_producing_its_outputs() {
+    let mut b = ModelBuilder::new(13);
+    let c = b.input("c", DataType::BOOL, &[]);
+    let mut then = ModelBuilder::new(13);
+    let k = then.init("k", Tensor::from_f32(vec![1], &[1.0]));
+    then.output(k, DataType::FLOAT);
+    let then = then.build().unwrap().graph;
+    let empty = Graph::default();
+    let y = b.op(
+        "If",
+        &[c],
+        vec![
+            Attribute::new("then_branch", AttrValue::Graph(Box::new(then))),
+            Attribute::new("else_branch", AttrValue::Graph(Box::new(empty))),
+        ],
+        "y",
+    );
+    b.output(y, DataType::FLOAT);
+    let e = error(&b.build().unwrap());
+    assert!(
+        e.contains("(If): else_branch produces 0 values, the node has 1 outputs"),
+        "{e}"
+    );
+}
+
+/// A branch graph: `prefix`x[2,2] -> Flatten(axis) -> `prefix`f.
+fn flatten_branch(prefix: &str, axis: i64) -> Graph {
+    let mut inner = ModelBuilder::new(13);
+    let x = inner.input(&format!("{prefix}x"), DataType::FLOAT, &[2, 2]);
+    let name = format!("{prefix}f");
+    let f = inner.op("Flatten", &[x], vec![Attribute::int("axis", axis)], &name);
+    inner.output(f, DataType::FLOAT);
+    inner.build().unwrap().graph
+}
+
+#[test]
+fn subgraph_errors_name_the_path() {
+    let mut b = ModelBuilder::new(13);
+    let c = b.input("c", DataType::BOOL, &[]);
+    let y = b.op(
+        "If",
+        &[c],
+        vec![
+            Attribute::new(
+                "then_branch",
+                AttrValue::Graph(Box::new(flatten_branch("t", 1))),
+            ),
+            Attribute::new(
+                "else_branch",
+                AttrValue::Graph(Box::new(flatten_branch("e", 7))),
+            ),
+        ],
+        "y",
+    );
+    b.output(y, DataType::FLOAT);
+    let e = error(&b.build().unwrap());
+    assert!(
+        e.contains("node 'y' (If) > node 'ef' (Flatten): axis=7"),
+        "{e}"
+    );
+}
