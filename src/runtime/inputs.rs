@@ -3,7 +3,7 @@
 use super::load::InputShapes;
 use super::load::InputSpec;
 use super::tensor::{ElemType, Tensor};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use npyz::{DType, Endianness, NpyHeader, Order, TypeChar};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -162,8 +162,7 @@ fn check_tensor(spec: &InputSpec, t: &Tensor) -> Result<()> {
 ///
 /// Each array must have exactly the input's element type and pinned shape.
 pub fn load_samples(path: &Path, specs: &[InputSpec]) -> Result<Vec<Sample>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading samples from {path:?}"))?;
-    if meta.is_dir() {
+    if file_or_dir(path)? {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .with_context(|| format!("listing {path:?}"))?
             .map(|e| e.map(|e| e.path()))
@@ -187,7 +186,7 @@ pub fn load_samples(path: &Path, specs: &[InputSpec]) -> Result<Vec<Sample>> {
 /// Bare `.npy` files name no input and contribute nothing.
 pub fn sample_shapes(path: &Path) -> Result<InputShapes> {
     let mut shapes = InputShapes::new();
-    let first = if path.is_dir() {
+    let first = if file_or_dir(path)? {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .with_context(|| format!("listing {path:?}"))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -208,6 +207,17 @@ pub fn sample_shapes(path: &Path) -> Result<InputShapes> {
         shapes.insert(name, t.shape().to_vec());
     }
     Ok(shapes)
+}
+
+/// Whether `path` is a folder; refuses what is neither a folder nor a
+/// regular file (reading a FIFO would block forever).
+fn file_or_dir(path: &Path) -> Result<bool> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading samples from {path:?}"))?;
+    ensure!(
+        meta.is_dir() || meta.is_file(),
+        "{path:?} is neither a regular file nor a folder"
+    );
+    Ok(meta.is_dir())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -612,6 +622,26 @@ mod tests {
         assert!(err_of(parse_npy(&npy("<f4", false, &[4], &[0; 8]))).contains("truncated"));
         assert!(err_of(parse_npy(&npy("<c8", false, &[1], &[0; 8]))).contains("not supported"));
         assert!(parse_npy(b"garbage").is_err());
+    }
+
+    #[test]
+    fn a_fifo_is_refused_not_read() {
+        let dir = tmpdir("fifo");
+        let fifo = dir.join("x.npz");
+        let made = rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        );
+        made.unwrap();
+        for err in [
+            format!("{:#}", sample_shapes(&fifo).unwrap_err()),
+            format!("{:#}", load_samples(&fifo, &[]).unwrap_err()),
+        ] {
+            assert!(err.contains("neither a regular file nor a folder"), "{err}");
+        }
     }
 
     #[test]
