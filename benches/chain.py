@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTH = 8
 COMMANDS = [
     ("fuse", ["--passes", "fuse"]),
-    ("fuse,quant", ["--passes", "fuse,quant"]),
+    ("fuse,quant", ["--passes", "fuse,quant{min-k=0}"]),
     ("fuse --verify", ["--passes", "fuse", "--verify"]),
 ]
 TARGET_S = {"fuse,quant": 10.0, "fuse --verify": 10.0}

@@ -69,7 +69,7 @@ use anyhow::{bail, ensure, Context, Result};
 mod qop;
 use rayon::prelude::*;
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 pub const INFO: PassInfo = PassInfo {
     name: "quant",
@@ -277,6 +277,51 @@ struct Pair {
 /// The activations to quantize, by value name (an ordered map: the same
 /// model gives the same patch).
 type ActPlan = BTreeMap<String, Pair>;
+
+/// Bytes of captured values one tract run may return (all samples). A tract
+/// load per fixed count of values made calibration quadratic on long models
+/// (a 100k-node chain has 33k activations to capture); batches bounded by
+/// bytes take one run for many small values and stay bounded for large ones.
+const CAPTURE_BUDGET: usize = 256 << 20;
+/// What a value of unknown shape counts for: 24 of them fill a batch.
+const UNKNOWN_SIZE: usize = CAPTURE_BUDGET / 24;
+
+/// `names` in consecutive batches of at most `CAPTURE_BUDGET` bytes of f32
+/// values over `samples` samples (at least one value each).
+fn capture_batches<'a>(g: &Graph, names: &'a [String], samples: usize) -> Vec<&'a [String]> {
+    let outlets: HashMap<&str, Outlet> = g
+        .node_ids()
+        .flat_map(|id| {
+            g.node(id)
+                .outputs
+                .iter()
+                .enumerate()
+                .map(move |(slot, v)| (v.name.as_str(), Outlet::new(id, slot)))
+        })
+        .collect();
+    let size = |name: &String| -> usize {
+        let dims = outlets.get(name.as_str()).and_then(|&o| g.known_dims(o));
+        let numel = dims.and_then(|dims| {
+            dims.iter()
+                .try_fold(1usize, |n, d| n.checked_mul(usize::try_from((*d)?).ok()?))
+        });
+        numel.map_or(UNKNOWN_SIZE, |n| n.saturating_mul(4 * samples.max(1)))
+    };
+    let mut batches = vec![];
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, name) in names.iter().enumerate() {
+        let b = size(name);
+        if i > start && bytes.saturating_add(b) > CAPTURE_BUDGET {
+            batches.push(&names[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(b);
+    }
+    if start < names.len() {
+        batches.push(&names[start..]);
+    }
+    batches
+}
 
 impl Pass for Quant {
     fn run(&self, model: &mut Model, cx: &PassContext) -> Result<serde_json::Value> {
@@ -677,7 +722,7 @@ impl Quant {
         act: Act,
     ) -> Result<Grids> {
         let mut grids = BTreeMap::new();
-        for batch in names.chunks(24) {
+        for batch in capture_batches(&model.graph, names, data.samples.len()) {
             let captured = data.capture(model, batch)?;
             let ranges: Vec<(f32, f32)> = captured
                 .par_iter()
