@@ -15,6 +15,7 @@ use crate::exec;
 use crate::ir::Model;
 use crate::runtime::{self, Engine, InputShapes, Outputs, Runner, Sample};
 use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -212,11 +213,14 @@ impl Calibration {
             .context("loading the model to capture calibration values")?;
         let mut captured: Vec<Vec<runtime::Tensor>> = vec![vec![]; values.len()];
         for outputs in outputs {
+            // By name through a map: thousands of values are captured at once
+            // on long models, and `Outputs::get` is a linear search.
+            let by_name: HashMap<&str, &runtime::Tensor> = outputs.iter().collect();
             for (name, slot) in values.iter().zip(captured.iter_mut()) {
-                let t = outputs
-                    .get(name)
+                let t = by_name
+                    .get(name.as_str())
                     .with_context(|| format!("calibration value {name} was not produced"))?;
-                slot.push(t.clone());
+                slot.push((*t).clone());
             }
         }
         Ok(captured)

@@ -106,7 +106,8 @@ struct RunArgs {
     /// Random samples to use when --inputs is not given.
     #[arg(long, default_value_t = 2, value_name = "N")]
     samples: usize,
-    /// Store tensors of at least 1 KiB in a side file `OUT.data` (automatic past 2 GiB).
+    /// Store tensors of at least 1 KiB in a side file named after the output plus `.data`
+    /// (`-o m.onnx` writes `m.onnx.data`); automatic past 2 GiB.
     #[arg(long)]
     external_data: bool,
 }
@@ -184,6 +185,10 @@ fn passes_help() -> String {
 }
 
 fn main() -> ExitCode {
+    if let Err(e) = onnx::remove_temps_on_signals() {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(1);
+    }
     let cmd = Cli::command().after_help(passes_help());
     let cli = match Cli::from_arg_matches(&cmd.get_matches()) {
         Ok(cli) => cli,
@@ -343,6 +348,16 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     let progress = indicatif::ProgressBar::new_spinner();
     progress.set_message(format!("loading {}", input.display()));
     let (mut model, info) = onnx::load_with_info(input)?;
+    let external = args.external_data.then(ExternalData::default);
+    let side_file = match &external {
+        Some(e) => Some(onnx::folder_of(output).join(e.file_name_for(output)?)),
+        None => None,
+    };
+    let targets: Vec<PathBuf> = [Some(output.to_path_buf()), side_file, args.report.clone()]
+        .into_iter()
+        .flatten()
+        .collect();
+    onnx::refuse_overwriting(&info.files, &targets)?;
     verify(&model).context("the input model is not valid")?;
     // The user's model against ONNX's rules, before any pass or tract sees it.
     onnx_opt::validate::validate(&model)?;
@@ -501,7 +516,8 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
         report.output = format!("{} (not written: verification failed)", output.display());
     } else {
         let options = SaveOptions {
-            external: args.external_data.then(ExternalData::default),
+            external,
+            protect: info.files.clone(),
         };
         onnx::save(&model, output, &options)?;
     }
@@ -518,11 +534,7 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     }
     if let Some(path) = &args.report {
         let json = serde_json::to_vec_pretty(&report)?;
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        onnx::write_atomic(dir, path, &json)?;
+        onnx::write_atomic(path, &json)?;
     }
     Ok(if failed {
         ExitCode::from(2)

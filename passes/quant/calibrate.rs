@@ -2,6 +2,7 @@
 //! each layer's sensitivity for `fallback`.
 
 use super::*;
+use std::collections::HashMap;
 
 impl Quant {
     /// Each planned activation's grid and calibrated range, from its values
@@ -15,7 +16,7 @@ impl Quant {
         act: Act,
     ) -> Result<Grids> {
         let mut grids = BTreeMap::new();
-        for batch in names.chunks(24) {
+        for batch in capture_batches(&model.graph, names, data.samples.len()) {
             let captured = data.capture(model, batch)?;
             let ranges: Vec<(f32, f32)> = captured
                 .par_iter()
@@ -79,4 +80,49 @@ impl Quant {
             .collect::<Result<Vec<_>>>()
             .map(|v| v.into_iter().collect())
     }
+}
+
+/// Bytes of captured values one tract run may return (all samples). A tract
+/// load per fixed count of values made calibration quadratic on long models
+/// (a 100k-node chain has 33k activations to capture); batches bounded by
+/// bytes take one run for many small values and stay bounded for large ones.
+const CAPTURE_BUDGET: usize = 256 << 20;
+/// What a value of unknown shape counts for: 24 of them fill a batch.
+const UNKNOWN_SIZE: usize = CAPTURE_BUDGET / 24;
+
+/// `names` in consecutive batches of at most `CAPTURE_BUDGET` bytes of f32
+/// values over `samples` samples (at least one value each).
+fn capture_batches<'a>(g: &Graph, names: &'a [String], samples: usize) -> Vec<&'a [String]> {
+    let outlets: HashMap<&str, Outlet> = g
+        .node_ids()
+        .flat_map(|id| {
+            g.node(id)
+                .outputs
+                .iter()
+                .enumerate()
+                .map(move |(slot, v)| (v.name.as_str(), Outlet::new(id, slot)))
+        })
+        .collect();
+    let size = |name: &String| -> usize {
+        let dims = outlets.get(name.as_str()).and_then(|&o| g.known_dims(o));
+        let numel = dims.and_then(|dims| {
+            dims.iter()
+                .try_fold(1usize, |n, d| n.checked_mul(usize::try_from((*d)?).ok()?))
+        });
+        numel.map_or(UNKNOWN_SIZE, |n| n.saturating_mul(4 * samples.max(1)))
+    };
+    let mut batches = vec![];
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, name) in names.iter().enumerate() {
+        let b = size(name);
+        if i > start && bytes.saturating_add(b) > CAPTURE_BUDGET {
+            batches.push(&names[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(b);
+    }
+    if start < names.len() {
+        batches.push(&names[start..]);
+    }
+    batches
 }

@@ -106,6 +106,12 @@ impl Dataset {
         preprocess: Option<&Preprocess>,
     ) -> Result<Dataset> {
         let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+        // Reading a FIFO or a device would block or never end.
+        ensure!(
+            meta.is_dir() || meta.is_file(),
+            "{}: neither a regular file nor a folder",
+            path.display()
+        );
         let paths = if meta.is_dir() {
             list_folder(path, preprocess.is_some())?
         } else {

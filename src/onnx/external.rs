@@ -5,11 +5,14 @@
 //! folder. Writing puts every tensor of at least `threshold` bytes into one
 //! side file, each aligned to `ALIGN` bytes so runtimes can map them.
 
+use super::output::TempOut;
 use super::proto as pb;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 
 const ALIGN: u64 = 4096;
@@ -28,6 +31,28 @@ impl Default for ExternalData {
             file_name: None,
             threshold: 1024,
         }
+    }
+}
+
+impl ExternalData {
+    /// The side file's name for a model written to `model_path`
+    /// (`<model file name>.data` unless named).
+    pub fn file_name_for(&self, model_path: &Path) -> Result<String> {
+        let file_name = match &self.file_name {
+            Some(n) => n.clone(),
+            None => format!(
+                "{}.data",
+                model_path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("model.onnx")
+            ),
+        };
+        ensure!(
+            Path::new(&file_name).components().count() == 1 && !file_name.starts_with('.'),
+            "external data file name '{file_name}' must be a plain file name"
+        );
+        Ok(file_name)
     }
 }
 
@@ -82,9 +107,17 @@ fn for_each_tensor(
     Ok(())
 }
 
-/// Loads every external tensor into `raw_data`; returns how many there were
-/// and how many bytes they held.
-pub fn resolve(m: &mut pb::ModelProto, model_dir: Option<&Path>) -> Result<(usize, u64)> {
+/// What `resolve` read.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    pub tensors: usize,
+    pub bytes: u64,
+    /// Every side file read, as `model folder/location`.
+    pub files: Vec<PathBuf>,
+}
+
+/// Loads every external tensor into `raw_data`.
+pub fn resolve(m: &mut pb::ModelProto, model_dir: Option<&Path>) -> Result<Resolved> {
     let mut files: HashMap<PathBuf, Bytes> = HashMap::new();
     let (mut count, mut bytes) = (0usize, 0u64);
     for_each_tensor(m, &mut |t| {
@@ -112,16 +145,18 @@ pub fn resolve(m: &mut pb::ModelProto, model_dir: Option<&Path>) -> Result<(usiz
                 .transpose()
         };
         let (offset, length) = (number("offset")?.unwrap_or(0), number("length")?);
-        let path = safe_join(dir, &location).with_context(|| format!("tensor '{name}'"))?;
+        let path = dir.join(&location);
         let data = match files.get(&path) {
             Some(d) => d.clone(),
             None => {
-                let d = Bytes::from(std::fs::read(&path).with_context(|| {
+                let file =
+                    open_inside(dir, &location).with_context(|| format!("tensor '{name}'"))?;
+                let d = super::read_open(file).with_context(|| {
                     format!(
                         "tensor '{name}': cannot read external data {}",
                         path.display()
                     )
-                })?);
+                })?;
                 files.insert(path.clone(), d.clone());
                 d
             }
@@ -140,11 +175,24 @@ pub fn resolve(m: &mut pb::ModelProto, model_dir: Option<&Path>) -> Result<(usiz
         bytes += end - offset;
         Ok(())
     })?;
-    Ok((count, bytes))
+    let mut files: Vec<PathBuf> = files.into_keys().collect();
+    files.sort();
+    Ok(Resolved {
+        tensors: count,
+        bytes,
+        files,
+    })
 }
 
-/// `dir/location`, refusing anything that would leave `dir`.
-fn safe_join(dir: &Path, location: &str) -> Result<PathBuf> {
+/// Opens `dir/location` for reading, refusing anything that would leave
+/// `dir` and anything but a regular file (a FIFO would block forever).
+///
+/// Links inside the folder are allowed: the path is resolved first, checked to
+/// lie inside the folder, then opened one component at a time from the
+/// folder with `O_NOFOLLOW`, so a component swapped for a link between the
+/// check and the open fails instead of being followed.
+fn open_inside(dir: &Path, location: &str) -> Result<File> {
+    use rustix::fs::{openat, Mode, OFlags};
     let rel = Path::new(location);
     ensure!(
         !rel.is_absolute(),
@@ -156,16 +204,49 @@ fn safe_join(dir: &Path, location: &str) -> Result<PathBuf> {
         "external data location '{location}' leaves the model's folder"
     );
     let path = dir.join(rel);
-    let real = path
-        .canonicalize()
-        .with_context(|| format!("cannot open external data {}", path.display()))?;
+    let cannot_open = || format!("cannot open external data {}", path.display());
+    let real = path.canonicalize().with_context(cannot_open)?;
     let real_dir = dir
         .canonicalize()
         .with_context(|| format!("cannot open folder {}", dir.display()))?;
-    if !real.starts_with(&real_dir) {
+    let Ok(inside) = real.strip_prefix(&real_dir) else {
         bail!("external data location '{location}' links outside the model's folder");
+    };
+    let names: Vec<_> = inside.components().collect();
+    let Some((last, parents)) = names.split_last() else {
+        bail!("external data location '{location}' is the model's folder");
+    };
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let mut at: OwnedFd = File::open(&real_dir)
+        .with_context(|| format!("cannot open folder {}", dir.display()))?
+        .into();
+    for name in parents {
+        at = openat(
+            &at,
+            name.as_os_str(),
+            flags | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .map_err(std::io::Error::from)
+        .with_context(cannot_open)?;
     }
-    Ok(path)
+    // O_NONBLOCK: opening a FIFO must not wait for a writer.
+    let fd = openat(
+        &at,
+        last.as_os_str(),
+        flags | OFlags::NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)
+    .with_context(cannot_open)?;
+    let file = File::from(fd);
+    let meta = file.metadata().with_context(cannot_open)?;
+    ensure!(
+        meta.is_file(),
+        "external data {} is not a regular file",
+        path.display()
+    );
+    Ok(file)
 }
 
 /// Moves large tensors of `m` into a temporary side file in `dir`; returns
@@ -175,26 +256,10 @@ pub fn write(
     model_path: &Path,
     dir: &Path,
     options: &ExternalData,
-) -> Result<(String, tempfile::NamedTempFile)> {
-    let file_name = match &options.file_name {
-        Some(n) => n.clone(),
-        None => format!(
-            "{}.data",
-            model_path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("model.onnx")
-        ),
-    };
-    ensure!(
-        Path::new(&file_name).components().count() == 1 && !file_name.starts_with('.'),
-        "external data file name '{file_name}' must be a plain file name"
-    );
-    let tmp = tempfile::Builder::new()
-        .prefix(".onnx-opt-")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    let mut out = std::io::BufWriter::new(tmp);
+) -> Result<(String, TempOut)> {
+    let file_name = options.file_name_for(model_path)?;
+    let tmp = TempOut::new(&dir.join(&file_name))?;
+    let mut out = std::io::BufWriter::new(tmp.as_file());
     let mut offset = 0u64;
     for_each_tensor(m, &mut |t| {
         let Some(raw) = t.raw_data.as_ref().filter(|r| r.len() >= options.threshold) else {
@@ -219,8 +284,7 @@ pub fn write(
         Ok(())
     })
     .context("cannot write external data")?;
-    let tmp = out
-        .into_inner()
+    out.into_inner()
         .map_err(|e| e.into_error())
         .context("cannot write external data")?;
     Ok((file_name, tmp))

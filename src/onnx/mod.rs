@@ -8,6 +8,7 @@ mod export;
 mod external;
 mod import;
 mod mutate;
+mod output;
 mod sparse;
 #[allow(clippy::all)]
 #[rustfmt::skip]
@@ -21,17 +22,20 @@ use std::path::{Path, PathBuf};
 
 pub use external::ExternalData;
 pub use mutate::mutate_proto;
+pub use output::{folder_of, refuse_overwriting, remove_temps_on_signals, write_atomic};
 pub use sparse::{densify, sparse_from_dense};
 
 /// Protobuf cannot encode a message of 2 GiB or more.
 const PROTOBUF_LIMIT: usize = (1 << 31) - 1;
 
 /// What loading a file found besides the model.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct LoadInfo {
     /// Bytes of the model file plus its external data.
     pub file_bytes: u64,
     pub external_tensors: usize,
+    /// Every file read: the model file, then its external-data files.
+    pub files: Vec<PathBuf>,
 }
 
 /// Decodes a model from bytes; external data is resolved against `model_dir`.
@@ -43,13 +47,14 @@ fn decode_with_info(bytes: Bytes, model_dir: Option<&Path>) -> Result<(Model, Lo
     let len = bytes.len() as u64;
     let mut proto = proto::ModelProto::decode(bytes)
         .context("not a valid ONNX protobuf (truncated or corrupt?)")?;
-    let (external_tensors, external_bytes) = external::resolve(&mut proto, model_dir)?;
+    let resolved = external::resolve(&mut proto, model_dir)?;
     let model = import::import_model(proto)?;
     Ok((
         model,
         LoadInfo {
-            file_bytes: len + external_bytes,
-            external_tensors,
+            file_bytes: len + resolved.bytes,
+            external_tensors: resolved.tensors,
+            files: resolved.files,
         },
     ))
 }
@@ -61,24 +66,34 @@ pub fn load(path: &Path) -> Result<Model> {
 
 pub fn load_with_info(path: &Path) -> Result<(Model, LoadInfo)> {
     let bytes = read_file(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let dir = path.parent().map(|d| {
-        if d.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            d
-        }
-    });
-    decode_with_info(bytes, dir).with_context(|| format!("cannot load {}", path.display()))
+    let (model, mut info) = decode_with_info(bytes, Some(folder_of(path)))
+        .with_context(|| format!("cannot load {}", path.display()))?;
+    info.files.insert(0, path.to_path_buf());
+    Ok((model, info))
 }
 
 /// Files above this size are memory-mapped rather than read: the weights
 /// then alias the page cache instead of a 1x copy (a 100 MB model loads in ~0 ms).
 const MAP_ABOVE: u64 = 1 << 20;
 
-fn read_file(path: &Path) -> std::io::Result<Bytes> {
-    let file = std::fs::File::open(path)?;
-    if file.metadata()?.len() <= MAP_ABOVE {
-        return std::fs::read(path).map(Bytes::from);
+fn read_file(path: &Path) -> Result<Bytes> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    read_open(file)
+}
+
+/// The contents of an open file, which must be a regular file.
+fn read_open(mut file: std::fs::File) -> Result<Bytes> {
+    let meta = file.metadata()?;
+    anyhow::ensure!(meta.is_file(), "not a regular file");
+    if meta.len() <= MAP_ABOVE {
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        std::io::Read::read_to_end(&mut file, &mut bytes)?;
+        return Ok(Bytes::from(bytes));
     }
     // SAFETY: the mapping is read-only and private to this process. Another
     // process truncating the file while we run would fault, as with any
@@ -101,6 +116,8 @@ pub fn encode(model: &Model) -> Result<Vec<u8>> {
 pub struct SaveOptions {
     /// Write tensors to a side file; automatic when the model would pass 2 GiB.
     pub external: Option<ExternalData>,
+    /// Files that must not be replaced (those the input model was read from).
+    pub protect: Vec<PathBuf>,
 }
 
 /// What `save` wrote.
@@ -117,40 +134,37 @@ pub fn save(model: &Model, path: &Path, options: &SaveOptions) -> Result<Saved> 
     if external.is_none() && proto.encoded_len() > PROTOBUF_LIMIT {
         external = Some(ExternalData::default());
     }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = folder_of(path);
     let mut external_file = None;
     let mut pending_data = None;
     if let Some(ext) = external {
-        let (file_name, tmp) = external::write(&mut proto, path, &dir, &ext)?;
+        let (file_name, tmp) = external::write(&mut proto, path, dir, &ext)?;
         external_file = Some(dir.join(&file_name));
-        pending_data = Some((tmp, dir.join(file_name)));
+        pending_data = Some(tmp);
     }
-    let (tmp, len) = encode_to_temp(&dir, &proto)?;
-    if let Some((data_tmp, data_path)) = pending_data {
-        data_tmp
-            .persist(&data_path)
-            .with_context(|| format!("cannot write {}", data_path.display()))?;
+    // Checked again here, as late as possible: the side file may have become
+    // necessary only now (past 2 GiB).
+    let targets: Vec<PathBuf> = std::iter::once(path.to_path_buf())
+        .chain(external_file.clone())
+        .collect();
+    refuse_overwriting(&options.protect, &targets)?;
+    let (tmp, len) = encode_to_temp(path, &proto)?;
+    if let Some(data_tmp) = pending_data {
+        data_tmp.persist()?;
     }
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist()?;
     Ok(Saved {
         bytes: len,
         external_file,
     })
 }
 
-/// Encodes straight into an exactly sized, memory-mapped temporary file in
-/// `dir`: a large model is never copied into a second buffer.
-fn encode_to_temp(dir: &Path, proto: &proto::ModelProto) -> Result<(tempfile::NamedTempFile, u64)> {
+/// Encodes straight into an exactly sized, memory-mapped temporary file that
+/// becomes `path`: a large model is never copied into a second buffer.
+fn encode_to_temp(path: &Path, proto: &proto::ModelProto) -> Result<(output::TempOut, u64)> {
     let len = proto.encoded_len();
-    let tmp = tempfile::Builder::new()
-        .prefix(".onnx-opt-")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    let write_err = || format!("cannot write to {}", dir.display());
+    let tmp = output::TempOut::new(path)?;
+    let write_err = || format!("cannot write {}", path.display());
     tmp.as_file().set_len(len as u64).with_context(write_err)?;
     if len > 0 {
         // SAFETY: a fresh temporary file of ours; nothing else maps or resizes it.
@@ -169,26 +183,6 @@ fn encode_to_temp(dir: &Path, proto: &proto::ModelProto) -> Result<(tempfile::Na
 /// The size `save` would write inline, without encoding.
 pub fn encoded_len(model: &Model) -> Result<u64> {
     Ok(export::export_model(model)?.encoded_len() as u64)
-}
-
-/// Writes `bytes` to `path` through a temporary file in `dir`.
-pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    write_temp(dir, bytes)?
-        .persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}
-
-pub(crate) fn write_temp(dir: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile> {
-    use std::io::Write;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".onnx-opt-")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.flush())
-        .with_context(|| format!("cannot write to {}", dir.display()))?;
-    Ok(tmp)
 }
 
 fn decode_dtype(v: i32) -> DataType {

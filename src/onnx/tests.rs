@@ -134,6 +134,7 @@ fn external_data_round_trip_and_escapes() {
                 file_name: None,
                 threshold: 1,
             }),
+            ..SaveOptions::default()
         },
     )
     .unwrap();
@@ -182,6 +183,57 @@ fn external_data_round_trip_and_escapes() {
         decode(Bytes::from(bytes), Some(dir.path())).unwrap_err()
     );
     assert!(err.contains("links outside"), "{err}");
+
+    // A FIFO would block the read forever: refused as not a regular file.
+    let fifo = dir.path().join("fifo.data");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let bytes = tiny_model_bytes(|m| {
+        let t = &mut m.graph.as_mut().unwrap().initializer[0];
+        t.float_data.clear();
+        t.data_location = Some(1);
+        t.external_data = vec![proto::StringStringEntryProto {
+            key: Some("location".into()),
+            value: Some("fifo.data".into()),
+        }];
+    });
+    let err = format!(
+        "{:#}",
+        decode(Bytes::from(bytes), Some(dir.path())).unwrap_err()
+    );
+    assert!(err.contains("not a regular file"), "{err}");
+}
+
+#[test]
+fn save_refuses_to_replace_a_protected_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = decode(Bytes::from(tiny_model_bytes(|_| {})), None).unwrap();
+    let input_data = dir.path().join("out.onnx.data");
+    std::fs::write(&input_data, b"the input's weights").unwrap();
+    let options = SaveOptions {
+        external: Some(ExternalData {
+            file_name: None,
+            threshold: 1,
+        }),
+        protect: vec![input_data.clone()],
+    };
+    let err = format!(
+        "{:#}",
+        save(&model, &dir.path().join("out.onnx"), &options).unwrap_err()
+    );
+    assert!(err.contains("which the input model reads"), "{err}");
+    assert_eq!(std::fs::read(&input_data).unwrap(), b"the input's weights");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("out.onnx.data")]);
 }
 
 /// First differing node / field between two protos, for readable failures.

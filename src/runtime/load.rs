@@ -295,7 +295,16 @@ impl Model {
                 }
                 model.select_output_outlets(&outlets)?;
             }
-            let typed = model.into_optimized()?;
+            // tract's optimiser is quadratic in the node count (each patch
+            // it applies scans every node name: 10 s for a 1,000-node chain,
+            // minutes for 10,000), its typing pass is not: long models run
+            // as typed, without tract's rewrites (the same results, slower
+            // per run).
+            let typed = if node_count(graph) <= OPTIMIZE_UP_TO_NODES {
+                model.into_optimized()?
+            } else {
+                model.into_typed()?
+            };
             typed.into_runnable()
         });
         let plan = match plan {
@@ -406,6 +415,16 @@ impl Model {
     pub fn run_many(&self, samples: &[Sample]) -> Result<Vec<Outputs>> {
         samples.par_iter().map(|s| self.run(s)).collect()
     }
+}
+
+/// Models with more nodes than this (subgraphs included) are not optimised
+/// by tract when loaded (see `Model::load_with_dir`).
+const OPTIMIZE_UP_TO_NODES: usize = 2_000;
+
+fn node_count(graph: &pb::GraphProto) -> usize {
+    let mut n = 0;
+    visit_graph(graph, &mut |_| n += 1);
+    n
 }
 
 /// A note for error messages when symbolic dims were set to 1 ("" if none).
