@@ -173,7 +173,7 @@ impl Calibration {
     }
 
     /// Loads `model` pinned to `shapes` in the chosen runtime (see `engine`).
-    fn load(&self, model: &Model, shapes: &InputShapes, extra: &[String]) -> Result<Runner> {
+    fn load_model(&self, model: &Model, shapes: &InputShapes, extra: &[String]) -> Result<Runner> {
         match self.engine.get() {
             Some(&e) => exec::load_in(e, model, shapes, extra, &runtime::ort::Options::default())
                 .with_context(|| format!("loading the model in {e}")),
@@ -190,7 +190,7 @@ impl Calibration {
     pub fn run(&self, model: &Model, extra: &[String]) -> Result<Vec<Outputs>> {
         let mut out: Vec<Option<Outputs>> = vec![None; self.samples.len()];
         for (shapes, members) in &self.groups {
-            let rt = self.load(model, shapes, extra)?;
+            let rt = self.load_model(model, shapes, extra)?;
             let group: Vec<Sample> = members.iter().map(|&i| self.samples[i].clone()).collect();
             for (&i, o) in members.iter().zip(rt.run_many(&group)?) {
                 out[i] = Some(o);

@@ -6,13 +6,12 @@
 //! models in tract to check and time the result (the only module that sees tract).
 
 pub mod calibrate;
-pub mod data;
 pub mod check;
+pub mod data;
 pub mod exec;
 pub mod fuzz;
 pub mod inspect;
 pub mod ir;
-pub mod judge;
 pub mod linalg;
 pub mod onnx;
 #[path = "../passes/mod.rs"]

@@ -293,11 +293,7 @@ fn run_profile(args: &ProfileArgs) -> Result<ExitCode> {
     print!("{}", report.table(args.top));
     if let Some(path) = &args.report {
         let json = serde_json::to_vec_pretty(&report)?;
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        onnx::write_atomic(dir, path, &json)?;
+        onnx::write_atomic(path, &json)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -35,7 +35,7 @@ pub use preprocess::Preprocess;
 pub use split::holdout;
 
 use crate::runtime::{Dim, ElemType, InputShapes, InputSpec, Sample};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};

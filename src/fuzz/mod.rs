@@ -21,11 +21,12 @@ mod ir_mutation;
 pub mod seeds;
 
 use crate::calibrate::Calibration;
+use crate::check::{self, Judged};
 use crate::ir::Model;
 use crate::passes::DataUse;
 use crate::pipeline::{PassContext, Pipeline};
 use crate::runtime::{self, InputShapes};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 /// Values that break things: zero, negatives, ±1 off the edges, 2^31, 2^40, 2^62.
 pub const INTERESTING: &[i64] = &[
@@ -201,29 +202,26 @@ fn pipeline(bytes: &[u8], cmd: Cmd) -> Result<Option<Vec<u8>>> {
 /// `--verify` with the default tolerance of exact pipelines: false when
 /// over it; tract refusing the original skips the check, as in the CLI.
 fn verify_in_tract(original: &Model, optimised: &Model) -> Result<bool> {
-    let data = match Calibration::load(original, &InputShapes::new(), None, 0, 1) {
-        Ok(d) => d,
-        Err(e) => {
-            let msg = format!("{e:#}");
-            if msg.contains(runtime::TRACT_CANNOT_RUN) && !msg.contains(runtime::TRACT_PANICKED) {
-                return Ok(true);
-            }
-            bail!("original model: {msg}");
-        }
+    let settings = check::Settings {
+        verify: true,
+        bench: false,
+        tolerance: Some(1e-4),
+        warmup: 0,
+        runs: 0,
+        threads: 1,
     };
-    let before = crate::exec::load(original, &data.shapes, &[])?;
-    let after = crate::exec::load(optimised, &data.shapes, &[])
-        .context("the optimised model does not load in tract, though the original does")?;
-    for s in &data.samples {
-        let m = runtime::compare(&before.run(s)?, &after.run(s)?)?;
-        // NaN counts as over.
-        if m.iter()
-            .any(|o| o.max_rel_err.is_nan() || o.max_rel_err > 1e-4)
-        {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    let engine = runtime::Engine::Tract;
+    let report = match Calibration::random(original, &InputShapes::new(), 0, 1) {
+        Ok(data) => check::check(
+            engine,
+            original,
+            optimised,
+            &Judged::Memory(&data),
+            &settings,
+        )?,
+        Err(e) => check::skipped(engine, &e, &settings)?,
+    };
+    Ok(report.verify.is_none_or(|v| v.ok != Some(false)))
 }
 
 /// One mutant of `seed`: a layer at random, then 1 to 3 edits.

@@ -230,6 +230,10 @@ mod tests {
         }
     }
 
+    fn err_of<T: std::fmt::Debug>(r: Result<T>) -> String {
+        format!("{:#}", r.unwrap_err())
+    }
+
     #[test]
     fn random_inputs_of_absurd_size_are_an_error_not_an_abort() {
         let huge = spec("x", ElemType::F32, &[1 << 40, 3136]);
