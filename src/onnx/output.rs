@@ -219,7 +219,7 @@ mod tests {
         std::os::unix::fs::symlink(&input, &soft).unwrap();
         let reads = [input.clone()];
         for target in [&input, &hard, &soft] {
-            let err = refuse_overwriting(&reads, &[target.clone()]).unwrap_err();
+            let err = refuse_overwriting(&reads, std::slice::from_ref(target)).unwrap_err();
             assert!(err.to_string().contains("which the input model reads"));
         }
         refuse_overwriting(&reads, &[other]).unwrap();
