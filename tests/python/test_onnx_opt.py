@@ -292,7 +292,7 @@ def test_raise_opset_converts_every_attribute_form_exactly(tmp_path):
 
 def test_raise_opset_schema_table_is_onnx_history():
     """raise-opset refuses any schema change its table does not cover, so the
-    table of changes (passes/raise_opset.rs, SCHEMA_CHANGES) must be the
+    table of changes (passes/raise_opset/table.rs, SCHEMA_CHANGES) must be the
     pinned onnx's own history: every ai.onnx operator's since_versions after
     the first, up to 21."""
     import re
@@ -300,7 +300,7 @@ def test_raise_opset_schema_table_is_onnx_history():
 
     import onnx.defs
 
-    with open(os.path.join(ROOT, "passes", "raise_opset.rs")) as f:
+    with open(os.path.join(ROOT, "passes", "raise_opset", "table.rs")) as f:
         text = f.read()
     body = text[text.index("const SCHEMA_CHANGES"):]
     body = body[: body.index("];")]
@@ -364,7 +364,10 @@ def test_svd_fitted_to_data_beats_the_weight_fit_on_held_out_data(tmp_path):
         assert len(layers) == 2, layers  # the 10-wide head does not pay
         want = "outputs on --inputs" if fit == "auto" else "weights (fit=weights)"
         assert all(la["fitted_to"] == want for la in layers), layers
-        errs[fit] = r["verify"]["outputs"][0]["max_rel_err"]
+        assert r["verify"]["samples"] == 1024  # the batched array is 1024 samples
+        # Absolute error: the relative one is per sample, and a sample's own
+        # largest output is a noisy yardstick.
+        errs[fit] = r["verify"]["outputs"][0]["max_abs_err"]
     assert errs["auto"] < 0.5 * errs["weights"], errs
 
 
