@@ -129,7 +129,8 @@ enum Command {
 #[derive(clap::Args)]
 struct RunModelArgs {
     model: PathBuf,
-    /// Input data: a .npz (keys = input names) or a folder of samples; seeded random without it.
+    /// Input data, in the array forms of the main command's --inputs (.npy, .npz, a folder of
+    /// them; every sample is run); seeded random without it.
     #[arg(long, value_name = "PATH")]
     inputs: Option<PathBuf>,
     #[arg(long = "input-shape", value_name = "NAME=D0,D1,...")]
@@ -154,6 +155,7 @@ struct ProfileArgs {
     /// Only ort: tract has no per-node profiler here.
     #[arg(long, default_value = "ort")]
     runtime: String,
+    /// Input data (array forms, as for `run`); the first sample is profiled. Random without it.
     #[arg(long, value_name = "PATH")]
     inputs: Option<PathBuf>,
     #[arg(long = "input-shape", value_name = "NAME=D0,D1,...")]
