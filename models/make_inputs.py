@@ -60,7 +60,8 @@ def text_image(rng, shape, line_h, mean, std):
                     else:
                         k = int(rng.integers(0, lh - t + 1))
                         glyph[k:k + t, :] = True
-                page[y:y + lh, x:x + cw][glyph] = 0.1
+                region = page[y:y + lh, x:x + cw]  # the last line may run off the page
+                region[glyph[:region.shape[0], :region.shape[1]]] = 0.1
                 x += cw + int(rng.integers(2, 5)) + (int(rng.integers(6, 12)) if rng.random() < 0.15 else 0)
             y += lh + int(rng.integers(6, 14))
     img = np.repeat(img[:, None], c, axis=1)

@@ -43,6 +43,7 @@ pub fn check(g: &Graph, id: NodeId, op: &Operator, ranks: &Ranks) -> Rule {
                     op.arity
                 ));
             }
+            scan_body(op, n as usize)?;
         }
         "Constant" => {
             let values = op.attributes.iter().filter(|a| a.ref_attr_name.is_none());
@@ -338,6 +339,41 @@ fn if_branches(op: &Operator, outputs: usize) -> Rule {
                 "{name} produces {} values, the node has {outputs} outputs",
                 branch.outputs.len()
             ));
+        }
+    }
+    Ok(())
+}
+
+/// A Scan body takes N states and M = `num_scan_inputs` scanned slices and
+/// gives N states and K scanned outputs; the axes and directions lists, when
+/// given, have one entry per scanned input (M) or output (K).
+fn scan_body(op: &Operator, m: usize) -> Rule {
+    let Some(AttrValue::Graph(body)) = op.attr("body").map(|a| &a.value) else {
+        return Err("body is not a graph".into());
+    };
+    let (inputs, outputs) = (body.inputs.len(), body.outputs.len());
+    if m > inputs {
+        return Err(format!(
+            "num_scan_inputs={m} exceeds the {inputs} inputs of its body"
+        ));
+    }
+    let states = inputs - m;
+    if outputs < states {
+        return Err(format!(
+            "its body has {outputs} outputs, fewer than its {states} state inputs"
+        ));
+    }
+    let k = outputs - states;
+    for (name, want) in [
+        ("scan_input_axes", m),
+        ("scan_input_directions", m),
+        ("scan_output_axes", k),
+        ("scan_output_directions", k),
+    ] {
+        if let Some(AttrValue::Ints(v)) = op.attr(name).map(|a| &a.value) {
+            if v.len() != want {
+                return Err(format!("{name} has {} entries, not {want}", v.len()));
+            }
         }
     }
     Ok(())

@@ -240,3 +240,41 @@ fn subgraph_errors_name_the_path() {
         "{e}"
     );
 }
+
+/// s[2], x[3,2] -> Scan(body, num_scan_inputs=1, `attrs`) -> y; the body
+/// takes `body_inputs` values [2] and returns their sum once.
+fn scan(body_inputs: usize, attrs: Vec<Attribute>) -> Model {
+    let mut body = ModelBuilder::new(13);
+    let ins: Vec<_> = (0..body_inputs)
+        .map(|k| body.input(&format!("b{k}"), DataType::FLOAT, &[2]))
+        .collect();
+    let sum = body.op("Sum", &ins, vec![], "bsum");
+    body.output(sum, DataType::FLOAT);
+    let body = body.build().unwrap().graph;
+    let mut b = ModelBuilder::new(13);
+    let s = b.input("s", DataType::FLOAT, &[2]);
+    let x = b.input("x", DataType::FLOAT, &[3, 2]);
+    let mut attrs = attrs;
+    attrs.push(Attribute::int("num_scan_inputs", 1));
+    attrs.push(Attribute::new("body", AttrValue::Graph(Box::new(body))));
+    let y = b.op("Scan", &[s, x], attrs, "y");
+    b.output(y, DataType::FLOAT);
+    b.build().unwrap()
+}
+
+/// tract computes the body's state count as inputs − num_scan_inputs and
+/// its scanned outputs as outputs − states, unchecked: a body with fewer
+/// outputs than states wrapped around and allocated until the process was
+/// killed (found by `benches/fuzz.rs`).
+#[test]
+fn scan_bodies_match_their_state_and_scan_counts() {
+    validate(&scan(2, vec![])).expect("1 state, 1 scanned input, 1 state out");
+    let e = error(&scan(3, vec![]));
+    assert!(
+        e.contains("(Scan): its body has 1 outputs, fewer than its 2 state inputs"),
+        "{e}"
+    );
+    let axes = Attribute::ints("scan_input_axes", &[0, 0]);
+    let e = error(&scan(2, vec![axes]));
+    assert!(e.contains("scan_input_axes has 2 entries, not 1"), "{e}");
+}
