@@ -84,6 +84,8 @@ pub struct VerifyReport {
 pub struct Timing {
     pub median: f64,
     pub p90: f64,
+    /// The fastest run: with p90, the spread.
+    pub min: f64,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -108,10 +110,12 @@ impl BenchReport {
             before_ms: Timing {
                 median: b.a.median_ms,
                 p90: b.a.p90_ms,
+                min: b.a.min_ms,
             },
             after_ms: Timing {
                 median: b.b.median_ms,
                 p90: b.b.p90_ms,
+                min: b.b.min_ms,
             },
             speedup: b.speedup,
         }
@@ -251,8 +255,15 @@ impl RuntimeReport {
             };
             let _ = writeln!(
                 out,
-                "bench ({rt}, {threads}, {} runs): before {:.3} ms (p90 {:.3}), after {:.3} ms (p90 {:.3}), speedup {:.2}x",
-                bench.runs, bench.before_ms.median, bench.before_ms.p90, bench.after_ms.median, bench.after_ms.p90, bench.speedup
+                "bench ({rt}, {threads}, {} runs): before {:.3} ms (min {:.3}, p90 {:.3}), after {:.3} ms (min {:.3}, p90 {:.3}), speedup {:.2}x",
+                bench.runs,
+                bench.before_ms.median,
+                bench.before_ms.min,
+                bench.before_ms.p90,
+                bench.after_ms.median,
+                bench.after_ms.min,
+                bench.after_ms.p90,
+                bench.speedup
             );
         }
     }

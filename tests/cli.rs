@@ -213,6 +213,10 @@ fn same_input_same_bytes_and_a_full_report() {
     }
     assert!(r["bench"]["speedup"].as_f64().unwrap() > 0.0);
     assert!(r["bench"]["before_ms"]["median"].as_f64().unwrap() > 0.0);
+    assert!(
+        r["bench"]["before_ms"]["min"].as_f64().unwrap()
+            <= r["bench"]["before_ms"]["median"].as_f64().unwrap()
+    );
 }
 
 #[test]
