@@ -169,12 +169,20 @@ fn check_in(
 ) -> Result<RuntimeReport> {
     let groups = data.groups();
     let mut defaulted = BTreeSet::new();
+    // The bench runs on the largest group; verification keeps that group's
+    // models for it, so that nothing is compiled twice.
+    let bench_group = groups
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, (_, members))| members.len())
+        .map(|(k, _)| k);
+    let mut kept = None;
     let verify = if settings.verify {
         let mut per_group = Vec::new();
         let mut samples = 0;
         let mut silent = BTreeSet::new();
         let mut acc = (Accuracy::default(), Accuracy::default());
-        for (shapes, members) in &groups {
+        for (k, (shapes, members)) in groups.iter().enumerate() {
             let pair = Pair::load(engine, original, optimised, shapes, settings.threads)?;
             defaulted.extend(pair.before.defaulted_dims().iter().cloned());
             let mut per_sample = Vec::new();
@@ -203,6 +211,9 @@ fn check_in(
             }
             samples += per_sample.len();
             per_group.push(runtime::aggregate(&per_sample)?);
+            if settings.bench && Some(k) == bench_group {
+                kept = Some(pair);
+            }
         }
         if !silent.is_empty() {
             eprintln!(
@@ -234,12 +245,15 @@ fn check_in(
         None
     };
     let bench = if settings.bench {
-        let (shapes, members) = groups
-            .iter()
-            .max_by_key(|(_, m)| m.len())
-            .context("no samples to bench on")?;
-        let pair = Pair::load(engine, original, optimised, shapes, settings.threads)?;
-        defaulted.extend(pair.before.defaulted_dims().iter().cloned());
+        let (shapes, members) = &groups[bench_group.context("no samples to bench on")?];
+        let pair = match kept.take() {
+            Some(pair) => pair,
+            None => {
+                let pair = Pair::load(engine, original, optimised, shapes, settings.threads)?;
+                defaulted.extend(pair.before.defaulted_dims().iter().cloned());
+                pair
+            }
+        };
         let samples = members
             .iter()
             .take(BENCH_SAMPLES)
