@@ -133,6 +133,11 @@ fn f32s(g: &Graph, node: NodeId, slot: usize) -> Result<Option<(Vec<i64>, Vec<f3
 }
 
 /// Rows `0, step, 2·step, …` of `total`, at most MAX_ROWS.
+/// Each captured tensor's values as f32.
+fn f32_values(tensors: &[runtime::Tensor]) -> Result<Vec<Vec<f32>>> {
+    tensors.iter().map(|t| t.to_f32_vec()).collect()
+}
+
 fn rows(total: usize) -> Vec<usize> {
     let step = total.div_ceil(MAX_ROWS).max(1);
     (0..total).step_by(step).collect()
@@ -190,14 +195,7 @@ fn problem(
                 }
             }
             let pick = rows(pos.len());
-            let xv: Vec<Vec<f32>> = inputs
-                .iter()
-                .map(|t| t.to_f32_vec())
-                .collect::<Result<_>>()?;
-            let yv: Vec<Vec<f32>> = targets
-                .iter()
-                .map(|t| t.to_f32_vec())
-                .collect::<Result<_>>()?;
+            let (xv, yv) = (f32_values(inputs)?, f32_values(targets)?);
             let mut a = Mat::<f64>::zeros(pick.len(), d);
             let mut yt = Mat::<f64>::zeros(pick.len(), keep.len());
             for (r, &p) in pick.iter().enumerate() {
@@ -270,14 +268,7 @@ fn problem(
                 pos.extend((0..n).map(|r| (s, r)));
             }
             let pick = rows(pos.len());
-            let xv: Vec<Vec<f32>> = inputs
-                .iter()
-                .map(|t| t.to_f32_vec())
-                .collect::<Result<_>>()?;
-            let yv: Vec<Vec<f32>> = targets
-                .iter()
-                .map(|t| t.to_f32_vec())
-                .collect::<Result<_>>()?;
+            let (xv, yv) = (f32_values(inputs)?, f32_values(targets)?);
             let mut a = Mat::<f64>::zeros(pick.len(), d);
             let mut yt = Mat::<f64>::zeros(pick.len(), keep.len());
             for (r, &p) in pick.iter().enumerate() {
