@@ -6,18 +6,7 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn onnx_opt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_onnx-opt"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use std::process::Command;
 
 /// Runs a failing case: exit 1, one `error:` line naming the problem, no
 /// panic, and nothing left in the output folder.

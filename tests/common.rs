@@ -4,6 +4,7 @@
 use onnx_opt::ir::Model;
 use onnx_opt::pipeline::Pipeline;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -74,4 +75,16 @@ pub fn require_suite() {
             "suite model {name} missing: run `python models/fetch.py` (scripts/test does)"
         );
     }
+}
+
+/// Runs the onnx-opt binary with `args`.
+pub fn onnx_opt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_onnx-opt"))
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }

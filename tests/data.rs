@@ -8,18 +8,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn onnx_opt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_onnx-opt"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// A `.npy` (version 1.0) of `descr` ('<f4', '<i8', ...) holding `data`.
 fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {

@@ -7,14 +7,7 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn onnx_opt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_onnx-opt"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
+use std::process::Command;
 
 /// (regression file, what the error must say).
 const CASES: &[(&str, &str)] = &[
