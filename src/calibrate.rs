@@ -201,6 +201,40 @@ impl Calibration {
             .collect()
     }
 
+    /// Times each of `candidates` against `base` in ONNX Runtime (one
+    /// thread, as deployed per core), on the first samples of the largest
+    /// shape group, runs alternated in this process after warm-up (see
+    /// `runtime::bench`). `None` when ONNX Runtime is not installed.
+    pub fn time_in_ort(
+        &self,
+        base: &Model,
+        candidates: &[&Model],
+        runs: usize,
+    ) -> Result<Option<Vec<runtime::BenchResult>>> {
+        if runtime::ort::environment().is_err() {
+            return Ok(None);
+        }
+        let Some((shapes, members)) = self.groups.iter().max_by_key(|(_, m)| m.len()) else {
+            bail!("no samples to time on");
+        };
+        let samples: Vec<Sample> = members
+            .iter()
+            .take(4)
+            .map(|&i| self.samples[i].clone())
+            .collect();
+        let options = runtime::ort::Options::default();
+        let load = |m: &Model| exec::load_in(Engine::Ort, m, shapes, &[], &options);
+        let base = load(base).context("loading the float model in ONNX Runtime")?;
+        candidates
+            .iter()
+            .map(|c| {
+                let c = load(c).context("loading a candidate in ONNX Runtime")?;
+                runtime::bench(&base, &c, &samples, 3, runs)
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
     /// Runs `model` on every sample and returns, for each name in `values`
     /// (values of the main graph), its tensor on each sample:
     /// `result[value][sample]`.

@@ -2,6 +2,7 @@
 //! plan: graph only, an ordered map, so the same model gives the same patch).
 
 use super::*;
+use std::collections::{BTreeSet, HashMap};
 
 impl Quant {
     /// The layers to quantize in graph order, and a report entry for each
@@ -103,100 +104,272 @@ impl Quant {
         Ok(layer)
     }
 
-    /// The activations to quantize for `layers`: their inputs and both
-    /// inputs of residual Adds they feed; with `act=u8` also the outputs of
-    /// those layers and Adds (after a Relu that is their only reader), graph
-    /// outputs included, so that onnxruntime finds whole `DQ → op → Q`
-    /// groups to run as QLinear kernels.
-    pub(super) fn plan(&self, g: &Graph, layers: &[Layer]) -> ActPlan {
-        let mut plan = ActPlan::new();
-        if self.weight_only {
-            return plan;
-        }
-        let add = |plan: &mut ActPlan, v: Outlet, reader: Option<(NodeId, usize)>| {
-            let entry = plan
-                .entry(g.outlet_name(v).to_string())
-                .or_insert_with(|| Pair {
-                    value: v,
-                    readers: vec![],
-                    graph_output: false,
-                });
-            match reader {
-                Some(r) if !entry.readers.contains(&r) => {
-                    entry.readers.push(r);
-                    entry.readers.sort();
-                }
-                Some(_) => {}
-                None => entry.graph_output = true,
-            }
+    /// The activations to quantize for `layers`: their inputs, and then
+    /// by target (with `flow`): for trt both inputs of residual Adds they
+    /// feed; for ort the outputs of those layers (after a Relu or Clip that
+    /// is their only reader, which a zero point at the bottom of the range
+    /// makes free) and every operator int8 can flow through (see
+    /// [`flow_ort`]), so that ONNX Runtime finds whole `DQ → op → Q`
+    /// groups to run as int8 kernels.
+    pub(super) fn plan(&self, g: &Graph, layers: &[Layer], flow: bool) -> ActPlan {
+        let mut plan = Planner {
+            g,
+            pairs: ActPlan::new(),
         };
+        if self.weight_only {
+            return plan.pairs;
+        }
         for layer in layers {
             for &(slot, v) in &layer.acts {
-                add(&mut plan, v, Some((layer.node, slot)));
+                plan.read(v, (layer.node, slot));
             }
         }
-        // An operator's output, or the Relu right after it when that is its
-        // only reader (a zero point at the bottom of the range is the Relu).
-        let output_of = |id: NodeId| {
-            let y = Outlet::new(id, 0);
-            match g.consumers(y).as_slice() {
-                [(r, 0)] if !g.is_graph_output(y) && g.op(*r).is_some_and(|op| op.is("Relu")) => {
-                    Outlet::new(*r, 0)
-                }
-                _ => y,
+        match self.target {
+            Target::Ort => flow_ort(g, layers, flow, &mut plan),
+            Target::Trt | Target::Tract if flow => residual_adds(g, layers, &mut plan),
+            _ => {}
+        }
+        plan.pairs
+    }
+}
+
+    /// ONNX Runtime's int8 groups, grown from the quantized layers in
+    /// graph order: an operator ONNX Runtime runs in int8 on quantized
+    /// inputs and output (`QLINEAR`) joins when one of its inputs already
+    /// carries a grid (its float constant inputs are stored in int8 too);
+    /// an operator that only moves or selects values (`MOVE`) passes its
+    /// input's grid on to its output, unchanged so that `DQ → op → Q` is
+    /// dropped, when an int8 operator reads that output.
+fn flow_ort(g: &Graph, layers: &[Layer], flow: bool, plan: &mut Planner) {
+        let order = g.op_order().unwrap_or_default();
+        let mut int8: BTreeSet<NodeId> = layers.iter().map(|l| l.node).collect();
+        // Values that carry (or may carry) a grid: the root value whose grid they use.
+        let mut carried: HashMap<Outlet, Outlet> = HashMap::new();
+        for layer in layers {
+            for &(_, v) in &layer.acts {
+                carried.insert(v, v);
             }
-        };
-        let mut int8_ops: Vec<NodeId> = layers.iter().map(|l| l.node).collect();
-        if self.residual_add {
-            let outputs: Vec<Outlet> = layers.iter().map(|l| output_of(l.node)).collect();
-            for id in g.node_ids() {
+            let y = output_of(g, layer.node);
+            carried.insert(y, y);
+        }
+        let mut moved: Vec<NodeId> = vec![];
+        if flow {
+            for &id in &order {
                 let Some(op) = g.op(id) else { continue };
-                if !op.is("Add") {
+                if int8.contains(&id) || !op.is_default_domain() || g.node(id).outputs.len() != 1 {
                     continue;
                 }
-                let (Some(a), Some(b)) = (g.input(id, 0), g.input(id, 1)) else {
-                    continue;
-                };
-                let activation = |v: Outlet| g.const_tensor(v).is_none();
-                if activation(a)
-                    && activation(b)
-                    && (outputs.contains(&a) || outputs.contains(&b))
-                    && g.known_dims(a).is_some()
-                    && g.known_dims(a) == g.known_dims(b)
-                {
-                    add(&mut plan, a, Some((id, 0)));
-                    add(&mut plan, b, Some((id, 1)));
-                    int8_ops.push(id);
+                let kind = op.op_type.as_str();
+                if QLINEAR.contains(&kind) {
+                    let inputs = if kind == "Add" || kind == "Mul" || kind == "Concat" {
+                        op.arity
+                    } else {
+                        1
+                    };
+                    let ins: Option<Vec<Outlet>> = (0..inputs).map(|s| g.input(id, s)).collect();
+                    let Some(ins) = ins.filter(|i| !i.is_empty()) else {
+                        continue;
+                    };
+                    let all_f32 = ins
+                        .iter()
+                        .chain([&Outlet::new(id, 0)])
+                        .all(|&v| is_f32(g, v));
+                    let acts: Vec<Outlet> = ins
+                        .iter()
+                        .copied()
+                        .filter(|&v| g.const_tensor(v).is_none())
+                        .collect();
+                    if all_f32 && acts.iter().any(|v| carried.contains_key(v)) {
+                        int8.insert(id);
+                        for v in acts {
+                            carried.entry(v).or_insert(v);
+                        }
+                        let y = output_of(g, id);
+                        carried.insert(y, y);
+                    }
+                } else if MOVE.contains(&kind) {
+                    let (Some(x), y) = (g.input(id, 0), Outlet::new(id, 0)) else {
+                        continue;
+                    };
+                    if let Some(&root) = carried.get(&x) {
+                        if is_f32(g, x) && is_f32(g, y) {
+                            carried.insert(y, root);
+                            moved.push(id);
+                        }
+                    }
                 }
             }
         }
-        if self.act == Act::U8 {
-            // Pooling a quantized value: onnxruntime pools in int8 when the
-            // pool's output is quantized too.
-            for id in g.op_order().unwrap_or_default() {
-                let pool = g.op(id).is_some_and(|op| {
-                    ["GlobalAveragePool", "AveragePool", "MaxPool"].contains(&op.op_type.as_str())
-                        && g.node(id).outputs.len() == 1
-                });
-                let quantized_input = g.input(id, 0).filter(|x| {
-                    let entry = plan.get(g.outlet_name(*x));
-                    entry.is_some() || int8_ops.iter().any(|&op| output_of(op) == *x)
-                });
-                if let (true, Some(x)) = (pool, quantized_input) {
-                    add(&mut plan, x, Some((id, 0)));
-                    int8_ops.push(id);
-                }
-            }
-            for id in int8_ops {
-                let y = output_of(id);
-                for reader in g.consumers(y) {
-                    add(&mut plan, y, Some(reader));
-                }
-                if g.is_graph_output(y) {
-                    add(&mut plan, y, None);
-                }
+        // A moved value is kept in int8 when an int8 operator, or a kept
+        // move, reads it (latest first, so a chain of moves is seen whole).
+        let mut kept: BTreeSet<NodeId> = BTreeSet::new();
+        for &id in moved.iter().rev() {
+            let y = Outlet::new(id, 0);
+            if g
+                .consumers(y)
+                .iter()
+                .any(|(c, _)| int8.contains(c) || kept.contains(c))
+            {
+                kept.insert(id);
             }
         }
-        plan
+        for &id in &int8 {
+            if !layers.iter().any(|l| l.node == id) {
+                for (slot, v) in g.inputs(id).into_iter().enumerate() {
+                    let Some(v) = v else { continue };
+                    if g.const_tensor(v).is_some() {
+                        plan.constant(v, (id, slot));
+                    } else {
+                        plan.read(v, (id, slot));
+                    }
+                }
+            }
+            plan.output(output_of(g, id));
+        }
+        for &id in &kept {
+            let x = g.input(id, 0).expect("a moved value has an input");
+            plan.read(x, (id, 0));
+            let y = Outlet::new(id, 0);
+            plan.output(y);
+            let root = g.outlet_name(carried[&y]).to_string();
+            plan.share(y, root);
+        }
+    }
+
+/// Operators ONNX Runtime runs in int8 when their inputs and output are
+/// quantized (QLinearAdd, QLinearMul, QLinearConcat, QLinearAveragePool,
+/// QLinearGlobalAveragePool, QLinearLeakyRelu, QLinearSigmoid).
+const QLINEAR: &[&str] = &[
+    "Add",
+    "AveragePool",
+    "Concat",
+    "GlobalAveragePool",
+    "LeakyRelu",
+    "Mul",
+    "Sigmoid",
+];
+
+/// Operators that only move or select values: on int8 values with the
+/// same grid in and out, ONNX Runtime drops their `DQ`/`Q` and runs them
+/// on int8 as they are.
+const MOVE: &[&str] = &[
+    "Expand",
+    "Flatten",
+    "Gather",
+    "MaxPool",
+    "Reshape",
+    "Resize",
+    "Slice",
+    "Squeeze",
+    "Tile",
+    "Transpose",
+    "Unsqueeze",
+];
+
+/// Int8 may flow through operators of this type.
+pub(super) fn flows_through(op_type: &str) -> bool {
+    QLINEAR.contains(&op_type) || MOVE.contains(&op_type)
+}
+
+/// Input `slot` of `op` carries the values int8 flows through (not shapes,
+/// indices, scales or a Resize's roi).
+pub(super) fn is_data(op: &Operator, slot: usize) -> bool {
+    QLINEAR.contains(&op.op_type.as_str()) || slot == 0
+}
+
+/// `v` is known to be an f32 tensor.
+fn is_f32(g: &Graph, v: Outlet) -> bool {
+    g.known_type(v).is_some_and(|t| {
+        matches!(t.kind, TypeKind::Tensor { elem: Some(e), .. } if e == DataType::FLOAT)
+    })
+}
+
+/// An operator's output, or the Relu (or Clip) right after it when that is
+/// its only reader: a zero point at the bottom of the range is the Relu,
+/// which ONNX Runtime then drops.
+pub(super) fn output_of(g: &Graph, id: NodeId) -> Outlet {
+    let y = Outlet::new(id, 0);
+    match g.consumers(y).as_slice() {
+        [(r, 0)] if !g.is_graph_output(y)
+            && g.op(*r).is_some_and(|op| op.is("Relu") || op.is("Clip")) =>
+        {
+            Outlet::new(*r, 0)
+        }
+        _ => y,
+    }
+}
+
+/// Both inputs of the residual Adds the layers feed (TensorRT fuses the
+/// Add into the layer when both are quantized).
+fn residual_adds(g: &Graph, layers: &[Layer], plan: &mut Planner) {
+    let outputs: Vec<Outlet> = layers.iter().map(|l| output_of(g, l.node)).collect();
+    for id in g.node_ids() {
+        let Some(op) = g.op(id) else { continue };
+        if !op.is("Add") {
+            continue;
+        }
+        let (Some(a), Some(b)) = (g.input(id, 0), g.input(id, 1)) else {
+            continue;
+        };
+        let activation = |v: Outlet| g.const_tensor(v).is_none();
+        if activation(a)
+            && activation(b)
+            && (outputs.contains(&a) || outputs.contains(&b))
+            && g.known_dims(a).is_some()
+            && g.known_dims(a) == g.known_dims(b)
+        {
+            plan.read(a, (id, 0));
+            plan.read(b, (id, 1));
+        }
+    }
+}
+
+/// Builds the plan: which inputs read each value's dequantized copy.
+struct Planner<'g> {
+    g: &'g Graph,
+    pairs: ActPlan,
+}
+
+impl Planner<'_> {
+    fn entry(&mut self, v: Outlet, grid: GridFrom) -> &mut Pair {
+        self.pairs
+            .entry(self.g.outlet_name(v).to_string())
+            .or_insert_with(|| Pair {
+                value: v,
+                readers: vec![],
+                graph_output: false,
+                grid,
+            })
+    }
+
+    /// `reader` reads `v`'s dequantized copy.
+    fn read(&mut self, v: Outlet, reader: (NodeId, usize)) {
+        let e = self.entry(v, GridFrom::Calibrated);
+        if !e.readers.contains(&reader) {
+            e.readers.push(reader);
+            e.readers.sort();
+        }
+    }
+
+    /// A constant `reader` reads in int8.
+    fn constant(&mut self, v: Outlet, reader: (NodeId, usize)) {
+        self.entry(v, GridFrom::Constant);
+        self.read(v, reader);
+    }
+
+    /// Every reader of `v` (and the graph output it is) reads its
+    /// dequantized copy.
+    fn output(&mut self, v: Outlet) {
+        for reader in self.g.consumers(v) {
+            self.read(v, reader);
+        }
+        if self.g.is_graph_output(v) {
+            self.entry(v, GridFrom::Calibrated).graph_output = true;
+        }
+    }
+
+    /// `v` is quantized on the grid of the value named `root`.
+    fn share(&mut self, v: Outlet, root: String) {
+        self.entry(v, GridFrom::Calibrated).grid = GridFrom::SameAs(root);
     }
 }

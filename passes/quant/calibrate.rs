@@ -40,6 +40,34 @@ impl Quant {
         Ok(grids)
     }
 
+    /// The grid of the planned value `name`: calibrated, shared with the
+    /// value it was moved from, or fitted to a constant's own values.
+    pub(super) fn grid_of(&self, g: &Graph, name: &str, pair: &Pair, grids: &Grids) -> Result<Grid> {
+        let calibrated = |n: &str| {
+            grids
+                .get(n)
+                .map(|(grid, _, _)| *grid)
+                .with_context(|| format!("value {n} was not calibrated"))
+        };
+        match &pair.grid {
+            GridFrom::Calibrated => calibrated(name),
+            GridFrom::SameAs(root) => calibrated(root),
+            GridFrom::Constant => {
+                let t = g
+                    .const_tensor(pair.value)
+                    .with_context(|| format!("{name} is not a constant"))?;
+                let values = t.to_f32()?;
+                let (lo, hi) = values
+                    .iter()
+                    .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                Ok(match self.act {
+                    Act::S8 => Grid::symmetric(lo.abs().max(hi.abs()), 8),
+                    Act::U8 => Grid::asymmetric_u8(lo, hi),
+                })
+            }
+        }
+    }
+
     /// Each layer's sensitivity: the relative error (‖y − y_float‖/‖y_float‖
     /// over every output and sample) of the model with only that layer
     /// quantized.
@@ -67,11 +95,9 @@ impl Quant {
                 let mut m = model.clone();
                 let mut patch = Patch::new(format!("quant: {}", layer.name));
                 self.quantize_weights(&m.graph, std::slice::from_ref(layer), &mut patch)?;
-                for (name, pair) in self.plan(&m.graph, std::slice::from_ref(layer)) {
-                    let (grid, _, _) = grids
-                        .get(&name)
-                        .with_context(|| format!("value {name} was not calibrated"))?;
-                    self.add_pair(&mut patch, &name, &pair, grid);
+                for (name, pair) in self.plan(&m.graph, std::slice::from_ref(layer), self.flow) {
+                    let grid = self.grid_of(&m.graph, &name, &pair, grids)?;
+                    self.add_pair(&m.graph, &mut patch, &name, &pair, &grid)?;
                 }
                 patch.apply(&mut m.graph)?;
                 let got = data.run(&m, &[])?;

@@ -6,7 +6,7 @@
 //! [-127, 127]) on the consumer's output-channel axis (Conv 0,
 //! ConvTranspose 1, Gemm 0 with `transB` and 1 without, MatMul the last),
 //! read through `DequantizeLinear`. The activations those layers read (and
-//! the two inputs of a residual Add) get a per-tensor
+//! more, by target: below) get a per-tensor
 //! `QuantizeLinear → DequantizeLinear` pair whose scale comes from
 //! calibration (MinMax, Percentile or Entropy over `--inputs`).
 //!
@@ -22,17 +22,29 @@
 //!                                  y = Conv(x', W', b)          (bias stays float)
 //! ```
 //!
-//! **TensorRT's rules, kept by default (`act=s8`):** activations symmetric
-//! int8 (zero point 0, scale = amax/127), weights symmetric per channel,
-//! scales and zero points initializers, bias float, opset ≥ 13 (a model
-//! below is raised to 14 first, see `raise-opset`, and its activation
-//! patterns fused, so that a written-out HardSwish becomes one operator
-//! between int8 layers; the report says so).
-//! `act=u8` gives ONNX Runtime's preferred form instead: asymmetric uint8
-//! activations, with a pair also on each quantized layer's output (after a
-//! following Relu, which a zero point of 0 then absorbs), so that ONNX
-//! Runtime finds complete `DQ → op → Q` groups and runs them as QLinear
-//! kernels rather than in float.
+//! **Targets** (`target`, chosen once): the form depends on where the
+//! model runs.
+//! - `ort` (default: what a CPU user gets from ONNX Runtime): asymmetric
+//!   uint8 activations, a pair also on each quantized layer's output (after
+//!   a following Relu or Clip, which a zero point at the bottom of the range
+//!   makes free), and int8 *flowing*: every Add, Mul, Concat, pool, Resize,
+//!   Sigmoid or LeakyRelu a quantized value reaches is quantized too (its
+//!   float constants stored in int8), and operators that only move values
+//!   (Reshape, Transpose, Slice, MaxPool, Resize...) pass their input's grid
+//!   on unchanged, so that ONNX Runtime finds whole `DQ → op → Q` groups and
+//!   runs them as int8 kernels instead of paying a dequantize-quantize round
+//!   trip around each float operator.
+//! - `trt`: TensorRT's explicit-quantization rules: activations symmetric
+//!   int8 (zero point 0, scale = amax/127) on the layers' inputs (and both
+//!   inputs of residual Adds), weights symmetric per channel, scales and
+//!   zero points initializers, bias float.
+//! - `tract`: the same layers lowered to QLinearConv/QLinearMatMul with
+//!   per-tensor weights and uint8 activations kept from layer to layer
+//!   (`qop.rs`): the one quantized form tract runs faster than float.
+//!
+//! A model below opset 13 is raised to 14 first (see `raise-opset`) and
+//! its activation patterns fused, so that a written-out HardSwish becomes
+//! one operator between int8 layers; the report says so.
 //!
 //! **Where int8 does not pay:** a layer whose outputs each sum fewer than
 //! `min-k` products (depthwise 3×3: 9) costs more in quantize, dequantize
@@ -43,12 +55,8 @@
 //! is 1.47× faster; on det the error falls from 0.25 to 0.05 (u8) and from
 //! 0.46 to 0.05 (s8). `min-k=0` quantizes every layer. `fallback=K` measures each
 //! layer's sensitivity (the model's output error with only that layer
-//! quantized, on the calibration samples, in tract) and keeps the K most
-//! sensitive in float.
-//!
-//! **For tract:** `format=qop` lowers the same layers to QLinearConv with
-//! per-tensor weights and uint8 activations kept from layer to layer
-//! (`qop.rs`): the one quantized form tract runs faster than float.
+//! quantized, on the calibration samples) and keeps the K most sensitive in
+//! float.
 //!
 //! BatchNormalization is folded first (`fuse-bn`), weights held in
 //! `Constant` nodes are lifted (`lift-constants`); only the main graph is
@@ -63,11 +71,13 @@ use crate::ir::{
 };
 use crate::passes::{name_matches, select_layers, DataUse, PassInfo};
 use crate::pipeline::{List, Options, Pass, PassContext, Pipeline};
+use measure::Measured;
 use crate::quantize::{self, Grid, Method};
 use anyhow::{bail, ensure, Context, Result};
 
 mod analysis;
 mod calibrate;
+mod measure;
 mod qop;
 mod rewrite;
 #[cfg(test)]
@@ -79,7 +89,7 @@ use std::collections::BTreeMap;
 
 pub const INFO: PassInfo = PassInfo {
     name: "quant",
-    summary: "int8 quantization (QDQ for TensorRT / ONNX Runtime), calibrated on --inputs",
+    summary: "int8 quantization for ONNX Runtime (default), TensorRT or tract, calibrated on --inputs",
     exact: false,
     data: DataUse::Required,
     options: Opts::TABLE,
@@ -88,10 +98,10 @@ pub const INFO: PassInfo = PassInfo {
 
 crate::pass_options! {
     struct Opts {
-        format: String = "format", "qdq",
-            "qdq: QuantizeLinear/DequantizeLinear pairs (TensorRT, ONNX Runtime); qop: QLinearConv with u8 activations kept between layers and per-tensor weights (tract's int8 kernels)";
-        act: String = "act", "s8",
-            "activations: s8 (symmetric, TensorRT) or u8 (asymmetric, ONNX Runtime; also quantizes layer outputs)";
+        target: String = "target", "ort",
+            "where the model runs: ort (ONNX Runtime's QDQ form: u8 activations, int8 flowing through Add/Mul/Concat/pools/Resize/Sigmoid and data movement), trt (TensorRT's explicit-quantization rules: symmetric s8 activations on layer inputs only) or tract (QLinearConv/QLinearMatMul with per-tensor weights, tract's int8 kernels)";
+        act: String = "act", "auto",
+            "activation grid: auto (the target's: u8 for ort and tract, s8 for trt), u8 (asymmetric) or s8 (symmetric)";
         method: String = "method", "minmax",
             "activation ranges: minmax, percentile or entropy (KL)";
         percentile: f64 = "percentile", "99.999",
@@ -102,8 +112,8 @@ crate::pass_options! {
             "one weight scale per output channel (false: one per tensor)";
         ops: List = "ops", "Conv|ConvTranspose|Gemm|MatMul",
             "operator types to quantize";
-        add: bool = "add", "true",
-            "also quantize both inputs of residual Adds fed by a quantized layer";
+        flow: bool = "flow", "true",
+            "let int8 flow between layers: target=ort quantizes the Add, Mul, Concat, pools, Resize, Sigmoid, LeakyRelu and data movement (Reshape, Transpose, Slice...) a quantized value reaches, so ONNX Runtime runs them in int8; target=trt quantizes both inputs of residual Adds fed by a quantized layer";
         exclude: List = "exclude", "",
             "layers to keep in float: node or weight names, `*` matches any run (a|b*|*c)";
         weight_only: bool = "weight-only", "false",
@@ -111,9 +121,32 @@ crate::pass_options! {
         min_k: usize = "min-k", "64",
             "keep in float layers whose outputs each sum fewer products (depthwise 3×3: 9); 0: quantize every layer";
         max_weight_err: f64 = "max-weight-err", "0.05",
-            "format=qop: keep in float a layer whose per-tensor int8 weights lose more than this (relative L2); format=qdq's per-channel scales rarely do";
+            "target=tract: keep in float a layer whose per-tensor int8 weights lose more than this (relative L2); the per-channel scales of ort and trt rarely do";
         fallback: usize = "fallback", "0",
             "measure every layer's sensitivity and keep the K most sensitive in float";
+        measure: bool = "measure", "true",
+            "target=ort: time the int8 forms (with and without flow) against the float model in ONNX Runtime when it is installed and keep the fastest, float included; the report gives the options that give the same model without timing";
+    }
+}
+
+/// Where the quantized model runs, which decides its form.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Target {
+    /// ONNX Runtime: QDQ with u8 activations, int8 kept between layers.
+    Ort,
+    /// TensorRT's explicit quantization: QDQ, symmetric s8 activations.
+    Trt,
+    /// tract: QLinear operators with per-tensor weights (`qop.rs`).
+    Tract,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Ort => "ort (ONNX Runtime)",
+            Target::Trt => "trt (TensorRT)",
+            Target::Tract => "tract",
+        }
     }
 }
 
@@ -130,14 +163,15 @@ const RAISE_TO: i64 = 14;
 
 struct Quant {
     after_raise: Pipeline,
-    qop: bool,
+    target: Target,
     max_weight_err: f64,
     act: Act,
     method: Method,
     bits: u32,
     per_channel: bool,
     ops: Vec<String>,
-    residual_add: bool,
+    flow: bool,
+    measure: bool,
     exclude: Vec<String>,
     weight_only: bool,
     min_k: usize,
@@ -147,11 +181,21 @@ struct Quant {
 
 fn build(o: &Options) -> Result<Box<dyn Pass>> {
     let o = Opts::parse(o)?;
-    let act = match o.act.as_str() {
-        "s8" => Act::S8,
-        "u8" => Act::U8,
-        other => bail!("act={other} must be s8 or u8"),
+    let target = match o.target.as_str() {
+        "ort" => Target::Ort,
+        "trt" => Target::Trt,
+        "tract" => Target::Tract,
+        other => bail!("target={other} must be ort, trt or tract"),
     };
+    let act = match (o.act.as_str(), target) {
+        ("auto", Target::Trt) | ("s8", _) => Act::S8,
+        ("auto", _) | ("u8", _) => Act::U8,
+        (other, _) => bail!("act={other} must be auto, s8 or u8"),
+    };
+    ensure!(
+        !(target == Target::Tract && act == Act::S8),
+        "target=tract keeps u8 activations (tract's s8 QLinear path is slow): act=s8 does not apply"
+    );
     let method = match o.method.as_str() {
         "minmax" => Method::MinMax,
         "percentile" => {
@@ -173,15 +217,11 @@ fn build(o: &Options) -> Result<Box<dyn Pass>> {
             "ops may hold Conv, ConvTranspose, Gemm, MatMul (got {op})"
         );
     }
-    let qop = match o.format.as_str() {
-        "qdq" => false,
-        "qop" => true,
-        other => bail!("format={other} must be qdq or qop"),
-    };
+    let qop = target == Target::Tract;
     let fallback = o.fallback;
     ensure!(
         !(qop && fallback > 0),
-        "fallback is measured on the QDQ form; not with format=qop"
+        "fallback is measured on the QDQ form of ort and trt; not with target=tract"
     );
     let max_weight_err = o.max_weight_err;
     ensure!(
@@ -190,14 +230,15 @@ fn build(o: &Options) -> Result<Box<dyn Pass>> {
     );
     Ok(Box::new(Quant {
         after_raise: Pipeline::parse("fuse-activation,infer-shapes")?,
-        qop,
+        target,
         max_weight_err,
         act,
         method,
         bits,
         per_channel: o.per_channel,
         ops: o.ops.0,
-        residual_add: o.add,
+        flow: o.flow,
+        measure: o.measure,
         exclude: o.exclude.0,
         weight_only: o.weight_only,
         min_k: o.min_k,
@@ -231,7 +272,8 @@ type Readers = Vec<(NodeId, usize)>;
 /// Each calibrated value's grid and range (lo, hi).
 type Grids = BTreeMap<String, (Grid, f32, f32)>;
 
-/// An activation that gets a Q→DQ pair.
+/// An activation that gets a Q→DQ pair (or a constant read through a
+/// DequantizeLinear of its int8 values).
 #[derive(Clone, Debug)]
 struct Pair {
     value: Outlet,
@@ -239,6 +281,21 @@ struct Pair {
     readers: Readers,
     /// The value is a graph output, which the dequantized value takes over.
     graph_output: bool,
+    /// Where its grid comes from.
+    grid: GridFrom,
+}
+
+/// Where a quantized value's grid comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum GridFrom {
+    /// Its own range on the calibration samples.
+    Calibrated,
+    /// The grid of the named value: the output of an operator that only
+    /// moves or selects values (Reshape, MaxPool, Resize...), so that
+    /// `DQ → op → Q` with equal grids runs on int8 as it is.
+    SameAs(String),
+    /// Its own values: a constant input of an operator int8 flows through.
+    Constant,
 }
 
 /// The activations to quantize, by value name (an ordered map: the same
@@ -257,7 +314,7 @@ impl Pass for Quant {
             None
         };
         let (mut layers, mut report) = self.candidates(&model.graph);
-        if self.qop {
+        if self.target == Target::Tract {
             return self.run_qop(model, cx, layers, report, opset, raised);
         }
         let data = if self.weight_only {
@@ -268,14 +325,16 @@ impl Pass for Quant {
             )?)
         };
         // Calibrate every activation any plan may quantize.
-        let full = self.plan(&model.graph, &layers);
+        let mut to_calibrate: Vec<String> = [true, false]
+            .iter()
+            .flat_map(|&flow| self.plan(&model.graph, &layers, flow))
+            .filter(|(_, p)| p.grid == GridFrom::Calibrated)
+            .map(|(n, _)| n)
+            .collect();
+        to_calibrate.sort();
+        to_calibrate.dedup();
         let grids = match data {
-            Some(d) => self.calibrate(
-                model,
-                d,
-                &full.keys().cloned().collect::<Vec<_>>(),
-                self.act,
-            )?,
+            Some(d) => self.calibrate(model, d, &to_calibrate, self.act)?,
             None => BTreeMap::new(),
         };
         let mut sensitivity = BTreeMap::new();
@@ -301,14 +360,38 @@ impl Pass for Quant {
                 }
             });
         }
-        let acts = self.plan(&model.graph, &layers);
         let bytes_before = float_weight_bytes(&model.graph, &layers);
-        let mut patch = Patch::new("quant");
+        let mut candidates = vec![self.quantized(model, &layers, &grids, self.flow)?];
+        let measured = match data {
+            Some(d) if self.measure && self.target == Target::Ort && !layers.is_empty() => {
+                if self.flow {
+                    candidates.push(self.quantized(model, &layers, &grids, false)?);
+                }
+                self.choose(d, model, &candidates)?
+            }
+            _ => Measured::not(if self.target == Target::Ort && self.measure {
+                "nothing to time"
+            } else {
+                "not asked (measure=false, or a target other than ort)"
+            }),
+        };
+        let Some(chosen) = measured.chosen.map(|i| candidates.swap_remove(i)) else {
+            // int8 does not pay here: the float model is the faster one.
+            report.extend(layers.iter().map(|l| {
+                json!({ "layer": l.name, "op": l.op, "kept": "float: the int8 model ran slower in ONNX Runtime" })
+            }));
+            return Ok(json!({
+                "target": self.target.name(),
+                "format": "float (int8 did not pay)",
+                "measured": measured.report,
+                "layers_quantized": 0,
+                "layers": report,
+            }));
+        };
         let mut entries = vec![];
-        let weights = self.quantize_weights(&model.graph, &layers, &mut patch)?;
         for layer in &layers {
             let mut entry = json!({ "layer": layer.name, "op": layer.op, "K": layer.k });
-            if let Some(w) = weights.get(&layer.node) {
+            if let Some(w) = chosen.weights.get(&layer.node) {
                 entry["weight"] = w.clone();
             }
             let inputs: Vec<_> = layer
@@ -316,7 +399,7 @@ impl Pass for Quant {
                 .iter()
                 .filter_map(|(_, v)| {
                     let name = model.graph.outlet_name(*v);
-                    grids.get(name).filter(|_| acts.contains_key(name)).map(|(g, lo, hi)| {
+                    grids.get(name).filter(|_| chosen.acts.contains_key(name)).map(|(g, lo, hi)| {
                         json!({ "value": name, "range": [lo, hi], "scale": g.scale, "zero_point": g.zero_point })
                     })
                 })
@@ -329,31 +412,99 @@ impl Pass for Quant {
             }
             entries.push(entry);
         }
-        for (name, pair) in &acts {
-            let (grid, _, _) = grids
-                .get(name)
-                .with_context(|| format!("value {name} was not calibrated"))?;
-            self.add_pair(&mut patch, name, pair, grid);
-        }
-        patch
-            .apply(&mut model.graph)
-            .context("applying quantization")?;
+        let (acts, flows) = (chosen.acts.len(), chosen.flows);
+        *model = chosen.model;
         let bytes_after = int8_bytes(&model.graph);
         entries.extend(report);
         let quantized = layers.len();
         Ok(json!({
+            "target": self.target.name(),
             "format": "qdq",
             "opset_raised": raised.map(|r| json!({ "from": opset, "to": RAISE_TO, "rewritten": r })),
             "activations": match self.act { Act::S8 => "int8 symmetric", Act::U8 => "uint8 asymmetric" },
             "method": if self.weight_only { "none (weight-only)".to_string() } else { self.method.name() },
             "calibration": data.map_or("none".to_string(), |d| format!("{} ({} samples)", d.source, d.samples.len())),
+            "measured": measured.report,
             "layers_quantized": quantized,
             "left_in_subgraphs": in_subgraphs(&model.graph, &self.ops),
-            "activation_pairs": acts.len(),
+            "activation_pairs": acts,
+            "int8_also": flows,
             "weight_bytes": { "before": bytes_before, "after": bytes_after },
             "layers": entries,
         }))
     }
+}
+
+/// One quantized form of the model.
+struct Candidate {
+    model: Model,
+    /// The activations quantized.
+    acts: ActPlan,
+    /// The report entry of each layer's weight.
+    weights: BTreeMap<NodeId, serde_json::Value>,
+    /// The operators int8 flows through, by type.
+    flows: BTreeMap<String, usize>,
+    /// Whether int8 was let flow.
+    flow: bool,
+}
+
+impl Quant {
+    /// `model` with `layers` quantized on `grids` (int8 flowing or not).
+    fn quantized(
+        &self,
+        model: &Model,
+        layers: &[Layer],
+        grids: &Grids,
+        flow: bool,
+    ) -> Result<Candidate> {
+        let mut m = model.clone();
+        let acts = self.plan(&m.graph, layers, flow);
+        let mut patch = Patch::new("quant");
+        let weights = self.quantize_weights(&m.graph, layers, &mut patch)?;
+        for (name, pair) in &acts {
+            let grid = self.grid_of(&m.graph, name, pair, grids)?;
+            self.add_pair(&m.graph, &mut patch, name, pair, &grid)?;
+        }
+        let flows = flows_through(&m.graph, layers, &acts);
+        patch
+            .apply(&mut m.graph)
+            .context("applying quantization")?;
+        Ok(Candidate {
+            model: m,
+            acts,
+            weights,
+            flows,
+            flow,
+        })
+    }
+}
+
+/// The operators other than the layers that int8 flows through, by type:
+/// those that read every input in int8 and whose output is quantized.
+fn flows_through(g: &Graph, layers: &[Layer], acts: &ActPlan) -> BTreeMap<String, usize> {
+    let read: std::collections::HashSet<(NodeId, usize)> = acts
+        .values()
+        .flat_map(|p| p.readers.iter().copied())
+        .collect();
+    let quantized: std::collections::HashSet<Outlet> = acts.values().map(|p| p.value).collect();
+    let mut by_type = BTreeMap::new();
+    for id in g.node_ids() {
+        let Some(op) = g.op(id).filter(|op| analysis::flows_through(&op.op_type)) else {
+            continue;
+        };
+        let inputs = g.inputs(id);
+        let flows = !layers.iter().any(|l| l.node == id)
+            && inputs.iter().enumerate().any(|(s, v)| v.is_some() && read.contains(&(id, s)))
+            && inputs
+                .iter()
+                .enumerate()
+                .all(|(s, v)| v.is_none() || read.contains(&(id, s)) || !analysis::is_data(op, s))
+            && quantized.contains(&analysis::output_of(g, id));
+        if flows {
+            *by_type.entry(op.op_type.clone()).or_insert(0) += 1;
+        }
+    }
+    by_type
 }
 
 /// Operators of the chosen types inside If/Loop/Scan bodies, which are not
@@ -423,6 +574,7 @@ impl Quant {
         let bytes_after = int8_bytes(&model.graph);
         entries.extend(report);
         Ok(json!({
+            "target": self.target.name(),
             "format": "qop",
             "opset_raised": raised.map(|r| json!({ "from": opset, "to": RAISE_TO, "rewritten": r })),
             "activations": "uint8 asymmetric, kept between lowered layers",

@@ -89,31 +89,57 @@ impl Quant {
         Ok(out)
     }
 
-    /// `x → QuantizeLinear → DequantizeLinear → readers`.
-    pub(super) fn add_pair(&self, patch: &mut Patch, name: &str, pair: &Pair, grid: &Grid) {
+    /// `x → QuantizeLinear → DequantizeLinear → readers`; a constant is
+    /// stored quantized instead and read through a DequantizeLinear.
+    pub(super) fn add_pair(
+        &self,
+        g: &Graph,
+        patch: &mut Patch,
+        name: &str,
+        pair: &Pair,
+        grid: &Grid,
+    ) -> Result<()> {
         let x = pair.value;
         let scale = patch.add_const(
             &format!("{name}_scale"),
             Tensor::from_f32(vec![], &[grid.scale]),
         );
-        let (dtype, zp) = match self.act {
-            Act::S8 => (DataType::INT8, grid.zero_point as i8 as u8),
-            Act::U8 => (DataType::UINT8, grid.zero_point as u8),
+        let dtype = match self.act {
+            Act::S8 => DataType::INT8,
+            Act::U8 => DataType::UINT8,
         };
+        // Two's complement: an i8 zero point or value is its low byte.
+        let byte = |q: i32| q as u8;
         let zero = patch.add_const(
             &format!("{name}_zero_point"),
-            Tensor::new(dtype, vec![], TensorData::Raw(vec![zp].into())),
+            Tensor::new(dtype, vec![], TensorData::Raw(vec![byte(grid.zero_point)].into())),
         );
-        let q = patch.add_op(
-            Some(format!("{name}_QuantizeLinear")),
-            Operator::new("QuantizeLinear", 3, vec![]),
-            vec![Some(Src::from(x)), Some(scale), Some(zero)],
-            &[&format!("{name}_quantized")],
-        );
+        let quantized = if pair.grid == GridFrom::Constant {
+            let t = g
+                .const_tensor(x)
+                .with_context(|| format!("{name} is not a constant"))?;
+            let q: Vec<u8> = t.to_f32()?.iter().map(|&v| byte(grid.quantize(v))).collect();
+            let q = patch.add_const(
+                &format!("{name}_quantized"),
+                Tensor::new(dtype, t.dims.clone(), TensorData::Raw(q.into())),
+            );
+            if g.consumers(x).len() == pair.readers.len() && !g.is_graph_output(x) {
+                patch.remove(x.node);
+            }
+            q
+        } else {
+            let q = patch.add_op(
+                Some(format!("{name}_QuantizeLinear")),
+                Operator::new("QuantizeLinear", 3, vec![]),
+                vec![Some(Src::from(x)), Some(scale), Some(zero)],
+                &[&format!("{name}_quantized")],
+            );
+            Patch::out(q, 0)
+        };
         let dq = patch.add_op(
             Some(format!("{name}_DequantizeLinear")),
             Operator::new("DequantizeLinear", 3, vec![]),
-            vec![Some(Patch::out(q, 0)), Some(scale), Some(zero)],
+            vec![Some(quantized), Some(scale), Some(zero)],
             &[&format!("{name}_dequantized")],
         );
         for &(node, slot) in &pair.readers {
@@ -122,5 +148,6 @@ impl Quant {
         if pair.graph_output {
             patch.hand_over_output(x, Patch::out(dq, 0));
         }
+        Ok(())
     }
 }

@@ -86,6 +86,44 @@ fn mlp() -> Model {
     b.build().unwrap()
 }
 
+/// A detector's neck: Conv → SiLU (x·Sigmoid(x)) → MaxPool → Resize ×2 (nearest),
+/// concatenated with a second branch scaled by a constant, then Reshape →
+/// Transpose into a 1×1 Conv.
+fn neck() -> Model {
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[1, 8, 8, 8]);
+    let c1 = conv(&mut b, x, "conv1", 16, 8, 3, 1);
+    let s = b.op("Sigmoid", &[c1], vec![], "sig");
+    let a = b.op("Mul", &[c1, s], vec![], "silu");
+    let p = b.op(
+        "MaxPool",
+        &[a],
+        vec![
+            Attribute::ints("kernel_shape", &[2, 2]),
+            Attribute::ints("strides", &[2, 2]),
+        ],
+        "pool",
+    );
+    let roi = b.init("roi", Tensor::from_f32(vec![0], &[]));
+    let scales = b.init("scales", Tensor::from_f32(vec![4], &[1.0, 1.0, 2.0, 2.0]));
+    let up = b.op("Resize", &[p, roi, scales], vec![], "up");
+    let c2 = conv(&mut b, a, "conv2", 16, 16, 3, 1);
+    let half = b.init("half", Tensor::from_f32(vec![], &[0.5]));
+    let scaled = b.op("Mul", &[c2, half], vec![], "scaled");
+    let cat = b.op("Concat", &[up, scaled], vec![Attribute::int("axis", 1)], "cat");
+    let shape = b.init("shape", Tensor::from_i64(vec![4], &[1, 32, 64, 1]));
+    let r = b.op("Reshape", &[cat, shape], vec![], "flat");
+    let t = b.op(
+        "Transpose",
+        &[r],
+        vec![Attribute::ints("perm", &[0, 1, 3, 2])],
+        "t",
+    );
+    let y = conv(&mut b, t, "head", 8, 32, 1, 1);
+    b.output(y, DataType::FLOAT);
+    b.build().unwrap()
+}
+
 fn gemm(trans_b: bool) -> Model {
     let (k, n) = (24, 12);
     let mut b = ModelBuilder::new(13);
@@ -164,24 +202,27 @@ fn weight_of(m: &Model, op_type: &str) -> (Option<i64>, usize, Vec<i64>) {
 #[test]
 fn qdq_rewrites_are_pinned_and_close_to_the_float_model() {
     for (name, model, passes, tolerance) in [
-        ("quant__cnn-s8", cnn(), "quant{min-k=0}", 0.05),
-        ("quant__cnn-u8", cnn(), "quant{act=u8,min-k=16}", 0.05),
+        ("quant__cnn-s8", cnn(), "quant{measure=false,target=trt,min-k=0}", 0.05),
+        ("quant__cnn-u8", cnn(), "quant{measure=false,target=ort,min-k=16}", 0.05),
         (
             "quant__cnn-u8-depthwise",
             cnn(),
-            "quant{act=u8,min-k=0}",
+            "quant{measure=false,target=ort,min-k=0}",
             0.05,
         ),
-        ("quant__mlp-s8", mlp(), "quant{min-k=0}", 0.05),
-        ("quant__gemm-transb", gemm(true), "quant{min-k=0}", 0.05),
+
+        // 0.101 with flow=false too: the error is the layers', not the flow's.
+        ("quant__neck-ort", neck(), "quant{measure=false,min-k=0}", 0.12),
+        ("quant__mlp-s8", mlp(), "quant{measure=false,target=trt,min-k=0}", 0.05),
+        ("quant__gemm-transb", gemm(true), "quant{measure=false,target=trt,min-k=0}", 0.05),
         (
             "quant__conv-transpose",
             conv_transpose(),
-            "quant{min-k=0}",
+            "quant{measure=false,target=trt,min-k=0}",
             0.05,
         ),
-        ("quant__mlp-qop", mlp(), "quant{format=qop,min-k=0}", 0.08),
-        ("quant__cnn-qop", cnn(), "quant{format=qop,min-k=0}", 0.08),
+        ("quant__mlp-qop", mlp(), "quant{measure=false,target=tract,min-k=0}", 0.08),
+        ("quant__cnn-qop", cnn(), "quant{measure=false,target=tract,min-k=0}", 0.08),
     ] {
         let (_, err) = check_with_data(name, &model, passes, 4);
         assert!(err < tolerance, "{name}: max_rel_err {err}");
@@ -197,7 +238,7 @@ fn weights_are_int8_per_output_channel_on_the_consumers_axis() {
         (gemm(false), "Gemm", 1, 12),
         (mlp(), "MatMul", 1, 48),
     ] {
-        let out = rewrite_with_data(&model, "quant{min-k=0}", 2);
+        let out = rewrite_with_data(&model, "quant{measure=false,min-k=0}", 2);
         let (got_axis, scales, q) = weight_of(&out, op);
         assert_eq!((got_axis, scales), (Some(axis), channels), "{op}");
         assert!(
@@ -209,13 +250,13 @@ fn weights_are_int8_per_output_channel_on_the_consumers_axis() {
             "{op}: each channel's largest weight maps to ±127"
         );
     }
-    let out = rewrite_with_data(&gemm(false), "quant{per-channel=false,min-k=0}", 2);
+    let out = rewrite_with_data(&gemm(false), "quant{measure=false,per-channel=false,min-k=0}", 2);
     assert_eq!(weight_of(&out, "Gemm").0..=Some(0), None..=Some(0));
     assert_eq!(weight_of(&out, "Gemm").1, 1);
 }
 
 #[test]
-fn s8_is_symmetric_and_u8_quantizes_outputs_for_onnxruntime() {
+fn trt_is_symmetric_s8_and_ort_quantizes_outputs_in_u8() {
     let zero_points = |m: &Model, op: &str| -> Vec<(DataType, i64)> {
         let g = &m.graph;
         g.op_order()
@@ -228,13 +269,13 @@ fn s8_is_symmetric_and_u8_quantizes_outputs_for_onnxruntime() {
             })
             .collect()
     };
-    let s8 = rewrite_with_data(&cnn(), "quant{min-k=0}", 2);
+    let s8 = rewrite_with_data(&cnn(), "quant{measure=false,target=trt,min-k=0}", 2);
     let zs = zero_points(&s8, "QuantizeLinear");
     assert!(!zs.is_empty());
     assert!(zs.iter().all(|&z| z == (DataType::INT8, 0)), "{zs:?}");
     // u8: the Relu outputs (which layers read) have zero point 0, and
     // the layers' outputs and the residual Add's output are quantized too.
-    let u8 = rewrite_with_data(&cnn(), "quant{act=u8,min-k=16}", 2);
+    let u8 = rewrite_with_data(&cnn(), "quant{measure=false,target=ort,min-k=16}", 2);
     let zs = zero_points(&u8, "QuantizeLinear");
     assert!(zs.iter().all(|&(t, _)| t == DataType::UINT8));
     assert!(zs.iter().filter(|&&(_, z)| z == 0).count() >= 2, "{zs:?}");
@@ -255,17 +296,68 @@ fn s8_is_symmetric_and_u8_quantizes_outputs_for_onnxruntime() {
 }
 
 #[test]
+fn on_ort_int8_flows_through_what_onnxruntime_runs_in_int8() {
+    let out = rewrite_with_data(&neck(), "quant{measure=false,min-k=0}", 4);
+    let g = &out.graph;
+    let find = |name: &str| {
+        g.node_ids()
+            .find(|&id| g.node(id).name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no node {name}"))
+    };
+    let reads_dq = |id, slot| {
+        g.input(id, slot)
+            .is_some_and(|v| g.op(v.node).is_some_and(|op| op.is("DequantizeLinear")))
+    };
+    // Every input of the element-wise operators and of Concat is int8,
+    // the constant ½ included (stored as uint8).
+    for (name, slots) in [("sig", 1), ("silu", 2), ("scaled", 2), ("cat", 2)] {
+        let id = find(name);
+        for slot in 0..slots {
+            assert!(reads_dq(id, slot), "{name} input {slot}");
+        }
+    }
+    // Operators that only move values read and pass on the same grid.
+    let grid = |q_or_dq| {
+        let value = |slot| g.const_tensor(g.input(q_or_dq, slot).unwrap()).unwrap().clone();
+        (value(1).to_f32().unwrap(), value(2).to_i64().unwrap())
+    };
+    for name in ["pool", "up", "flat", "t"] {
+        let id = find(name);
+        assert!(reads_dq(id, 0), "{name} reads int8");
+        let q = g.consumers(Outlet::new(id, 0))[0].0;
+        assert!(g.op(q).unwrap().is("QuantizeLinear"), "{name} output quantized");
+        assert_eq!(
+            grid(q),
+            grid(g.input(id, 0).unwrap().node),
+            "{name} keeps its input's grid"
+        );
+    }
+    let d = details(&neck(), "quant{measure=false,min-k=0}");
+    assert_eq!(d["target"], "ort (ONNX Runtime)");
+    assert_eq!(
+        d["int8_also"],
+        serde_json::json!({
+            "Concat": 1, "MaxPool": 1, "Mul": 2, "Reshape": 1, "Resize": 1,
+            "Sigmoid": 1, "Transpose": 1
+        })
+    );
+    // Without flow, only the layers and their outputs.
+    let d = details(&neck(), "quant{measure=false,min-k=0,flow=false}");
+    assert_eq!(d["int8_also"], serde_json::json!({}));
+}
+
+#[test]
 fn layers_where_int8_does_not_pay_stay_float_and_are_reported() {
-    let d = details(&cnn(), "quant{min-k=16}");
+    let d = details(&cnn(), "quant{measure=false,min-k=16}");
     let layers = d["layers"].as_array().unwrap();
     let dw = layers.iter().find(|l| l["layer"] == "dw").unwrap();
     assert!(dw["kept"].as_str().unwrap().contains("min-k=16"), "{dw}");
     assert_eq!(d["layers_quantized"], 2);
     // By default K ≥ 64 (conv1 sums 8·3·3 = 72 products, conv2 16).
-    assert_eq!(details(&cnn(), "quant{min-k=0}")["layers_quantized"], 3);
-    assert_eq!(details(&cnn(), "quant")["layers_quantized"], 1);
-    assert_eq!(details(&cnn(), "quant{act=u8}")["layers_quantized"], 1);
-    let d = details(&cnn(), "quant{min-k=0,exclude=conv2}");
+    assert_eq!(details(&cnn(), "quant{measure=false,min-k=0}")["layers_quantized"], 3);
+    assert_eq!(details(&cnn(), "quant{measure=false}")["layers_quantized"], 1);
+    assert_eq!(details(&cnn(), "quant{measure=false,target=ort}")["layers_quantized"], 1);
+    let d = details(&cnn(), "quant{measure=false,min-k=0,exclude=conv2}");
     let c2 = d["layers"]
         .as_array()
         .unwrap()
@@ -281,7 +373,7 @@ fn layers_where_int8_does_not_pay_stay_float_and_are_reported() {
 fn fallback_keeps_the_most_sensitive_layer_in_float() {
     // conv2 sees the widest weights (scaled by 1 + channel): per-tensor
     // quantization of it hurts most.
-    let passes = "quant{fallback=1,per-channel=false,min-k=0}";
+    let passes = "quant{measure=false,fallback=1,per-channel=false,min-k=0}";
     let d = details(&cnn(), passes);
     let layers = d["layers"].as_array().unwrap();
     let sens: Vec<(String, f64)> = layers
@@ -297,7 +389,7 @@ fn fallback_keeps_the_most_sensitive_layer_in_float() {
 
 #[test]
 fn qop_keeps_activations_in_int8_between_layers() {
-    let out = rewrite_with_data(&mlp(), "quant{format=qop,min-k=0}", 4);
+    let out = rewrite_with_data(&mlp(), "quant{measure=false,target=tract,min-k=0}", 4);
     assert_eq!(
         op_types(&out),
         [
@@ -311,7 +403,7 @@ fn qop_keeps_activations_in_int8_between_layers() {
             "Transpose"
         ]
     );
-    let out = rewrite_with_data(&cnn(), "quant{format=qop,min-k=0}", 4);
+    let out = rewrite_with_data(&cnn(), "quant{measure=false,target=tract,min-k=0}", 4);
     let ops = op_types(&out);
     assert_eq!(
         ops.iter().filter(|o| *o == "QLinearConv").count(),
@@ -327,9 +419,9 @@ fn qop_keeps_activations_in_int8_between_layers() {
 #[test]
 fn the_same_input_gives_the_same_bytes() {
     for passes in [
-        "quant{method=entropy,min-k=0}",
-        "quant{act=u8,method=percentile,min-k=0}",
-        "quant{format=qop,min-k=0}",
+        "quant{measure=false,method=entropy,min-k=0}",
+        "quant{measure=false,target=ort,method=percentile,min-k=0}",
+        "quant{measure=false,target=tract,min-k=0}",
     ] {
         let a = crate::onnx::encode(&rewrite_with_data(&mlp(), passes, 3)).unwrap();
         let b = crate::onnx::encode(&rewrite_with_data(&mlp(), passes, 3)).unwrap();
@@ -339,7 +431,7 @@ fn the_same_input_gives_the_same_bytes() {
 
 #[test]
 fn weight_only_needs_no_data() {
-    let out = rewrite(&mlp(), "quant{weight-only=true,min-k=0}");
+    let out = rewrite(&mlp(), "quant{measure=false,weight-only=true,min-k=0}");
     let ops = op_types(&out);
     assert_eq!(ops.iter().filter(|o| *o == "DequantizeLinear").count(), 2);
     assert!(!ops.contains(&"QuantizeLinear".to_string()));
@@ -348,15 +440,15 @@ fn weight_only_needs_no_data() {
 #[test]
 fn bad_options_are_refused_with_the_reason() {
     for (passes, want) in [
-        ("quant{act=s16}", "act=s16 must be s8 or u8"),
+        ("quant{act=s16}", "act=s16 must be auto, s8 or u8"),
         ("quant{method=mse}", "method=mse must be"),
         ("quant{bits=9}", "bits=9 must be in 2..=8"),
         (
             "quant{method=percentile,percentile=20}",
             "percentile=20 must be in (50, 100]",
         ),
-        ("quant{format=int4}", "format=int4 must be qdq or qop"),
-        ("quant{format=qop,fallback=2}", "not with format=qop"),
+        ("quant{target=int4}", "target=int4 must be ort, trt or tract"),
+        ("quant{target=tract,fallback=2}", "not with target=tract"),
         ("quant{ops=Add}", "ops may hold"),
         ("quant{min-k=some}", "min-k"),
     ] {
@@ -365,5 +457,31 @@ fn bad_options_are_refused_with_the_reason() {
             .map(|e| format!("{e:#}"))
             .unwrap_or_default();
         assert!(err.contains(want), "{passes}: {err}");
+    }
+}
+
+#[test]
+fn on_ort_int8_is_kept_only_where_it_pays_in_onnxruntime() {
+    let d = details(&cnn(), "quant{min-k=0}");
+    let measured = &d["measured"];
+    if crate::runtime::ort::environment().is_err() {
+        assert!(measured["cost_model"].as_str().unwrap().starts_with("static"));
+        return;
+    }
+    let forms = measured["forms"].as_array().unwrap();
+    assert_eq!(forms.len(), 2, "with and without flow: {measured}");
+    let best = forms
+        .iter()
+        .map(|f| f["speedup"].as_f64().unwrap())
+        .fold(0f64, f64::max);
+    // Whatever the timing says, the result is the fastest form within the
+    // margin, and never one slower than float.
+    if best < 1.0 {
+        assert_eq!(measured["kept"], "float");
+        assert_eq!(d["layers_quantized"], 0);
+    } else {
+        let kept = forms.iter().find(|f| f["form"] == measured["kept"]).unwrap();
+        assert!(kept["speedup"].as_f64().unwrap() >= 1.0, "{measured}");
+        assert!(kept["speedup"].as_f64().unwrap() * 1.03 >= best, "{measured}");
     }
 }
