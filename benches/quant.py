@@ -32,9 +32,14 @@ import sys
 import tempfile
 import time
 
+import logging
+
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+logging.getLogger().setLevel(logging.ERROR)  # onnxruntime's quantizer warns on every bias
+ort.set_default_logger_severity(3)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "models"))

@@ -7,11 +7,21 @@ use std::collections::{BTreeSet, HashMap};
 impl Quant {
     /// The layers to quantize in graph order, and a report entry for each
     /// operator of a chosen type left in float (and why).
-    pub(super) fn candidates(&self, g: &Graph) -> (Vec<Layer>, Vec<serde_json::Value>) {
-        select_layers(g, &self.ops, |id, name| self.layer(g, id, name))
+    /// (`min_k`: see the option.)
+    pub(super) fn candidates(&self, g: &Graph, min_k: usize) -> (Vec<Layer>, Vec<serde_json::Value>) {
+        select_layers(g, &self.ops, |id, name| {
+            let layer = self.layer(g, id, name)?;
+            if layer.k > 0 && layer.k < min_k {
+                return Err(format!(
+                    "each output sums {} products, under min-k={min_k}: int8 does not pay",
+                    layer.k
+                ));
+            }
+            Ok(layer)
+        })
     }
 
-    pub(super) fn layer(&self, g: &Graph, id: NodeId, name: &str) -> std::result::Result<Layer, String> {
+    fn layer(&self, g: &Graph, id: NodeId, name: &str) -> std::result::Result<Layer, String> {
         let op = g.op(id).expect("an operator");
         let is_float = |o: Outlet| {
             g.known_type(o).is_none_or(|t| match t.kind {
@@ -72,7 +82,7 @@ impl Quant {
                     .known_dims(w)
                     .and_then(|d| d.iter().rev().nth(1).copied().flatten())
                     .map_or(0, |d| d.max(0) as usize);
-                return self.checked(Layer {
+                return Ok(Layer {
                     node: id,
                     name: name.into(),
                     op: op.op_type.clone(),
@@ -84,7 +94,7 @@ impl Quant {
             (_, Some(_)) => return Err(format!("weight of rank {}", dims.len())),
             (_, None) => return Err("weight is not an f32 constant".into()),
         };
-        self.checked(Layer {
+        Ok(Layer {
             node: id,
             name: name.into(),
             op: op.op_type.clone(),
@@ -92,16 +102,6 @@ impl Quant {
             weight: weight.map(|(o, _)| (1, o, axis)),
             k,
         })
-    }
-
-    pub(super) fn checked(&self, layer: Layer) -> std::result::Result<Layer, String> {
-        if layer.k > 0 && layer.k < self.min_k {
-            return Err(format!(
-                "each output sums {} products, under min-k={}: int8 does not pay",
-                layer.k, self.min_k
-            ));
-        }
-        Ok(layer)
     }
 
     /// The activations to quantize for `layers`: their inputs, and then

@@ -57,15 +57,25 @@ impl Quant {
         let kept = (speedups[chosen] >= 1.0).then_some(chosen);
         let same_without_timing = match kept {
             None => "leave quant out of --passes".to_string(),
-            Some(i) if candidates[i].flow == self.flow => "measure=false".to_string(),
-            Some(i) => format!("flow={},measure=false", candidates[i].flow),
+            Some(i) => {
+                let f = candidates[i].form;
+                let mut options = vec![];
+                if f.flow != self.flow {
+                    options.push(format!("flow={}", f.flow));
+                }
+                if f.min_k != self.min_k {
+                    options.push(format!("min-k={}", f.min_k));
+                }
+                options.push("measure=false".to_string());
+                options.join(",")
+            }
         };
         let forms: Vec<serde_json::Value> = candidates
             .iter()
             .zip(&timed)
             .map(|(c, t)| {
                 json!({
-                    "form": if c.flow { "int8, flowing" } else { "int8, layers only" },
+                    "form": c.form.describe(),
                     "ms": t.b.median_ms,
                     "speedup": t.speedup,
                 })
@@ -85,5 +95,19 @@ impl Quant {
                 "same_without_timing": same_without_timing,
             }),
         })
+    }
+}
+
+impl Form {
+    fn describe(&self) -> String {
+        format!(
+            "int8 {}, {}",
+            if self.flow { "flowing" } else { "in the layers only" },
+            if self.min_k == 0 {
+                "every layer".to_string()
+            } else {
+                format!("layers with K ≥ {}", self.min_k)
+            }
+        )
     }
 }

@@ -313,7 +313,7 @@ impl Pass for Quant {
         } else {
             None
         };
-        let (mut layers, mut report) = self.candidates(&model.graph);
+        let (mut layers, mut report) = self.candidates(&model.graph, self.min_k);
         if self.target == Target::Tract {
             return self.run_qop(model, cx, layers, report, opset, raised);
         }
@@ -325,9 +325,12 @@ impl Pass for Quant {
             )?)
         };
         // Calibrate every activation any plan may quantize.
-        let mut to_calibrate: Vec<String> = [true, false]
+        let forms = self.forms(&model.graph, data.is_some(), layers.len());
+        let every = self.candidates(&model.graph, 0).0;
+        let layers_of = |f: &Form| if f.min_k == 0 { &every } else { &layers };
+        let mut to_calibrate: Vec<String> = forms
             .iter()
-            .flat_map(|&flow| self.plan(&model.graph, &layers, flow))
+            .flat_map(|f| self.plan(&model.graph, layers_of(f), f.flow))
             .filter(|(_, p)| p.grid == GridFrom::Calibrated)
             .map(|(n, _)| n)
             .collect();
@@ -361,12 +364,17 @@ impl Pass for Quant {
             });
         }
         let bytes_before = float_weight_bytes(&model.graph, &layers);
-        let mut candidates = vec![self.quantized(model, &layers, &grids, self.flow)?];
+        let mut candidates = vec![];
+        for form in &forms {
+            let layers = if form.min_k == 0 { &every } else { &layers };
+            candidates.push(self.quantized(model, layers, &grids, *form)?);
+        }
         let measured = match data {
-            Some(d) if self.measure && self.target == Target::Ort && !layers.is_empty() => {
-                if self.flow {
-                    candidates.push(self.quantized(model, &layers, &grids, false)?);
-                }
+            Some(d)
+                if self.measure
+                    && self.target == Target::Ort
+                    && candidates.iter().any(|c| !c.layers.is_empty()) =>
+            {
                 self.choose(d, model, &candidates)?
             }
             _ => Measured::not(if self.target == Target::Ort && self.measure {
@@ -388,6 +396,11 @@ impl Pass for Quant {
                 "layers": report,
             }));
         };
+        if chosen.form.min_k != self.min_k {
+            // Every layer quantized: what min-k left in float is no longer.
+            layers = chosen.layers.clone();
+            report.retain(|e| !e["kept"].as_str().is_some_and(|k| k.contains("min-k")));
+        }
         let mut entries = vec![];
         for layer in &layers {
             let mut entry = json!({ "layer": layer.name, "op": layer.op, "K": layer.k });
@@ -435,8 +448,17 @@ impl Pass for Quant {
     }
 }
 
+/// A quantized form: which layers, and whether int8 flows between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Form {
+    flow: bool,
+    min_k: usize,
+}
+
 /// One quantized form of the model.
 struct Candidate {
+    form: Form,
+    layers: Vec<Layer>,
     model: Model,
     /// The activations quantized.
     acts: ActPlan,
@@ -444,21 +466,41 @@ struct Candidate {
     weights: BTreeMap<NodeId, serde_json::Value>,
     /// The operators int8 flows through, by type.
     flows: BTreeMap<String, usize>,
-    /// Whether int8 was let flow.
-    flow: bool,
 }
 
 impl Quant {
-    /// `model` with `layers` quantized on `grids` (int8 flowing or not).
+    /// The forms to build: the options' own, and, when they are to be
+    /// timed in ONNX Runtime, every layer in int8 (a small layer between
+    /// int8 neighbours can cost more in float, with a round trip around it,
+    /// than in int8) and int8 in the layers only.
+    fn forms(&self, g: &Graph, data: bool, layers: usize) -> Vec<Form> {
+        let own = Form {
+            flow: self.flow,
+            min_k: self.min_k,
+        };
+        let mut forms = vec![own];
+        if self.target != Target::Ort || !self.measure || !data || self.weight_only {
+            return forms;
+        }
+        if self.fallback == 0 && self.min_k > 0 && self.candidates(g, 0).0.len() > layers {
+            forms.push(Form { min_k: 0, ..own });
+        }
+        if self.flow && layers > 0 {
+            forms.push(Form { flow: false, ..own });
+        }
+        forms
+    }
+
+    /// `model` with `layers` quantized on `grids` in `form`.
     fn quantized(
         &self,
         model: &Model,
         layers: &[Layer],
         grids: &Grids,
-        flow: bool,
+        form: Form,
     ) -> Result<Candidate> {
         let mut m = model.clone();
-        let acts = self.plan(&m.graph, layers, flow);
+        let acts = self.plan(&m.graph, layers, form.flow);
         let mut patch = Patch::new("quant");
         let weights = self.quantize_weights(&m.graph, layers, &mut patch)?;
         for (name, pair) in &acts {
@@ -470,11 +512,12 @@ impl Quant {
             .apply(&mut m.graph)
             .context("applying quantization")?;
         Ok(Candidate {
+            form,
+            layers: layers.to_vec(),
             model: m,
             acts,
             weights,
             flows,
-            flow,
         })
     }
 }
