@@ -1,4 +1,4 @@
-"""Speed of `fuse` and `fuse,quant{act=u8}` in tract and in ONNX Runtime, side by side.
+"""Speed of `fuse` and `fuse,quant` in tract and in ONNX Runtime, side by side.
 
 For every suite model: onnx-opt runs the pipeline with `--bench --runtime
 tract,ort` (both runtimes on 1 thread, original and result alternated in one
@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "models"))
 from make_inputs import make_inputs  # noqa: E402
 
-PIPELINES = ["fuse", "fuse,quant{act=u8}"]
+PIPELINES = ["fuse", "fuse,quant"]
 
 
 def cpu_flags():

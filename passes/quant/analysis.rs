@@ -111,10 +111,20 @@ impl Quant {
     /// makes free) and every operator int8 can flow through (see
     /// [`flow_ort`]), so that ONNX Runtime finds whole `DQ → op → Q`
     /// groups to run as int8 kernels.
-    pub(super) fn plan(&self, g: &Graph, layers: &[Layer], flow: bool) -> ActPlan {
+    ///
+    /// Values in `lossy` (their grids lose too much) stay float: nothing
+    /// int8 flows through reads or writes them.
+    pub(super) fn plan(
+        &self,
+        g: &Graph,
+        layers: &[Layer],
+        flow: bool,
+        lossy: &BTreeSet<String>,
+    ) -> ActPlan {
         let mut plan = Planner {
             g,
             pairs: ActPlan::new(),
+            lossy,
         };
         if self.weight_only {
             return plan.pairs;
@@ -179,7 +189,11 @@ fn flow_ort(g: &Graph, layers: &[Layer], flow: bool, plan: &mut Planner) {
                         .copied()
                         .filter(|&v| g.const_tensor(v).is_none())
                         .collect();
-                    if all_f32 && acts.iter().any(|v| carried.contains_key(v)) {
+                    let keeps_grid = acts
+                        .iter()
+                        .chain([&output_of(g, id)])
+                        .all(|&v| !plan.is_lossy(v));
+                    if all_f32 && keeps_grid && acts.iter().any(|v| carried.contains_key(v)) {
                         int8.insert(id);
                         for v in acts {
                             carried.entry(v).or_insert(v);
@@ -192,7 +206,7 @@ fn flow_ort(g: &Graph, layers: &[Layer], flow: bool, plan: &mut Planner) {
                         continue;
                     };
                     if let Some(&root) = carried.get(&x) {
-                        if is_f32(g, x) && is_f32(g, y) {
+                        if is_f32(g, x) && is_f32(g, y) && !plan.is_lossy(y) {
                             carried.insert(y, root);
                             moved.push(id);
                         }
@@ -277,6 +291,40 @@ pub(super) fn is_data(op: &Operator, slot: usize) -> bool {
     QLINEAR.contains(&op.op_type.as_str()) || slot == 0
 }
 
+/// The values whose grids lose more than `max_err` of them.
+pub(super) fn lossy(grids: &Grids, max_err: f64) -> BTreeSet<String> {
+    grids
+        .iter()
+        .filter(|(_, c)| c.err > max_err)
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// Why `layer` stays float when it reads or (on ort) writes a lossy value.
+pub(super) fn reads_lossy(
+    g: &Graph,
+    layer: &Layer,
+    target: Target,
+    grids: &Grids,
+    max_err: f64,
+) -> Option<String> {
+    let output = (target == Target::Ort).then(|| output_of(g, layer.node));
+    layer
+        .acts
+        .iter()
+        .map(|&(_, v)| v)
+        .chain(output)
+        .find_map(|v| {
+            let name = g.outlet_name(v);
+            grids.get(name).filter(|c| c.err > max_err).map(|c| {
+                format!(
+                    "{name} loses {:.0}% on an 8-bit grid (max-act-err={max_err})",
+                    c.err * 100.0
+                )
+            })
+        })
+}
+
 /// `v` is known to be an f32 tensor.
 fn is_f32(g: &Graph, v: Outlet) -> bool {
     g.known_type(v).is_some_and(|t| {
@@ -314,6 +362,8 @@ fn residual_adds(g: &Graph, layers: &[Layer], plan: &mut Planner) {
         let activation = |v: Outlet| g.const_tensor(v).is_none();
         if activation(a)
             && activation(b)
+            && !plan.is_lossy(a)
+            && !plan.is_lossy(b)
             && (outputs.contains(&a) || outputs.contains(&b))
             && g.known_dims(a).is_some()
             && g.known_dims(a) == g.known_dims(b)
@@ -328,9 +378,14 @@ fn residual_adds(g: &Graph, layers: &[Layer], plan: &mut Planner) {
 struct Planner<'g> {
     g: &'g Graph,
     pairs: ActPlan,
+    lossy: &'g BTreeSet<String>,
 }
 
 impl Planner<'_> {
+    fn is_lossy(&self, v: Outlet) -> bool {
+        self.lossy.contains(self.g.outlet_name(v))
+    }
+
     fn entry(&mut self, v: Outlet, grid: GridFrom) -> &mut Pair {
         self.pairs
             .entry(self.g.outlet_name(v).to_string())

@@ -18,23 +18,31 @@ impl Quant {
         let mut grids = BTreeMap::new();
         for batch in capture_batches(&model.graph, names, data.samples.len()) {
             let captured = data.capture(model, batch)?;
-            let ranges: Vec<(f32, f32)> = captured
+            let calibrated: Vec<Calibrated> = captured
                 .par_iter()
-                .map(|samples| -> Result<(f32, f32)> {
+                .map(|samples| -> Result<Calibrated> {
                     let values: Vec<Vec<f32>> = samples
                         .iter()
                         .map(|t| t.to_f32_vec())
                         .collect::<Result<_>>()?;
                     let slices: Vec<&[f32]> = values.iter().map(Vec::as_slice).collect();
-                    Ok(quantize::activation_range(&slices, self.method))
+                    let (lo, hi) = quantize::activation_range(&slices, self.method);
+                    let grid = match act {
+                        Act::S8 => Grid::symmetric(lo.abs().max(hi.abs()), 8),
+                        Act::U8 => Grid::asymmetric_u8(lo, hi),
+                    };
+                    let (mut diff, mut norm) = (0f64, 0f64);
+                    for &x in values.iter().flatten() {
+                        let d = (x - grid.dequantize(grid.quantize(x))) as f64;
+                        diff += d * d;
+                        norm += (x as f64) * (x as f64);
+                    }
+                    let err = if norm > 0.0 { (diff / norm).sqrt() } else { 0.0 };
+                    Ok(Calibrated { grid, lo, hi, err })
                 })
                 .collect::<Result<_>>()?;
-            for (name, (lo, hi)) in batch.iter().zip(ranges) {
-                let grid = match act {
-                    Act::S8 => Grid::symmetric(lo.abs().max(hi.abs()), 8),
-                    Act::U8 => Grid::asymmetric_u8(lo, hi),
-                };
-                grids.insert(name.clone(), (grid, lo, hi));
+            for (name, c) in batch.iter().zip(calibrated) {
+                grids.insert(name.clone(), c);
             }
         }
         Ok(grids)
@@ -46,7 +54,7 @@ impl Quant {
         let calibrated = |n: &str| {
             grids
                 .get(n)
-                .map(|(grid, _, _)| *grid)
+                .map(|c| c.grid)
                 .with_context(|| format!("value {n} was not calibrated"))
         };
         match &pair.grid {
@@ -95,7 +103,7 @@ impl Quant {
                 let mut m = model.clone();
                 let mut patch = Patch::new(format!("quant: {}", layer.name));
                 self.quantize_weights(&m.graph, std::slice::from_ref(layer), &mut patch)?;
-                for (name, pair) in self.plan(&m.graph, std::slice::from_ref(layer), self.flow) {
+                for (name, pair) in self.plan(&m.graph, std::slice::from_ref(layer), self.flow, &Default::default()) {
                     let grid = self.grid_of(&m.graph, &name, &pair, grids)?;
                     self.add_pair(&m.graph, &mut patch, &name, &pair, &grid)?;
                 }

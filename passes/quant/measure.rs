@@ -1,3 +1,9 @@
+//! Accuracy first: on target=ort a form in which int8 flows through
+//! Add, Mul, Concat... must stay about as close to the float model as int8
+//! in the layers only, on the calibration samples (`guard_accuracy`); a
+//! graph where it does not (a LayerNorm written out in Mul/Add, whose
+//! statistics no 8-bit grid holds) keeps int8 in the layers.
+//!
 //! Measured, not assumed: with `target=ort` the int8 forms are timed
 //! against the float model in ONNX Runtime, and the fastest is kept, float
 //! included, so the pass never hands out a model slower than the one it was
@@ -34,7 +40,54 @@ impl Measured {
     }
 }
 
+/// A flowing form may lose this much more than int8 in the layers only:
+/// `err ≤ FLOW_SLACK × err_layers + FLOW_ABS` (relative L2 of the outputs).
+const FLOW_SLACK: f64 = 1.5;
+const FLOW_ABS: f64 = 0.01;
+
 impl Quant {
+    /// Measures every candidate's output error against `float` on the
+    /// calibration samples and drops the flowing forms that lose clearly
+    /// more than int8 in the layers only (the last candidate).
+    pub(super) fn guard_accuracy(
+        &self,
+        data: &Calibration,
+        float: &Model,
+        candidates: &mut Vec<Candidate>,
+    ) -> Result<serde_json::Value> {
+        let flat = |outs: Vec<crate::runtime::Outputs>| -> Result<Vec<f32>> {
+            let mut v = vec![];
+            for o in &outs {
+                for (_, t) in o.iter() {
+                    v.extend(t.to_f32_vec()?);
+                }
+            }
+            Ok(v)
+        };
+        let want = flat(data.run(float, &[]).context("running the float model")?)?;
+        for c in candidates.iter_mut() {
+            let got = flat(data.run(&c.model, &[]).context("running a quantized form")?)?;
+            c.err = Some(quantize::rel_l2(&got, &want));
+        }
+        let reference = candidates
+            .iter()
+            .find(|c| !c.form.flow)
+            .and_then(|c| c.err)
+            .unwrap_or(f64::INFINITY);
+        let bound = FLOW_SLACK * reference + FLOW_ABS;
+        let errors: Vec<serde_json::Value> = candidates
+            .iter()
+            .map(|c| json!({ "form": c.form.describe(), "rel_err": c.err }))
+            .collect();
+        let before = candidates.len();
+        candidates.retain(|c| !c.form.flow || c.err.is_some_and(|e| e <= bound));
+        Ok(json!({
+            "outputs_rel_err": errors,
+            "flowing_forms_dropped": before - candidates.len(),
+            "rule": format!("a flowing form must lose at most {FLOW_SLACK}× what int8 in the layers only loses, + {FLOW_ABS}"),
+        }))
+    }
+
     /// Times `candidates` against `float` in ONNX Runtime and keeps the
     /// fastest (see the module's rule).
     pub(super) fn choose(
@@ -99,7 +152,7 @@ impl Quant {
 }
 
 impl Form {
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         format!(
             "int8 {}, {}",
             if self.flow { "flowing" } else { "in the layers only" },

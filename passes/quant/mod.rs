@@ -85,7 +85,7 @@ mod tests;
 
 use rayon::prelude::*;
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub const INFO: PassInfo = PassInfo {
     name: "quant",
@@ -122,6 +122,8 @@ crate::pass_options! {
             "keep in float layers whose outputs each sum fewer products (depthwise 3×3: 9); 0: quantize every layer";
         max_weight_err: f64 = "max-weight-err", "0.05",
             "target=tract: keep in float a layer whose per-tensor int8 weights lose more than this (relative L2); the per-channel scales of ort and trt rarely do";
+        max_act_err: f64 = "max-act-err", "0.1",
+            "keep in float every layer and operator that reads or writes a value its 8-bit grid loses more of (relative L2 over the calibration samples): a range an 8-bit grid cannot hold";
         fallback: usize = "fallback", "0",
             "measure every layer's sensitivity and keep the K most sensitive in float";
         measure: bool = "measure", "true",
@@ -165,6 +167,7 @@ struct Quant {
     after_raise: Pipeline,
     target: Target,
     max_weight_err: f64,
+    max_act_err: f64,
     act: Act,
     method: Method,
     bits: u32,
@@ -232,6 +235,7 @@ fn build(o: &Options) -> Result<Box<dyn Pass>> {
         after_raise: Pipeline::parse("fuse-activation,infer-shapes")?,
         target,
         max_weight_err,
+        max_act_err: o.max_act_err,
         act,
         method,
         bits,
@@ -270,7 +274,17 @@ struct Layer {
 type Readers = Vec<(NodeId, usize)>;
 
 /// Each calibrated value's grid and range (lo, hi).
-type Grids = BTreeMap<String, (Grid, f32, f32)>;
+type Grids = BTreeMap<String, Calibrated>;
+
+/// A calibrated value: its grid, its range, and what the grid loses on it.
+#[derive(Clone, Copy, Debug)]
+struct Calibrated {
+    grid: Grid,
+    lo: f32,
+    hi: f32,
+    /// ‖x − dq(q(x))‖ / ‖x‖ over the calibration samples.
+    err: f64,
+}
 
 /// An activation that gets a Q→DQ pair (or a constant read through a
 /// DequantizeLinear of its int8 values).
@@ -330,7 +344,7 @@ impl Pass for Quant {
         let layers_of = |f: &Form| if f.min_k == 0 { &every } else { &layers };
         let mut to_calibrate: Vec<String> = forms
             .iter()
-            .flat_map(|f| self.plan(&model.graph, layers_of(f), f.flow))
+            .flat_map(|f| self.plan(&model.graph, layers_of(f), f.flow, &Default::default()))
             .filter(|(_, p)| p.grid == GridFrom::Calibrated)
             .map(|(n, _)| n)
             .collect();
@@ -340,6 +354,22 @@ impl Pass for Quant {
             Some(d) => self.calibrate(model, d, &to_calibrate, self.act)?,
             None => BTreeMap::new(),
         };
+        // A range an 8-bit grid cannot hold stays float, with what reads it.
+        let lossy = analysis::lossy(&grids, self.max_act_err);
+        let mut every = every;
+        for set in [&mut layers, &mut every] {
+            set.retain(|l| {
+                match analysis::reads_lossy(&model.graph, l, self.target, &grids, self.max_act_err) {
+                    Some(why) => {
+                        if !report.iter().any(|e| e["layer"] == l.name.as_str()) {
+                            report.push(json!({ "layer": l.name, "op": l.op, "kept": why }));
+                        }
+                        false
+                    }
+                    None => true,
+                }
+            });
+        }
         let mut sensitivity = BTreeMap::new();
         if self.fallback > 0 && !layers.is_empty() {
             let d = data.context("fallback needs calibration data (not with weight-only)")?;
@@ -367,8 +397,12 @@ impl Pass for Quant {
         let mut candidates = vec![];
         for form in &forms {
             let layers = if form.min_k == 0 { &every } else { &layers };
-            candidates.push(self.quantized(model, layers, &grids, *form)?);
+            candidates.push(self.quantized(model, layers, &grids, &lossy, *form)?);
         }
+        let guard = match data {
+            Some(d) if candidates.len() > 1 => self.guard_accuracy(d, model, &mut candidates)?,
+            _ => serde_json::Value::Null,
+        };
         let measured = match data {
             Some(d)
                 if self.measure
@@ -412,8 +446,8 @@ impl Pass for Quant {
                 .iter()
                 .filter_map(|(_, v)| {
                     let name = model.graph.outlet_name(*v);
-                    grids.get(name).filter(|_| chosen.acts.contains_key(name)).map(|(g, lo, hi)| {
-                        json!({ "value": name, "range": [lo, hi], "scale": g.scale, "zero_point": g.zero_point })
+                    grids.get(name).filter(|_| chosen.acts.contains_key(name)).map(|c| {
+                        json!({ "value": name, "range": [c.lo, c.hi], "scale": c.grid.scale, "zero_point": c.grid.zero_point, "grid_err": c.err })
                     })
                 })
                 .collect();
@@ -438,6 +472,7 @@ impl Pass for Quant {
             "method": if self.weight_only { "none (weight-only)".to_string() } else { self.method.name() },
             "calibration": data.map_or("none".to_string(), |d| format!("{} ({} samples)", d.source, d.samples.len())),
             "measured": measured.report,
+            "accuracy_guard": guard,
             "layers_quantized": quantized,
             "left_in_subgraphs": in_subgraphs(&model.graph, &self.ops),
             "activation_pairs": acts,
@@ -458,6 +493,9 @@ struct Form {
 /// One quantized form of the model.
 struct Candidate {
     form: Form,
+    /// Relative error of its outputs against the float model's on the
+    /// calibration samples (measured by the accuracy guard).
+    err: Option<f64>,
     layers: Vec<Layer>,
     model: Model,
     /// The activations quantized.
@@ -469,22 +507,25 @@ struct Candidate {
 }
 
 impl Quant {
-    /// The forms to build: the options' own, and, when they are to be
-    /// timed in ONNX Runtime, every layer in int8 (a small layer between
-    /// int8 neighbours can cost more in float, with a round trip around it,
-    /// than in int8) and int8 in the layers only.
+    /// The forms to build: the options' own; for target=ort int8 in the
+    /// layers only (the accuracy guard's reference, and a form to time),
+    /// and, when they are to be timed in ONNX Runtime, every layer in int8
+    /// (a small layer between int8 neighbours can cost more in float, with
+    /// a round trip around it, than in int8).
     fn forms(&self, g: &Graph, data: bool, layers: usize) -> Vec<Form> {
         let own = Form {
             flow: self.flow,
             min_k: self.min_k,
         };
         let mut forms = vec![own];
-        if self.target != Target::Ort || !self.measure || !data || self.weight_only {
+        if self.target != Target::Ort || !data || self.weight_only {
             return forms;
         }
-        if self.fallback == 0 && self.min_k > 0 && self.candidates(g, 0).0.len() > layers {
+        let more_layers = self.candidates(g, 0).0.len() > layers;
+        if self.measure && self.fallback == 0 && self.min_k > 0 && more_layers {
             forms.push(Form { min_k: 0, ..own });
         }
+        // The accuracy guard compares flowing forms with this one.
         if self.flow && layers > 0 {
             forms.push(Form { flow: false, ..own });
         }
@@ -497,10 +538,11 @@ impl Quant {
         model: &Model,
         layers: &[Layer],
         grids: &Grids,
+        lossy: &BTreeSet<String>,
         form: Form,
     ) -> Result<Candidate> {
         let mut m = model.clone();
-        let acts = self.plan(&m.graph, layers, form.flow);
+        let acts = self.plan(&m.graph, layers, form.flow, lossy);
         let mut patch = Patch::new("quant");
         let weights = self.quantize_weights(&m.graph, layers, &mut patch)?;
         for (name, pair) in &acts {
@@ -513,6 +555,7 @@ impl Quant {
             .context("applying quantization")?;
         Ok(Candidate {
             form,
+            err: None,
             layers: layers.to_vec(),
             model: m,
             acts,

@@ -204,7 +204,7 @@ pub(super) fn lower(
         let name = g.outlet_name(v);
         grids
             .get(name)
-            .map(|(g, _, _)| *g)
+            .map(|c| c.grid)
             .with_context(|| format!("value {name} was not calibrated"))
     };
     let mut int8: BTreeMap<Outlet, Int8> = BTreeMap::new();

@@ -99,7 +99,7 @@ impl Cmd {
     pub fn passes(self) -> &'static str {
         match self {
             Cmd::Fuse | Cmd::FuseVerify => "fuse",
-            Cmd::FuseQuant => "fuse,quant",
+            Cmd::FuseQuant => "fuse,quant{measure=false}",
             Cmd::PruneChannels => "prune-channels",
             Cmd::Svd => "svd",
         }

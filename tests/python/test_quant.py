@@ -4,8 +4,11 @@ Why: quantization changes outputs on purpose, so the judges check what must
 hold instead of equality: onnx.checker (full) accepts the file, ONNX Runtime
 runs it with outputs of the original's shapes, close to the float model on a
 held-out realistic input (calibration uses other seeds), TensorRT's
-explicit-quantization rules hold for the default (s8) form
-(tests/judges/qdq_rules.py), and the file is smaller.
+explicit-quantization rules hold for target=trt (tests/judges/qdq_rules.py),
+and the file is smaller. The forms are built with `measure=false` (no timing
+in ONNX Runtime) so each test sees the form it names; the measured default is
+checked for what it promises: its report names the options that give the
+same bytes without timing.
 
     ONNX_OPT=target/debug/onnx-opt .venv/bin/python -m pytest tests/python/test_quant.py
 """
@@ -24,7 +27,7 @@ from qdq_rules import violations  # noqa: E402
 # The models tract can calibrate on (the If-variants of silero are not
 # loadable in tract; silero-op18-ifless keeps its weights inside If bodies).
 MODELS = ["cnn", "mlp", "transformer", "magika", "ppocr-cls", "ppocr-rec", "silero-16k-sequence", "silero-openvino-16k"]
-FORMS = ["quant", "quant{act=u8}", "quant{format=qop}"]
+FORMS = ["quant{target=trt}", "quant{measure=false}", "quant{target=tract}"]
 
 
 def feeds(name, seed):
@@ -67,7 +70,7 @@ def test_quantized_model_is_valid_close_and_smaller(name, passes, tmp_path):
     out = quantize(name, passes, tmp_path)
     code, log = judge("check.py", out)
     assert code == 0, log
-    if passes == "quant":
+    if "target=trt" in passes:
         bad = violations(onnx.load(out))
         assert not bad, bad[:5]
     held_out = feeds(name, 0)
@@ -79,14 +82,14 @@ def test_quantized_model_is_valid_close_and_smaller(name, passes, tmp_path):
     assert ops & {"DequantizeLinear", "QLinearConv"}, "nothing was quantized"
     # Quantized weights take a quarter; some stay float (silero's LSTM, the
     # layers under min-k, and with qop those per-tensor scales would spoil).
-    limit = 0.8 if "qop" in passes else 0.75
+    limit = 0.8 if "tract" in passes else 0.75
     assert os.path.getsize(out) < limit * os.path.getsize(model_path(name))
 
 
 def test_qdq_rules_judge_catches_what_tensorrt_refuses(tmp_path):
     """The static judge itself: asymmetric activations and a weight
     quantized on the wrong axis are reported."""
-    out = quantize("cnn", "quant{act=u8}", tmp_path)
+    out = quantize("cnn", "quant{measure=false}", tmp_path)
     m = onnx.load(out)
     assert any("zero point not 0" in v for v in violations(m))
     for n in m.graph.node:
@@ -96,3 +99,29 @@ def test_qdq_rules_judge_catches_what_tensorrt_refuses(tmp_path):
                     a.i = 1
             break
     assert any("output channels are on 0" in v for v in violations(m))
+
+
+@pytest.mark.parametrize("name", ["ppocr-cls", "mlp"])
+def test_the_measured_choice_is_reproduced_without_timing(name, tmp_path):
+    """`quant` times its int8 forms in ONNX Runtime and keeps the fastest; its
+    report gives the options that make the same model with no timing."""
+    import json
+
+    quantize(name, "quant{measure=false}", tmp_path)  # writes the calibration samples
+    report = tmp_path / "r.json"
+    calib = tmp_path / "calib"
+    again = tmp_path / "again.onnx"
+    code, log = sh(ONNX_OPT, model_path(name), "-o", tmp_path / "measured.onnx", "--passes", "fuse,quant",
+                   "--inputs", calib, "--report", report)
+    assert code == 0, log
+    quant = next(p for p in json.load(open(report))["passes"] if p["name"] == "quant")
+    measured = quant["details"]["measured"]
+    assert measured["cost_model"].startswith("measured in ONNX Runtime"), measured
+    same = measured["same_without_timing"]
+    if same.startswith("leave quant out"):
+        passes = "fuse"
+    else:
+        passes = f"fuse,quant{{{same}}}"
+    code, log = sh(ONNX_OPT, model_path(name), "-o", again, "--passes", passes, "--inputs", calib)
+    assert code == 0, log
+    assert open(again, "rb").read() == open(tmp_path / "measured.onnx", "rb").read(), passes
