@@ -127,7 +127,7 @@ crate::pass_options! {
         fallback: usize = "fallback", "0",
             "measure every layer's sensitivity and keep the K most sensitive in float";
         measure: bool = "measure", "true",
-            "target=ort: time the int8 forms (with and without flow) against the float model in ONNX Runtime when it is installed and keep the fastest, float included; the report gives the options that give the same model without timing";
+            "target=ort: time the int8 forms (flowing, in the layers only, every layer) against the float model in ONNX Runtime when it is installed and keep the fastest, float included; the report gives the options that give the same model without timing";
     }
 }
 

@@ -475,13 +475,13 @@ fn on_ort_int8_is_kept_only_where_it_pays_in_onnxruntime() {
         .map(|f| f["speedup"].as_f64().unwrap())
         .fold(0f64, f64::max);
     // Whatever the timing says, the result is the fastest form within the
-    // margin, and never one slower than float.
-    if best < 1.0 {
+    // margin, and int8 only when it is clearly faster than float.
+    if best < 1.03 {
         assert_eq!(measured["kept"], "float");
         assert_eq!(d["layers_quantized"], 0);
     } else {
         let kept = forms.iter().find(|f| f["form"] == measured["kept"]).unwrap();
-        assert!(kept["speedup"].as_f64().unwrap() >= 1.0, "{measured}");
+        assert!(kept["speedup"].as_f64().unwrap() >= 1.03, "{measured}");
         assert!(kept["speedup"].as_f64().unwrap() * 1.03 >= best, "{measured}");
     }
 }
