@@ -172,10 +172,17 @@ impl Calibration {
         self
     }
 
-    /// Loads `model` pinned to `shapes` in the chosen runtime (see `engine`).
-    fn load_model(&self, model: &Model, shapes: &InputShapes, extra: &[String]) -> Result<Runner> {
-        match self.engine.get() {
-            Some(&e) => exec::load_in(e, model, shapes, extra, &runtime::ort::Options::default())
+    /// Loads `model` pinned to `shapes` in `engine`, or when `None` in the
+    /// chosen runtime (see `engine`; the first load chooses it).
+    fn load_in(
+        &self,
+        engine: Option<Engine>,
+        model: &Model,
+        shapes: &InputShapes,
+        extra: &[String],
+    ) -> Result<Runner> {
+        match engine.or(self.engine.get().copied()) {
+            Some(e) => exec::load_in(e, model, shapes, extra, &runtime::ort::Options::default())
                 .with_context(|| format!("loading the model in {e}")),
             None => {
                 let rt = exec::load_any(model, shapes, extra)?;
@@ -188,9 +195,21 @@ impl Calibration {
     /// Runs `model` on every sample (one pinned model per shape group) with
     /// `extra` values as outputs too; outputs in sample order.
     pub fn run(&self, model: &Model, extra: &[String]) -> Result<Vec<Outputs>> {
+        self.run_in(None, model, extra)
+    }
+
+    /// [`Calibration::run`] in `engine` (`None`: the chosen runtime), for a
+    /// judgement that belongs to one runtime: the runtimes do not compute
+    /// quantized models alike.
+    pub fn run_in(
+        &self,
+        engine: Option<Engine>,
+        model: &Model,
+        extra: &[String],
+    ) -> Result<Vec<Outputs>> {
         let mut out: Vec<Option<Outputs>> = vec![None; self.samples.len()];
         for (shapes, members) in &self.groups {
-            let rt = self.load_model(model, shapes, extra)?;
+            let rt = self.load_in(engine, model, shapes, extra)?;
             let group: Vec<Sample> = members.iter().map(|&i| self.samples[i].clone()).collect();
             for (&i, o) in members.iter().zip(rt.run_many(&group)?) {
                 out[i] = Some(o);

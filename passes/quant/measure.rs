@@ -65,9 +65,15 @@ impl Quant {
             }
             Ok(v)
         };
-        let want = flat(data.run(float, &[]).context("running the float model")?)?;
+        // Judged where the model will run: ONNX Runtime's int8 kernels and
+        // tract's float emulation of QDQ do not round alike.
+        let engine = crate::runtime::ort::environment()
+            .is_ok()
+            .then_some(crate::runtime::Engine::Ort);
+        let run = |m: &Model| data.run_in(engine, m, &[]);
+        let want = flat(run(float).context("running the float model")?)?;
         for c in candidates.iter_mut() {
-            let got = flat(data.run(&c.model, &[]).context("running a quantized form")?)?;
+            let got = flat(run(&c.model).context("running a quantized form")?)?;
             c.err = Some(quantize::rel_l2(&got, &want));
         }
         let reference = candidates
@@ -86,6 +92,7 @@ impl Quant {
             "outputs_rel_err": errors,
             "flowing_forms_dropped": before - candidates.len(),
             "rule": format!("a flowing form must lose at most {FLOW_SLACK}× what int8 in the layers only loses, + {FLOW_ABS}"),
+            "runtime": engine.map_or("the calibration runtime".to_string(), |e| e.to_string()),
         }))
     }
 
