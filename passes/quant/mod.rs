@@ -318,6 +318,8 @@ type ActPlan = BTreeMap<String, Pair>;
 
 impl Pass for Quant {
     fn run(&self, model: &mut Model, cx: &PassContext) -> Result<serde_json::Value> {
+        // Handed back unchanged if int8 does not pay (weights share their bytes).
+        let given = model.clone();
         self.prepare.run_nested(model, cx)?;
         let opset = model.opset("").unwrap_or(1);
         let raised: Option<serde_json::Value> = if opset < 13 {
@@ -418,7 +420,8 @@ impl Pass for Quant {
             }),
         };
         let Some(chosen) = measured.chosen.map(|i| candidates.swap_remove(i)) else {
-            // int8 does not pay here: the float model is the faster one.
+            // int8 does not pay here: the model is handed back as it came.
+            *model = given;
             report.extend(layers.iter().map(|l| {
                 json!({ "layer": l.name, "op": l.op, "kept": "float: the int8 model ran slower in ONNX Runtime" })
             }));
