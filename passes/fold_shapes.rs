@@ -9,6 +9,13 @@
 //! number stays, a copied dim becomes `0`, the one other dim becomes `-1`.
 //! Subgraphs included.
 //!
+//! Any other integer value computed from shapes (`Gather(Shape(x), 1)`,
+//! `Unsqueeze`, `Concat`, `Mul` of dims, ...) whose every element is a known
+//! number becomes that constant, though the shape it was read from has
+//! symbolic dims elsewhere (an LSTM state's `[2, batch, 512]` read from a
+//! `[width, 1, 2048]` input); `fold-constants` only folds Shape of fully
+//! static values.
+//!
 //! **Why:** exporters with a dynamic batch (jax2tf, tf2onnx, torch.onnx)
 //! build every Reshape's target from `Shape(x)`; the shape arithmetic is
 //! extra nodes and keeps ONNX Runtime and TensorRT from planning memory
@@ -26,6 +33,8 @@
 //! `s[i]` is `x`'s dim `i` (`allowzero=0`), and `s'[j] = -1` for the single
 //! other dim `j` when every remaining element is a known positive number
 //! (then `-1` infers exactly `s[j]` whenever the original Reshape is valid).
+//! And `v = c` for an integer value `v` that `ir::shape_value` shows holds
+//! the numbers `c` whatever the symbolic dims are.
 //! Dims are equal only when certainly the same number: the same known value,
 //! the same `dim_param`, or the same dim of the same value; never two
 //! unknown dims.
@@ -34,13 +43,13 @@
 
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::shape_value::{dims, shape_value, SymInt};
-use crate::ir::{Graph, NodeId, Operator, Outlet, Patch, Tensor};
+use crate::ir::{DataType, Graph, NodeId, Operator, Outlet, Patch, Tensor, TensorData};
 use crate::passes::{DataUse, PassInfo, RulePass};
 use anyhow::Result;
 
 pub const INFO: PassInfo = PassInfo {
     name: "fold-shapes",
-    summary: "remove Reshapes to a computed shape equal to the input's; make computed Reshape shapes constant",
+    summary: "remove Reshapes to a computed shape equal to the input's; make computed Reshape shapes, and shape values known in full, constant",
     exact: true,
     data: DataUse::None,
     options: &[],
@@ -50,7 +59,70 @@ pub const INFO: PassInfo = PassInfo {
 pub const RULES: &[Rule] = &[
     Rule::on("Reshape", "reshape-same", reshape_same),
     Rule::on("Reshape", "reshape-const", reshape_const),
+    Rule::any("known-value", known_value),
 ];
+
+/// The operators `shape_value` follows (constants aside).
+const SHAPE_OPS: &[&str] = &[
+    "Shape", "Gather", "Slice", "Concat", "Cast", "Unsqueeze", "Squeeze", "Mul", "Add", "Sub",
+    "Identity",
+];
+
+/// The integer element type of `v`: its known type, or what the operators
+/// that compute it from a `Shape` say.
+fn int_type(g: &Graph, v: Outlet, depth: usize) -> Option<DataType> {
+    if let Some(t) = g.known_type(v).and_then(|t| t.tensor_elem()) {
+        return Some(t);
+    }
+    let op = g.op(v.node)?;
+    match op.op_type.as_str() {
+        "Shape" => Some(DataType::INT64),
+        "Cast" => Some(DataType(op.attr_int("to", 0) as i32)),
+        _ => int_type(g, g.input(v.node, 0)?, depth.checked_sub(1)?),
+    }
+}
+
+/// `v = c`: an integer value computed from shapes whose every element is a
+/// known number, whatever the symbolic dims, becomes that constant.
+fn known_value(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
+    if !op.is_default_domain() || !SHAPE_OPS.contains(&op.op_type.as_str()) {
+        return Ok(None);
+    }
+    let out = Outlet::new(id, 0);
+    let Some(value) = shape_value(g, out) else {
+        return Ok(None);
+    };
+    let Some(numbers) = value
+        .elems
+        .iter()
+        .map(|e| match e {
+            SymInt::Known(n) => Some(*n),
+            _ => None,
+        })
+        .collect::<Option<Vec<i64>>>()
+    else {
+        return Ok(None);
+    };
+    let dims = if value.scalar {
+        vec![]
+    } else {
+        vec![numbers.len() as i64]
+    };
+    let tensor = match int_type(g, out, 32) {
+        Some(DataType::INT64) => Tensor::from_i64(dims, &numbers),
+        Some(DataType::INT32) => {
+            let v = numbers.iter().map(|&n| i32::try_from(n).ok()).collect::<Option<_>>();
+            let Some(v) = v else { return Ok(None) };
+            Tensor::new(DataType::INT32, dims, TensorData::Int32(v))
+        }
+        _ => return Ok(None),
+    };
+    let mut patch = Patch::new("");
+    let c = patch.add_const(g.outlet_name(out), tensor);
+    patch.shunt(out, c);
+    patch.remove(id);
+    Ok(Some(patch))
+}
 
 /// A Reshape (opset ≥ 5 input form): its data input, its shape input, what
 /// the shape holds, and `allowzero`.
@@ -112,6 +184,17 @@ fn reshape_const(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result
             _ => None,
         })
         .collect();
+    // One element that is not a number, the rest positive numbers: `-1`
+    // says it, copied dim or not (tract 0.23 loses the types after a
+    // Reshape of a rank-1 value by a copying 0 into rank 3: basic-pitch).
+    let unknown: Vec<usize> = (0..shape.len())
+        .filter(|&i| !matches!(shape[i], SymInt::Known(_)))
+        .collect();
+    if let [j] = unknown[..] {
+        if out.iter().enumerate().all(|(i, n)| i == j || n.is_some_and(|n| n > 0)) {
+            out[j] = None;
+        }
+    }
     let open: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_none()).collect();
     match open[..] {
         [] => {}
@@ -203,7 +286,7 @@ mod tests {
 
     #[test]
     fn computed_shape_becomes_constant() {
-        // x: [N, 16] reshaped to [N, 2, 8]: bytes' N is x's dim 0, copied: [0, 2, 8].
+        // x: [N, 16] reshaped to [N, 2, 8]: N is the one dim not a number: [-1, 2, 8].
         let m = magika_like(&["N", "8"], &["N", "16"], &[2, 8]);
         let after = check("fold-shapes__copied-symbol", &m, &format!("{PASS},dce"));
         assert_eq!(after.graph.op_count(), 2);
@@ -268,6 +351,38 @@ mod tests {
         m.graph.inputs[0].info.ty = Some(ty(&["?", "?", "4"]));
         m.graph.inputs[1].info.ty = Some(ty(o));
         m
+    }
+
+    #[test]
+    fn known_elements_of_a_symbolic_shape_become_constant() {
+        // x: f32[N, 2, 4]; the state [1, dim1(x), dim2(x)] = [1, 2, 4] is
+        // known though N is not: the Shape/Gather/Unsqueeze/Concat go.
+        let mut b = ModelBuilder::new(11);
+        let x = b.input("x", DataType::FLOAT, &[3, 2, 4]);
+        let s = b.op("Shape", &[x], vec![], "s");
+        let i1 = b.init("i1", Tensor::from_i64(vec![], &[1]));
+        let i2 = b.init("i2", Tensor::from_i64(vec![], &[2]));
+        let d1 = b.op("Gather", &[s, i1], vec![], "d1");
+        let d2 = b.op("Gather", &[s, i2], vec![], "d2");
+        let ax = vec![Attribute::ints("axes", &[0])];
+        let u1 = b.op("Unsqueeze", &[d1], ax.clone(), "u1");
+        let u2 = b.op("Unsqueeze", &[d2], ax, "u2");
+        let one = ints(&mut b, "one", &[1]);
+        let cat = b.op("Concat", &[one, u1, u2], vec![Attribute::int("axis", 0)], "cat");
+        let zeros = b.op("ConstantOfShape", &[cat], vec![], "zeros");
+        let y = b.op("Add", &[x, zeros], vec![], "y");
+        // N itself stays computed.
+        let i0 = b.init("i0", Tensor::from_i64(vec![], &[0]));
+        let n = b.op("Gather", &[s, i0], vec![], "n");
+        b.output(y, DataType::FLOAT);
+        b.output(n, DataType::INT64);
+        let mut m = b.build().unwrap();
+        m.graph.inputs[0].info.ty = Some(ty(&["N", "2", "4"]));
+        let after = check("fold-shapes__known-value", &m, &format!("{PASS},dce"));
+        assert_eq!(
+            crate::passes::testing::op_types(&after),
+            ["Shape", "ConstantOfShape", "Add", "Gather"]
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! **What:** canonicalisation and every exact fusion, repeated until the graph
 //! stops shrinking: `lift-constants`, then rounds of `infer-shapes`,
 //! `fold-constants`, `fold-shapes`, `eliminate`, the `fuse-*` passes (BatchNorm,
-//! Gemm, bias, Pad, Transpose, Reshape, Slice, Cast, activations), `cse` and `dce`.
+//! Gemm, bias, Pad, Transpose, Reshape, Slice, Cast, activations, input
+//! scales, Concat chains), `cse` and `dce`.
 //!
 //! **Why:** one rewrite enables another (a folded shape makes a Reshape a
 //! no-op; a fused BatchNorm exposes a bias Add), so the parts run to a
@@ -42,25 +43,29 @@ crate::pass_options! {
         rounds: usize = "rounds", "8", "most rounds before stopping";
         // fuse-activation's, passed on.
         target_opset: i64 = TARGET.name, TARGET.default, TARGET.help;
+        // lift-constants', passed on.
+        keep_inputs: bool = KEEP.name, KEEP.default, KEEP.help;
     }
 }
 
 const TARGET: &OptionInfo = &crate::passes::fuse_activation::Opts::TABLE[0];
+const KEEP: &OptionInfo = &crate::passes::lift_constants::Opts::TABLE[0];
 
 /// A round's first part, which needs no inferred types: it runs while tract
 /// infers them on another core (a third of a round's time on PP-OCRv4 rec).
-const UNTYPED: &str = "fuse-bias,fuse-pad,fuse-transpose,fuse-activation,cse,dce";
+const UNTYPED: &str = "fuse-bias,fuse-pad,fuse-transpose,fuse-activation,fuse-scale,fuse-concat,cse,dce";
 
 /// The rest, once the types are recorded: folding and the fusions that read
 /// shapes; BatchNorm before bias (a folded BN leaves a bias to merge); CSE
 /// and DCE last.
 const TYPED: &str = "fold-constants,fold-shapes,eliminate,fuse-bn,fuse-gemm,fuse-bias,fuse-pad,\
-                     fuse-transpose,fuse-reshape,fuse-slice,fuse-cast,fuse-activation,cse,dce";
+                     fuse-transpose,fuse-reshape,fuse-slice,fuse-cast,fuse-activation,fuse-scale,fuse-concat,cse,dce";
 
 fn build(options: &Options) -> Result<Box<dyn Pass>> {
     let Opts {
         rounds,
         target_opset: target,
+        keep_inputs,
     } = Opts::parse(options)?;
     ensure!(rounds > 0, "rounds must be at least 1");
     let with_target = |list: &str| {
@@ -71,7 +76,7 @@ fn build(options: &Options) -> Result<Box<dyn Pass>> {
     };
     Ok(Box::new(Fuse {
         rounds,
-        lift: Pipeline::parse("lift-constants")?,
+        lift: Pipeline::parse(&format!("lift-constants{{keep-inputs={keep_inputs}}}"))?,
         untyped: with_target(UNTYPED)?,
         typed: with_target(TYPED)?,
     }))

@@ -29,13 +29,22 @@
 //! node where the alternative is two. Initializers left unused are removed when
 //! only the fused nodes used them.
 //!
+//! The parameters may also be `ConstantOfShape` of a constant shape (at most
+//! 65536 elements, read without running it), and a Conv's weight
+//! `ConstantOfShape(shape)` or `Expand(c, shape)` with `c` one value per
+//! output channel: onnx's caffe2 test models compute every weight so, and
+//! `fold-constants` leaves them computed rather than write megabytes of one
+//! number into the file. The folded weight is then `Expand(c·s, shape)`,
+//! never materialised: `w'[o] = c[o]·s[o]` over the whole of channel `o`,
+//! the same numbers a materialised fold gives.
+//!
 //! The per-channel affine fold here (`fold_affine`) is shared with `fuse-bias`.
 //!
 //! **Options:** none.
 
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{Graph, NodeId, Operator, Outlet, Patch};
-use crate::passes::toolkit::{remove_dead_consts, sole_use, Producer};
+use crate::passes::toolkit::{remove_dead_consts, small_const, sole_use, Producer};
 use crate::passes::{DataUse, PassInfo, RulePass};
 use anyhow::Result;
 
@@ -77,7 +86,7 @@ fn batchnorm(ctx: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<
     let channels = producer.channels;
     let params: Option<Vec<Vec<f64>>> = (1..5)
         .map(|slot| {
-            let t = g.const_tensor(g.input(id, slot)?)?;
+            let t = small_const(g, g.input(id, slot)?)?;
             let v = t.to_f32().ok()?;
             (v.len() == channels).then(|| v.into_iter().map(f64::from).collect())
         })
@@ -242,6 +251,54 @@ mod tests {
         let z = bn(&mut b, y, c_out, eps, 3);
         b.output(z, DataType::FLOAT);
         b.build().unwrap()
+    }
+
+    /// onnx's caffe2 test models: a Conv whose weight (and bias) are
+    /// `ConstantOfShape`, or an `Expand` of one value per output channel,
+    /// and a BatchNorm with a `ConstantOfShape` variance.
+    fn spread_conv_bn(expand: bool) -> Model {
+        let mut b = ModelBuilder::new(9);
+        let x = b.input("x", DataType::FLOAT, &[1, 4, 5, 5]);
+        let fill = |v: f32| {
+            let t = Tensor::from_f32(vec![1], &[v]);
+            vec![Attribute::new("value", crate::ir::AttrValue::Tensor(t))]
+        };
+        let w_shape = b.init("w_shape", Tensor::from_i64(vec![4], &[6, 4, 3, 3]));
+        let w = if expand {
+            let c = b.init("c", Tensor::from_f32(vec![6, 1, 1, 1], &values(71, 6, -0.1, 0.1)));
+            b.op("Expand", &[c, w_shape], vec![], "w")
+        } else {
+            b.op("ConstantOfShape", &[w_shape], fill(0.02), "w")
+        };
+        let c_shape = b.init("c_shape", Tensor::from_i64(vec![1], &[6]));
+        let bias = b.op("ConstantOfShape", &[c_shape], fill(0.25), "bias");
+        let attrs = vec![Attribute::ints("pads", &[1, 1, 1, 1])];
+        let y = b.op("Conv", &[x, w, bias], attrs, "y");
+        let gamma = b.init("gamma", Tensor::from_f32(vec![6], &values(72, 6, 0.5, 2.0)));
+        let beta = b.init("beta", Tensor::from_f32(vec![6], &values(73, 6, -1.0, 1.0)));
+        let mean = b.init("mean", Tensor::from_f32(vec![6], &values(74, 6, -0.1, 0.1)));
+        let var = b.op("ConstantOfShape", &[c_shape], fill(0.5), "var");
+        let z = b.op("BatchNormalization", &[y, gamma, beta, mean, var], vec![], "z");
+        b.output(z, DataType::FLOAT);
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn spread_weights_fold_without_materialising() {
+        for (expand, name) in [(false, "constant-of-shape"), (true, "expand")] {
+            let name = format!("fuse-bn__spread-weight-{name}");
+            let after = check(&name, &spread_conv_bn(expand), "fuse-bn,dce");
+            assert_eq!(count(&after, "BatchNormalization"), 0, "{name}");
+            assert_eq!(count(&after, "Expand"), 1, "{name}");
+            // Nothing of the weight's size was written.
+            let largest = after
+                .graph
+                .node_ids()
+                .filter_map(|id| after.graph.const_tensor(crate::ir::Outlet::new(id, 0)))
+                .map(|t| t.numel())
+                .max();
+            assert_eq!(largest, Some(6), "{name}");
+        }
     }
 
     fn count(m: &Model, op: &str) -> usize {

@@ -1,8 +1,11 @@
 //! # fuse-reshape
 //!
 //! **What:** collapses chains of shape-only operators. A `Reshape` or
-//! `Flatten` of a `Reshape` or `Flatten` reads the original value directly
-//! (one Reshape or Flatten instead of two); `Squeeze(Unsqueeze(x, a), a)`
+//! `Flatten` of a `Reshape`, `Flatten`, `Unsqueeze` or `Squeeze` reads the
+//! original value directly (one Reshape or Flatten instead of two; tf2onnx
+//! writes `Reshape → Unsqueeze → Reshape` before every 1-D Conv); an
+//! `Unsqueeze` or `Squeeze` of a constant-shape `Reshape` is one Reshape
+//! (the 1s inserted into, or taken out of, its shape); `Squeeze(Unsqueeze(x, a), a)`
 //! is `x`; `Unsqueeze(Squeeze(x, a), a)` is `x` when the squeezed dims of `x`
 //! are known to be 1. Both axes forms are read (`axes` attribute before
 //! opset 13, input from 13). Subgraphs included.
@@ -23,7 +26,8 @@
 //! rewritten to that dim when the inner shape gives it as a literal, kept
 //! when the inner shape also copied it from `x`, and taken from the
 //! intermediate's known type otherwise; when none of these says, the chain
-//! stays. (`-1` needs nothing: the element count is the same.) With
+//! stays. (`-1` needs nothing: the element count is the same.) An
+//! Unsqueeze/Squeeze's dims are read from its known type only. With
 //! `allowzero=1` a 0 is a literal 0 and is kept. Above, the intermediate's dim
 //! 0 is the literal 6.
 //! A Flatten of a reshaped value becomes `Reshape(x, [P, -1])` (or
@@ -52,6 +56,8 @@ pub const RULES: &[Rule] = &[
     Rule::on("Flatten", "flatten-of-reshape", flatten_of_reshape),
     Rule::on("Squeeze", "squeeze-unsqueeze", squeeze_unsqueeze),
     Rule::on("Unsqueeze", "unsqueeze-squeeze", unsqueeze_squeeze),
+    Rule::on("Unsqueeze", "unsqueeze-of-reshape", squeeze_of_reshape),
+    Rule::on("Squeeze", "squeeze-of-reshape", squeeze_of_reshape),
 ];
 
 fn const_ints(g: &Graph, outlet: Option<Outlet>) -> Option<Vec<i64>> {
@@ -65,6 +71,9 @@ enum Inner {
     Reshape { shape: Vec<i64>, allowzero: bool },
     /// `Flatten(x, axis)`: `[prod(x[..axis]), prod(x[axis..])]`.
     Flatten { axis: i64 },
+    /// `Unsqueeze` or `Squeeze` of x, whose output has rank `rank` when
+    /// known: its dims are read from its known type only.
+    Squeeze { rank: Option<usize> },
 }
 
 impl Inner {
@@ -80,16 +89,21 @@ impl Inner {
             Inner::Flatten {
                 axis: op.attr_int("axis", 1),
             }
+        } else if op.is("Unsqueeze") || op.is("Squeeze") {
+            Inner::Squeeze {
+                rank: g.known_rank(mid),
+            }
         } else {
             return None;
         };
         Some((inner, x))
     }
 
-    fn rank(&self) -> usize {
+    fn rank(&self) -> Option<usize> {
         match self {
-            Inner::Reshape { shape, .. } => shape.len(),
-            Inner::Flatten { .. } => 2,
+            Inner::Reshape { shape, .. } => Some(shape.len()),
+            Inner::Flatten { .. } => Some(2),
+            Inner::Squeeze { rank } => *rank,
         }
     }
 
@@ -120,6 +134,7 @@ impl Inner {
                 let part = if i == 0 { &xd[..axis] } else { &xd[axis..] };
                 part.iter().copied().product::<Option<i64>>()
             }
+            Inner::Squeeze { .. } => None,
         }
     }
 
@@ -181,7 +196,9 @@ fn flatten_of_reshape(ctx: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -
     let Some((inner, x)) = Inner::of(g, mid) else {
         return Ok(None);
     };
-    let rank = inner.rank();
+    let Some(rank) = inner.rank() else {
+        return Ok(None);
+    };
     let axis = op.attr_int("axis", 1);
     let axis = if axis < 0 { axis + rank as i64 } else { axis };
     let Some(axis) = usize::try_from(axis).ok().filter(|&a| a <= rank) else {
@@ -307,6 +324,60 @@ fn unsqueeze_squeeze(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Re
         .flatten())
 }
 
+/// `Unsqueeze(Reshape(x, s), a) = Reshape(x, s')` with `s'` = `s` with a 1
+/// inserted at each axis of `a`; `Squeeze(Reshape(x, s), a) = Reshape(x,
+/// s')` with the axes of `a` taken out of `s`, each a literal 1 there. `s`
+/// constant, without a copying 0 (which would copy another dim of `x`
+/// once moved; with `allowzero=1` a 0 is a literal and moves freely).
+fn squeeze_of_reshape(ctx: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
+    let Some(Pair { mid, x, inner }) = pair(g, id, "Reshape") else {
+        return Ok(None);
+    };
+    let Some(shape) = const_ints(g, g.input(mid.node, 1)) else {
+        return Ok(None);
+    };
+    let allowzero = inner.attr_int("allowzero", 0) == 1;
+    if ctx.opset < 5 || (!allowzero && shape.contains(&0)) {
+        return Ok(None);
+    }
+    let Some(Some(axes)) = axes(g, id) else {
+        return Ok(None);
+    };
+    let unsqueeze = op.is("Unsqueeze");
+    let rank = shape.len() + if unsqueeze { axes.len() } else { 0 };
+    let Some(axes) = normalized(&axes, Some(rank)) else {
+        return Ok(None);
+    };
+    let new_shape: Vec<i64> = if unsqueeze {
+        let mut rest = shape.iter();
+        let inserted = (0..rank)
+            .map(|i| if axes.contains(&i) { Some(1) } else { rest.next().copied() })
+            .collect::<Option<Vec<i64>>>();
+        let Some(inserted) = inserted else {
+            return Ok(None);
+        };
+        inserted
+    } else {
+        if axes.iter().any(|&a| shape[a] != 1) {
+            return Ok(None);
+        }
+        (0..rank).filter(|i| !axes.contains(i)).map(|i| shape[i]).collect()
+    };
+    let out = Outlet::new(id, 0);
+    let mut patch = Patch::new("");
+    let name = g.outlet_name(out).to_string();
+    let dims = vec![new_shape.len() as i64];
+    let c = patch.add_const(&format!("{name}.shape"), Tensor::from_i64(dims, &new_shape));
+    let reshape = Operator::new("Reshape", 2, inner.attributes.clone());
+    let r = patch.add_op(g.node(id).name.clone(), reshape, vec![Some(x.into()), Some(c)], &[&name]);
+    patch.shunt(out, Src::New { index: r, slot: 0 });
+    patch.remove(id);
+    if g.sole_user(mid).is_some() {
+        patch.remove(mid.node);
+    }
+    Ok(Some(patch))
+}
+
 #[cfg(test)]
 mod tests {
     use crate::ir::build::ModelBuilder;
@@ -326,6 +397,64 @@ mod tests {
     }
 
     /// x: f32[2,3,4] → Reshape(s1) → Reshape(s2) → Relu → y.
+    /// tf2onnx before a 1-D Conv: x: f32[2, 12] → Reshape [-1, 12, 1] →
+    /// Unsqueeze [-3] → Reshape `s` → Relu.
+    fn tf2onnx_conv1d(s: &[i64]) -> Model {
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[2, 12]);
+        let s1 = shape(&mut b, "s1", &[-1, 12, 1]);
+        let a = b.op("Reshape", &[x, s1], vec![], "a");
+        let axes = shape(&mut b, "axes", &[-3]);
+        let u = b.op("Unsqueeze", &[a, axes], vec![], "u");
+        let s2 = shape(&mut b, "s2", s);
+        let r = b.op("Reshape", &[u, s2], vec![], "r");
+        let y = b.op("Relu", &[r], vec![], "y");
+        b.output(y, DataType::FLOAT);
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn reshape_of_unsqueeze_of_reshape() {
+        let m = tf2onnx_conv1d(&[-1, 1, 1, 12]);
+        let after = check("fuse-reshape__unsqueeze-chain", &m, &format!("{PASS},dce"));
+        assert_eq!(crate::passes::testing::op_types(&after), ["Reshape", "Relu"]);
+        // A copying 0 needs the Unsqueeze's dims, which no type says here:
+        // only the Unsqueeze joins the first Reshape.
+        let after = rewrite(&tf2onnx_conv1d(&[0, 1, 1, 12]), PASS);
+        let ops = crate::passes::testing::op_types(&after);
+        assert_eq!(ops, ["Reshape", "Reshape", "Relu"]);
+    }
+
+    #[test]
+    fn squeeze_of_reshape_is_one_reshape() {
+        // Reshape [-1, 12] → Unsqueeze [-1] = Reshape [-1, 12, 1]; then a
+        // Squeeze of axis 2 (a literal 1) = Reshape [-1, 12].
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[2, 3, 4]);
+        let s = shape(&mut b, "s", &[-1, 12]);
+        let a = b.op("Reshape", &[x, s], vec![], "a");
+        let axes = shape(&mut b, "axes", &[-1]);
+        let u = b.op("Unsqueeze", &[a, axes], vec![], "u");
+        let y = b.op("Relu", &[u], vec![], "y");
+        let two = shape(&mut b, "two", &[2]);
+        let q = b.op("Squeeze", &[u, two], vec![], "q");
+        b.output(y, DataType::FLOAT);
+        b.output(q, DataType::FLOAT);
+        let model = b.build().unwrap();
+        let after = check("fuse-reshape__squeeze-of-reshape", &model, &format!("{PASS},dce"));
+        let ops = crate::passes::testing::op_types(&after);
+        assert_eq!(ops, ["Reshape", "Reshape", "Relu"]);
+        // A copying 0 would copy another dim of x once moved: stays.
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[2, 3, 4]);
+        let s = shape(&mut b, "s", &[0, 12]);
+        let a = b.op("Reshape", &[x, s], vec![], "a");
+        let axes = shape(&mut b, "axes", &[0]);
+        let u = b.op("Unsqueeze", &[a, axes], vec![], "u");
+        b.output(u, DataType::FLOAT);
+        unchanged(&b.build().unwrap());
+    }
+
     fn reshapes(s1: &[i64], s2: &[i64]) -> Model {
         let mut b = ModelBuilder::new(13);
         let x = b.input("x", DataType::FLOAT, &[2, 3, 4]);

@@ -16,8 +16,11 @@
 //! b = Reshape(a, [1,8,16,16])             →     b = Reshape(a, [1,8,16,16])
 //! s = Shape(b)                                  s = Shape(b)         b: f32[1,8,16,16]
 //! ```
-//! Values that already have a type keep it; graph outputs keep their
-//! declaration; values whose element type tract cannot infer stay untyped.
+//! Values that already have a type saying every dim keep it (a type with
+//! an unknown dim or rank, recorded when tract could not tell, is replaced
+//! when tract now can say every dim: after a Reshape's shape became
+//! constant, say);
+//! graph outputs keep their declaration; values whose element type tract cannot infer stay untyped.
 //! Subgraphs (`If`, `Loop`, `Scan` bodies) are not annotated. When tract's
 //! analysis fails on some nodes, the types it did find are recorded and the
 //! reason is in the details (`incomplete`); when tract cannot read the model
@@ -89,10 +92,31 @@ pub(crate) fn record(
     Ok(details)
 }
 
+/// A type that says each dim (a number or a symbol), or not a tensor's.
+fn complete(t: &crate::ir::TypeInfo) -> bool {
+    use crate::ir::{DimValue, TypeKind};
+    match &t.kind {
+        TypeKind::Tensor {
+            shape: Some(dims), ..
+        } => dims.iter().all(|d| match &d.value {
+            DimValue::Known(n) => *n >= 0,
+            DimValue::Param(p) => !p.is_empty(),
+            DimValue::Unknown => false,
+        }),
+        TypeKind::Tensor { .. } => false,
+        _ => true,
+    }
+}
+
+/// A value whose type is [`complete`]: nothing more to learn.
+pub(crate) fn typed(v: &crate::ir::Value) -> bool {
+    v.info.as_ref().and_then(|i| i.ty.as_ref()).is_some_and(complete)
+}
+
 pub(crate) fn has_untyped_value(g: &Graph) -> bool {
     g.node_ids().filter(|&id| g.op(id).is_some()).any(|id| {
         g.node(id).outputs.iter().enumerate().any(|(slot, v)| {
-            let typed = v.info.as_ref().is_some_and(|i| i.ty.is_some());
+            let typed = typed(v);
             !v.name.is_empty() && !typed && !g.is_graph_output(Outlet::new(id, slot))
         })
     })
@@ -115,15 +139,19 @@ fn annotate(g: &Graph, types: &HashMap<&str, &ValueType>) -> (Patch, Counts) {
     for id in g.node_ids().filter(|&id| g.op(id).is_some()) {
         for (slot, v) in g.node(id).outputs.iter().enumerate() {
             let outlet = Outlet::new(id, slot);
-            let typed = v.info.as_ref().is_some_and(|i| i.ty.is_some());
-            if v.name.is_empty() || typed || g.is_graph_output(outlet) {
+            let had_type = v.info.as_ref().is_some_and(|i| i.ty.is_some());
+            if v.name.is_empty() || typed(v) || g.is_graph_output(outlet) {
                 continue;
             }
             let Some(ty) = types.get(v.name.as_str()) else {
-                counts.untyped += 1;
+                counts.untyped += usize::from(!had_type);
                 continue;
             };
             let ty = crate::exec::type_info(ty);
+            // An old type stays unless the new one says every dim.
+            if had_type && !complete(&ty) {
+                continue;
+            }
             counts.annotated += 1;
             if ty.static_dims().is_some() {
                 counts.static_shape += 1;
@@ -203,7 +231,7 @@ mod tests {
         let mut m = model();
         let before = m.clone();
         let d = run(&mut m, "infer-shapes");
-        assert_eq!(d["annotated"], 2, "{d}");
+        assert_eq!(d["annotated"], 3, "{d}");
         assert_eq!(d["static"], 1, "{d}");
         assert_eq!(d["untyped"], 0, "{d}");
         assert!(d.get("incomplete").is_none(), "{d}");
@@ -212,8 +240,11 @@ mod tests {
         assert_eq!(a, Some(f32_type(&["batch", "4"])));
         let s = info_of(&m, "s").and_then(|i| i.ty.clone());
         assert_eq!(s, Some(TypeInfo::tensor(DataType::INT64, &[2])));
-        // What the file said is kept; a graph output keeps its declaration.
-        assert_eq!(info_of(&m, "b"), info_of(&before, "b"));
+        // The file's type without a shape gets one, its doc string kept; a
+        // graph output keeps its declaration.
+        let b = info_of(&m, "b").unwrap();
+        assert_eq!(b.ty, Some(f32_type(&["batch", "4"])));
+        assert_eq!(b.doc_string, info_of(&before, "b").unwrap().doc_string);
         assert!(info_of(&m, "y").is_none());
         // Nothing but annotations changed.
         let text = |m: &Model| {

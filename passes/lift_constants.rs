@@ -46,7 +46,8 @@ pub const INFO: PassInfo = PassInfo {
 };
 
 crate::pass_options! {
-    struct Opts {
+    /// Shared with `fuse`, which passes it on.
+    pub(crate) struct Opts {
         keep_inputs: bool = "keep-inputs", "false",
             "below IR 4, keep initializers declared as graph inputs overridable instead of constant";
     }

@@ -342,7 +342,7 @@ pub fn has_untyped_value_once_lifted(g: &Graph) -> bool {
         .filter(|&id| g.op(id).is_some() && crate::passes::constant_value(g, id).is_none())
         .any(|id| {
             g.node(id).outputs.iter().enumerate().any(|(slot, v)| {
-                let typed = v.info.as_ref().is_some_and(|i| i.ty.is_some());
+                let typed = crate::passes::infer_shapes::typed(v);
                 !v.name.is_empty() && !typed && !g.is_graph_output(Outlet::new(id, slot))
             })
         })

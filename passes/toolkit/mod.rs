@@ -6,7 +6,7 @@
 
 mod producer;
 
-pub(crate) use producer::{Kind, Producer};
+pub(crate) use producer::{replace_const, small_const, Kind, Producer};
 
 use crate::ir::{Graph, NodeId, Operator, Outlet, Patch};
 

@@ -1,14 +1,104 @@
 //! A linear producer: an operator whose output is linear in constant
 //! weights per output channel, and how to fold y ↦ s·y + t into it.
+//!
+//! A Conv's weight may also be *computed* as one number per output channel
+//! spread over its shape: `ConstantOfShape(shape)` (onnx's caffe2 test
+//! models, whose weights `fold-constants` leaves computed rather than write
+//! megabytes of one number into the file) or `Expand(c, shape)` with `c`
+//! one value per output channel. Scaled per output channel it stays that
+//! form, `Expand(c·s, shape)`: `c·s` is one number per channel, the size of
+//! a bias, and the weight is never materialised.
 
 use super::sole_use;
-use crate::ir::{Attribute, DataType, Graph, NodeId, Patch, Tensor};
+use crate::ir::patch::Src;
+use crate::ir::{AttrValue, Attribute, DataType, Graph, NodeId, Operator, Outlet, Patch, Tensor};
 use crate::passes::fuse_bn::prefold;
+use std::borrow::Cow;
+
+/// Most elements of a `ConstantOfShape` read as a constant by
+/// [`small_const`]: per-channel parameters, never weights.
+const SMALL_CONST_ELEMENTS: usize = 1 << 16;
+
+/// The f32 fill of a `ConstantOfShape` (0.0 when it has no `value`).
+fn fill_value(op: &Operator) -> Option<f32> {
+    match op.attr("value").map(|a| &a.value) {
+        None => Some(0.0),
+        Some(AttrValue::Tensor(t)) if t.dtype == DataType::FLOAT && t.numel() == 1 => {
+            t.to_f32().ok()?.first().copied()
+        }
+        _ => None,
+    }
+}
+
+/// The constant behind `v`: an initializer, or a `ConstantOfShape` of a
+/// constant shape with at most 65536 elements, read without running it
+/// (per-channel parameters that `fold-constants` left computed).
+pub(crate) fn small_const(g: &Graph, v: Outlet) -> Option<Cow<'_, Tensor>> {
+    if let Some(t) = g.const_tensor(v) {
+        return Some(Cow::Borrowed(t));
+    }
+    let op = g
+        .op(v.node)
+        .filter(|op| op.is("ConstantOfShape") && op.is_default_domain())?;
+    let dims = g.const_tensor(g.input(v.node, 0)?)?.to_i64().ok()?;
+    let n = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))?;
+    (n <= SMALL_CONST_ELEMENTS).then_some(())?;
+    let fill = fill_value(op)?;
+    Some(Cow::Owned(Tensor::from_f32(dims, &vec![fill; n])))
+}
+
+/// A Conv weight computed as one value per output channel spread over
+/// `dims`: `ConstantOfShape(dims)` or `Expand(c, dims)`.
+#[derive(Clone, Debug)]
+pub(crate) struct Spread {
+    /// Where the shape comes from (a constant), reused by the new `Expand`.
+    shape: Outlet,
+    /// The value of each output channel.
+    values: Vec<f64>,
+}
+
+/// The spread weight at `w` with `dims` (axis 0: output channels), if it is one.
+fn spread(g: &Graph, w: Outlet) -> Option<(Spread, Vec<i64>)> {
+    let op = g.op(w.node).filter(|op| op.is_default_domain())?;
+    let shape_slot = match op.op_type.as_str() {
+        "ConstantOfShape" => 0,
+        "Expand" => 1,
+        _ => return None,
+    };
+    let shape = g.input(w.node, shape_slot)?;
+    let dims = g.const_tensor(shape)?.to_i64().ok()?;
+    let out = *dims.first()?;
+    if dims.len() < 3 || dims.iter().any(|&d| d <= 0) {
+        return None;
+    }
+    let values = if op.is("ConstantOfShape") {
+        vec![f64::from(fill_value(op)?); out as usize]
+    } else {
+        let c = g.const_tensor(g.input(w.node, 0)?)?;
+        if c.dtype != DataType::FLOAT || c.dims.len() > dims.len() {
+            return None;
+        }
+        // Right-aligned: every axis but 0 of the (padded) constant is 1, and
+        // axis 0 is 1 or the output channels (Expand never shrinks a dim).
+        let pad = dims.len() - c.dims.len();
+        let at = |axis: usize| if axis < pad { 1 } else { c.dims[axis - pad] };
+        if (1..dims.len()).any(|a| at(a) != 1) || !(at(0) == 1 || at(0) == out) {
+            return None;
+        }
+        let v = c.to_f32().ok()?;
+        (0..out as usize)
+            .map(|o| f64::from(v[if v.len() == 1 { 0 } else { o }]))
+            .collect()
+    };
+    Some((Spread { shape, values }, dims))
+}
 
 /// Feeds input `slot` of `user` from a new initializer `tensor`. When the old
 /// initializer there is used by nothing else, it is removed and the new one
 /// takes its name; otherwise (shared weights) the new one gets a name of its own.
-fn replace_const(
+pub(crate) fn replace_const(
     g: &Graph,
     patch: &mut Patch,
     user: NodeId,
@@ -60,6 +150,9 @@ pub(crate) struct Producer {
     /// Rank of the output.
     pub out_rank: usize,
     weight_dims: Vec<i64>,
+    /// A Conv weight computed as one value per output channel (see the
+    /// module doc); `None`: an initializer.
+    spread: Option<Spread>,
     /// Dims and values of the constant bias (`C` for Gemm), if any.
     bias: Option<(Vec<i64>, Vec<f64>)>,
     /// Gemm's `beta` (1 otherwise).
@@ -74,11 +167,16 @@ impl Producer {
         if !op.is_default_domain() || g.node(id).outputs.len() != 1 {
             return None;
         }
-        let w = g.const_tensor(g.input(id, 1)?)?;
-        if w.dtype != DataType::FLOAT {
-            return None;
-        }
-        let dims = w.dims.clone();
+        let w_in = g.input(id, 1)?;
+        let (dims, spread) = match g.const_tensor(w_in) {
+            Some(w) if w.dtype == DataType::FLOAT => (w.dims.clone(), None),
+            Some(_) => return None,
+            None if op.is("Conv") => {
+                let (s, dims) = spread(g, w_in)?;
+                (dims, Some(s))
+            }
+            None => return None,
+        };
         let bias_slot = 2;
         let (kind, channels, out_rank) = match op.op_type.as_str() {
             "Conv" if dims.len() >= 3 => (Kind::Conv, dims[0], dims.len()),
@@ -111,11 +209,11 @@ impl Producer {
         let bias = match g.input(id, bias_slot).filter(|_| kind != Kind::MatMul) {
             None => None,
             Some(b) => {
-                let t = g.const_tensor(b)?;
+                let t = small_const(g, b)?;
                 if t.dtype != DataType::FLOAT {
                     return None;
                 }
-                Some((t.dims.clone(), f64s(t)?))
+                Some((t.dims.clone(), f64s(&t)?))
             }
         };
         let channels = channels as usize;
@@ -133,6 +231,7 @@ impl Producer {
             channels,
             out_rank,
             weight_dims: dims,
+            spread,
             bias,
             beta: if matches!(kind, Kind::Gemm { .. }) {
                 f64::from(op.attr_float("beta", 1.0))
@@ -195,7 +294,26 @@ impl Producer {
     pub fn fold_affine(&self, g: &Graph, patch: &mut Patch, s: &[f64], t: &[f64]) {
         let op = g.op(self.id).expect("an operator");
         let label = g.node(self.id).label();
-        if s.iter().any(|&x| x != 1.0) {
+        if let (Some(spread), true) = (&self.spread, s.iter().any(|&x| x != 1.0)) {
+            // Expand(c·s, shape): one number per output channel.
+            let values: Vec<f32> = (0..self.channels)
+                .map(|o| (spread.values[o] * s[o]) as f32)
+                .collect();
+            let mut dims = vec![1; self.weight_dims.len()];
+            dims[0] = self.channels as i64;
+            let c = patch.add_const(
+                &format!("{label}.weight_scale"),
+                Tensor::from_f32_vec(dims, values),
+            );
+            let expand = Operator::new("Expand", 2, vec![]);
+            let inputs = vec![Some(c), Some(Src::Old(spread.shape))];
+            let e = patch.add_op(None, expand, inputs, &[&format!("{label}.weight")]);
+            let old = g.input(self.id, 1).expect("analysed");
+            patch.rewire(self.id, 1, Some(Patch::out(e, 0)));
+            if sole_use(g, old, self.id) {
+                patch.remove(old.node);
+            }
+        } else if s.iter().any(|&x| x != 1.0) {
             // Read only now: analysing a candidate must not copy its weights.
             // Each product in f64, rounded once to f32.
             let weight = g

@@ -6,7 +6,10 @@
 //! dimension of some value ([`SymInt`]). It follows `Shape` (with
 //! `start`/`end`), `Slice` and `Gather` with constant indices, `Concat`,
 //! `Cast` between 32/64-bit integer types, `Unsqueeze`/`Squeeze` of a scalar,
-//! `Identity`, and integer constants.
+//! `Identity`, integer constants, and element-wise `Mul`/`Add`/`Sub` (one
+//! operand of one element broadcasts) where the result is certain: two known
+//! numbers whose result fits 32 bits (so that it is the same in an int32
+//! computation), or a dim times 1, plus or minus 0.
 //!
 //! Dims compare equal only when they are certainly the same number: the same
 //! known integer; the same `dim_param` (one symbol per model, whichever value
@@ -207,6 +210,10 @@ fn eval(g: &Graph, v: Outlet, depth: usize) -> Option<ShapeValue> {
                 elems: x.elems,
             })
         }
+        "Mul" | "Add" | "Sub" => {
+            let (a, b) = (eval(g, input(0)?, depth)?, eval(g, input(1)?, depth)?);
+            arithmetic(&op.op_type, &a, &b)
+        }
         "Squeeze" => {
             let x = eval(g, input(0)?, depth)?;
             let axes = match op.attr_ints("axes") {
@@ -225,6 +232,37 @@ fn eval(g: &Graph, v: Outlet, depth: usize) -> Option<ShapeValue> {
         }
         _ => None,
     }
+}
+
+/// `op` (`Mul`, `Add`, `Sub`) of two shape values, element-wise with
+/// ONNX's broadcasting of 0-D and 1-D values: equal lengths, or one side of
+/// one element. `None` when an element is not certain.
+fn arithmetic(op: &str, a: &ShapeValue, b: &ShapeValue) -> Option<ShapeValue> {
+    let n = match (a.elems.len(), b.elems.len()) {
+        (x, y) if x == y => x,
+        (1, y) => y,
+        (x, 1) => x,
+        _ => return None,
+    };
+    let at = |v: &ShapeValue, i: usize| v.elems[if v.elems.len() == 1 { 0 } else { i }].clone();
+    let elems = (0..n)
+        .map(|i| {
+            use SymInt::Known;
+            let fits = |v: Option<i64>| v.filter(|v| i32::try_from(*v).is_ok()).map(Known);
+            match (op, at(a, i), at(b, i)) {
+                ("Mul", Known(x), Known(y)) => fits(x.checked_mul(y)),
+                ("Add", Known(x), Known(y)) => fits(x.checked_add(y)),
+                ("Sub", Known(x), Known(y)) => fits(x.checked_sub(y)),
+                ("Mul", d, Known(1)) | ("Mul", Known(1), d) => Some(d),
+                ("Add", d, Known(0)) | ("Add", Known(0), d) | ("Sub", d, Known(0)) => Some(d),
+                _ => None,
+            }
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(ShapeValue {
+        scalar: a.scalar && b.scalar,
+        elems,
+    })
 }
 
 #[cfg(test)]
@@ -326,6 +364,53 @@ mod tests {
             dims(g, g.find_value("b").unwrap()).unwrap()[0],
             SymInt::DimOf { .. }
         ));
+    }
+
+    #[test]
+    fn follows_certain_arithmetic() {
+        // a: f32[N, ?, 4]; dims multiplied, added, subtracted.
+        let mut b = ModelBuilder::new(15);
+        let a = b.input("a", DataType::FLOAT, &[1, 1, 4]);
+        let s = b.op("Shape", &[a], vec![], "s");
+        let idx =
+            |b: &mut ModelBuilder, name: &str, i: i64| b.init(name, Tensor::from_i64(vec![], &[i]));
+        let (i0, i1, i2) = (
+            idx(&mut b, "i0", 0),
+            idx(&mut b, "i1", 1),
+            idx(&mut b, "i2", 2),
+        );
+        let n = b.op("Gather", &[s, i0], vec![], "n");
+        let q = b.op("Gather", &[s, i1], vec![], "q");
+        let four = b.op("Gather", &[s, i2], vec![], "four");
+        let one = b.init("one", Tensor::from_i64(vec![1], &[1]));
+        let zero = b.init("zero", Tensor::from_i64(vec![], &[0]));
+        let sixteen = b.op("Mul", &[four, four], vec![], "sixteen");
+        let n1 = b.op("Mul", &[n, one], vec![], "n1");
+        let n0 = b.op("Sub", &[n, zero], vec![], "n0");
+        let nq = b.op("Mul", &[n, q], vec![], "nq");
+        let s2 = b.op("Add", &[s, one], vec![], "s2");
+        let big = b.init("big", Tensor::from_i64(vec![], &[1 << 31]));
+        let over = b.op("Mul", &[four, big], vec![], "over");
+        let mut m = b.build().unwrap();
+        m.graph.inputs[0].info.ty = Some(ty(&["N", "?", "4"]));
+        let g = &m.graph;
+        let sv = |o| shape_value(g, o);
+        let big_n = SymInt::Param("N".into());
+        let sv16 = sv(sixteen).unwrap();
+        assert_eq!((sv16.scalar, sv16.elems), (true, vec![SymInt::Known(16)]));
+        // A 0-D dim times a 1-D [1]: a 1-D [N].
+        assert_eq!(
+            sv(n1),
+            Some(ShapeValue {
+                scalar: false,
+                elems: vec![big_n.clone()]
+            })
+        );
+        assert_eq!(sv(n0).unwrap().elems, [big_n]);
+        // N·q and dims + 1 are not certain; nor a product past 32 bits.
+        assert_eq!(sv(nq), None);
+        assert_eq!(sv(s2), None);
+        assert_eq!(sv(over), None);
     }
 
     #[test]
