@@ -146,10 +146,20 @@ impl Ranks {
                     Some(crate::ir::AttrValue::Tensor(t)) => Some(t.dims.len()),
                     _ => None,
                 },
-                "Reshape" => g
-                    .input(id, 1)
-                    .and_then(|o| const_values(g, o))
-                    .map(|v| v.len()),
+                "Reshape" | "ConstantOfShape" => {
+                    let k = if t == "Reshape" { 1 } else { 0 };
+                    g.input(id, k)
+                        .and_then(|o| const_values(g, o))
+                        .map(|v| v.len())
+                }
+                // Broadcast of the input against the shape.
+                "Expand" => {
+                    let shape = g.input(id, 1).and_then(|o| const_values(g, o));
+                    match (input(0), shape) {
+                        (Some(r), Some(s)) => Some(r.max(s.len())),
+                        _ => None,
+                    }
+                }
                 _ => None,
             }
         };
