@@ -22,16 +22,19 @@
 //!   inputs and outputs present; attributes it defines, of their kind, the
 //!   required ones given ([`rules`]); element types its type constraints
 //!   allow, one type per type variable, and declared output types equal to
-//!   the ones the schema makes ([`types`]); then the ranges of [`rules`]
+//!   the ones the schema makes ([`types`]); dims that broadcast, MatMul
+//!   inner dims that agree, and declared shapes equal to the ones the inputs
+//!   make ([`dims`]); then the ranges of [`rules`]
 //!   (axes within rank, positive strides, kernels and dilations, If
 //!   branches, constant shapes that size an allocation, ...). Ranks come
-//!   from declared types and a light propagation through rank-preserving
-//!   operators ([`ranks`]).
+//!   from declared types, a light propagation through rank-preserving
+//!   operators ([`ranks`]) and the dims carried forward.
 //!
 //! Operators of other domains are skipped: refusing what we do not know
-//! would refuse valid models. An element type or rank that is not known is
-//! never refused either.
+//! would refuse valid models. An element type, dim or rank that is not
+//! known is never refused either.
 
+mod dims;
 mod ranks;
 mod rules;
 pub mod schema;
@@ -118,6 +121,7 @@ fn validate_graph(
     })?;
     let mut ranks = ranks::Ranks::default();
     let mut types = types::Types::with_captures(g, captures);
+    let mut shapes = dims::Shapes::default();
     for id in order {
         let node = g.node(id);
         match &node.kind {
@@ -158,9 +162,16 @@ fn validate_graph(
                     let s = default_schema(op, opset).map_err(|rule| Invalid { at: at(), rule })?;
                     rules::check(g, id, op, s, opset.unwrap_or(0), &ranks)
                         .and_then(|()| types.check(g, id, op, s))
+                        .and_then(|()| shapes.check(g, id, op, s))
                         .map_err(|rule| Invalid { at: at(), rule })?;
                 }
                 ranks.propagate(g, id, op);
+                for k in 0..node.outputs.len() {
+                    let outlet = crate::ir::Outlet::new(id, k);
+                    if let Some(d) = shapes.of(g, outlet) {
+                        ranks.learn(outlet, d.len());
+                    }
+                }
             }
             _ => {}
         }

@@ -120,6 +120,11 @@ impl Ranks {
             .or_else(|| self.found.get(&outlet).copied())
     }
 
+    /// Records a rank found otherwise (from dims), unless one is known.
+    pub fn learn(&mut self, outlet: Outlet, rank: usize) {
+        self.found.entry(outlet).or_insert(rank);
+    }
+
     /// Records the rank of `id`'s first output, when it follows from its inputs.
     pub fn propagate(&mut self, g: &Graph, id: NodeId, op: &Operator) {
         if !op.is_default_domain() {

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::ir::build::ModelBuilder;
-use crate::ir::Attribute;
+use crate::ir::{Attribute, TypeInfo};
 
 /// x[1,3,8,8] -> `op` with `attrs` (and extra constant inputs) -> y.
 fn one_op(op: &str, extra: &[Tensor], attrs: Vec<Attribute>) -> Model {
@@ -397,4 +397,87 @@ fn element_types_are_carried_through_the_graph() {
     let y = b.op("Relu", &[f], vec![], "y");
     b.output(y, DataType::FLOAT);
     assert_eq!(validate(&b.build().unwrap()), Ok(()));
+}
+
+/// A declared shape the inputs contradict: the batch of `x` changed to 64
+/// while the output still says 1 (found by benches/fuzz.rs), through Conv,
+/// Flatten and Gemm.
+#[test]
+fn declared_dims_agree_with_what_the_inputs_make() {
+    let build = |batch: i64| {
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[batch, 3, 8, 8]);
+        let w = b.init("w", conv_weight());
+        let c = b.op(
+            "Conv",
+            &[x, w],
+            vec![Attribute::ints("pads", &[1, 1, 1, 1])],
+            "c",
+        );
+        let f = b.op("Flatten", &[c], vec![], "f");
+        let gw = b.init("gw", Tensor::from_f32(vec![256, 5], &[0.5; 1280]));
+        let y = b.op("Gemm", &[f, gw], vec![], "y");
+        b.output(y, DataType::FLOAT);
+        let mut m = b.build().unwrap();
+        m.graph.outputs[0].info.ty = Some(TypeInfo::tensor(DataType::FLOAT, &[1, 5]));
+        m
+    };
+    assert_eq!(validate(&build(1)), Ok(()));
+    let e = error(&build(64));
+    assert!(
+        e.contains(
+            "node 'y' (Gemm): output 0 'y' is declared [1, 5], but its inputs make it [64, 5]"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn dims_that_do_not_broadcast_or_multiply_are_refused() {
+    let e = error(&one_op(
+        "Add",
+        &[Tensor::from_f32(vec![5], &[1.0; 5])],
+        vec![],
+    ));
+    assert!(
+        e.contains("(Add): its inputs' dims [1, 3, 8, 8] and [5] do not broadcast"),
+        "{e}"
+    );
+    assert_eq!(
+        validate(&one_op(
+            "Add",
+            &[Tensor::from_f32(vec![8], &[1.0; 8])],
+            vec![]
+        )),
+        Ok(())
+    );
+    let e = error(&one_op(
+        "MatMul",
+        &[Tensor::from_f32(vec![4, 2], &[1.0; 8])],
+        vec![],
+    ));
+    assert!(e.contains("inner dims 8 and 4 differ"), "{e}");
+}
+
+/// Ranks learnt from carried dims reach the rules: a Transpose of a
+/// ConstantOfShape-sized sum whose perm is one too long (found by fuzzing).
+#[test]
+fn ranks_follow_carried_dims() {
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[2, 3]);
+    let shape = b.init("shape", Tensor::from_i64(vec![2], &[2, 3]));
+    let k = b.op("ConstantOfShape", &[shape], vec![], "k");
+    let a = b.op("Add", &[x, k], vec![], "a");
+    let t = b.op(
+        "Transpose",
+        &[a],
+        vec![Attribute::ints("perm", &[0, 2, 1])],
+        "t",
+    );
+    b.output(t, DataType::FLOAT);
+    let e = error(&b.build().unwrap());
+    assert!(
+        e.contains("node 't' (Transpose): perm=[0, 2, 1] has 3 entries, its input has rank 2"),
+        "{e}"
+    );
 }
