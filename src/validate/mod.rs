@@ -96,6 +96,21 @@ pub fn validate(model: &Model) -> Result<(), Invalid> {
         None if model.opset_import.is_empty() && model.ir_version.is_some_and(|v| v < 3) => Some(1),
         None => None,
     };
+    // The model's inputs are fed: each tensor needs an element type (onnx's
+    // checker requires the field, and inference refuses 0 where it is read).
+    for input in &model.graph.inputs {
+        if let Some(TypeKind::Tensor { elem, .. }) = input.info.ty.as_ref().map(|t| &t.kind) {
+            if elem.is_none_or(|e| e.0 == 0) {
+                return Err(Invalid {
+                    at: format!(
+                        "graph input '{}'",
+                        model.graph.node(input.node).outputs[0].name
+                    ),
+                    rule: "its tensor type has no element type".into(),
+                });
+            }
+        }
+    }
     validate_graph(&model.graph, opset, &[])
 }
 
@@ -189,7 +204,7 @@ fn default_schema(op: &Operator, opset: Option<i64>) -> Result<&'static schema::
     match schema::lookup(&op.op_type, opset) {
         schema::Lookup::Found(s) => Ok(s),
         schema::Lookup::Deprecated(s) => Err(format!(
-            "{} is deprecated at opset {opset} (since opset {})",
+            "{} is deprecated from opset {} (the model's is {opset})",
             op.op_type, s.since
         )),
         schema::Lookup::Later { since } => Err(format!(
@@ -204,9 +219,15 @@ fn default_schema(op: &Operator, opset: Option<i64>) -> Result<&'static schema::
     }
 }
 
-/// A declared input type: rank and dims within bounds (negative dims are
-/// how some exporters write "dynamic"; they are left alone).
+/// A declared type: an element type ONNX defines (0 says "unknown"), rank
+/// and dims within bounds (negative dims are how some exporters write
+/// "dynamic"; they are left alone).
 fn declared_shape(kind: &TypeKind) -> Result<(), String> {
+    if let TypeKind::Tensor { elem: Some(e), .. } = kind {
+        if !(0..=schema::MAX_ELEM).contains(&e.0) {
+            return Err(format!("element type {} is not one ONNX defines", e.0));
+        }
+    }
     let TypeKind::Tensor {
         shape: Some(dims), ..
     } = kind

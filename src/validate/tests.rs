@@ -181,6 +181,25 @@ fn graph_input_dims_are_bounded() {
     assert!(e.contains("graph input 'x': dims"), "{e}");
 }
 
+/// A fed input needs an element type, and a declared one must exist.
+#[test]
+fn declared_element_types_are_ones_onnx_defines() {
+    for (elem, expect) in [
+        (0, "graph input 'x': its tensor type has no element type"),
+        (
+            30,
+            "graph input 'x': element type 30 is not one ONNX defines",
+        ),
+    ] {
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType(elem), &[2, 3]);
+        let y = b.op("Identity", &[x], vec![], "y");
+        b.output(y, DataType::FLOAT);
+        let e = error(&b.build().unwrap());
+        assert!(e.contains(expect), "{e}");
+    }
+}
+
 #[test]
 fn if_needs_both_branches_producing_its_outputs() {
     let mut b = ModelBuilder::new(13);
@@ -304,7 +323,10 @@ fn operators_must_exist_at_the_models_opset() {
         std::slice::from_ref(&scales),
         vec![],
     ));
-    assert!(e.contains("Upsample is deprecated at opset 10"), "{e}");
+    assert!(
+        e.contains("Upsample is deprecated from opset 10 (the model's is 10)"),
+        "{e}"
+    );
     assert_eq!(
         validate(&one_op_at(9, "Upsample", &[scales], vec![])),
         Ok(())
