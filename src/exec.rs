@@ -4,8 +4,8 @@
 //! model can use ONNX Runtime too ([`load_in`], [`load_any`]).
 
 use crate::ir::{
-    DataType, Dim, DimValue, Graph, GraphInput, GraphOutput, Model, Node, NodeId, NodeKind, Outlet,
-    Tensor, TensorData, TypeInfo, TypeKind, Value, ValueInfo,
+    AttrValue, Attribute, DataType, Dim, DimValue, Graph, GraphInput, GraphOutput, Model, Node,
+    NodeId, NodeKind, Outlet, Tensor, TensorData, TypeInfo, TypeKind, Value, ValueInfo,
 };
 use crate::runtime::{self, Engine, InputShapes, Runner, Sample};
 use anyhow::{Context, Result};
@@ -66,12 +66,14 @@ pub fn load_any(model: &Model, shapes: &InputShapes, extra_outputs: &[String]) -
 
 /// ONNX allows several nodes of one name (silero's openvino export has 98
 /// `F0::anon`); tract does not, so duplicates get a `#k` suffix. tract does
-/// not read sparse initializers: they go to it dense. Only the copy handed
+/// not read sparse initializers: they go to it dense. Defaults tract reads
+/// otherwise are written out ([`spell_out_defaults`]). Only the copy handed
 /// to tract changes.
 fn for_tract(model: &Model) -> Result<Model> {
     let mut m = model.clone();
     let mut seen = HashSet::new();
     m.graph.visit_graphs_mut(&mut |g| {
+        spell_out_defaults(g);
         let ids: Vec<NodeId> = g.node_ids().collect();
         for &id in &ids {
             if let NodeKind::SparseInitializer(sparse) = &g.node(id).kind {
@@ -182,8 +184,29 @@ pub fn inference_bytes(model: &Model) -> Result<Vec<u8>> {
 
 /// [`inference_bytes`] of a model the caller hands over (a copy it made for
 /// another thread): no second copy.
-pub fn inference_bytes_of(model: Model) -> Result<Vec<u8>> {
+pub fn inference_bytes_of(mut model: Model) -> Result<Vec<u8>> {
+    model.graph.visit_graphs_mut(&mut |g| {
+        spell_out_defaults(g);
+        Ok(())
+    })?;
     crate::onnx::encode(&weights_as_inputs(model))
+}
+
+/// Writes out the defaults tract reads differently from ONNX: a
+/// ConstantOfShape without `value` makes f32 zeros in ONNX and f64 zeros in
+/// tract-onnx 0.23 (`rctensor0(0.0)`), so folding it, or inferring the types
+/// after it, gave f64 where the model says f32 (found by benches/fuzz.rs:
+/// `fuse` then wrote a model onnx's checker refuses).
+fn spell_out_defaults(g: &mut Graph) {
+    let ids: Vec<NodeId> = g.node_ids().collect();
+    for id in ids {
+        if let NodeKind::Op(op) = &mut g.node_mut(id).kind {
+            if op.is("ConstantOfShape") && op.attr("value").is_none() {
+                let zero = Tensor::from_f32(vec![1], &[0.0]);
+                op.set_attr(Attribute::new("value", AttrValue::Tensor(zero)));
+            }
+        }
+    }
 }
 
 /// Large float initializers become typed graph inputs: shape inference needs
@@ -371,6 +394,39 @@ pub fn type_info(t: &runtime::ValueType) -> TypeInfo {
 mod tests {
     use super::*;
     use crate::pipeline::Pipeline;
+
+    /// ONNX's ConstantOfShape without `value` makes f32 zeros; tract-onnx
+    /// alone makes f64, which folding and inference then wrote into models.
+    #[test]
+    fn constant_of_shape_defaults_to_f32_in_folding_and_inference() {
+        use crate::ir::build::ModelBuilder;
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[2, 3]);
+        let shape = b.init("shape", Tensor::from_i64(vec![2], &[2, 3]));
+        let k = b.op("ConstantOfShape", &[shape], vec![], "k");
+        let y = b.op("Add", &[x, k], vec![], "y");
+        b.output(y, DataType::FLOAT);
+        let m = b.build().unwrap();
+        let id = m
+            .graph
+            .node_ids()
+            .find(|&id| m.graph.node(id).outputs[0].name == "k")
+            .unwrap();
+        let shape_value = Tensor::from_i64(vec![2], &[2, 3]);
+        let folded = evaluate_node(&m, &m.graph, id, &[Some(&shape_value)]).unwrap();
+        let folded = folded[0].as_ref().unwrap();
+        assert_eq!(
+            (folded.dtype, folded.dims.clone()),
+            (DataType::FLOAT, vec![2, 3])
+        );
+        let types = infer_types(&m).unwrap();
+        let (_, k_type) = types
+            .types
+            .iter()
+            .find(|(n, _)| n == "k")
+            .expect("k inferred");
+        assert_eq!(type_info(k_type).tensor_elem(), Some(DataType::FLOAT));
+    }
 
     /// Every model the repo has.
     fn model_files() -> Vec<std::path::PathBuf> {

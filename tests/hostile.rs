@@ -76,6 +76,60 @@ const CASES: &[(&str, &str)] = &[
         "found-scan-inputs",
         "node 'scan' (Scan): num_scan_inputs=3 must be in [1, 2]",
     ),
+    // What onnx's full checker refuses, by the schema at the model's opset.
+    (
+        "relu-int64",
+        "node 'y' (Relu): input 0 'x' is i64, which Relu-13 does not allow \
+         (T is one of: f32 f16 f64 bf16)",
+    ),
+    (
+        "add-float-double",
+        "node 'y' (Add): input 1 'half' is f64 but input 0 'x' is f32: both are T",
+    ),
+    (
+        "shape-into-relu",
+        "node 'y' (Relu): input 0 's' is i64, which Relu-13 does not allow",
+    ),
+    (
+        "relu-output-declared-int64",
+        "node 'y' (Relu): output 0 'y' is declared i64, but Relu-13 makes it f32",
+    ),
+    (
+        "unknown-default-op",
+        "node 'y' (RdduceMean): ai.onnx has no operator RdduceMean",
+    ),
+    (
+        "resize-at-opset-7",
+        "node 'y' (Resize): Resize does not exist at opset 7: ONNX defines it from opset 10",
+    ),
+    (
+        "upsample-at-opset-10",
+        "node 'y' (Upsample): Upsample is deprecated from opset 10",
+    ),
+    (
+        "opset-0",
+        "opset_import: ai.onnx version 0: opset versions start at 1",
+    ),
+    (
+        "add-axis-at-opset-13",
+        "node 'y' (Add): attribute axis is not one ONNX defines for Add at opset 13",
+    ),
+    (
+        "concat-without-axis",
+        "node 'y' (Concat): attribute axis is required",
+    ),
+    (
+        "input-without-element-type",
+        "graph input 'x': its tensor type has no element type",
+    ),
+    (
+        "batch-64-declared-1",
+        "node 'y' (Gemm): output 0 'y' is declared [1, 5], but its inputs make it [64, 5]",
+    ),
+    (
+        "add-does-not-broadcast",
+        "node 'y' (Add): its inputs' dims [2, 3] and [5] do not broadcast",
+    ),
 ];
 
 fn regression(name: &str) -> String {

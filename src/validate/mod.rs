@@ -14,22 +14,36 @@
 //!   STRING tensor);
 //! - graph inputs: every declared dim and their product within [`MAX_ELEMENTS`],
 //!   rank within [`MAX_RANK`];
-//! - default-domain operators: arity and attribute kinds from the table in
-//!   [`schema`], attribute names from `attrs.rs` (generated from the onnx
-//!   wheel's schemas by tools/opschema/gen.py), then the rules of [`rules`] (axes within rank, positive
-//!   strides, kernels and dilations, If branches, constant shapes that size
-//!   an allocation, ...). Ranks come from declared types and a light
-//!   propagation through rank-preserving operators ([`ranks`]).
+//! - the ai.onnx opset: a version of at least 1;
+//! - default-domain operators, against the schema the model's opset selects
+//!   ([`schema`], a table generated from the pinned onnx wheel by
+//!   tools/opschema/gen.py), as onnx's checker judges them: the operator
+//!   exists at that opset and is not deprecated there; arity, required
+//!   inputs and outputs present; attributes it defines, of their kind, the
+//!   required ones given ([`rules`]); element types its type constraints
+//!   allow, one type per type variable, and declared output types equal to
+//!   the ones the schema makes ([`types`]); dims that broadcast, MatMul
+//!   inner dims that agree, and declared shapes equal to the ones the inputs
+//!   make ([`dims`]); then the ranges of [`rules`]
+//!   (axes within rank, positive strides, kernels and dilations, If
+//!   branches, constant shapes that size an allocation, ...). Ranks come
+//!   from declared types, a light propagation through rank-preserving
+//!   operators ([`ranks`]) and the dims carried forward.
 //!
-//! Operators of other domains, and operators the table does not list, are
-//! skipped: refusing what we do not know would refuse valid models.
+//! Operators of other domains are skipped: refusing what we do not know
+//! would refuse valid models. An element type, dim or rank that is not
+//! known is never refused either.
 
-mod attrs;
+mod dims;
 mod ranks;
 mod rules;
 pub mod schema;
+mod schema_table;
+mod types;
 
-use crate::ir::{AttrValue, DataType, Graph, Model, NodeKind, Tensor, TensorData, TypeKind};
+use crate::ir::{
+    AttrValue, DataType, Graph, Model, NodeKind, Operator, Tensor, TensorData, TypeKind,
+};
 use std::fmt;
 
 /// Most elements a tensor may have (2^31 - 1: 8 GiB as f32). Every number from
@@ -70,10 +84,43 @@ impl std::error::Error for Invalid {}
 
 /// Checks the model against ONNX's rules; the first broken rule is the error.
 pub fn validate(model: &Model) -> Result<(), Invalid> {
-    validate_graph(&model.graph)
+    let opset = match model.opset("") {
+        Some(v) if v < 1 => {
+            return Err(Invalid {
+                at: "opset_import".into(),
+                rule: format!("ai.onnx version {v}: opset versions start at 1"),
+            })
+        }
+        Some(v) => Some(v),
+        // Before IR 3 a model imported no opsets and meant ai.onnx's first.
+        None if model.opset_import.is_empty() && model.ir_version.is_some_and(|v| v < 3) => Some(1),
+        None => None,
+    };
+    // The model's inputs are fed: each tensor needs an element type (onnx's
+    // checker requires the field, and inference refuses 0 where it is read).
+    for input in &model.graph.inputs {
+        if let Some(TypeKind::Tensor { elem, .. }) = input.info.ty.as_ref().map(|t| &t.kind) {
+            if elem.is_none_or(|e| e.0 == 0) {
+                return Err(Invalid {
+                    at: format!(
+                        "graph input '{}'",
+                        model.graph.node(input.node).outputs[0].name
+                    ),
+                    rule: "its tensor type has no element type".into(),
+                });
+            }
+        }
+    }
+    validate_graph(&model.graph, opset, &[])
 }
 
-fn validate_graph(g: &Graph) -> Result<(), Invalid> {
+/// One graph; `captures` holds the types of the values it captures from the
+/// enclosing graph, when known.
+fn validate_graph(
+    g: &Graph,
+    opset: Option<i64>,
+    captures: &[Option<schema::TypeCode>],
+) -> Result<(), Invalid> {
     for input in &g.inputs {
         let name = &g.node(input.node).outputs[0].name;
         if let Some(ty) = &input.info.ty {
@@ -88,6 +135,8 @@ fn validate_graph(g: &Graph) -> Result<(), Invalid> {
         rule: format!("{e:#}"),
     })?;
     let mut ranks = ranks::Ranks::default();
+    let mut types = types::Types::with_captures(g, captures);
+    let mut shapes = dims::Shapes::default();
     for id in order {
         let node = g.node(id);
         match &node.kind {
@@ -110,22 +159,34 @@ fn validate_graph(g: &Graph) -> Result<(), Invalid> {
                         })?;
                     }
                 }
+                let mut outer = types::capture_types(g, id, &types).into_iter();
                 for attr in &op.attributes {
                     attribute_tensors(&attr.value).map_err(|rule| Invalid {
                         at: at(),
                         rule: format!("attribute {}: {rule}", attr.name),
                     })?;
                     for sub in attr.graphs() {
-                        validate_graph(sub).map_err(|e| Invalid {
+                        let seen: Vec<_> = outer.by_ref().take(sub.captures.len()).collect();
+                        validate_graph(sub, opset, &seen).map_err(|e| Invalid {
                             at: format!("{} > {}", at(), e.at),
                             rule: e.rule,
                         })?;
                     }
                 }
                 if op.is_default_domain() {
-                    rules::check(g, id, op, &ranks).map_err(|rule| Invalid { at: at(), rule })?;
+                    let s = default_schema(op, opset).map_err(|rule| Invalid { at: at(), rule })?;
+                    rules::check(g, id, op, s, opset.unwrap_or(0), &ranks)
+                        .and_then(|()| types.check(g, id, op, s))
+                        .and_then(|()| shapes.check(g, id, op, s))
+                        .map_err(|rule| Invalid { at: at(), rule })?;
                 }
                 ranks.propagate(g, id, op);
+                for k in 0..node.outputs.len() {
+                    let outlet = crate::ir::Outlet::new(id, k);
+                    if let Some(d) = shapes.of(g, outlet) {
+                        ranks.learn(outlet, d.len());
+                    }
+                }
             }
             _ => {}
         }
@@ -133,9 +194,40 @@ fn validate_graph(g: &Graph) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// A declared input type: rank and dims within bounds (negative dims are
-/// how some exporters write "dynamic"; they are left alone).
+/// The schema a default-domain operator has at the model's opset: an
+/// operator ONNX does not define, or not yet at that opset, or deprecated
+/// there, is refused, as onnx's checker refuses it.
+fn default_schema(op: &Operator, opset: Option<i64>) -> Result<&'static schema::Schema, String> {
+    let Some(opset) = opset else {
+        return Err("the model imports no ai.onnx opset for this operator".into());
+    };
+    match schema::lookup(&op.op_type, opset) {
+        schema::Lookup::Found(s) => Ok(s),
+        schema::Lookup::Deprecated(s) => Err(format!(
+            "{} is deprecated from opset {} (the model's is {opset})",
+            op.op_type, s.since
+        )),
+        schema::Lookup::Later { since } => Err(format!(
+            "{} does not exist at opset {opset}: ONNX defines it from opset {since}",
+            op.op_type
+        )),
+        schema::Lookup::Unknown => Err(format!(
+            "ai.onnx has no operator {} (onnx's schemas up to opset {})",
+            op.op_type,
+            schema::LATEST_OPSET
+        )),
+    }
+}
+
+/// A declared type: an element type ONNX defines (0 says "unknown"), rank
+/// and dims within bounds (negative dims are how some exporters write
+/// "dynamic"; they are left alone).
 fn declared_shape(kind: &TypeKind) -> Result<(), String> {
+    if let TypeKind::Tensor { elem: Some(e), .. } = kind {
+        if !(0..=schema::MAX_ELEM).contains(&e.0) {
+            return Err(format!("element type {} is not one ONNX defines", e.0));
+        }
+    }
     let TypeKind::Tensor {
         shape: Some(dims), ..
     } = kind

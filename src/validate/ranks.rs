@@ -120,6 +120,11 @@ impl Ranks {
             .or_else(|| self.found.get(&outlet).copied())
     }
 
+    /// Records a rank found otherwise (from dims), unless one is known.
+    pub fn learn(&mut self, outlet: Outlet, rank: usize) {
+        self.found.entry(outlet).or_insert(rank);
+    }
+
     /// Records the rank of `id`'s first output, when it follows from its inputs.
     pub fn propagate(&mut self, g: &Graph, id: NodeId, op: &Operator) {
         if !op.is_default_domain() {
@@ -146,10 +151,20 @@ impl Ranks {
                     Some(crate::ir::AttrValue::Tensor(t)) => Some(t.dims.len()),
                     _ => None,
                 },
-                "Reshape" => g
-                    .input(id, 1)
-                    .and_then(|o| const_values(g, o))
-                    .map(|v| v.len()),
+                "Reshape" | "ConstantOfShape" => {
+                    let k = if t == "Reshape" { 1 } else { 0 };
+                    g.input(id, k)
+                        .and_then(|o| const_values(g, o))
+                        .map(|v| v.len())
+                }
+                // Broadcast of the input against the shape.
+                "Expand" => {
+                    let shape = g.input(id, 1).and_then(|o| const_values(g, o));
+                    match (input(0), shape) {
+                        (Some(r), Some(s)) => Some(r.max(s.len())),
+                        _ => None,
+                    }
+                }
                 _ => None,
             }
         };

@@ -1,22 +1,21 @@
-//! Per-operator rules of ONNX's schemas, for the default-domain operators
-//! that tract and our passes interpret: arity and attribute kinds (from the
-//! table in `schema`), then ranges — axes within rank, positive strides,
-//! kernels and dilations, If branches that produce the node's outputs,
-//! constant shapes that would size an absurd allocation. Each rule returns
-//! the broken rule as a sentence; `mod.rs` adds the node.
+//! Per-operator rules of ONNX's schemas, for default-domain operators:
+//! arity and attributes against the schema the model's opset selects
+//! (`schema`), then ranges — axes within rank, positive strides, kernels
+//! and dilations, If branches that produce the node's outputs, constant
+//! shapes that would size an absurd allocation. Each rule returns the broken
+//! rule as a sentence; `mod.rs` adds the node.
 
-use super::attrs::ATTRS;
 use super::ranks::{const_values, Ranks};
-use super::schema::{self, Kind};
+use super::schema::{self, Kind, Repeat, Schema};
 use super::{element_count_within, MAX_COMPUTED_ELEMENTS, MAX_RANK};
 use crate::ir::{AttrValue, Graph, NodeId, Operator};
 use std::collections::HashSet;
 
 type Rule = Result<(), String>;
 
-pub fn check(g: &Graph, id: NodeId, op: &Operator, ranks: &Ranks) -> Rule {
-    arity(g, id, op)?;
-    attribute_kinds(op)?;
+pub fn check(g: &Graph, id: NodeId, op: &Operator, s: &Schema, opset: i64, ranks: &Ranks) -> Rule {
+    arity(g, id, op, s)?;
+    attributes(op, s, opset)?;
     let rank = |k: usize| g.input(id, k).and_then(|o| ranks.of(g, o));
     let t = op.op_type.as_str();
     match t {
@@ -99,97 +98,102 @@ pub fn check(g: &Graph, id: NodeId, op: &Operator, ranks: &Ranks) -> Rule {
     Ok(())
 }
 
-fn arity(g: &Graph, id: NodeId, op: &Operator) -> Rule {
-    let Some((in_min, in_max, out_min, out_max)) = schema::arity(&op.op_type) else {
-        return Ok(());
-    };
-    let outputs = g.node(id).outputs.len();
-    let range = |lo: usize, hi: usize| match (lo, hi) {
-        (lo, usize::MAX) => format!("at least {lo}"),
+/// Inputs and outputs as many as the schema allows, none of its single
+/// (required) ones omitted.
+fn arity(g: &Graph, id: NodeId, op: &Operator, s: &Schema) -> Rule {
+    let outputs = &g.node(id).outputs;
+    let range = |(lo, hi): (usize, usize)| match (lo, hi) {
+        (lo, schema::N) => format!("at least {lo}"),
         (lo, hi) if lo == hi => format!("{lo}"),
         (lo, hi) => format!("{lo} to {hi}"),
     };
-    if op.arity < in_min || op.arity > in_max {
+    if op.arity < s.inputs.0 || op.arity > s.inputs.1 {
         return Err(format!(
             "has {} inputs, ONNX allows {}",
             op.arity,
-            range(in_min, in_max)
+            range(s.inputs)
         ));
     }
-    // The leading inputs are the required ones, but for Loop's and Scan's
-    // (optional trip count and condition, old Scan's sequence lengths).
-    if !matches!(op.op_type.as_str(), "Loop" | "Scan") {
-        if let Some(k) = (0..in_min).find(|&k| g.input(id, k).is_none()) {
-            return Err(format!("input {k} is required but omitted"));
-        }
+    let single = |p: Option<&schema::Param>| p.is_some_and(|p| p.repeat == Repeat::Single);
+    if let Some(k) =
+        (0..op.arity).find(|&k| single(s.formal_inputs.get(k)) && g.input(id, k).is_none())
+    {
+        return Err(format!("input {k} is required but omitted"));
     }
-    if outputs < out_min || outputs > out_max {
+    if outputs.len() < s.outputs.0 || outputs.len() > s.outputs.1 {
         return Err(format!(
-            "has {outputs} outputs, ONNX allows {}",
-            range(out_min, out_max)
+            "has {} outputs, ONNX allows {}",
+            outputs.len(),
+            range(s.outputs)
         ));
+    }
+    let omitted = |k: usize| outputs[k].name.is_empty();
+    if let Some(k) = (0..outputs.len()).find(|&k| single(s.formal_outputs.get(k)) && omitted(k)) {
+        return Err(format!("output {k} is required but omitted"));
     }
     Ok(())
 }
 
-fn attribute_kinds(op: &Operator) -> Rule {
-    let known = ATTRS
-        .binary_search_by(|row| row.0.cmp(op.op_type.as_str()))
-        .ok()
-        .map(|i| ATTRS[i].1);
+/// Attributes the schema at this opset defines (names starting with `__`
+/// are implementation details, which ONNX lets pass), each of its kind, once,
+/// and the required ones present.
+fn attributes(op: &Operator, s: &Schema, opset: i64) -> Rule {
     let mut seen = HashSet::new();
     for a in &op.attributes {
         if !seen.insert(a.name.as_str()) {
             return Err(format!("attribute {} is given twice", a.name));
         }
-        if known.is_some_and(|names| !names.contains(&a.name.as_str())) {
+        let Some(spec) = s.attr(&a.name) else {
+            if a.name.starts_with("__") {
+                continue;
+            }
             return Err(format!(
-                "attribute {} is not one ONNX defines for {}",
+                "attribute {} is not one ONNX defines for {} at opset {opset}",
                 a.name, op.op_type
             ));
-        }
+        };
         if a.ref_attr_name.is_some() {
             continue;
         }
-        let Some(want) = schema::attr_kind(&a.name) else {
-            continue;
-        };
         let got = match &a.value {
-            AttrValue::Int(_) => Kind::Int,
-            AttrValue::Ints(_) => Kind::Ints,
             AttrValue::Float(_) => Kind::Float,
+            AttrValue::Int(_) => Kind::Int,
             AttrValue::String(_) => Kind::String,
+            AttrValue::Tensor(_) => Kind::Tensor,
             AttrValue::Graph(_) => Kind::Graph,
-            // An empty list has no telling type in the file.
-            AttrValue::Floats(v) if v.is_empty() && want == Kind::Ints => Kind::Ints,
-            other => {
+            AttrValue::SparseTensor(_) => Kind::SparseTensor,
+            AttrValue::Type(_) => Kind::Type,
+            AttrValue::Ints(_) => Kind::Ints,
+            AttrValue::Strings(_) => Kind::Strings,
+            AttrValue::Tensors(_) => Kind::Tensors,
+            AttrValue::Graphs(_) => Kind::Graphs,
+            AttrValue::SparseTensors(_) => Kind::SparseTensors,
+            AttrValue::Types(_) => Kind::Types,
+            // An empty list has no telling type in a file without one.
+            AttrValue::Floats(v) if v.is_empty() && spec.kind == Kind::Ints => Kind::Ints,
+            AttrValue::Floats(_) => Kind::Floats,
+            AttrValue::None => {
                 return Err(format!(
-                    "attribute {} must be {want:?}, not {}",
-                    a.name,
-                    name_of(other)
+                    "attribute {} must be {:?}, not empty",
+                    a.name, spec.kind
                 ))
             }
         };
-        if got != want {
+        if got != spec.kind {
             return Err(format!(
-                "attribute {} must be {want:?}, not {got:?}",
-                a.name
+                "attribute {} must be {:?}, not {got:?}",
+                a.name, spec.kind
             ));
         }
     }
-    Ok(())
-}
-
-fn name_of(v: &AttrValue) -> &'static str {
-    match v {
-        AttrValue::Tensor(_) => "a tensor",
-        AttrValue::Floats(_) => "floats",
-        AttrValue::Strings(_) => "strings",
-        AttrValue::Tensors(_) => "tensors",
-        AttrValue::Graphs(_) => "graphs",
-        AttrValue::None => "empty",
-        _ => "another kind",
+    if let Some(missing) = s
+        .attrs
+        .iter()
+        .find(|a| a.required && !seen.contains(a.name))
+    {
+        return Err(format!("attribute {} is required", missing.name));
     }
+    Ok(())
 }
 
 /// Windowed operators (convolutions, pools): kernel, strides and dilations

@@ -92,6 +92,47 @@ def main():
         [helper.make_node("Constant", [], ["k"], value=claims),
          helper.make_node("Add", ["x", "k"], ["y"])], [vi("x", [1])], [y]))
 
+    # What onnx's full checker refuses (issue 17, the checker's side): each
+    # is refused on import naming the node and the schema's rule.
+    y2 = vi("y", [2, 3])
+    save("relu-int64", model(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        [vi("x", [2, 3], TensorProto.INT64)], [vi("y", [2, 3], TensorProto.INT64)]))
+    half = numpy_helper.from_array(np.full((3,), 0.5, np.float64), "half")
+    save("add-float-double", model(
+        [helper.make_node("Add", ["x", "half"], ["y"])], [vi("x", [2, 3])], [y2], [half]))
+    save("shape-into-relu", model(
+        [helper.make_node("Shape", ["x"], ["s"]),
+         helper.make_node("Relu", ["s"], ["y"])],
+        [vi("x", [2, 3])], [vi("y", [2], TensorProto.INT64)]))
+    save("relu-output-declared-int64", model(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        [vi("x", [2, 3])], [vi("y", [2, 3], TensorProto.INT64)]))
+    save("unknown-default-op", model(
+        [helper.make_node("RdduceMean", ["x"], ["y"])], [vi("x", [2, 3])], [y2]))
+    save("resize-at-opset-7", model(
+        [helper.make_node("Resize", ["x", "scales"], ["y"])], [vi("x", [2, 3])], [y2],
+        [numpy_helper.from_array(np.ones(2, np.float32), "scales")], opset=7))
+    save("upsample-at-opset-10", model(
+        [helper.make_node("Upsample", ["x", "scales"], ["y"])], [vi("x", [2, 3])], [y2],
+        [numpy_helper.from_array(np.ones(2, np.float32), "scales")], opset=10))
+    save("opset-0", model(
+        [helper.make_node("Relu", ["x"], ["y"])], [vi("x", [2, 3])], [y2], opset=0))
+    save("add-axis-at-opset-13", model(
+        [helper.make_node("Add", ["x", "x"], ["y"], axis=1)], [vi("x", [2, 3])], [y2]))
+    save("concat-without-axis", model(
+        [helper.make_node("Concat", ["x", "x"], ["y"])], [vi("x", [2, 3])], [vi("y", [4, 3])]))
+    save("input-without-element-type", model(
+        [helper.make_node("Relu", ["x"], ["y"])], [vi("x", [2, 3], TensorProto.UNDEFINED)], [y2]))
+    save("batch-64-declared-1", model(
+        [helper.make_node("Flatten", ["x"], ["f"]),
+         helper.make_node("Gemm", ["f", "w"], ["y"])],
+        [vi("x", [64, 3, 2, 2])], [vi("y", [1, 5])],
+        [numpy_helper.from_array(np.ones((12, 5), np.float32), "w")]))
+    save("add-does-not-broadcast", model(
+        [helper.make_node("Add", ["x", "b"], ["y"])], [vi("x", [2, 3])], [y2],
+        [numpy_helper.from_array(np.ones(5, np.float32), "b")]))
+
 
 if __name__ == "__main__":
     main()
