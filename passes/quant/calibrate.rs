@@ -87,15 +87,6 @@ impl Quant {
         grids: &Grids,
     ) -> Result<BTreeMap<String, f64>> {
         let reference = data.run(model, &[])?;
-        let flat = |outs: &[crate::runtime::Outputs]| -> Result<Vec<f32>> {
-            let mut v = vec![];
-            for o in outs {
-                for (_, t) in o.iter() {
-                    v.extend(t.to_f32_vec()?);
-                }
-            }
-            Ok(v)
-        };
         let want = flat(&reference)?;
         layers
             .par_iter()
@@ -159,4 +150,16 @@ fn capture_batches<'a>(g: &Graph, names: &'a [String], samples: usize) -> Vec<&'
         batches.push(&names[start..]);
     }
     batches
+}
+
+/// Every output of every sample, in order, as one f32 vector: what the
+/// model's error against float is measured on.
+pub(super) fn flat(outs: &[crate::runtime::Outputs]) -> Result<Vec<f32>> {
+    let mut v = vec![];
+    for o in outs {
+        for (_, t) in o.iter() {
+            v.extend(t.to_f32_vec()?);
+        }
+    }
+    Ok(v)
 }

@@ -14,6 +14,7 @@
 //! faster, and the report gives the options that give the chosen model
 //! without timing (`measure=false`), for byte-identical reruns.
 
+use super::calibrate::flat;
 use super::*;
 
 /// Timed runs per candidate (after warm-up), alternated with the float model.
@@ -56,24 +57,15 @@ impl Quant {
         float: &Model,
         candidates: &mut Vec<Candidate>,
     ) -> Result<serde_json::Value> {
-        let flat = |outs: Vec<crate::runtime::Outputs>| -> Result<Vec<f32>> {
-            let mut v = vec![];
-            for o in &outs {
-                for (_, t) in o.iter() {
-                    v.extend(t.to_f32_vec()?);
-                }
-            }
-            Ok(v)
-        };
         // Judged where the model will run: ONNX Runtime's int8 kernels and
         // tract's float emulation of QDQ do not round alike.
         let engine = crate::runtime::ort::environment()
             .is_ok()
             .then_some(crate::runtime::Engine::Ort);
         let run = |m: &Model| data.run_in(engine, m, &[]);
-        let want = flat(run(float).context("running the float model")?)?;
+        let want = flat(&run(float).context("running the float model")?)?;
         for c in candidates.iter_mut() {
-            let got = flat(run(&c.model).context("running a quantized form")?)?;
+            let got = flat(&run(&c.model).context("running a quantized form")?)?;
             c.err = Some(quantize::rel_l2(&got, &want));
         }
         let reference = candidates
