@@ -21,4 +21,5 @@ pub mod profile;
 pub mod quantize;
 pub mod report;
 pub mod runtime;
+pub mod tune;
 pub mod validate;

@@ -124,6 +124,13 @@ enum Command {
     Run(RunModelArgs),
     /// Time every node of a model in ONNX Runtime's profiler, summed per op type and per node.
     Profile(ProfileArgs),
+    /// Find the fastest model whose metric stays at or above A_min on data it was not
+    /// calibrated on (k-fold), searching passes and per-layer settings; prints the --passes
+    /// that reproduces it. Exit 3 when nothing qualifies (nothing written).
+    Tune(onnx_opt::tune::cli::TuneArgs),
+    /// The deployment gate: re-judge a deployed model against its original on new data.
+    /// Exit 0 ok, 2 when its metric falls below A_min or its latency above --max-latency-ms.
+    Check(onnx_opt::tune::cli::CheckArgs),
 }
 
 #[derive(clap::Args)]
@@ -182,7 +189,7 @@ fn passes_help() -> String {
     for p in PASSES {
         out.push_str(&format!("  {:<16} {}\n", p.name, p.summary));
     }
-    out.push_str("\nExit codes: 0 ok, 1 error (nothing written), 2 verification over tolerance (nothing written).");
+    out.push_str("\nExit codes: 0 ok, 1 error (nothing written), 2 verification over tolerance or `check` regression (nothing written), 3 `tune`: nothing meets A_min (nothing written).");
     out
 }
 
@@ -202,6 +209,8 @@ fn main() -> ExitCode {
         Some(Command::Diff { before, after }) => run_diff(&before, &after),
         Some(Command::Run(args)) => run_model(&args),
         Some(Command::Profile(args)) => run_profile(&args),
+        Some(Command::Tune(args)) => onnx_opt::tune::cli::run_tune(&args),
+        Some(Command::Check(args)) => onnx_opt::tune::cli::run_check(&args),
         None => optimise(&cli.run),
     };
     match result {
@@ -300,32 +309,6 @@ fn run_profile(args: &ProfileArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Refuses to overwrite the input and checks the output folder is writable,
-/// before any work is done.
-fn check_output(input: &Path, output: &Path) -> Result<()> {
-    let dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    ensure!(
-        dir.is_dir(),
-        "output folder {} does not exist",
-        dir.display()
-    );
-    let same = match (input.canonicalize(), dir.canonicalize()) {
-        (Ok(i), Ok(d)) => output.file_name().is_some_and(|f| d.join(f) == i),
-        _ => false,
-    };
-    ensure!(
-        !same,
-        "the output path is the input file ({}): choose another output",
-        input.display()
-    );
-    tempfile::tempfile_in(dir)
-        .with_context(|| format!("output folder {} is not writable", dir.display()))?;
-    Ok(())
-}
-
 fn optimise(args: &RunArgs) -> Result<ExitCode> {
     let (input, output) = (
         args.input.as_deref().expect("required"),
@@ -341,7 +324,7 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
         args.tolerance.is_none_or(|t| t >= 0.0),
         "--tolerance must be >= 0"
     );
-    check_output(input, output)?;
+    onnx::check_output(input, output)?;
 
     let progress = indicatif::ProgressBar::new_spinner();
     progress.set_message(format!("loading {}", input.display()));

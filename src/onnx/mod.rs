@@ -22,7 +22,10 @@ use std::path::{Path, PathBuf};
 
 pub use external::ExternalData;
 pub use mutate::mutate_proto;
-pub use output::{folder_of, refuse_overwriting, remove_temps_on_signals, write_atomic};
+pub use output::{
+    check_output, defer_first_interrupt, folder_of, interrupted, refuse_overwriting,
+    remove_temps_on_signals, write_atomic,
+};
 pub use sparse::{densify, sparse_from_dense};
 
 /// Protobuf cannot encode a message of 2 GiB or more.

@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// Paths of the temporary files that exist now. Held across each rename, so
@@ -141,6 +142,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.persist()
 }
 
+/// Set by a command that can stop early with what it has (`tune`): the
+/// first SIGINT then only sets [`interrupted`].
+static FIRST_INTERRUPT_STOPS: AtomicBool = AtomicBool::new(false);
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// From now on the first Ctrl-C asks the work to stop and finish with what
+/// it has ([`interrupted`]); a second one exits as before.
+pub fn defer_first_interrupt() {
+    FIRST_INTERRUPT_STOPS.store(true, Ordering::SeqCst);
+}
+
+/// Whether Ctrl-C asked the work to stop (see [`defer_first_interrupt`]).
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 /// On SIGINT or SIGTERM, deletes the temporary files that exist, then exits
 /// with 128 + the signal number (130, 143) as a shell would report it.
 /// Call once, early in `main`.
@@ -151,7 +168,16 @@ pub fn remove_temps_on_signals() -> Result<()> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            for signal in signals.forever() {
+                if signal == SIGINT
+                    && FIRST_INTERRUPT_STOPS.load(Ordering::SeqCst)
+                    && !INTERRUPTED.swap(true, Ordering::SeqCst)
+                {
+                    eprintln!(
+                        "\ninterrupted: finishing with the best so far (Ctrl-C again to quit)"
+                    );
+                    continue;
+                }
                 // Keep the lock until exit: no rename may follow the cleanup.
                 let registry = lock();
                 for path in registry.iter() {
@@ -161,6 +187,32 @@ pub fn remove_temps_on_signals() -> Result<()> {
             }
         })
         .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+/// Refuses to overwrite the input and checks the output folder is writable,
+/// before any work is done.
+pub fn check_output(input: &Path, output: &Path) -> Result<()> {
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    anyhow::ensure!(
+        dir.is_dir(),
+        "output folder {} does not exist",
+        dir.display()
+    );
+    let same = match (input.canonicalize(), dir.canonicalize()) {
+        (Ok(i), Ok(d)) => output.file_name().is_some_and(|f| d.join(f) == i),
+        _ => false,
+    };
+    anyhow::ensure!(
+        !same,
+        "the output path is the input file ({}): choose another output",
+        input.display()
+    );
+    tempfile::tempfile_in(dir)
+        .with_context(|| format!("output folder {} is not writable", dir.display()))?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@ mod options;
 mod spec;
 
 pub use options::{List, OptionInfo, Options};
-pub use spec::{parse_pipeline, PassSpec};
+pub use spec::{format_pipeline, parse_pipeline, PassSpec};
 
 use crate::calibrate::Calibration;
 use crate::ir::{verify::verify, Model};

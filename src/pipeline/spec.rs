@@ -11,6 +11,32 @@ pub struct PassSpec {
     pub options: BTreeMap<String, String>,
 }
 
+impl std::fmt::Display for PassSpec {
+    /// The spec as the language writes it, options in name order:
+    /// `quant{flow=false,measure=false}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)?;
+        if !self.options.is_empty() {
+            let items: Vec<String> = self
+                .options
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            write!(f, "{{{}}}", items.join(","))?;
+        }
+        Ok(())
+    }
+}
+
+/// A pass list as the language writes it; `parse_pipeline` reads it back.
+pub fn format_pipeline(specs: &[PassSpec]) -> String {
+    specs
+        .iter()
+        .map(PassSpec::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub fn parse_pipeline(text: &str) -> Result<Vec<PassSpec>> {
     let mut specs = vec![];
     let mut rest = text.trim();
@@ -80,5 +106,13 @@ mod tests {
             let err = parse_pipeline(text).unwrap_err().to_string();
             assert!(err.contains(expect), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn formatting_reads_back() {
+        let text = "fuse,quant{exclude=a|b*,measure=false},dce";
+        let specs = parse_pipeline(text).unwrap();
+        assert_eq!(format_pipeline(&specs), text);
+        assert_eq!(parse_pipeline(&format_pipeline(&specs)).unwrap(), specs);
     }
 }

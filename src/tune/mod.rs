@@ -1,0 +1,623 @@
+//! `onnx-opt tune`: the fastest model whose accuracy stays at or above
+//! A_min, judged on samples it was not calibrated on.
+//!
+//! The data are split into k folds (seeded). The search judges each
+//! candidate pipeline (see `space`) by a model calibrated on folds 2..k and
+//! judged on fold 1, paired with the original on the same samples, and
+//! times it against the original in the judging runtime (one process,
+//! alternating runs, after warm-up). Candidates that meet A_min there are
+//! then cross-validated, fastest first: for every fold, a model calibrated
+//! on the other folds is judged on it; the first whose every fold meets
+//! A_min is chosen (the bound is the worst fold, paired with the original
+//! on that fold). The output is then built from all the data by the plain
+//! command with the chosen `--passes`, so that command reproduces it byte
+//! for byte. A candidate below A_min is never chosen.
+//!
+//! Every candidate is kept (the report's Pareto front; `--resume` reuses
+//! them). The search stops early on the budget (keeping time to
+//! cross-validate) or on Ctrl-C, and goes on to validation with what it has.
+
+pub mod cli;
+mod metric;
+mod plot;
+mod record;
+mod space;
+
+pub use metric::{Judge, Metric};
+pub use record::{Candidate, Fold};
+pub use space::Space;
+
+use crate::calibrate::Calibration;
+use crate::ir::Model;
+use crate::passes::DataUse;
+use crate::pipeline::{PassContext, PassReport, Pipeline};
+use crate::runtime::{self, InputShapes, Runner, Sample};
+use anyhow::{Context, Result};
+use record::Resume;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A_min: how much metric may be lost, or the floor it must stay on.
+#[derive(Clone, Copy, Debug)]
+pub enum Goal {
+    /// At most this much below the original's metric (on the same samples).
+    MaxDrop(f64),
+    /// At least this.
+    MinMetric(f64),
+}
+
+impl Goal {
+    /// A_min for an original scoring `original`.
+    pub fn floor(&self, original: f64) -> f64 {
+        match *self {
+            Goal::MaxDrop(x) => original - x,
+            Goal::MinMetric(y) => y,
+        }
+    }
+
+    /// Rounding in the metric's own sums is no loss.
+    pub fn meets(&self, original: f64, metric: f64) -> bool {
+        metric >= self.floor(original) - 1e-9
+    }
+}
+
+/// How to search.
+pub struct Settings<'a> {
+    pub goal: Goal,
+    pub space: Space,
+    pub folds: usize,
+    pub seed: u64,
+    pub warmup: usize,
+    pub runs: usize,
+    pub budget: Duration,
+    /// The original model's file (a `--metric-cmd` judges it there).
+    pub original_file: &'a Path,
+    /// Where records are kept between runs.
+    pub resume: Option<&'a Path>,
+    /// What the records depend on (model, data, metric, folds, runtime).
+    pub fingerprint: String,
+}
+
+/// What the search found.
+pub struct Outcome {
+    pub candidates: Vec<Candidate>,
+    /// The index of the chosen candidate.
+    pub chosen: Option<usize>,
+    /// The original's metric on each fold.
+    pub original_folds: Vec<f64>,
+    pub fold_sizes: Vec<usize>,
+    /// Things the user should know (coarse folds, an early stop...).
+    pub notes: Vec<String>,
+    /// Candidates taken from `--resume`'s records without running them.
+    pub reused: usize,
+}
+
+/// Samples timed per candidate (cycled through).
+const TIMING_SAMPLES: usize = 4;
+
+/// Timed runs last at least this long per model, so that a model of
+/// 0.2 ms is not judged on 4 ms of runs (`--runs` is the least).
+const TIMING_SECONDS: f64 = 0.4;
+
+/// A lossy candidate must be this much faster than an exact one to be
+/// preferred: below it, the difference is within timing noise on a shared
+/// machine, and the exact model is the better answer.
+const MARGIN: f64 = 1.03;
+
+/// A digest of the model's bytes, to recognise two candidates that are
+/// the same model.
+fn model_hash(model: &Model) -> Result<String> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    crate::onnx::encode(model)?.hash(&mut h);
+    Ok(format!("{:016x}", h.finish()))
+}
+
+/// Runs the search on `judge`'s data.
+pub fn tune(
+    original: &Model,
+    judge: &Judge,
+    s: &Settings,
+    progress: &indicatif::ProgressBar,
+) -> Result<Outcome> {
+    let start = Instant::now();
+    let folds = crate::data::folds(judge.len(), s.folds, s.seed)?;
+    let original_folds = folds
+        .iter()
+        .map(|f| judge.original(f, s.original_file))
+        .collect::<Result<Vec<_>>>()
+        .context("the original model's metric")?;
+    let (shapes, timing) = judge.timing_samples(TIMING_SAMPLES);
+    let base = judge
+        .load(original, shapes)
+        .context("loading the original model")?;
+    let probe = runtime::bench(&base, &base, &timing, s.warmup, s.runs.min(5))?;
+    let runs = ((TIMING_SECONDS / 2.0 / (probe.a.median_ms / 1e3).max(1e-6)).ceil() as usize)
+        .clamp(s.runs, 2000);
+    let scratch = tempfile::tempdir().context("a folder for candidate files")?;
+    let mut search = Search {
+        original,
+        judge,
+        settings: s,
+        folds,
+        original_folds,
+        base,
+        timing_shapes: shapes.clone(),
+        timing,
+        runs,
+        scratch: scratch.path(),
+        candidates: vec![],
+        notes: vec![],
+        reused: 0,
+        recorded: vec![],
+        start,
+        progress,
+    };
+    search.note_resolution();
+    search.recall()?;
+    search.run_forms()?;
+    search.run_per_layer()?;
+    record::mark_front(&mut search.candidates);
+    let chosen = search.validate()?;
+    record::mark_front(&mut search.candidates);
+    search.remember()?;
+    Ok(Outcome {
+        fold_sizes: search.folds.iter().map(Vec::len).collect(),
+        candidates: search.candidates,
+        chosen,
+        original_folds: search.original_folds,
+        notes: search.notes,
+        reused: search.reused,
+    })
+}
+
+/// Builds `passes` on `original` with calibration `data` (used only by
+/// passes that fit to data), as the plain command does.
+pub fn build(
+    original: &Model,
+    passes: &str,
+    data: Option<Calibration>,
+) -> Result<(Model, Vec<PassReport>)> {
+    let pipeline = Pipeline::parse(passes)?;
+    let cx = PassContext {
+        data: data.filter(|_| pipeline.data_use() != DataUse::None),
+    };
+    let mut model = original.clone();
+    let reports = pipeline.run(&mut model, &cx, &mut |_| {})?;
+    crate::validate::validate(&model)
+        .map_err(|e| anyhow::anyhow!("{e} (seen once the passes had inferred types)"))?;
+    Ok((model, reports))
+}
+
+struct Search<'a> {
+    original: &'a Model,
+    judge: &'a Judge,
+    settings: &'a Settings<'a>,
+    folds: Vec<Vec<usize>>,
+    original_folds: Vec<f64>,
+    base: Runner,
+    timing_shapes: InputShapes,
+    timing: Vec<Sample>,
+    /// Timed runs per candidate (see [`TIMING_SECONDS`]).
+    runs: usize,
+    scratch: &'a Path,
+    candidates: Vec<Candidate>,
+    notes: Vec<String>,
+    reused: usize,
+    /// Records of an earlier run (`--resume`) on the same fingerprint.
+    recorded: Vec<Candidate>,
+    start: Instant,
+    progress: &'a indicatif::ProgressBar,
+}
+
+impl Search<'_> {
+    /// A fold of few rows cannot resolve a small A_min: say so.
+    fn note_resolution(&mut self) {
+        let m = &self.judge.metric;
+        if !matches!(m, Metric::Top1 | Metric::Top5 | Metric::Agreement) {
+            return;
+        }
+        let rows = self
+            .folds
+            .iter()
+            .map(|f| self.judge.rows(f))
+            .min()
+            .unwrap_or(0);
+        if let Goal::MaxDrop(x) = self.settings.goal {
+            let step = 100.0 / rows.max(1) as f64;
+            if step > x {
+                self.notes.push(format!(
+                    "the smallest fold holds {rows} rows: one row moves its {} by {step:.2} \
+                     points, more than --max-drop {x}; the bound is coarse (give more samples \
+                     or fewer --folds)",
+                    m.name()
+                ));
+            }
+        }
+    }
+
+    /// Reads `--resume`'s records: reused when measured on the same
+    /// fingerprint, else only their front is tried first.
+    fn recall(&mut self) -> Result<()> {
+        let Some(dir) = self.settings.resume else {
+            return Ok(());
+        };
+        if let Some(r) = Resume::read(dir)? {
+            if r.fingerprint == self.settings.fingerprint {
+                self.recorded = r.candidates;
+            } else {
+                self.notes.push(format!(
+                    "{}: recorded on other data or settings; its front is re-evaluated first",
+                    dir.display()
+                ));
+                self.recorded = r
+                    .candidates
+                    .into_iter()
+                    .filter(|c| c.front)
+                    .map(|c| Candidate {
+                        error: Some("stale".into()),
+                        ..c
+                    })
+                    .collect();
+            }
+        }
+        Ok(())
+    }
+
+    fn remember(&self) -> Result<()> {
+        let Some(dir) = self.settings.resume else {
+            return Ok(());
+        };
+        Resume {
+            fingerprint: self.settings.fingerprint.clone(),
+            candidates: self.candidates.clone(),
+        }
+        .write(dir)
+        .with_context(|| format!("--resume {}", dir.display()))
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Whether another candidate fits in the budget, keeping time to
+    /// cross-validate one (k-1 more builds and judgements).
+    fn has_time(&self) -> bool {
+        let done: Vec<f64> = self.candidates.iter().map(|c| c.seconds).collect();
+        let each = if done.is_empty() {
+            0.0
+        } else {
+            done.iter().sum::<f64>() / done.len() as f64
+        };
+        let reserve = each * self.settings.folds.saturating_sub(1) as f64;
+        self.elapsed().as_secs_f64() + each + reserve <= self.settings.budget.as_secs_f64()
+    }
+
+    /// Whether the search should go on; notes why not.
+    fn go_on(&mut self) -> bool {
+        if crate::onnx::interrupted() {
+            self.note_once("interrupted: the search stopped; the best so far is validated");
+            return false;
+        }
+        if !self.has_time() {
+            self.note_once("the budget ran short: the search stopped early");
+            return false;
+        }
+        true
+    }
+
+    fn note_once(&mut self, note: &str) {
+        if !self.notes.iter().any(|n| n == note) {
+            self.notes.push(note.to_string());
+        }
+    }
+
+    fn run_forms(&mut self) -> Result<()> {
+        let mut forms = space::forms(&self.settings.space, self.judge.engine());
+        // A stale record's front goes first: it was best on the old data.
+        let first: Vec<String> = self
+            .recorded
+            .iter()
+            .filter(|c| c.error.as_deref() == Some("stale"))
+            .map(|c| c.passes.clone())
+            .collect();
+        forms.sort_by_key(|f| !first.contains(f));
+        self.progress.set_length(forms.len() as u64);
+        for passes in forms {
+            if !self.go_on() {
+                break;
+            }
+            self.try_candidate(&passes, "form");
+        }
+        Ok(())
+    }
+
+    /// Evaluates `passes` (or reuses its record) and keeps it.
+    fn try_candidate(&mut self, passes: &str, stage: &str) -> usize {
+        if let Some(k) = self.candidates.iter().position(|c| c.passes == passes) {
+            return k;
+        }
+        self.progress.set_message(passes.to_string());
+        let recorded = self
+            .recorded
+            .iter()
+            .find(|c| c.passes == passes && c.error.as_deref() != Some("stale"))
+            .cloned();
+        let c = match recorded {
+            Some(c) => {
+                self.reused += 1;
+                c
+            }
+            None => self.evaluate(passes, stage),
+        };
+        self.candidates.push(c);
+        self.progress.inc(1);
+        self.candidates.len() - 1
+    }
+
+    /// Calibration data: every fold but `fold`.
+    fn calibration_without(&self, fold: usize) -> Calibration {
+        let mut idx: Vec<usize> = self
+            .folds
+            .iter()
+            .enumerate()
+            .filter(|&(k, _)| k != fold)
+            .flat_map(|(_, f)| f.iter().copied())
+            .collect();
+        idx.sort_unstable();
+        let source = format!("folds other than {} of {}", fold + 1, self.folds.len());
+        self.judge.calibration(&idx, source)
+    }
+
+    /// `passes` calibrated without fold `fold`, judged on it.
+    fn judge_fold(&self, passes: &str, fold: usize) -> Result<(Model, f64)> {
+        let (model, _) = build(self.original, passes, Some(self.calibration_without(fold)))?;
+        let file = self.scratch.join("candidate.onnx");
+        let model = self.write_for_command(model, &file)?;
+        let metric = self
+            .judge
+            .evaluate(&model, &self.folds[fold], Some(&file))?;
+        Ok((model, metric))
+    }
+
+    fn evaluate(&self, passes: &str, stage: &str) -> Candidate {
+        let t0 = Instant::now();
+        let mut c = Candidate::new(passes, stage);
+        if let Err(e) = self.measure(&mut c) {
+            c.error = Some(format!("{e:#}").replace('\n', " "));
+        }
+        c.seconds = t0.elapsed().as_secs_f64();
+        c
+    }
+
+    fn measure(&self, c: &mut Candidate) -> Result<()> {
+        let (model, metric) = self.judge_fold(&c.passes, 0)?;
+        let original = self.original_folds[0];
+        c.metric = Some(metric);
+        c.original_metric = Some(original);
+        c.meets = self.settings.goal.meets(original, metric);
+        c.model_hash = Some(model_hash(&model)?);
+        // A form that changed nothing more than another (int8 that did not
+        // pay, a rank that kept every layer) is that model: timing it again
+        // would only let noise rank two copies.
+        if let Some(same) = self
+            .candidates
+            .iter()
+            .find(|o| o.model_hash == c.model_hash && o.speedup.is_some())
+        {
+            c.same_as = Some(same.passes.clone());
+            (c.latency_ms, c.original_latency_ms, c.speedup) =
+                (same.latency_ms, same.original_latency_ms, same.speedup);
+            return Ok(());
+        }
+        let rt = self.judge.load(&model, &self.timing_shapes)?;
+        let b = runtime::bench(
+            &self.base,
+            &rt,
+            &self.timing,
+            self.settings.warmup,
+            self.runs,
+        )?;
+        c.latency_ms = Some(b.b.median_ms);
+        c.original_latency_ms = Some(b.a.median_ms);
+        c.speedup = Some(b.speedup);
+        Ok(())
+    }
+
+    /// The fastest speedup among candidates meeting A_min on the search fold.
+    fn best_meeting(&self) -> f64 {
+        self.candidates
+            .iter()
+            .filter(|c| c.meets && c.error.is_none())
+            .filter_map(|c| c.speedup)
+            .fold(0.0, f64::max)
+    }
+
+    /// Per layer: the fastest int8 form that lost too much, with its most
+    /// sensitive layers kept in float, fewest first, until it meets A_min.
+    fn run_per_layer(&mut self) -> Result<()> {
+        let best = self.best_meeting();
+        let Some(base) = self
+            .candidates
+            .iter()
+            .filter(|c| c.error.is_none() && !c.meets && c.stage == "form")
+            .filter(|c| c.speedup.is_some_and(|s| s > best * 1.02))
+            .filter(|c| space::with_quant_option(&c.passes, "exclude", "x").is_some())
+            .max_by(|a, b| {
+                a.speedup
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.speedup.unwrap_or(0.0))
+            })
+            .map(|c| c.passes.clone())
+        else {
+            return Ok(());
+        };
+        if !self.go_on() {
+            return Ok(());
+        }
+        let ranked = match self.sensitivity(&base) {
+            Ok(r) => r,
+            Err(e) => {
+                self.notes.push(format!("per-layer search skipped: {e:#}"));
+                return Ok(());
+            }
+        };
+        // Doubling, then bisection between the last k that failed and the
+        // first that met A_min.
+        let exclude = |k: usize| {
+            space::with_quant_option(&base, "exclude", &space::exclude_pattern(&ranked[..k]))
+                .expect("base has a quant step")
+        };
+        let (mut failed, mut met) = (0usize, None);
+        let mut k = 1;
+        while k <= ranked.len() && self.go_on() {
+            self.progress.inc_length(1);
+            let i = self.try_candidate(&exclude(k), "per-layer");
+            let c = &self.candidates[i];
+            if c.error.is_none() && c.meets {
+                met = Some(k);
+                break;
+            }
+            if c.speedup.is_none_or(|s| s <= best) {
+                return Ok(()); // slower than a model that already meets A_min
+            }
+            failed = k;
+            k *= 2;
+        }
+        if let Some(mut hi) = met {
+            let mut lo = failed;
+            while hi - lo > 1 && self.go_on() {
+                let mid = (lo + hi) / 2;
+                self.progress.inc_length(1);
+                let i = self.try_candidate(&exclude(mid), "per-layer");
+                let c = &self.candidates[i];
+                if c.error.is_none() && c.meets {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The quantized layers of `passes`, most sensitive first (quant's
+    /// `fallback` measure: the output error with only that layer in int8).
+    fn sensitivity(&mut self, passes: &str) -> Result<Vec<String>> {
+        self.progress
+            .set_message(format!("{passes}: each layer's sensitivity"));
+        let probe = space::with_quant_option(passes, "fallback", "1").context("no quant step")?;
+        let (_, reports) = build(self.original, &probe, Some(self.calibration_without(0)))?;
+        let details = &reports
+            .iter()
+            .find(|r| r.name == "quant")
+            .context("no quant report")?
+            .details;
+        let mut layers: Vec<(String, f64)> = details["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| Some((l["layer"].as_str()?.to_string(), l["sensitivity"].as_f64()?)))
+            .collect();
+        layers.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        anyhow::ensure!(!layers.is_empty(), "quant measured no layer's sensitivity");
+        Ok(layers.into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// Cross-validates the candidates meeting A_min on the search fold,
+    /// fastest first; returns the first that meets it on every fold.
+    fn validate(&mut self) -> Result<Option<usize>> {
+        let order = self.validation_order();
+        for k in order {
+            if self.candidates[k].validated == Some(true) {
+                return Ok(Some(k)); // recorded
+            }
+            if self.candidates[k].validated == Some(false) {
+                continue;
+            }
+            if self.elapsed() >= self.settings.budget {
+                self.note_once("the budget ran out before a candidate was cross-validated");
+                return Ok(None);
+            }
+            self.progress
+                .set_message(format!("cross-validating {}", self.candidates[k].passes));
+            let t0 = Instant::now();
+            let (passes, first) = (&self.candidates[k].passes, self.candidates[k].metric);
+            let folds = self.cross_validate(passes, first.context("judged")?)?;
+            let c = &mut self.candidates[k];
+            c.seconds += t0.elapsed().as_secs_f64();
+            c.validated = Some(folds.iter().all(|f| f.meets));
+            c.folds = folds;
+            if c.validated == Some(true) {
+                return Ok(Some(k));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The candidates meeting A_min on the search fold, in the order they
+    /// are worth having: lossy ones at least [`MARGIN`] faster than the
+    /// fastest exact one, fastest first; then the exact ones; then the
+    /// lossy ones that do not pay for their loss.
+    fn validation_order(&self) -> Vec<usize> {
+        let exact =
+            |k: usize| Pipeline::parse(&self.candidates[k].passes).is_ok_and(|p| p.is_exact());
+        let speed = |k: usize| self.candidates[k].speedup.unwrap_or(0.0);
+        let mut order: Vec<usize> = (0..self.candidates.len())
+            .filter(|&k| self.candidates[k].meets && self.candidates[k].error.is_none())
+            .collect();
+        let exact_best = order
+            .iter()
+            .filter(|&&k| exact(k))
+            .map(|&k| speed(k))
+            .fold(0.0, f64::max);
+        let tier = |k: usize| match (exact(k), speed(k) >= exact_best * MARGIN) {
+            (false, true) => 0,
+            (true, _) => 1,
+            (false, false) => 2,
+        };
+        order.sort_by(|&a, &b| {
+            tier(a)
+                .cmp(&tier(b))
+                .then(speed(b).total_cmp(&speed(a)))
+                .then(a.cmp(&b))
+        });
+        order
+    }
+
+    /// Every fold: calibrated on the others, judged on it. Fold 1 was
+    /// judged by the search (`first`); an exact pipeline is built once.
+    fn cross_validate(&self, passes: &str, first: f64) -> Result<Vec<Fold>> {
+        let exact = Pipeline::parse(passes)?.data_use() == DataUse::None;
+        let file = self.scratch.join("candidate.onnx");
+        let built = match exact {
+            true => Some(self.write_for_command(build(self.original, passes, None)?.0, &file)?),
+            false => None,
+        };
+        let mut out = vec![];
+        for (k, idx) in self.folds.iter().enumerate() {
+            let metric = match (k, &built) {
+                (0, _) => first,
+                (_, Some(m)) => self.judge.evaluate(m, idx, Some(&file))?,
+                (_, None) => self.judge_fold(passes, k)?.1,
+            };
+            let original = self.original_folds[k];
+            out.push(Fold {
+                fold: k + 1,
+                samples: idx.len(),
+                original,
+                metric,
+                meets: self.settings.goal.meets(original, metric),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Writes `model` to `file` when the metric is a command that reads it.
+    fn write_for_command(&self, model: Model, file: &Path) -> Result<Model> {
+        if matches!(self.judge.metric, Metric::Command(_)) {
+            crate::onnx::save(&model, file, &Default::default())?;
+        }
+        Ok(model)
+    }
+}

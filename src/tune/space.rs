@@ -1,0 +1,166 @@
+//! The search space: the pipelines `tune` tries, in the order it tries them.
+//!
+//! First the whole-model forms (`fuse` alone, then every quantization form
+//! and calibration method, then channel pruning and low rank, alone and
+//! with int8), each one `--passes` string; then, per layer, the fastest
+//! form that lost too much with its most sensitive layers kept in float
+//! (`quant{exclude=...}`), so that the answer is always a plain pass list.
+//! Timing is tune's job: every quant form is written with `measure=false`,
+//! which also makes the string reproduce the same bytes without timing.
+
+use crate::pipeline::{format_pipeline, parse_pipeline, PassSpec};
+use crate::runtime::Engine;
+use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+
+/// The passes `--space` lets tune use (`fuse` always).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Space {
+    pub quant: bool,
+    pub prune_channels: bool,
+    pub svd: bool,
+}
+
+impl Space {
+    pub fn parse(list: &str) -> Result<Space> {
+        let mut space = Space {
+            quant: false,
+            prune_channels: false,
+            svd: false,
+        };
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match item {
+                "fuse" => {}
+                "quant" => space.quant = true,
+                "prune-channels" => space.prune_channels = true,
+                "svd" => space.svd = true,
+                other => bail!(
+                    "--space: unknown pass '{other}'; tune searches fuse, quant, prune-channels and svd"
+                ),
+            }
+        }
+        Ok(space)
+    }
+}
+
+/// Channel-pruning ratios and low-rank energies tried: mild first, since
+/// both lose accuracy fast on real models.
+const PRUNE_RATIOS: [&str; 2] = ["0.1", "0.25"];
+const SVD_ENERGIES: [&str; 2] = ["0.99", "0.95"];
+
+fn spec(name: &str, options: &[(&str, &str)]) -> PassSpec {
+    PassSpec {
+        name: name.into(),
+        options: options
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+/// The quant pass for `engine`, with `extra` options.
+fn quant(engine: Engine, extra: &[(&str, &str)]) -> PassSpec {
+    let mut options = vec![("measure", "false")];
+    if engine == Engine::Tract {
+        options.push(("target", "tract"));
+    }
+    options.extend_from_slice(extra);
+    spec("quant", &options)
+}
+
+/// The whole-model forms, in the order they are tried.
+pub fn forms(space: &Space, engine: Engine) -> Vec<String> {
+    let fuse = spec("fuse", &[]);
+    let mut out = vec![format_pipeline(std::slice::from_ref(&fuse))];
+    if space.quant {
+        let mut variants: Vec<Vec<(&str, &str)>> = vec![
+            vec![],
+            vec![("method", "percentile")],
+            vec![("method", "entropy")],
+            vec![("min-k", "0")],
+        ];
+        if engine == Engine::Ort {
+            variants.insert(1, vec![("flow", "false")]);
+        }
+        for v in variants {
+            out.push(format_pipeline(&[fuse.clone(), quant(engine, &v)]));
+        }
+    }
+    let mut lossy = vec![];
+    if space.prune_channels {
+        lossy.extend(PRUNE_RATIOS.map(|r| spec("prune-channels", &[("ratio", r)])));
+    }
+    if space.svd {
+        lossy.extend(SVD_ENERGIES.map(|e| spec("svd", &[("energy", e)])));
+    }
+    for pass in lossy {
+        out.push(format_pipeline(&[fuse.clone(), pass.clone()]));
+        if space.quant {
+            out.push(format_pipeline(&[fuse.clone(), pass, quant(engine, &[])]));
+        }
+    }
+    out
+}
+
+/// `passes` with option `key=value` set on its quant step, or `None` when
+/// it has no quant step.
+pub fn with_quant_option(passes: &str, key: &str, value: &str) -> Option<String> {
+    let mut specs = parse_pipeline(passes).ok()?;
+    let q = specs.iter_mut().find(|s| s.name == "quant")?;
+    q.options.insert(key.into(), value.into());
+    Some(format_pipeline(&specs))
+}
+
+/// An `exclude` pattern naming `layers` exactly where the pass language
+/// allows: characters it reserves (`,{}=|*` and spaces) become `*`, which
+/// matches any run, so the pattern may also name a few more layers; the
+/// pipeline string then still gives the model that was measured.
+pub fn exclude_pattern(layers: &[String]) -> String {
+    let safe = |name: &str| -> String {
+        let mut out = String::new();
+        for c in name.chars() {
+            let c = if c.is_alphanumeric() || "_-./:;#@[]()<>+~^$%!?&'\"".contains(c) {
+                c
+            } else {
+                '*'
+            };
+            if !(c == '*' && out.ends_with('*')) {
+                out.push(c);
+            }
+        }
+        out
+    };
+    layers.iter().map(|l| safe(l)).collect::<Vec<_>>().join("|")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Pipeline;
+
+    #[test]
+    fn every_form_is_a_valid_pipeline() {
+        let all = Space::parse("fuse,quant,prune-channels,svd").unwrap();
+        for engine in [Engine::Ort, Engine::Tract] {
+            let forms = forms(&all, engine);
+            assert_eq!(forms[0], "fuse");
+            assert!(forms.len() > 8, "{forms:?}");
+            for f in &forms {
+                Pipeline::parse(f).unwrap_or_else(|e| panic!("{f}: {e:#}"));
+            }
+        }
+        assert_eq!(forms(&Space::parse("fuse").unwrap(), Engine::Ort), ["fuse"]);
+        assert!(Space::parse("fuse,prune").is_err());
+    }
+
+    #[test]
+    fn exclusions_stay_in_the_language() {
+        let p = exclude_pattern(&["conv 1".into(), "a,b{c}".into(), "x|y=z".into()]);
+        assert_eq!(p, "conv*1|a*b*c*|x*y*z");
+        let passes = with_quant_option("fuse,quant{measure=false}", "exclude", &p).unwrap();
+        let specs = parse_pipeline(&passes).unwrap();
+        assert_eq!(specs[1].options["exclude"], p);
+        Pipeline::parse(&passes).unwrap();
+        assert_eq!(with_quant_option("fuse", "exclude", "a"), None);
+    }
+}

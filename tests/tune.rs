@@ -1,0 +1,207 @@
+//! `onnx-opt tune` and `onnx-opt check` through the command: the chosen
+//! model meets A_min on every fold and its `--passes` line reproduces it
+//! byte for byte; `--resume` reuses every recorded candidate; nothing
+//! qualifying exits 3 and writes nothing; `check` fails a regressed model.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn report(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn tune_meets_a_min_on_every_fold_and_its_passes_reproduce_the_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("rows.npy");
+    f32_npy(&data, &[40, 256], 11);
+    let (out, json, plot, records) = (
+        dir.path().join("out.onnx"),
+        dir.path().join("tune.json"),
+        dir.path().join("tune.svg"),
+        dir.path().join("records"),
+    );
+    let model = model_path("mlp");
+    let tune = |extra: &[&str]| {
+        let mut args = vec![
+            "tune",
+            s(&model),
+            "-o",
+            s(&out),
+            "--inputs",
+            s(&data),
+            "--max-drop",
+            "5",
+            "--space",
+            "fuse,quant",
+            "--folds",
+            "4",
+            "--runs",
+            "5",
+            "--budget",
+            "10m",
+            "--report",
+            s(&json),
+            "--resume",
+            s(&records),
+        ];
+        args.extend_from_slice(extra);
+        onnx_opt(&args)
+    };
+    let first = tune(&["--plot", s(&plot)]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let r = report(&json);
+    let chosen = &r["chosen"];
+    let folds = chosen["folds"].as_array().unwrap();
+    assert_eq!(folds.len(), 4);
+    let a_min = r["a_min"].as_f64().unwrap();
+    for f in folds {
+        // paired: each fold against the original on the same samples
+        assert!(f["meets"].as_bool().unwrap(), "{f}");
+        assert!(f["metric"].as_f64().unwrap() >= f["original"].as_f64().unwrap() - 5.0);
+    }
+    assert_eq!(r["metric"]["name"], "agreement", "{}", r["metric"]);
+    assert_eq!(r["original"]["metric"], 100.0);
+    assert_eq!(a_min, 95.0);
+    let count = r["candidates"].as_array().unwrap().len();
+    assert!(count >= 4, "{count} candidates");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.contains("Pareto front") && svg.contains("A_min"));
+
+    // The printed command, run plainly, gives the same bytes.
+    let passes = chosen["passes"].as_str().unwrap();
+    let again = dir.path().join("again.onnx");
+    let plain = onnx_opt(&[
+        s(&model),
+        "-o",
+        s(&again),
+        "--inputs",
+        s(&data),
+        "--passes",
+        passes,
+    ]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&again).unwrap(),
+        "{passes}"
+    );
+    assert!(
+        r["reproduce"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("--passes '{passes}'"))
+            || r["reproduce"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("--passes {passes}"))
+    );
+
+    // A second run on the same model, data and settings measures nothing again.
+    let second = tune(&[]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        stdout.contains(&format!("reused {count} recorded candidates")),
+        "{stdout}"
+    );
+    assert_eq!(report(&json)["chosen"]["passes"], passes);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+}
+
+#[test]
+fn nothing_meeting_a_min_exits_3_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("rows.npy");
+    f32_npy(&data, &[8, 256], 12);
+    let out = dir.path().join("out.onnx");
+    let o = onnx_opt(&[
+        "tune",
+        s(&model_path("mlp")),
+        "-o",
+        s(&out),
+        "--inputs",
+        s(&data),
+        "--min-metric",
+        "101",
+        "--space",
+        "fuse",
+        "--folds",
+        "2",
+        "--runs",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no candidate meets A_min"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "only the data"
+    );
+}
+
+#[test]
+fn check_passes_an_exact_rewrite_and_fails_a_regressed_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("rows.npy");
+    f32_npy(&data, &[16, 256], 13);
+    let original = model_path("mlp");
+    let make = |name: &str, passes: &str| {
+        let out = dir.path().join(name);
+        let o = onnx_opt(&[s(&original), "-o", s(&out), "--passes", passes]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        out
+    };
+    let fused = make("fused.onnx", "fuse");
+    let broken = make(
+        "pruned.onnx",
+        "prune{sparsity=0.97,skip-first-last=false,min-params=0}",
+    );
+    let check = |model: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "check",
+            s(model),
+            "--against",
+            s(&original),
+            "--inputs",
+            s(&data),
+            "--runs",
+            "3",
+        ];
+        args.extend_from_slice(extra);
+        onnx_opt(&args)
+    };
+    let ok = check(&fused, &["--max-drop", "0"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let bad = check(&broken, &["--max-drop", "1"]);
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&bad.stdout)
+    );
+    assert!(
+        stderr(&bad).contains("regression: agreement"),
+        "{}",
+        stderr(&bad)
+    );
+    let slow = check(&fused, &["--max-drop", "0", "--max-latency-ms", "0"]);
+    assert_eq!(slow.status.code(), Some(2));
+    assert!(
+        stderr(&slow).contains("--max-latency-ms"),
+        "{}",
+        stderr(&slow)
+    );
+}
