@@ -31,6 +31,13 @@ pub struct BenchResult {
     pub b: Timing,
     /// a.median_ms / b.median_ms: above 1 means `b` is faster.
     pub speedup: f64,
+    /// The median of a/b over the runs made back to back: a load spike on a
+    /// shared machine slows both of a pair, so this moves less than
+    /// `speedup` does; with the 10th and 90th percentiles of those ratios.
+    #[serde(default)]
+    pub paired_speedup: f64,
+    #[serde(default)]
+    pub paired_spread: [f64; 2],
 }
 
 /// Times `a` against `b` in this process, each in the runtime it was
@@ -152,8 +159,15 @@ fn alternate(
             times_b.push(tb);
         }
     }
-    let a = timing(times_a);
-    let b = timing(times_b);
+    let ratios: Vec<f64> = times_a
+        .iter()
+        .zip(&times_b)
+        .map(|(a, b)| if *b > 0.0 { a / b } else { 1.0 })
+        .collect();
+    let r = timing(ratios);
+    let p10 = r.sorted[((0.1 * r.sorted.len() as f64).ceil() as usize).clamp(1, r.sorted.len()) - 1];
+    let a = timing(times_a).stats;
+    let b = timing(times_b).stats;
     let speedup = if b.median_ms > 0.0 {
         a.median_ms / b.median_ms
     } else {
@@ -165,6 +179,8 @@ fn alternate(
         a,
         b,
         speedup,
+        paired_speedup: r.stats.median_ms,
+        paired_spread: [p10, r.stats.p90_ms],
     })
 }
 
@@ -179,8 +195,13 @@ fn prepare(model: &Model, samples: &[Sample]) -> Result<Vec<TVec<TValue>>> {
         .collect()
 }
 
-/// Statistics of non-empty `times`.
-fn timing(mut times: Vec<f64>) -> Timing {
+/// Statistics of non-empty `times`, and the values sorted.
+struct Sorted {
+    stats: Timing,
+    sorted: Vec<f64>,
+}
+
+fn timing(mut times: Vec<f64>) -> Sorted {
     times.sort_by(|x, y| x.total_cmp(y));
     let n = times.len();
     let median = if n % 2 == 1 {
@@ -190,12 +211,16 @@ fn timing(mut times: Vec<f64>) -> Timing {
     };
     // nearest rank: the smallest value with at least 90% of values <= it
     let p90 = times[((0.9 * n as f64).ceil() as usize).clamp(1, n) - 1];
-    Timing {
+    let stats = Timing {
         runs: n,
         median_ms: median,
         p90_ms: p90,
         min_ms: times[0],
         mean_ms: times.iter().sum::<f64>() / n as f64,
+    };
+    Sorted {
+        stats,
+        sorted: times,
     }
 }
 
@@ -205,14 +230,27 @@ mod tests {
 
     #[test]
     fn timing_stats() {
-        let t = timing(vec![5.0, 1.0, 3.0, 2.0, 4.0, 6.0, 7.0, 8.0, 9.0, 10.0]);
+        let t = timing(vec![5.0, 1.0, 3.0, 2.0, 4.0, 6.0, 7.0, 8.0, 9.0, 10.0]).stats;
         assert_eq!(t.runs, 10);
         assert_eq!(t.median_ms, 5.5);
         assert_eq!(t.p90_ms, 9.0);
         assert_eq!(t.min_ms, 1.0);
         assert_eq!(t.mean_ms, 5.5);
-        let t = timing(vec![2.0]);
+        let t = timing(vec![2.0]).stats;
         assert_eq!((t.median_ms, t.p90_ms), (2.0, 2.0));
+    }
+
+    #[test]
+    fn paired_ratios_see_through_a_spike_on_both() {
+        // b is twice as fast; a load spike slows runs 3..9 of both fivefold
+        let load = |k: usize| if (3..9).contains(&k) { 5.0 } else { 1.0 };
+        let r = alternate(100, 0, 10, |k| Ok(2.0 * load(k)), |k| Ok(load(k))).unwrap();
+        assert_eq!(r.paired_speedup, 2.0);
+        assert_eq!(r.paired_spread, [2.0, 2.0]);
+        // a spike on one run of one model widens the spread, not the median
+        let r = alternate(100, 0, 10, |_| Ok(2.0), |k| Ok(if k == 3 { 20.0 } else { 1.0 })).unwrap();
+        assert_eq!(r.paired_speedup, 2.0);
+        assert_eq!(r.paired_spread, [0.1, 2.0]);
     }
 }
 

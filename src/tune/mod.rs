@@ -420,7 +420,9 @@ impl Search<'_> {
         )?;
         c.latency_ms = Some(b.b.median_ms);
         c.original_latency_ms = Some(b.a.median_ms);
-        c.speedup = Some(b.speedup);
+        // Paired ratios: the machine may be shared (see `runtime::bench`).
+        c.speedup = Some(b.paired_speedup);
+        c.speedup_spread = Some(b.paired_spread);
         Ok(())
     }
 

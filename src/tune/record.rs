@@ -16,10 +16,13 @@ pub struct Candidate {
     pub metric: Option<f64>,
     pub original_metric: Option<f64>,
     /// Median latency in the judging runtime, and the original's in the
-    /// same alternating loop; speedup = original / candidate.
+    /// same alternating loop; speedup = the median of original / candidate
+    /// over runs made back to back.
     pub latency_ms: Option<f64>,
     pub original_latency_ms: Option<f64>,
     pub speedup: Option<f64>,
+    /// The 10th and 90th percentiles of the per-pair ratios.
+    pub speedup_spread: Option<[f64; 2]>,
     /// Meets A_min on the search fold.
     pub meets: bool,
     /// Every fold, once cross-validated.
@@ -62,6 +65,7 @@ impl Candidate {
             latency_ms: None,
             original_latency_ms: None,
             speedup: None,
+            speedup_spread: None,
             meets: false,
             folds: vec![],
             validated: None,
@@ -137,8 +141,8 @@ pub fn table(candidates: &[Candidate], unit: &str) -> String {
             .then(a.passes.cmp(&b.passes))
     });
     let mut out = format!(
-        "{:<8} {:>8} {:>11} {:>8} {:<12} {}\n",
-        "speedup", "latency", "metric", "drop", "verdict", "passes"
+        "{:<8} {:<12} {:>9} {:>11} {:>8} {:<12} {}\n",
+        "speedup", "(p10–p90)", "latency", "metric", "drop", "verdict", "passes"
     );
     for c in rows {
         let num = |x: Option<f64>, w: usize| x.map_or("-".into(), |x| format!("{x:.*}", w));
@@ -151,8 +155,9 @@ pub fn table(candidates: &[Candidate], unit: &str) -> String {
         };
         let mark = if c.front { "*" } else { " " };
         out.push_str(&format!(
-            "{:<8} {:>8} {:>11} {:>8} {:<12} {}{}\n",
+            "{:<8} {:<12} {:>9} {:>11} {:>8} {:<12} {}{}\n",
             c.speedup.map_or("-".into(), |s| format!("{s:.2}x")),
+            c.speedup_spread.map_or("".into(), |[lo, hi]| format!("{lo:.2}–{hi:.2}")),
             c.latency_ms.map_or("-".into(), |l| format!("{l:.2}ms")),
             format!("{}{unit}", num(c.metric, 2)),
             num(c.drop(), 2),
