@@ -205,3 +205,41 @@ fn check_passes_an_exact_rewrite_and_fails_a_regressed_model() {
         stderr(&slow)
     );
 }
+
+#[test]
+fn ctrl_c_stops_the_search_and_keeps_the_best_so_far() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("rows.npy");
+    f32_npy(&data, &[20, 256], 14);
+    let out = dir.path().join("out.onnx");
+    // Slow timing (many runs) keeps the search going until the signal.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_onnx-opt"))
+        .args([
+            "tune",
+            s(&model_path("mlp")),
+            "-o",
+            s(&out),
+            "--inputs",
+            s(&data),
+            "--max-drop",
+            "5",
+            "--space",
+            "fuse,quant",
+            "--folds",
+            "2",
+            "--runs",
+            "30000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
+    assert!(out.exists());
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("accepted"), "{table}");
+}

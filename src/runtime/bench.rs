@@ -165,7 +165,8 @@ fn alternate(
         .map(|(a, b)| if *b > 0.0 { a / b } else { 1.0 })
         .collect();
     let r = timing(ratios);
-    let p10 = r.sorted[((0.1 * r.sorted.len() as f64).ceil() as usize).clamp(1, r.sorted.len()) - 1];
+    let p10 =
+        r.sorted[((0.1 * r.sorted.len() as f64).ceil() as usize).clamp(1, r.sorted.len()) - 1];
     let a = timing(times_a).stats;
     let b = timing(times_b).stats;
     let speedup = if b.median_ms > 0.0 {
@@ -248,7 +249,14 @@ mod tests {
         assert_eq!(r.paired_speedup, 2.0);
         assert_eq!(r.paired_spread, [2.0, 2.0]);
         // a spike on one run of one model widens the spread, not the median
-        let r = alternate(100, 0, 10, |_| Ok(2.0), |k| Ok(if k == 3 { 20.0 } else { 1.0 })).unwrap();
+        let r = alternate(
+            100,
+            0,
+            10,
+            |_| Ok(2.0),
+            |k| Ok(if k == 3 { 20.0 } else { 1.0 }),
+        )
+        .unwrap();
         assert_eq!(r.paired_speedup, 2.0);
         assert_eq!(r.paired_spread, [0.1, 2.0]);
     }

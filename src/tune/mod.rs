@@ -133,7 +133,8 @@ pub fn tune(
         .context("loading the original model")?;
     let probe = runtime::bench(&base, &base, &timing, s.warmup, s.runs.min(5))?;
     let runs = ((TIMING_SECONDS / 2.0 / (probe.a.median_ms / 1e3).max(1e-6)).ceil() as usize)
-        .clamp(s.runs, 2000);
+        .min(2000)
+        .max(s.runs);
     let scratch = tempfile::tempdir().context("a folder for candidate files")?;
     let mut search = Search {
         original,
@@ -281,7 +282,8 @@ impl Search<'_> {
     }
 
     /// Whether another candidate fits in the budget, keeping time to
-    /// cross-validate one (k-1 more builds and judgements).
+    /// cross-validate one (k-1 more builds and judgements) and build the
+    /// output.
     fn has_time(&self) -> bool {
         let done: Vec<f64> = self.candidates.iter().map(|c| c.seconds).collect();
         let each = if done.is_empty() {
@@ -289,7 +291,8 @@ impl Search<'_> {
         } else {
             done.iter().sum::<f64>() / done.len() as f64
         };
-        let reserve = each * self.settings.folds.saturating_sub(1) as f64;
+        // k-1 more folds for one cross-validation, and the final build.
+        let reserve = each * self.settings.folds as f64;
         self.elapsed().as_secs_f64() + each + reserve <= self.settings.budget.as_secs_f64()
     }
 
@@ -537,9 +540,12 @@ impl Search<'_> {
             if self.candidates[k].validated == Some(false) {
                 continue;
             }
-            if self.elapsed() >= self.settings.budget {
-                self.note_once("the budget ran out before a candidate was cross-validated");
-                return Ok(None);
+            // Out of time, only exact candidates are still worth validating:
+            // they need no calibration, one build and k judgements.
+            let exact = Pipeline::parse(&self.candidates[k].passes).is_ok_and(|p| p.is_exact());
+            if !exact && !self.has_time() {
+                self.note_once("the budget ran short: faster candidates were not cross-validated");
+                continue;
             }
             self.progress
                 .set_message(format!("cross-validating {}", self.candidates[k].passes));

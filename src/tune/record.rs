@@ -157,7 +157,8 @@ pub fn table(candidates: &[Candidate], unit: &str) -> String {
         out.push_str(&format!(
             "{:<8} {:<12} {:>9} {:>11} {:>8} {:<12} {}{}\n",
             c.speedup.map_or("-".into(), |s| format!("{s:.2}x")),
-            c.speedup_spread.map_or("".into(), |[lo, hi]| format!("{lo:.2}–{hi:.2}")),
+            c.speedup_spread
+                .map_or("".into(), |[lo, hi]| format!("{lo:.2}–{hi:.2}")),
             c.latency_ms.map_or("-".into(), |l| format!("{l:.2}ms")),
             format!("{}{unit}", num(c.metric, 2)),
             num(c.drop(), 2),
