@@ -103,6 +103,23 @@ def cnn():
     return model(g.graph("cnn", [x], [y]))
 
 
+def convnet():
+    """A VGG-style classifier wide enough for int8 to pay in ONNX Runtime
+    (3x3 convolutions of 32 to 128 channels), the README's `tune` example."""
+    g = G(seed=6)
+    x = helper.make_tensor_value_info("x", F, ["N", 3, 32, 32])
+    h = "x"
+    for k, (cin, cout, stride) in enumerate([(3, 32, 1), (32, 64, 1), (64, 64, 2), (64, 128, 1), (128, 128, 2)]):
+        h = g.op("Relu", [conv_bn(g, h, cin, cout, f"conv{k}", stride=stride)], name=f"conv{k}.relu")
+    h = g.op("GlobalAveragePool", [h], name="pool")
+    h = g.op("Flatten", [h], name="flatten", axis=1)
+    w = g.init("fc.weight", g.normal((10, 128), math.sqrt(1.0 / 128)))
+    b = g.init("fc.bias", g.normal(10, 0.05))
+    g.op("Gemm", [h, w, b], name="logits", transB=1)
+    y = helper.make_tensor_value_info("logits", F, ["N", 10])
+    return model(g.graph("convnet", [x], [y]))
+
+
 def mlp():
     """Three MatMul+Add(+Relu) layers 256->512->512->10: fusion, low-rank, pruning."""
     g = G(seed=2)
@@ -279,7 +296,7 @@ def subgraph():
     return model(g.graph("subgraph", [x], outs))
 
 
-MODELS = {"cnn": cnn, "mlp": mlp, "transformer": transformer, "canon": canon, "subgraph": subgraph}
+MODELS = {"cnn": cnn, "convnet": convnet, "mlp": mlp, "transformer": transformer, "canon": canon, "subgraph": subgraph}
 
 
 def main():

@@ -7,7 +7,7 @@ folder of images read with --preprocess). The images are smooth seeded RGB
 scenes (models/make_inputs.py's `smooth_image`), 32×32, written as PNG with
 the standard library only.
 
-    .venv/bin/python models/make_images.py models/data/cnn-images [--count 48]
+    .venv/bin/python models/make_images.py models/data/cnn-images [--count 48]   # for models/cnn.onnx and convnet.onnx
 """
 import argparse
 import os

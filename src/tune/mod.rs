@@ -447,7 +447,9 @@ impl Search<'_> {
             .iter()
             .filter(|c| c.error.is_none() && !c.meets && c.stage == "form")
             .filter(|c| c.speedup.is_some_and(|s| s > best * 1.02))
-            .filter(|c| space::with_quant_option(&c.passes, "exclude", "x").is_some())
+            // Only where int8 is the one lossy step: keeping layers in float
+            // cannot win back what pruning or low rank lost.
+            .filter(|c| space::only_lossy_step_is_quant(&c.passes))
             .max_by(|a, b| {
                 a.speedup
                     .unwrap_or(0.0)

@@ -111,6 +111,17 @@ pub fn with_quant_option(passes: &str, key: &str, value: &str) -> Option<String>
     Some(format_pipeline(&specs))
 }
 
+/// Whether `passes` quantizes and changes nothing else but exactly.
+pub fn only_lossy_step_is_quant(passes: &str) -> bool {
+    let Ok(specs) = parse_pipeline(passes) else {
+        return false;
+    };
+    specs.iter().any(|s| s.name == "quant")
+        && specs.iter().all(|s| {
+            s.name == "quant" || crate::pipeline::find_pass(&s.name).is_ok_and(|p| p.exact)
+        })
+}
+
 /// An `exclude` pattern naming `layers` exactly where the pass language
 /// allows: characters it reserves (`,{}=|*` and spaces) become `*`, which
 /// matches any run, so the pattern may also name a few more layers; the
@@ -162,5 +173,8 @@ mod tests {
         assert_eq!(specs[1].options["exclude"], p);
         Pipeline::parse(&passes).unwrap();
         assert_eq!(with_quant_option("fuse", "exclude", "a"), None);
+        assert!(only_lossy_step_is_quant("fuse,quant{method=entropy}"));
+        assert!(!only_lossy_step_is_quant("fuse,svd{energy=0.9},quant"));
+        assert!(!only_lossy_step_is_quant("fuse"));
     }
 }
