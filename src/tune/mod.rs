@@ -190,6 +190,35 @@ pub fn build(
     Ok((model, reports))
 }
 
+/// The candidates meeting A_min on the search fold, in the order they are
+/// worth having: lossy ones at least [`MARGIN`] faster than the fastest
+/// exact one, fastest first; then the exact ones; then the lossy ones that
+/// do not pay for their loss.
+fn validation_order(candidates: &[Candidate]) -> Vec<usize> {
+    let exact = |k: usize| Pipeline::parse(&candidates[k].passes).is_ok_and(|p| p.is_exact());
+    let speed = |k: usize| candidates[k].speedup.unwrap_or(0.0);
+    let mut order: Vec<usize> = (0..candidates.len())
+        .filter(|&k| candidates[k].meets && candidates[k].error.is_none())
+        .collect();
+    let exact_best = order
+        .iter()
+        .filter(|&&k| exact(k))
+        .map(|&k| speed(k))
+        .fold(0.0, f64::max);
+    let tier = |k: usize| match (exact(k), speed(k) >= exact_best * MARGIN) {
+        (false, true) => 0,
+        (true, _) => 1,
+        (false, false) => 2,
+    };
+    order.sort_by(|&a, &b| {
+        tier(a)
+            .cmp(&tier(b))
+            .then(speed(b).total_cmp(&speed(a)))
+            .then(a.cmp(&b))
+    });
+    order
+}
+
 struct Search<'a> {
     original: &'a Model,
     judge: &'a Judge,
@@ -534,7 +563,7 @@ impl Search<'_> {
     /// Cross-validates the candidates meeting A_min on the search fold,
     /// fastest first; returns the first that meets it on every fold.
     fn validate(&mut self) -> Result<Option<usize>> {
-        let order = self.validation_order();
+        let order = validation_order(&self.candidates);
         for k in order {
             if self.candidates[k].validated == Some(true) {
                 return Ok(Some(k)); // recorded
@@ -563,36 +592,6 @@ impl Search<'_> {
             }
         }
         Ok(None)
-    }
-
-    /// The candidates meeting A_min on the search fold, in the order they
-    /// are worth having: lossy ones at least [`MARGIN`] faster than the
-    /// fastest exact one, fastest first; then the exact ones; then the
-    /// lossy ones that do not pay for their loss.
-    fn validation_order(&self) -> Vec<usize> {
-        let exact =
-            |k: usize| Pipeline::parse(&self.candidates[k].passes).is_ok_and(|p| p.is_exact());
-        let speed = |k: usize| self.candidates[k].speedup.unwrap_or(0.0);
-        let mut order: Vec<usize> = (0..self.candidates.len())
-            .filter(|&k| self.candidates[k].meets && self.candidates[k].error.is_none())
-            .collect();
-        let exact_best = order
-            .iter()
-            .filter(|&&k| exact(k))
-            .map(|&k| speed(k))
-            .fold(0.0, f64::max);
-        let tier = |k: usize| match (exact(k), speed(k) >= exact_best * MARGIN) {
-            (false, true) => 0,
-            (true, _) => 1,
-            (false, false) => 2,
-        };
-        order.sort_by(|&a, &b| {
-            tier(a)
-                .cmp(&tier(b))
-                .then(speed(b).total_cmp(&speed(a)))
-                .then(a.cmp(&b))
-        });
-        order
     }
 
     /// Every fold: calibrated on the others, judged on it. Fold 1 was
@@ -629,5 +628,30 @@ impl Search<'_> {
             crate::onnx::save(&model, file, &Default::default())?;
         }
         Ok(model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lossy_candidate_must_pay_for_its_loss() {
+        let c = |passes: &str, speedup: f64, meets: bool| Candidate {
+            speedup: Some(speedup),
+            meets,
+            ..Candidate::new(passes, "form")
+        };
+        let candidates = [
+            c("fuse", 1.0, true),
+            c("fuse,quant{method=entropy}", 1.02, true), // noise: below MARGIN
+            c("fuse,quant", 2.5, true),
+            c("fuse,quant{min-k=0}", 3.0, false), // below A_min: never
+            c("fuse,quant{flow=false}", 1.8, true),
+        ];
+        assert_eq!(validation_order(&candidates), [2, 4, 0, 1]);
+        assert!(Goal::MaxDrop(1.0).meets(90.0, 89.0));
+        assert!(!Goal::MaxDrop(1.0).meets(90.0, 88.9));
+        assert!(Goal::MinMetric(95.0).meets(99.0, 95.0));
     }
 }
