@@ -116,7 +116,7 @@ def sample(model_name, name, shape, dtype, rng):
             return np.zeros(shape)
         if name == "input":
             return audio(rng, shape)
-    if model_name == "cnn":
+    if model_name in ("cnn", "convnet"):
         return smooth_image(rng, shape, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     if model_name == "ppocr-det":  # pages of small text, ImageNet normalisation
         return text_image(rng, shape, (8, 14), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])

@@ -21,7 +21,7 @@ fn report(path: &Path) -> Value {
 fn tune_meets_a_min_on_every_fold_and_its_passes_reproduce_the_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("rows.npy");
-    f32_npy(&data, &[40, 256], 11);
+    f32_npy(&data, &[80, 256], 11);
     let (out, json, plot, records) = (
         dir.path().join("out.onnx"),
         dir.path().join("tune.json"),

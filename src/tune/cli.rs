@@ -490,7 +490,8 @@ pub fn run_check(args: &CheckArgs) -> Result<ExitCode> {
     let before = judge.original(&all, &args.against)?;
     let after = judge
         .evaluate(&deployed, &all, Some(&args.model))
-        .with_context(|| format!("judging {}", args.model.display()))?;
+        .with_context(|| format!("judging {}", args.model.display()))?
+        .value;
     let (shapes, samples) = judge.timing_samples(4);
     let a = judge
         .load(&original, shapes)

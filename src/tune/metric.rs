@@ -126,6 +126,15 @@ fn class_rows(outputs: &Outputs) -> Option<usize> {
         .filter(|&r| r <= MAX_CLASS_ROWS)
 }
 
+/// A metric's value on some samples and, for the metrics that count rows
+/// (top-1, top-5, agreement), the rows the candidate lost against the
+/// original, net of those it gained, out of how many.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Score {
+    pub value: f64,
+    pub lost_of: Option<(usize, usize)>,
+}
+
 /// Judges models on the samples of one dataset, in one runtime.
 pub struct Judge {
     pub metric: Metric,
@@ -286,13 +295,27 @@ impl Judge {
 
     /// The metric of `model` on samples `idx`; `file` is where a
     /// `--metric-cmd` finds it (written by the caller).
-    pub fn evaluate(&self, model: &Model, idx: &[usize], file: Option<&Path>) -> Result<f64> {
+    pub fn evaluate(&self, model: &Model, idx: &[usize], file: Option<&Path>) -> Result<Score> {
         if let Metric::Command(cmd) = &self.metric {
             let file = file.context("--metric-cmd needs the candidate written to a file")?;
-            return run_command(cmd, file);
+            let value = run_command(cmd, file)?;
+            return Ok(Score {
+                value,
+                lost_of: None,
+            });
         }
         let outputs = self.run(model, idx)?;
-        self.score(&outputs, idx)
+        let value = self.score(&outputs, idx)?;
+        let lost_of = match self.metric {
+            Metric::Top1 | Metric::Top5 | Metric::Agreement => {
+                let rows = self.rows(idx);
+                let original = self.score(&self.reference_of(idx), idx)?;
+                let lost = ((original - value) / 100.0 * rows as f64).round().max(0.0);
+                Some((lost as usize, rows))
+            }
+            _ => None,
+        };
+        Ok(Score { value, lost_of })
     }
 
     /// The metric's value for outputs identical to the original's.

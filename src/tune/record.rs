@@ -25,6 +25,12 @@ pub struct Candidate {
     pub speedup_spread: Option<[f64; 2]>,
     /// Meets A_min on the search fold.
     pub meets: bool,
+    /// Rows lost against the original (net of rows gained) on the search
+    /// fold, of how many (metrics that count rows).
+    pub lost_of: Option<[usize; 2]>,
+    /// Once cross-validated: the 95% upper bound on the loss, in points,
+    /// pooled over the folds (lossy candidates, counted metrics).
+    pub bound_drop: Option<f64>,
     /// Every fold, once cross-validated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub folds: Vec<Fold>,
@@ -52,6 +58,7 @@ pub struct Fold {
     pub samples: usize,
     pub original: f64,
     pub metric: f64,
+    pub lost_of: Option<[usize; 2]>,
     pub meets: bool,
 }
 
@@ -67,6 +74,8 @@ impl Candidate {
             speedup: None,
             speedup_spread: None,
             meets: false,
+            lost_of: None,
+            bound_drop: None,
             folds: vec![],
             validated: None,
             front: false,
@@ -149,6 +158,7 @@ pub fn table(candidates: &[Candidate], unit: &str) -> String {
         let verdict = match (&c.error, c.validated, c.meets) {
             (Some(_), _, _) => "error",
             (None, Some(true), _) => "accepted",
+            (None, Some(false), _) if c.folds.iter().all(|f| f.meets) => "unproven",
             (None, Some(false), _) => "fails a fold",
             (None, None, true) => "meets",
             (None, None, false) => "below A_min",
