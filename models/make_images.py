@@ -7,7 +7,7 @@ folder of images read with --preprocess). The images are smooth seeded RGB
 scenes (models/make_inputs.py's `smooth_image`), 32×32, written as PNG with
 the standard library only.
 
-    .venv/bin/python models/make_images.py models/data/cnn-images [--count 48]   # for models/cnn.onnx and convnet.onnx
+    .venv/bin/python models/make_images.py models/data/cnn-images [--count 300]   # for models/cnn.onnx and convnet.onnx
 """
 import argparse
 import os
@@ -39,7 +39,7 @@ def write_png(path, rgb):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder")
-    ap.add_argument("--count", type=int, default=48)
+    ap.add_argument("--count", type=int, default=300)
     args = ap.parse_args()
     os.makedirs(args.folder, exist_ok=True)
     for k in range(args.count):

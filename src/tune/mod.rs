@@ -161,9 +161,12 @@ pub fn tune(
     search.note_resolution();
     search.recall()?;
     search.run_forms()?;
-    search.run_per_layer()?;
     record::mark_front(&mut search.candidates);
-    let chosen = search.validate()?;
+    let mut chosen = search.validate()?;
+    let speed = chosen.and_then(|k| search.candidates[k].speedup);
+    if search.run_per_layer(speed.unwrap_or(0.0))? {
+        chosen = search.validate()?;
+    }
     record::mark_front(&mut search.candidates);
     search.remember()?;
     Ok(Outcome {
@@ -463,44 +466,35 @@ impl Search<'_> {
         Ok(())
     }
 
-    /// The fastest speedup among candidates meeting A_min on the search fold.
-    fn best_meeting(&self) -> f64 {
-        self.candidates
-            .iter()
-            .filter(|c| c.meets && c.error.is_none())
-            .filter_map(|c| c.speedup)
-            .fold(0.0, f64::max)
-    }
-
-    /// Per layer: the fastest int8 form that lost too much, with its most
+    /// Per layer: the fastest int8 form that lost too much (on the search
+    /// fold or in cross-validation) and would beat `chosen` (the speedup
+    /// of the best validated candidate) by [`MARGIN`], with its most
     /// sensitive layers kept in float, fewest first, until it meets A_min.
-    fn run_per_layer(&mut self) -> Result<()> {
-        let best = self.best_meeting();
+    /// Returns whether it tried any.
+    fn run_per_layer(&mut self, chosen: f64) -> Result<bool> {
+        let bar = chosen * MARGIN;
         let Some(base) = self
             .candidates
             .iter()
-            .filter(|c| c.error.is_none() && !c.meets && c.stage == "form")
-            .filter(|c| c.speedup.is_some_and(|s| s > best * 1.02))
+            .filter(|c| c.error.is_none() && c.stage == "form")
+            .filter(|c| !c.meets || c.validated == Some(false))
+            .filter(|c| c.speedup.is_some_and(|s| s > bar))
             // Only where int8 is the one lossy step: keeping layers in float
             // cannot win back what pruning or low rank lost.
             .filter(|c| space::only_lossy_step_is_quant(&c.passes))
-            .max_by(|a, b| {
-                a.speedup
-                    .unwrap_or(0.0)
-                    .total_cmp(&b.speedup.unwrap_or(0.0))
-            })
+            .max_by(|a, b| a.speedup.unwrap_or(0.0).total_cmp(&b.speedup.unwrap_or(0.0)))
             .map(|c| c.passes.clone())
         else {
-            return Ok(());
+            return Ok(false);
         };
         if !self.go_on() {
-            return Ok(());
+            return Ok(false);
         }
         let ranked = match self.sensitivity(&base) {
             Ok(r) => r,
             Err(e) => {
                 self.notes.push(format!("per-layer search skipped: {e:#}"));
-                return Ok(());
+                return Ok(false);
             }
         };
         // Doubling, then bisection between the last k that failed and the
@@ -519,8 +513,8 @@ impl Search<'_> {
                 met = Some(k);
                 break;
             }
-            if c.speedup.is_none_or(|s| s <= best) {
-                return Ok(()); // slower than a model that already meets A_min
+            if c.speedup.is_none_or(|s| s <= bar) {
+                return Ok(true); // no faster than what already meets A_min
             }
             failed = k;
             k *= 2;
@@ -539,7 +533,7 @@ impl Search<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The quantized layers of `passes`, most sensitive first (quant's
