@@ -9,9 +9,10 @@ the peak RSS of the onnx-opt process (from wait4, so only that process).
 Linear growth shows as a roughly constant time per node from row to row;
 target: the 100k chain through `fuse,quant` and `fuse --verify` in under 10 s
 each. Speed on a loaded machine is distorted: the load (`uptime`) is printed
-with the figures. Exit 1 when a run fails or a target is missed.
+with the figures. A gate as well as a bench: exits 1 when a run fails or a
+target is missed.
 
-    .venv/bin/python benches/chain.py [--onnx-opt target/release/onnx-opt] [--sizes 1000,10000,100000]
+    .venv/bin/python -m benches.chain [--onnx-opt target/release/onnx-opt] [--sizes 1000,10000,100000]
 """
 import argparse
 import os

@@ -10,24 +10,20 @@ Runtime with a task measure: PP-OCR det, IoU of the text masks (p > 0.3);
 PP-OCR rec, agreement of the greedy CTC decodes. Each timing is the median
 speedup of --repeat runs (the dev machine is shared and noisy).
 
-    .venv/bin/python benches/prune.py [--onnx-opt target/release/onnx-opt] [--repeat 3]
+    .venv/bin/python -m benches.prune [--onnx-opt target/release/onnx-opt] [--repeat 3]
 
-Exits 1 when the CNN speedup is under 1.6x.
+A gate as well as a bench: exits 1 when the CNN speedup is under 1.6x.
 """
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
-import onnxruntime as ort
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "models"))
-from make_inputs import make_inputs  # noqa: E402
+from models.make_inputs import make_inputs
+from tests.pyhelpers import ROOT, model_path, onnx_opt, outputs
 
 ROWS = [
     # model, input shape, ratio, bench runs
@@ -37,23 +33,8 @@ ROWS = [
 ]
 
 
-def path_of(name):
-    local = os.path.join(ROOT, "models", f"{name}.onnx")
-    return local if os.path.exists(local) else os.path.join(ROOT, "models", "cache", f"{name}.onnx")
-
-
-def onnx_opt(exe, *args):
-    r = subprocess.run([exe, *map(str, args)], capture_output=True, text=True, cwd=ROOT)
-    if r.returncode != 0:
-        sys.exit(f"onnx-opt {' '.join(map(str, args))} failed:\n{r.stdout}{r.stderr}")
-    return r
-
-
 def ort_run(path, feeds):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)[0]
+    return outputs(path, feeds, optimized=True)[0]
 
 
 def task_measure(name, ref, out):
@@ -83,7 +64,7 @@ def main():
         print("|---|---|---|---|---|---|---|---|---|---|")
         for name, shape, ratio, runs in ROWS:
             fused = os.path.join(tmp, f"{name}.fused.onnx")
-            onnx_opt(exe, path_of(name), "-o", fused, "--passes", "fuse")
+            onnx_opt(exe, model_path(name), fused, "--passes", "fuse")
             cal = os.path.join(tmp, f"{name}-cal")
             os.makedirs(cal)
             for seed in range(4):
@@ -96,16 +77,14 @@ def main():
             ref = ort_run(fused, held_feeds)
             for refit in ([False, True] if name != "cnn" else [False]):
                 out = os.path.join(tmp, f"{name}.{refit}.onnx")
-                report = os.path.join(tmp, "report.json")
                 passes = f"prune-channels{{ratio={ratio},refit={str(refit).lower()}}}"
                 speedups, ms = [], None
                 # A refit changes weights, not shapes: timed once (the row above repeats).
                 for k in range(1 if refit else args.repeat):
                     extra = ["--inputs", cal] if refit else []
-                    onnx_opt(exe, fused, "-o", out, "--passes", passes,
-                             "--verify", "--verify-inputs", held, "--tolerance", "1e9",
-                             "--bench", "--runs", runs, "--report", report, *extra)
-                    r = json.load(open(report))
+                    r = onnx_opt(exe, fused, out, "--passes", passes,
+                                 "--verify", "--verify-inputs", held, "--tolerance", "1e9",
+                                 "--bench", "--runs", runs, *extra)
                     speedups.append(r["bench"]["speedup"])
                     ms = (r["bench"]["before_ms"]["median"], r["bench"]["after_ms"]["median"])
                     if k == 0:

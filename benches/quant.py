@@ -20,14 +20,13 @@ Then `target=tract` in tract on the MatMul-heavy generated model (mlp-lowrank,
 batch 64): at least 1.5x faster than float.
 
 Every onnx-opt output must pass onnx.checker (full check) and run in
-onnxruntime; exit 1 if one does not.
+onnxruntime. A gate as well as a bench: exits 1 when an output does not,
+breaks TensorRT's rules, or qop misses 1.5x in tract.
 
-    .venv/bin/python benches/quant.py [--onnx-opt target/release/onnx-opt] [--runs 30] [--only NAME]
+    .venv/bin/python -m benches.quant [--onnx-opt target/release/onnx-opt] [--runs 30] [--only NAME]
 """
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,11 +40,9 @@ import onnxruntime as ort
 logging.getLogger().setLevel(logging.ERROR)  # onnxruntime's quantizer warns on every bias
 ort.set_default_logger_severity(3)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "models"))
-sys.path.insert(0, os.path.join(ROOT, "tests", "judges"))
-from make_inputs import make_inputs, save_sample  # noqa: E402
-from qdq_rules import violations  # noqa: E402
+from models.make_inputs import make_inputs, save_sample  # noqa: E402 (after the logger settings)
+from tests.judges.qdq_rules import violations  # noqa: E402
+from tests.pyhelpers import ROOT, errors, onnx_opt, outputs, session  # noqa: E402
 
 CACHE = os.path.join(ROOT, "models", "cache")
 # (model, input shape overrides): the suite models tract runs, and the generated ones.
@@ -80,29 +77,8 @@ def path_of(name):
     return cached if os.path.exists(cached) else os.path.join(ROOT, "models", name + ".onnx")
 
 
-def session(path):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-
-
-def outputs(sess, feeds_list):
-    return [sess.run(None, f) for f in feeds_list]
-
-
-def errors(ref, got):
-    """Mean over samples and outputs of the relative L2 error and cosine."""
-    rel, cos = [], []
-    for r_outs, g_outs in zip(ref, got):
-        for r, g in zip(r_outs, g_outs):
-            r, g = np.asarray(r, np.float64).ravel(), np.asarray(g, np.float64).ravel()
-            nr = np.linalg.norm(r)
-            rel.append(np.linalg.norm(g - r) / nr if nr > 0 else float(np.linalg.norm(g) > 0))
-            ng = np.linalg.norm(g)
-            cos.append(float(r @ g / (nr * ng)) if nr > 0 and ng > 0 else float(nr == ng))
-    return float(np.mean(rel)), float(np.mean(cos))
+def outputs_on(sess, feeds_list):
+    return [outputs(sess, f) for f in feeds_list]
 
 
 def time_interleaved(sessions, feeds, runs):
@@ -156,20 +132,9 @@ def ort_quantize(src, dst, calib, tmp, pre_process):
         os.chdir(ROOT)
 
 
-def onnx_opt(exe, src, dst, passes, calib_dir, *extra):
-    """Runs onnx-opt calibrating on `calib_dir` (plus `extra` arguments); its report."""
-    report = dst + ".json"
-    cmd = [exe, src, "-o", dst, "--passes", passes, "--inputs", calib_dir, "--report", report, *extra]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}\n{p.stderr}")
-    with open(report) as f:
-        return json.load(f)
-
-
 def qop_in_tract(args, tmp):
     """quant{target=tract} on mlp-lowrank (4x1024^2 + head), batch 64, in tract."""
-    import generate
+    from models import generate
 
     src = os.path.join(CACHE, "mlp-lowrank.onnx")
     with open(src, "wb") as f:
@@ -182,7 +147,7 @@ def qop_in_tract(args, tmp):
     held = save_sample(os.path.join(d, "held"), make_inputs(src, HELD_OUT_SEEDS[0], shapes))
     dst = os.path.join(d, "qop.onnx")
     try:
-        r = onnx_opt(args.onnx_opt, src, dst, "quant{target=tract}", os.path.join(d, "calib"),
+        r = onnx_opt(args.onnx_opt, src, dst, "--passes", "quant{target=tract}", "--inputs", os.path.join(d, "calib"),
                      "--verify-inputs", held, "--verify", "--bench", "--runs", str(args.runs))
     except RuntimeError as e:
         return [f"mlp-lowrank qop: {str(e)[-300:]}"]
@@ -243,7 +208,7 @@ def main():
             for form, passes in [("fused", "fuse"), ("ours", args.ours), ("ours-trt", "fuse,quant{target=trt}")]:
                 dst = os.path.join(d, form + ".onnx")
                 try:
-                    report[form] = onnx_opt(args.onnx_opt, src, dst, passes, os.path.join(d, "calib"))
+                    report[form] = onnx_opt(args.onnx_opt, src, dst, "--passes", passes, "--inputs", os.path.join(d, "calib"))
                 except RuntimeError as e:
                     failures.append(f"{name} {form}: onnx-opt failed: {str(e)[-300:]}")
                     continue
@@ -265,11 +230,11 @@ def main():
                     notes.append(f"{form} does not load in onnxruntime")
                     if form.startswith("ours"):
                         failures.append(f"{name} {form}: does not load in onnxruntime: {str(e)[:150]}")
-            ref = outputs(sessions["float"], held)
+            ref = outputs_on(sessions["float"], held)
             ms = dict(zip(sessions, time_interleaved(list(sessions.values()), held[0], args.runs)))
             acc = {}
             for form, sess in sessions.items():
-                rel, cos = errors(ref, outputs(sess, held)) if form != "float" else (0.0, 1.0)
+                rel, cos = errors(ref, outputs_on(sess, held)) if form != "float" else (0.0, 1.0)
                 acc[form] = rel
                 mib = os.path.getsize(forms[form]) / 2**20
                 label = form

@@ -7,8 +7,9 @@ quant calibrates on realistic samples (models/make_inputs.py seeds 1..4) and
 is timed on a held-out one (seed 100). Prints one markdown table (median ms
 before -> after, speedup) with the machine's load and CPU flags, since int8
 speed depends on VNNI. `-` marks a runtime that cannot run the model.
+Exits 1 when a run fails (there is no speed target).
 
-    .venv/bin/python benches/runtimes.py [--onnx-opt target/release/onnx-opt] [--runs 20] [--only NAME]
+    .venv/bin/python -m benches.runtimes [--onnx-opt target/release/onnx-opt] [--runs 20] [--only NAME]
 """
 import argparse
 import json
@@ -19,9 +20,8 @@ import tempfile
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "models"))
-from make_inputs import make_inputs  # noqa: E402
+from models.make_inputs import make_inputs
+from tests.pyhelpers import ROOT
 
 PIPELINES = ["fuse", "fuse,quant"]
 

@@ -8,27 +8,23 @@ Calibration and verification use different inputs: the pass fits to
 `--verify-inputs` (seed 0). Every output must pass onnx.checker (full check)
 and run in onnxruntime.
 
-Checks (exit 1 if one fails): the generated low-rank MLP at energy 0.9 runs at
-least 2x faster in tract; every output is valid; the 8192x1024 layer factors
-in under a second.
+A gate as well as a bench, exit 1 if one of these fails: the generated
+low-rank MLP at energy 0.9 runs at least 2x faster in tract; every output is
+valid; the 8192x1024 layer factors in under a second.
 
-    .venv/bin/python benches/svd.py [--onnx-opt target/release/onnx-opt] [--runs 30]
+    .venv/bin/python -m benches.svd [--onnx-opt target/release/onnx-opt] [--runs 30]
 """
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "models"))
-import generate  # noqa: E402
-from make_inputs import make_inputs, save_sample  # noqa: E402
+from models import generate
+from models.make_inputs import make_inputs, save_sample
+from tests.pyhelpers import ROOT, onnx_opt, session
 
 CACHE = os.path.join(ROOT, "models", "cache")
 
@@ -65,20 +61,12 @@ def save_inputs(name, path, shapes, seeds, out_dir):
 
 def judge(path):
     onnx.checker.check_model(onnx.load(path), full_check=True)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    session(path)
 
 
 def run(exe, src, dst, setting, calib, held_out, runs):
-    report = dst + ".json"
-    cmd = [exe, src, "-o", dst, "--passes", f"svd{{{setting}}}", "--verify", "--bench",
-           "--runs", str(runs), "--inputs", calib, "--verify-inputs", held_out, "--report", report]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}\n{p.stderr}")
-    with open(report) as f:
-        return json.load(f)
+    return onnx_opt(exe, src, dst, "--passes", f"svd{{{setting}}}", "--verify", "--bench",
+                    "--runs", runs, "--inputs", calib, "--verify-inputs", held_out)
 
 
 def factor_time(exe, tmp):
@@ -99,11 +87,7 @@ def factor_time(exe, tmp):
                 os.path.join(tmp, "big.onnx"))
     times = []
     for _ in range(3):
-        report = os.path.join(tmp, "big.json")
-        subprocess.run([exe, src, "-o", os.path.join(tmp, "big.svd.onnx"), "--passes",
-                        "svd{energy=0.9}", "--report", report], check=True, capture_output=True)
-        with open(report) as f:
-            r = json.load(f)
+        r = onnx_opt(exe, src, os.path.join(tmp, "big.svd.onnx"), "--passes", "svd{energy=0.9}")
         times.append(r["passes"][0]["ms"])
         rank = r["passes"][0]["details"]["layers"][0].get("r")
     return sorted(times)[1], rank

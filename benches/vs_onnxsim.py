@@ -7,7 +7,7 @@ in-process, so onnxsim is not charged for Python start-up); and whether each
 output agrees with the original in onnxruntime within 1e-5 (relative to the
 largest output, realistic inputs from models/make_inputs.py).
 
-Checks (exit 1 if one fails): onnx-opt's node count <= onnxsim's on every
+A gate as well as a bench, exit 1 if one of these fails: onnx-opt's node count <= onnxsim's on every
 model where onnxsim succeeds, not counting the nodes onnx-opt leaves to
 compute weights from constants (`ConstantOfShape`/`Expand` of onnx's caffe2
 test models: fold-constants' max-growth-kb keeps their megabytes out of the
@@ -16,7 +16,7 @@ gives both files' sizes); onnx-opt's output exact on every model; on the
 largest suite model, the rewrite (onnx-opt's passes, onnxsim's simplify())
 at least 10x faster than onnxsim's.
 
-    .venv/bin/python benches/vs_onnxsim.py [--onnx-opt target/release/onnx-opt] [--passes fuse]
+    .venv/bin/python -m benches.vs_onnxsim [--onnx-opt target/release/onnx-opt] [--passes fuse]
 """
 import argparse
 import json
@@ -28,12 +28,11 @@ import time
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "models"))
-from make_inputs import make_inputs  # noqa: E402
+from models.make_inputs import make_inputs
+from tests.pyhelpers import ROOT, max_rel_err, model_path, outputs
 
+# The table's order.
 GENERATED = ["canon", "cnn", "mlp", "transformer", "subgraph"]
 
 
@@ -61,27 +60,6 @@ def constant_nodes(graph):
             known.update(node.output)
             n += 1
     return n
-
-
-def run_ort(path, feeds):
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    names = {i.name for i in sess.get_inputs()}
-    return sess.run(None, {k: v for k, v in feeds.items() if k in names})
-
-
-def max_rel_err(ref, out):
-    worst = 0.0
-    for a, b in zip(ref, out):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        if a.shape != b.shape:
-            return float("inf")
-        scale = np.abs(a).max() if a.size else 0.0
-        err = np.abs(a - b).max() if a.size else 0.0
-        worst = max(worst, err / scale if scale > 0 else (0.0 if err == 0 else float("inf")))
-    return worst
 
 
 RUNS = 5
@@ -138,15 +116,15 @@ def main():
     print("nodes: subgraphs included; ms: end to end (load+rewrite+save) / the rewrite alone; err: max_rel_err in onnxruntime")
     print(f"{'model':<20} {'nodes':>5} {'onnxsim':>7} {'onnx-opt':>8} {'weights':>7}  {'MB sim/opt':>11}  {'onnxsim ms':>12} {'onnx-opt ms':>12} {'x faster':>11}  {'sim err':>8} {'opt err':>8}")
     for name in names:
-        src = os.path.join(ROOT, "models", f"{name}.onnx") if name in GENERATED else os.path.join(ROOT, "models", "cache", f"{name}.onnx")
+        src = model_path(name)
         feeds = make_inputs(name, seed=1)
-        ref = run_ort(src, feeds)
+        ref = outputs(src, feeds)
         n0 = count_nodes(onnx.load(src).graph)
         sim_dst, opt_dst = os.path.join(tmp, f"{name}.sim.onnx"), os.path.join(tmp, f"{name}.opt.onnx")
         try:
             sim_s, sim_pass = median_times(onnxsim_run, src, sim_dst)
             sim_nodes = count_nodes(onnx.load(sim_dst).graph)
-            sim_err = max_rel_err(ref, run_ort(sim_dst, feeds))
+            sim_err = max_rel_err(ref, outputs(sim_dst, feeds))
         except Exception as e:  # onnxsim crashes on some If models (known)
             sim_s, sim_pass, sim_nodes, sim_err = None, None, None, None
             print(f"  onnxsim failed on {name}: {str(e).splitlines()[0][:100]}")
@@ -156,7 +134,7 @@ def main():
         weight_nodes = constant_nodes(opt_model.graph)
         mb = lambda p: f"{os.path.getsize(p) / 2**20:.1f}" if os.path.exists(p) else "-"  # noqa: E731
         sizes = f"{mb(sim_dst) if sim_nodes is not None else '-'}/{mb(opt_dst)}"
-        opt_err = max_rel_err(ref, run_ort(opt_dst, feeds))
+        opt_err = max_rel_err(ref, outputs(opt_dst, feeds))
         fmt = lambda v, f: (f.format(v) if v is not None else "-")  # noqa: E731
         ms = lambda a, b: f"{a * 1e3:.0f}/{b * 1e3:.0f}" if a is not None else "-"  # noqa: E731
         speed = f"{sim_s / opt_s:.1f}/{sim_pass / opt_pass:.1f}" if sim_s else "-"

@@ -25,7 +25,7 @@
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{AttrValue, Attribute, Graph, NodeId, Operator, Outlet, Patch, TypeKind};
 use crate::passes::{DataUse, PassInfo, RulePass};
-use anyhow::Result;
+use anyhow::{anyhow, Context, Result};
 
 pub const INFO: PassInfo = PassInfo {
     name: "fuse-pad",
@@ -110,8 +110,9 @@ fn zero_pads(g: &Graph, pad: NodeId, rank: usize) -> Option<Vec<i64>> {
 /// Adds the spatial part of `pads` (full-rank Pad amounts) to the `pads`
 /// attribute of `op`, a Conv or AveragePool over input rank `rank`. `None`
 /// when the batch or channel axis is padded, an amount is negative, or the
-/// consumer chooses its own padding (`auto_pad`).
-fn merged(op: &Operator, pads: &[i64], rank: usize) -> Option<Operator> {
+/// consumer chooses its own padding (`auto_pad`); an error when a sum
+/// overflows (amounts from the file, unbounded).
+fn merged(op: &Operator, pads: &[i64], rank: usize) -> Option<Result<Operator>> {
     let auto_pad = match op.attr("auto_pad").map(|a| &a.value) {
         None => true,
         Some(AttrValue::String(s)) => s.as_ref() == b"NOTSET",
@@ -128,36 +129,47 @@ fn merged(op: &Operator, pads: &[i64], rank: usize) -> Option<Operator> {
         Some(_) => return None,
         None => vec![0; 2 * spatial],
     };
-    let new: Vec<i64> = (0..2 * spatial)
+    let new: Option<Vec<i64>> = (0..2 * spatial)
         .map(|i| {
             let (side, axis) = (i / spatial, i % spatial);
-            own[i] + pads[side * rank + 2 + axis]
+            own[i].checked_add(pads[side * rank + 2 + axis])
         })
         .collect();
+    let Some(new) = new else {
+        return Some(Err(anyhow!(
+            "pads {own:?} plus the Pad's {pads:?} overflow 64 bits"
+        )));
+    };
     let mut op = op.clone();
     op.set_attr(Attribute::ints("pads", &new));
-    Some(op)
+    Some(Ok(op))
 }
 
 /// The fusion for a consumer `id` (already known to be a Conv, or an
 /// AveragePool counting padding) reading a Pad on its data input.
-fn fuse_into(g: &Graph, id: NodeId, rank_hint: Option<usize>) -> Option<Patch> {
-    let op = g.op(id)?;
-    let mid = g.input(id, 0)?;
-    if !g.op(mid.node)?.is("Pad") || g.consumers(mid) != [(id, 0)] || g.is_graph_output(mid) {
-        return None;
-    }
-    let x = g.input(mid.node, 0)?;
-    let rank = rank_hint
-        .or_else(|| rank_of(g, x))
-        .or_else(|| rank_of(g, mid))?;
-    let pads = zero_pads(g, mid.node, rank)?;
-    let op = merged(op, &pads, rank)?;
+fn fuse_into(g: &Graph, id: NodeId, rank_hint: Option<usize>) -> Result<Option<Patch>> {
+    let merge = || -> Option<(Result<Operator>, Outlet, Outlet)> {
+        let op = g.op(id)?;
+        let mid = g.input(id, 0)?;
+        if !g.op(mid.node)?.is("Pad") || g.consumers(mid) != [(id, 0)] || g.is_graph_output(mid) {
+            return None;
+        }
+        let x = g.input(mid.node, 0)?;
+        let rank = rank_hint
+            .or_else(|| rank_of(g, x))
+            .or_else(|| rank_of(g, mid))?;
+        let pads = zero_pads(g, mid.node, rank)?;
+        Some((merged(op, &pads, rank)?, mid, x))
+    };
+    let Some((op, mid, x)) = merge() else {
+        return Ok(None);
+    };
+    let op = op.with_context(|| format!("node {}", g.node(id).label()))?;
     let mut patch = Patch::new("");
     patch.update(id, op);
     patch.rewire(id, 0, Some(x.into()));
     patch.remove(mid.node);
-    Some(patch)
+    Ok(Some(patch))
 }
 
 /// `Conv(Pad(x, p, 0), w) {pads=q} = Conv(x, w) {pads=q+p}` when `p` pads
@@ -166,7 +178,7 @@ fn fuse_into(g: &Graph, id: NodeId, rank_hint: Option<usize>) -> Option<Patch> {
 fn pad_conv(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
     // The weight's rank is the input's, and is known far more often.
     let rank = g.input(id, 1).and_then(|w| rank_of(g, w));
-    Ok(fuse_into(g, id, rank))
+    fuse_into(g, id, rank)
 }
 
 /// `AveragePool(Pad(x, p, 0)) {pads=q, count_include_pad=1} =
@@ -177,14 +189,14 @@ fn pad_avgpool(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<
     if op.attr_int("count_include_pad", 0) != 1 {
         return Ok(None);
     }
-    Ok(fuse_into(g, id, None))
+    fuse_into(g, id, None)
 }
 
 #[cfg(test)]
 mod tests {
     use crate::ir::build::ModelBuilder;
     use crate::ir::{diff::model_diff, AttrValue, Attribute, DataType, Model, Tensor};
-    use crate::passes::testing::{check, rewrite};
+    use crate::passes::testing::{check, rewrite, rewrite_err};
 
     const PASS: &str = "fuse-pad";
 
@@ -327,6 +339,16 @@ mod tests {
             attrs: vec![Attribute::ints("kernel_shape", &[3, 3])],
             ..Case::default()
         }));
+    }
+
+    #[test]
+    fn pads_whose_sum_overflows_are_an_error_naming_the_node() {
+        let m = model(Case {
+            attrs: vec![Attribute::ints("pads", &[0, i64::MAX, 0, 1])],
+            ..Case::default()
+        });
+        let e = rewrite_err(&m, PASS);
+        assert!(e.contains("node y") && e.contains("overflow"), "{e}");
     }
 
     #[test]

@@ -195,7 +195,8 @@ fn scale_index(
             if group < 1 || (0..rank).any(|a| a != 1 && at(a) != 1) {
                 return None;
             }
-            if at(1) != per_group * group || w.dims[0] % group != 0 {
+            // `group` is from the file: a product past i64 is no model.
+            if Some(at(1)) != per_group.checked_mul(group) || w.dims[0] % group != 0 {
                 return None;
             }
             // w[o, j, ...] reads input channel (o div (M/G))·(C/G) + j.
@@ -283,6 +284,20 @@ mod tests {
         let y = b.op("Conv", &[h, w, bias], attrs, "y");
         b.output(y, DataType::FLOAT);
         b.build().unwrap()
+    }
+
+    #[test]
+    fn a_group_past_i64_is_left_alone() {
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[2, 4, 5, 5]);
+        let k = b.init("k", Tensor::from_f32(vec![1, 4, 1, 1], &values(53, 4, 0.5, 2.0)));
+        let h = b.op("Mul", &[x, k], vec![], "h");
+        let w = b.init("w", Tensor::from_f32(vec![0, 4, 3, 3], &[]));
+        // 4 · 2^62 input channels: not a model, and no product to trust.
+        let y = b.op("Conv", &[h, w], vec![Attribute::int("group", 1 << 62)], "y");
+        b.output(y, DataType::FLOAT);
+        let m = b.build().unwrap();
+        assert_eq!(ops(&rewrite(&m, PASS)), ops(&m));
     }
 
     #[test]

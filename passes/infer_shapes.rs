@@ -24,7 +24,8 @@
 //! Subgraphs (`If`, `Loop`, `Scan` bodies) are not annotated. When tract's
 //! analysis fails on some nodes, the types it did find are recorded and the
 //! reason is in the details (`incomplete`); when tract cannot read the model
-//! at all, nothing changes (`error`). Run it again after passes that make new
+//! at all, nothing changes (`error`); `tract_panicked` is set when a panic
+//! caught inside tract was the reason. Run it again after passes that make new
 //! values; a pass that changes what a value computes must drop its type.
 //!
 //! **Options:** none.
@@ -72,7 +73,13 @@ pub(crate) fn record(
 ) -> Result<serde_json::Value> {
     let inferred = match inferred {
         Ok(inferred) => inferred,
-        Err(e) => return Ok(json!({ "annotated": 0, "error": format!("{e:#}") })),
+        Err(e) => {
+            let mut details = json!({ "annotated": 0, "error": format!("{e:#}") });
+            if crate::runtime::tract_panicked(&e) {
+                details["tract_panicked"] = json!(true);
+            }
+            return Ok(details);
+        }
     };
     let types: HashMap<&str, &ValueType> = inferred
         .types
@@ -88,6 +95,10 @@ pub(crate) fn record(
     });
     if let Some(why) = inferred.incomplete {
         details["incomplete"] = json!(why);
+    }
+    // The CLI warns of it (a malformed model, most likely).
+    if inferred.tract_panicked {
+        details["tract_panicked"] = json!(true);
     }
     Ok(details)
 }

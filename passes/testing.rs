@@ -29,6 +29,18 @@ pub fn rewrite(model: &Model, passes: &str) -> Model {
     out
 }
 
+/// The error of running `passes` on a copy of `model` (which must fail).
+pub fn rewrite_err(model: &Model, passes: &str) -> String {
+    let mut out = model.clone();
+    match Pipeline::parse(passes)
+        .unwrap()
+        .run(&mut out, &Default::default(), &mut |_| {})
+    {
+        Ok(_) => panic!("{passes}: no error"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
 /// Runs `passes` on a copy of `model` with `samples` seeded random
 /// calibration samples (for the passes that fit to data).
 pub fn rewrite_with_data(model: &Model, passes: &str, samples: usize) -> Model {

@@ -17,7 +17,9 @@ use crate::data::{Accuracy, Dataset};
 use crate::exec;
 use crate::ir::Model;
 use crate::report::{Accuracies, BenchReport, RuntimeReport, VerifyReport};
-use crate::runtime::{self, ort, Engine, InputShapes, OutputMetrics, Runner, Sample};
+use crate::runtime::{
+    self, ort, Engine, InputShapes, OutputMetrics, Refusal, Runner, RuntimeError, Sample,
+};
 use anyhow::{anyhow, Context, Result};
 use std::collections::BTreeSet;
 
@@ -32,10 +34,6 @@ pub struct Settings {
     /// ONNX Runtime's intra-op threads.
     pub threads: usize,
 }
-
-/// Prefix of the message of a check skipped because the runtime cannot run
-/// the original model.
-const CANNOT_RUN_ORIGINAL: [&str; 2] = [runtime::TRACT_CANNOT_RUN, ort::ORT_CANNOT_LOAD];
 
 /// Samples the bench cycles through (held in memory).
 pub const BENCH_SAMPLES: usize = 32;
@@ -87,26 +85,25 @@ pub fn check(
     settings: &Settings,
 ) -> Result<RuntimeReport> {
     match check_in(engine, original, optimised, data, settings) {
-        Err(e) => skipped(engine, &e, settings),
-        ok => ok,
+        Err(e) if skips(&e) => Ok(skipped(engine, &e, settings)),
+        r => r,
     }
 }
 
+/// Whether `error` says the runtime cannot run the original model, which
+/// skips the check. tract refusing the model (an operator it lacks) does;
+/// tract panicking on it does not: the model is broken.
+pub fn skips(error: &anyhow::Error) -> bool {
+    matches!(
+        runtime::refusal(error),
+        Some(Refusal::TractCannotRun | Refusal::OrtCannotLoad)
+    )
+}
+
 /// The report of a check that could not run because the runtime cannot
-/// run the original model (`error` says why); any other error is returned.
-pub fn skipped(
-    engine: Engine,
-    error: &anyhow::Error,
-    settings: &Settings,
-) -> Result<RuntimeReport> {
-    let why = format!("{error:#}");
-    // tract refusing the model (an operator it lacks) skips the check;
-    // tract panicking on it does not: the model is broken.
-    if !CANNOT_RUN_ORIGINAL.iter().any(|p| why.contains(p)) || why.contains(runtime::TRACT_PANICKED)
-    {
-        return Err(anyhow!("{why}"));
-    }
-    Ok(RuntimeReport {
+/// run the original model (`error` says why, see [`skips`]).
+pub fn skipped(engine: Engine, error: &anyhow::Error, settings: &Settings) -> RuntimeReport {
+    RuntimeReport {
         runtime: engine,
         verify: Some(VerifyReport {
             runtime: engine,
@@ -117,10 +114,10 @@ pub fn skipped(
             groups: 0,
             outputs: vec![],
             accuracy: None,
-            skipped: Some(why),
+            skipped: Some(format!("{error:#}")),
         }),
         bench: None,
-    })
+    }
 }
 
 /// The two models loaded in one runtime, pinned to one group's shapes.
@@ -154,9 +151,7 @@ impl Pair {
 /// An error of the optimised model where the original works: never
 /// mistaken for "the runtime cannot run the original" (which skips).
 fn of_the_rewrite(engine: Engine, what: &str, e: &anyhow::Error) -> anyhow::Error {
-    let e = format!("{e:#}")
-        .replace(runtime::TRACT_CANNOT_RUN, "tract refused it")
-        .replace(ort::ORT_CANNOT_LOAD, "ONNX Runtime refused it");
+    let e = RuntimeError::of_the_rewrite(e);
     anyhow!("the optimised model does not {what} in {engine}, though the original does: {e}")
 }
 

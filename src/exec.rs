@@ -49,19 +49,24 @@ pub fn load_in(
 /// Loads a model into tract, or into ONNX Runtime when tract cannot run it
 /// and ONNX Runtime is installed (e.g. silero's `If` variants).
 pub fn load_any(model: &Model, shapes: &InputShapes, extra_outputs: &[String]) -> Result<Runner> {
-    match load(model, shapes, extra_outputs) {
-        Ok(m) => Ok(Runner::Tract(m)),
-        Err(e) if format!("{e:#}").contains(runtime::TRACT_CANNOT_RUN) => {
-            if runtime::ort::environment().is_err() {
-                return Err(e);
-            }
-            let options = runtime::ort::Options::default();
-            load_in(Engine::Ort, model, shapes, extra_outputs, &options).map_err(|ort_err| {
-                anyhow::anyhow!("{e:#}; ONNX Runtime cannot run it either: {ort_err:#}")
-            })
-        }
-        Err(e) => Err(e),
+    let e = match load(model, shapes, extra_outputs) {
+        Ok(m) => return Ok(Runner::Tract(m)),
+        Err(e) => e,
+    };
+    if !runtime::refusal(&e).is_some_and(|r| r.is_tract()) || runtime::ort::environment().is_err() {
+        return Err(e);
     }
+    let options = runtime::ort::Options::default();
+    load_in(Engine::Ort, model, shapes, extra_outputs, &options).map_err(|ort_err| {
+        // Still tract's refusal (a panic stays one), with ONNX Runtime's
+        // reason after tract's.
+        match runtime::RuntimeError::split(e) {
+            Ok((kind, why)) => kind.because(anyhow::anyhow!(
+                "{why:#}; ONNX Runtime cannot run it either: {ort_err:#}"
+            )),
+            Err(e) => anyhow::anyhow!("{e:#}; ONNX Runtime cannot run it either: {ort_err:#}"),
+        }
+    })
 }
 
 /// ONNX allows several nodes of one name (silero's openvino export has 98

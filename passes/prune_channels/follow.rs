@@ -103,7 +103,10 @@ impl Analysis {
                 let group = op.attr_int("group", 1);
                 let (w_in, w_out) = if t == "Conv" { (1, 0) } else { (0, 1) };
                 let c_in = if t == "Conv" {
-                    w.dims[1] * group
+                    // `group` is from the file, unbounded.
+                    w.dims[1]
+                        .checked_mul(group)
+                        .with_context(|| format!("group={group} overflows the input channels"))?
                 } else {
                     w.dims[0]
                 };

@@ -2,7 +2,7 @@
 
 use super::Layer;
 use crate::calibrate::Calibration;
-use crate::ir::{Graph, Model, NodeId, Patch, Tensor};
+use crate::ir::{Graph, Model, NodeId, Operator, Patch, Tensor};
 use crate::runtime;
 use anyhow::{bail, ensure, Context, Result};
 use faer::linalg::solvers::Solve;
@@ -143,6 +143,29 @@ fn rows(total: usize) -> Vec<usize> {
     (0..total).step_by(step).collect()
 }
 
+/// A 2-D Conv's pads, strides and dilations. They are from the file,
+/// unbounded: past any dim (MAX_ELEMENTS) they mean nothing, and within it
+/// the window arithmetic of [`problem`] stays inside i64.
+fn window(op: &Operator) -> Result<(Vec<i64>, Vec<i64>, Vec<i64>)> {
+    let pads = op.attr_ints("pads").map_or(vec![0; 4], <[i64]>::to_vec);
+    let st = op.attr_ints("strides").map_or(vec![1; 2], <[i64]>::to_vec);
+    let dl = op
+        .attr_ints("dilations")
+        .map_or(vec![1; 2], <[i64]>::to_vec);
+    ensure!(
+        pads.len() == 4 && st.len() == 2 && dl.len() == 2,
+        "unexpected attributes"
+    );
+    let max = crate::validate::MAX_ELEMENTS as i64;
+    ensure!(
+        [&pads, &st, &dl]
+            .iter()
+            .all(|v| v.iter().all(|&x| (0..=max).contains(&x))),
+        "pads {pads:?}, strides {st:?} or dilations {dl:?} out of range"
+    );
+    Ok((pads, st, dl))
+}
+
 fn problem(
     g: &Graph,
     layer: &Layer,
@@ -167,15 +190,7 @@ fn problem(
                 wd[2] as usize,
                 wd[3] as usize,
             );
-            let pads = op.attr_ints("pads").map_or(vec![0; 4], <[i64]>::to_vec);
-            let st = op.attr_ints("strides").map_or(vec![1; 2], <[i64]>::to_vec);
-            let dl = op
-                .attr_ints("dilations")
-                .map_or(vec![1; 2], <[i64]>::to_vec);
-            ensure!(
-                pads.len() == 4 && st.len() == 2 && dl.len() == 2,
-                "unexpected attributes"
-            );
+            let (pads, st, dl) = window(op)?;
             let nb = usize::from(bias.is_some());
             let d = c * kh * kw + nb;
             // Positions (sample, n, oh, ow) over all samples.
@@ -327,4 +342,22 @@ fn write(g: &Graph, layer: &Layer, w: &Mat<f64>) -> Result<Patch> {
         super::replace_input(g, &mut patch, layer.node, 2, Tensor::from_f32(bd, &b));
     }
     Ok(patch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window;
+    use crate::ir::{Attribute, Operator};
+
+    #[test]
+    fn conv_windows_past_any_dim_are_not_refitted() {
+        let conv = |name, v: &[i64]| Operator::new("Conv", 2, vec![Attribute::ints(name, v)]);
+        // i·2^62 for a 3-tall kernel overflows i64.
+        let e = window(&conv("dilations", &[1 << 62, 1])).unwrap_err();
+        assert!(format!("{e}").contains("out of range"), "{e}");
+        assert!(window(&conv("pads", &[0, 0, i64::MAX, 0])).is_err());
+        assert!(window(&conv("strides", &[-1, 1])).is_err());
+        let (pads, st, dl) = window(&conv("strides", &[2, 2])).unwrap();
+        assert_eq!((pads, st, dl), (vec![0; 4], vec![2, 2], vec![1, 1]));
+    }
 }

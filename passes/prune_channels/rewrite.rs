@@ -154,9 +154,11 @@ pub(super) fn split_sizes(g: &Graph, id: NodeId, total: usize) -> Result<Vec<usi
     };
     ensure!(sizes.len() == n, "split sizes differ from the outputs");
     ensure!(sizes.iter().all(|&x| x > 0), "an empty part");
+    // Sizes from the file: a sum that wraps could pass for `total`.
+    let sum = sizes.iter().try_fold(0i64, |n, &x| n.checked_add(x));
     ensure!(
-        sizes.iter().sum::<i64>() == total as i64,
-        "split sizes do not add up to the {total} channels"
+        sum == Some(total as i64),
+        "split sizes {sizes:?} do not add up to the {total} channels"
     );
     Ok(sizes.into_iter().map(|x| x as usize).collect())
 }

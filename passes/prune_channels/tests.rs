@@ -533,3 +533,36 @@ mod refit_tests {
         assert!(e1 < e0, "refit {e1:e} vs unrefitted {e0:e}");
     }
 }
+
+#[test]
+fn split_sizes_whose_sum_wraps_are_refused() {
+    // i64::MAX + i64::MAX + 18 wraps to 16, the channel count, in release.
+    let mut b = ModelBuilder::new(12);
+    let x = b.input("x", DataType::FLOAT, &[1, 16, 8, 8]);
+    for p in split(&mut b, x, &[i64::MAX, i64::MAX, 18], Sizes::Attr, "p") {
+        b.output(p, DataType::FLOAT);
+    }
+    let m = b.build().unwrap();
+    let g = &m.graph;
+    let id = g.node_ids().find(|&id| g.op(id).is_some()).unwrap();
+    let e = super::rewrite::split_sizes(g, id, 16).unwrap_err();
+    assert!(format!("{e:#}").contains("do not add up"), "{e:#}");
+}
+
+#[test]
+fn a_group_that_overflows_the_channels_leaves_the_group_alone() {
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[1, 4, 8, 8]);
+    let a = conv(&mut b, x, ("wa", &[16, 4, 3, 3]), 1, "a");
+    // 4 · 2^62 input channels: past i64.
+    let y = conv(&mut b, a, ("wc", &[3, 4, 3, 3]), 1 << 62, "c");
+    b.output(y, DataType::FLOAT);
+    let mut m = b.build().unwrap();
+    let report = Pipeline::parse("prune-channels{ratio=0.5,min-channels=2}")
+        .unwrap()
+        .run(&mut m, &Default::default(), &mut |_| {})
+        .unwrap();
+    let left = report[0].details["left_alone"].to_string();
+    assert!(left.contains("overflows the input channels"), "{left}");
+    assert_eq!(weight_dims(&m, "a"), [16, 4, 3, 3]);
+}

@@ -63,10 +63,11 @@ impl Svd {
             }
             _ => return Err(format!("weight of rank {}", dims.len())),
         };
-        if groups * k * n < self.min_params {
+        // `groups` is from the file: with no filters (n = 0) any divides them.
+        let params = groups.saturating_mul(k).saturating_mul(n);
+        if params < self.min_params {
             return Err(format!(
-                "{} weights, under min-params={}",
-                groups * k * n,
+                "{params} weights, under min-params={}",
                 self.min_params
             ));
         }

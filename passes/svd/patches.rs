@@ -21,6 +21,9 @@ impl Patches {
         if spatial > 2 {
             return Err(format!("{spatial}-D Conv"));
         }
+        if kernel.contains(&0) {
+            return Err(format!("kernel {kernel:?}"));
+        }
         let auto_pad = op.attr("auto_pad").and_then(|a| match &a.value {
             crate::ir::AttrValue::String(s) => Some(String::from_utf8_lossy(s).to_string()),
             _ => None,
@@ -33,7 +36,10 @@ impl Patches {
                 let v = op
                     .attr_ints(name)
                     .map_or(vec![default; len], <[i64]>::to_vec);
-                if v.len() != len || v.iter().any(|&d| d < 0) {
+                // No dim exceeds MAX_ELEMENTS, so neither does a meaningful
+                // amount; the bound keeps the window arithmetic in range.
+                let max = crate::validate::MAX_ELEMENTS as i64;
+                if v.len() != len || v.iter().any(|&d| !(0..=max).contains(&d)) {
                     return Err(format!("{name} {v:?}"));
                 }
                 Ok(v.into_iter().map(|d| d as usize).collect())

@@ -303,3 +303,31 @@ fn skip_patterns_match_whole_names_with_wildcards() {
     assert!(!name_matches("a*b*c", "a_x_c"));
     assert!(!name_matches("ab*ba", "aba"));
 }
+
+#[test]
+fn conv_windows_past_any_dim_are_refused_before_their_arithmetic() {
+    use super::Patches;
+    use crate::ir::Operator;
+    let conv = |attrs| Operator::new("Conv", 2, attrs);
+    // A dilation of 2^62 on a 3-wide kernel spans 2^63: past usize and isize.
+    let huge = conv(vec![Attribute::ints("dilations", &[1, 1 << 62])]);
+    assert!(Patches::of(&huge, &[3, 3]).unwrap_err().contains("dilations"));
+    let pads = conv(vec![Attribute::ints("pads", &[0, i64::MAX, 0, i64::MAX])]);
+    assert!(Patches::of(&pads, &[3, 3]).unwrap_err().contains("pads"));
+    assert!(Patches::of(&conv(vec![]), &[0, 3]).unwrap_err().contains("kernel"));
+    // In range, the geometry holds.
+    let ok = Patches::of(&conv(vec![Attribute::ints("strides", &[2, 2])]), &[3, 3]).unwrap();
+    assert_eq!(ok.geometry(&[1, 1, 7, 7]).unwrap().1, [3, 3]);
+}
+
+#[test]
+fn a_group_past_any_dim_is_skipped_not_multiplied() {
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[1, 4, 5, 5]);
+    // No filters divide into any group; 2^62 groups of 36 weights overflow.
+    let w = b.init("w", Tensor::from_f32(vec![0, 4, 3, 3], &[]));
+    let y = b.op("Conv", &[x, w], vec![Attribute::int("group", 1 << 62)], "y");
+    b.output(y, DataType::FLOAT);
+    let m = b.build().unwrap();
+    assert_eq!(ops(&rewrite(&m, "svd{min-params=0}")), ops(&m));
+}

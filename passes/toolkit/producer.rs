@@ -73,6 +73,10 @@ fn spread(g: &Graph, w: Outlet) -> Option<(Spread, Vec<i64>)> {
     if dims.len() < 3 || dims.iter().any(|&d| d <= 0) {
         return None;
     }
+    // Validation bounds these shapes on import; a pass may have made this
+    // one since, and `out` sizes a vector here.
+    let limit = crate::validate::MAX_COMPUTED_ELEMENTS;
+    crate::validate::element_count_within(dims.iter().copied(), limit).ok()?;
     let values = if op.is("ConstantOfShape") {
         vec![f64::from(fill_value(op)?); out as usize]
     } else {
@@ -188,7 +192,8 @@ impl Producer {
                 let kind = Kind::ConvTranspose {
                     group: group as usize,
                 };
-                (kind, dims[1] * group, dims.len())
+                // `group` is from the file: a product past i64 is no model.
+                (kind, dims[1].checked_mul(group)?, dims.len())
             }
             "Gemm" if dims.len() == 2 => {
                 let trans_b = op.attr_int("transB", 0) != 0;
@@ -203,7 +208,9 @@ impl Producer {
             }
             _ => return None,
         };
-        if channels <= 0 {
+        // ConvTranspose's channels are dims[1]·group, which no tensor bounds
+        // (no filters divide into any group): they size per-channel vectors.
+        if channels <= 0 || channels as u64 > crate::validate::MAX_ELEMENTS {
             return None;
         }
         let bias = match g.input(id, bias_slot).filter(|_| kind != Kind::MatMul) {
@@ -390,5 +397,53 @@ fn gemm_bias_dims(dims: &[i64], n: usize) -> Option<(Vec<i64>, BiasIndex)> {
             Some((vec![r, n_i], Box::new(move |row, col| row * rs + col * cs)))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Producer;
+    use crate::ir::build::ModelBuilder;
+    use crate::ir::{Attribute, DataType, Tensor};
+
+    #[test]
+    fn a_conv_transpose_group_past_i64_is_no_producer() {
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[1, 0, 5, 5]);
+        // 0 filters divide into any group; 4 · 2^62 output channels do not fit.
+        let w = b.init("w", Tensor::from_f32(vec![0, 4, 3, 3], &[]));
+        let attrs = vec![Attribute::int("group", 1 << 62)];
+        let y = b.op("ConvTranspose", &[x, w], attrs, "y");
+        b.output(y, DataType::FLOAT);
+        let m = b.build().unwrap();
+        let g = &m.graph;
+        let id = g.node_ids().find(|&id| g.op(id).is_some()).unwrap();
+        assert!(Producer::analyse(g, id, false).is_none());
+        // Nor 4 · 2^40 channels, which would size per-channel vectors.
+        let mut m = m.clone();
+        let mut op = m.graph.op(id).unwrap().clone();
+        op.set_attr(Attribute::int("group", 1 << 40));
+        m.graph.node_mut(id).kind = crate::ir::NodeKind::Op(op);
+        assert!(Producer::analyse(&m.graph, id, false).is_none());
+        // A weight spread over 2^40 output channels sizes no vector.
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[1, 1, 5, 5]);
+        let shape = b.init("shape", Tensor::from_i64(vec![4], &[1 << 40, 1, 1, 1]));
+        let w = b.op("ConstantOfShape", &[shape], vec![], "w");
+        let y = b.op("Conv", &[x, w], vec![], "y");
+        b.output(y, DataType::FLOAT);
+        let big = b.build().unwrap();
+        let conv = big
+            .graph
+            .node_ids()
+            .find(|&id| big.graph.op(id).is_some_and(|op| op.is("Conv")));
+        assert!(Producer::analyse(&big.graph, conv.unwrap(), false).is_none());
+        // The same with group 1 is one.
+        let mut m = m.clone();
+        let op = m.graph.op(id).unwrap().clone();
+        let mut op1 = op;
+        op1.set_attr(Attribute::int("group", 1));
+        m.graph.node_mut(id).kind = crate::ir::NodeKind::Op(op1);
+        assert!(Producer::analyse(&m.graph, id, false).is_some());
     }
 }

@@ -118,8 +118,12 @@ impl Cmd {
 /// What one run did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// An error (the CLI's exit 1), with its message.
-    Refused(String),
+    /// An error (the CLI's exit 1): its message, and whether a panic caught
+    /// inside tract caused it.
+    Refused {
+        message: String,
+        tract_panicked: bool,
+    },
     /// Verification over tolerance (the CLI's exit 2, nothing written).
     VerifyFailed,
     /// An output was written; `Err` when our own checks refuse it.
@@ -146,7 +150,10 @@ pub fn run_keeping_output(bytes: &[u8], cmd: Cmd) -> (Outcome, Option<Vec<u8>>) 
     let outcome = match &result {
         Ok(Ok(Some(out))) => Outcome::Written(judge(out)),
         Ok(Ok(None)) => Outcome::VerifyFailed,
-        Ok(Err(e)) => Outcome::Refused(format!("{e:#}")),
+        Ok(Err(e)) => Outcome::Refused {
+            message: format!("{e:#}"),
+            tract_panicked: runtime::tract_panicked(e),
+        },
         Err(payload) => Outcome::Panicked(
             payload
                 .downcast_ref::<&str>()
@@ -179,13 +186,14 @@ fn pipeline(bytes: &[u8], cmd: Cmd) -> Result<Option<Vec<u8>>> {
     if pipeline.data_use() == DataUse::Required {
         match Calibration::load(&model, &InputShapes::new(), None, 0, 2) {
             Ok(data) => cx.data = Some(data),
-            Err(e) => no_data = Some(format!("{e:#}")),
+            Err(e) => no_data = Some(e),
         }
     }
     pipeline
         .run(&mut model, &cx, &mut |_| {})
-        .map_err(|e| match &no_data {
-            Some(cause) => anyhow::anyhow!("{e:#}, because no data could be made: {cause}"),
+        // The CLI's words; the cause stays the root, so its type is kept.
+        .map_err(|e| match no_data {
+            Some(cause) => cause.context(format!("{e:#}, because no data could be made")),
             None => e,
         })?;
     crate::validate::validate(&model)
@@ -219,7 +227,8 @@ fn verify_in_tract(original: &Model, optimised: &Model) -> Result<bool> {
             &Judged::Memory(&data),
             &settings,
         )?,
-        Err(e) => check::skipped(engine, &e, &settings)?,
+        Err(e) if check::skips(&e) => check::skipped(engine, &e, &settings),
+        Err(e) => return Err(e),
     };
     Ok(report.verify.is_none_or(|v| v.ok != Some(false)))
 }
@@ -254,11 +263,9 @@ impl Counts {
     pub fn add(&mut self, o: &Outcome) {
         self.runs += 1;
         match o {
-            Outcome::Refused(msg) => {
+            Outcome::Refused { tract_panicked, .. } => {
                 self.refused += 1;
-                if msg.contains(runtime::TRACT_PANICKED) {
-                    self.tract_panics_caught += 1;
-                }
+                self.tract_panics_caught += usize::from(*tract_panicked);
             }
             Outcome::VerifyFailed => self.verify_failed += 1,
             Outcome::Written(Ok(())) => self.written += 1,

@@ -73,10 +73,19 @@ pub fn densify(sparse: &Opaque) -> Result<Tensor> {
             indices.len(),
             values.len()
         );
+        // Each coordinate within its dim keeps the sum under numel; an
+        // unchecked one could wrap back into range and land elsewhere.
         indices
             .chunks_exact(rank.max(1))
-            .map(|c| c.iter().zip(&dims).fold(0, |acc, (&i, &d)| acc * d + i))
-            .collect()
+            .map(|c| {
+                c.iter()
+                    .zip(&dims)
+                    .try_fold(0, |acc, (&i, &d)| (0..d).contains(&i).then(|| acc * d + i))
+                    .with_context(|| {
+                        format!("sparse initializer {name}: coordinates {c:?} outside {dims:?}")
+                    })
+            })
+            .collect::<Result<_>>()?
     };
     let mut dense = vec![0.0f32; numel];
     for (&i, &v) in linear.iter().zip(&values) {
@@ -105,5 +114,25 @@ mod tests {
         let (_, indices) = import_tensor(st.indices.unwrap()).unwrap();
         assert_eq!(indices.to_i64().unwrap(), vec![1, 3, 5]);
         assert_eq!(st.dims, vec![2, 3]);
+    }
+
+    #[test]
+    fn coordinates_past_their_dim_are_refused_not_wrapped() {
+        let sparse = |indices: Vec<i64>| {
+            let n = indices.len() as i64;
+            opaque(&pb::SparseTensorProto {
+                values: Some(export_tensor("w", &Tensor::from_f32(vec![1], &[1.0])).unwrap()),
+                indices: Some(export_tensor("i", &Tensor::from_i64(vec![1, n], &indices)).unwrap()),
+                dims: vec![4, 4],
+            })
+        };
+        assert_eq!(
+            densify(&sparse(vec![1, 2])).unwrap().to_f32().unwrap()[6],
+            1.0
+        );
+        // 2^62·4 + 6 wraps to 6 in 64 bits: the same element, unchecked.
+        let e = densify(&sparse(vec![1 << 62, 6])).unwrap_err();
+        assert!(format!("{e:#}").contains("outside [4, 4]"), "{e:#}");
+        assert!(densify(&sparse(vec![0, -1])).is_err());
     }
 }

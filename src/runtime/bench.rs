@@ -4,8 +4,8 @@ use super::catch_tract_panic;
 use super::inputs::Sample;
 use super::load::Model;
 use super::ort::{Prepared, Session as OrtSession};
+use super::Refusal;
 use super::Runner;
-use super::TRACT_CANNOT_RUN;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -82,7 +82,7 @@ pub fn bench_tract(
             let start = Instant::now();
             let out = state
                 .run(inputs.clone())
-                .map_err(|e| anyhow!("{TRACT_CANNOT_RUN}: running failed: {e:#}"))?;
+                .map_err(|e| Refusal::TractCannotRun.because(anyhow!("running failed: {e:#}")))?;
             let elapsed = start.elapsed().as_secs_f64() * 1e3;
             drop(out);
             Ok(elapsed)

@@ -3,7 +3,7 @@
 
 use super::load::Dim;
 use super::tensor::ElemType;
-use super::{catch_tract_panic, TRACT_CANNOT_RUN};
+use super::{catch_tract_panic, tract_panicked, Refusal};
 use anyhow::{anyhow, Result};
 use std::collections::HashSet;
 use tract_onnx::pb;
@@ -29,6 +29,9 @@ pub struct InferredTypes {
     /// know, and its first failure. The types are then what it found around
     /// those nodes.
     pub incomplete: Option<String>,
+    /// The analysis stopped on a panic caught inside tract (then named in
+    /// `incomplete`): the model is likely malformed.
+    pub tract_panicked: bool,
 }
 
 /// Infers the element type and shape of every value of the main graph of an
@@ -77,7 +80,7 @@ pub fn infer_types_then(bytes: &[u8], deliver: impl FnOnce(Result<InferredTypes>
     let parsed = catch_tract_panic("reading the model", || {
         framework
             .parse(&proto, None)
-            .map_err(|e| anyhow!("{TRACT_CANNOT_RUN}: {e:#}"))
+            .map_err(|e| Refusal::TractCannotRun.because(e))
     });
     let mut parsed = match parsed {
         Ok(parsed) => parsed,
@@ -98,6 +101,7 @@ fn analyse(
     let analysis = catch_tract_panic("analysing the model", || {
         model.analyse(true).map_err(|e| anyhow!("{e:#}"))
     });
+    let panicked = analysis.as_ref().err().is_some_and(tract_panicked);
     let mut unknown_ops: Vec<&str> = graph
         .node
         .iter()
@@ -133,7 +137,11 @@ fn analyse(
             types.push((name.to_string(), ty));
         }
     }
-    Ok(InferredTypes { types, incomplete })
+    Ok(InferredTypes {
+        types,
+        incomplete,
+        tract_panicked: panicked,
+    })
 }
 
 /// Removes the nodes that own subgraphs, and the graph outputs they make:

@@ -2,7 +2,7 @@
 
 use super::inputs::Sample;
 use super::tensor::{ElemType, Tensor};
-use super::{catch_tract_panic, TRACT_CANNOT_RUN};
+use super::{catch_tract_panic, refusal, Refusal};
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -248,7 +248,7 @@ impl Model {
             None => None,
         };
         let cannot = |e: anyhow::Error| -> anyhow::Error {
-            anyhow!("{TRACT_CANNOT_RUN}: {e:#}{}", defaulted_note(&pin_notes))
+            Refusal::TractCannotRun.because(anyhow!("{e:#}{}", defaulted_note(&pin_notes)))
         };
 
         let plan = catch_tract_panic("loading the model", || {
@@ -309,7 +309,8 @@ impl Model {
         });
         let plan = match plan {
             Ok(p) => p,
-            Err(e) if e.to_string().starts_with(TRACT_CANNOT_RUN) => return Err(e),
+            // A caught panic is already a refusal.
+            Err(e) if refusal(&e).is_some() => return Err(e),
             Err(e) => return Err(cannot(e)),
         };
 
@@ -321,11 +322,11 @@ impl Model {
             }
         }
         if plan.model().output_outlets()?.len() != output_names.len() {
-            bail!(
-                "{TRACT_CANNOT_RUN}: tract returns {} outputs, expected {}",
+            return Err(Refusal::TractCannotRun.because(anyhow!(
+                "tract returns {} outputs, expected {}",
                 plan.model().output_outlets()?.len(),
                 output_names.len()
-            );
+            )));
         }
         Ok(Model {
             plan,
@@ -377,10 +378,10 @@ impl Model {
     pub(crate) fn run_prepared(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
         catch_tract_panic("running the model", || {
             self.plan.run(inputs).map_err(|e| {
-                anyhow!(
-                    "{TRACT_CANNOT_RUN}: running failed: {e:#}{}",
+                Refusal::TractCannotRun.because(anyhow!(
+                    "running failed: {e:#}{}",
                     defaulted_note(&self.defaulted)
-                )
+                ))
             })
         })
     }
@@ -389,7 +390,7 @@ impl Model {
     pub(crate) fn spawn(&self) -> Result<TypedSimpleState> {
         self.plan
             .spawn()
-            .map_err(|e| anyhow!("{TRACT_CANNOT_RUN}: {e:#}"))
+            .map_err(|e| Refusal::TractCannotRun.because(e))
     }
 
     /// Runs the model on one sample. The sample must hold exactly the
@@ -478,17 +479,16 @@ fn precheck(
         }
     });
     if !local.is_empty() {
-        bail!(
-            "{TRACT_CANNOT_RUN}: it calls local functions ({}), which tract does not inline; \
-             inline them first",
+        return Err(Refusal::TractCannotRun.because(anyhow!(
+            "it calls local functions ({}), which tract does not inline; inline them first",
             local.into_iter().collect::<Vec<_>>().join(", ")
-        );
+        )));
     }
     if !unsupported.is_empty() {
-        bail!(
-            "{TRACT_CANNOT_RUN}: unsupported operator(s): {}",
+        return Err(Refusal::TractCannotRun.because(anyhow!(
+            "unsupported operator(s): {}",
             unsupported.into_iter().collect::<Vec<_>>().join(", ")
-        );
+        )));
     }
     if !external.is_empty() && model_dir.is_none() {
         bail!(
@@ -580,13 +580,15 @@ pub(super) fn input_specs(
         let name = &input.name;
         let tensor_type = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
             Some(pb::type_proto::Value::TensorType(t)) => t,
-            None => bail!(
-                "{TRACT_CANNOT_RUN}: input {name:?} has no tensor type \
-                 (sequence, map and optional inputs are not supported)"
-            ),
+            None => {
+                return Err(Refusal::TractCannotRun.because(anyhow!(
+                    "input {name:?} has no tensor type \
+                     (sequence, map and optional inputs are not supported)"
+                )))
+            }
         };
         let elem_type = ElemType::from_onnx(tensor_type.elem_type)
-            .with_context(|| format!("{TRACT_CANNOT_RUN}: input {name:?}"))?;
+            .map_err(|e| Refusal::TractCannotRun.because(e.context(format!("input {name:?}"))))?;
         let declared: Option<Vec<Dim>> = tensor_type.shape.as_ref().map(|s| {
             s.dim
                 .iter()
@@ -806,7 +808,7 @@ mod tests {
             &[],
         ));
         assert!(
-            e.starts_with(TRACT_CANNOT_RUN) && e.contains("FrobnicateX"),
+            e.starts_with("tract cannot run this model") && e.contains("FrobnicateX"),
             "{e}"
         );
     }
@@ -885,7 +887,7 @@ mod tests {
         );
         let bytes = encode(&model_proto(g));
         let e = err_of(Model::load(&bytes, &InputShapes::new(), &[]));
-        assert!(e.starts_with(TRACT_CANNOT_RUN), "{e}");
+        assert!(e.starts_with("tract cannot run this model"), "{e}");
         assert!(
             e.contains("x[0] (batch)") && e.contains("--input-shape"),
             "{e}"
@@ -935,9 +937,8 @@ mod tests {
         let r = Model::load(&encode(&model_proto(g)), &InputShapes::new(), &[]);
         match r {
             Err(e) => {
-                let e = format!("{e:#}");
-                eprintln!("If with different branch shapes: {e}");
-                assert!(e.starts_with(TRACT_CANNOT_RUN), "{e}");
+                assert_eq!(refusal(&e), Some(Refusal::TractCannotRun), "{e:#}");
+                eprintln!("If with different branch shapes: {e:#}");
             }
             Ok(m) => {
                 // if tract ever learns this, both branches must at least run

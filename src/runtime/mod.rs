@@ -11,13 +11,15 @@
 //! module imports nothing from the rest of the crate.
 //!
 //! Every fallible function returns an [`anyhow::Result`] whose message names
-//! the input, file or output at fault. When tract itself refuses a model the
-//! message starts with `tract cannot run this model:` followed by tract's reason.
+//! the input, file or output at fault. When a runtime itself refuses a model
+//! the error is a [`RuntimeError`] (see [`refusal`]), which prints as
+//! `tract cannot run this model:` (or ONNX Runtime's words) and the reason.
 //!
 //! tract runs single-threaded here (its default), so timings are per core.
 
 mod bench;
 mod compare;
+mod error;
 mod infer;
 mod inputs;
 mod load;
@@ -30,19 +32,13 @@ mod testutil;
 
 pub use bench::{bench, bench_ort, bench_tract, BenchResult, Timing};
 pub use compare::{aggregate, compare, OutputMetrics, SNR_CAP_DB};
+pub use error::{refusal, tract_panicked, Refusal, RuntimeError};
 pub use infer::{infer_types, infer_types_then, InferredTypes, ValueType};
 pub use inputs::{Sample, SplitMix64};
 pub use load::{declared_inputs, Dim, InputShapes, InputSpec, Model, Outputs};
 pub use runner::{Engine, Runner};
 pub use save::{describe, save_npz};
 pub use tensor::{ElemType, Tensor};
-
-/// Prefix of every error that comes from tract refusing a model.
-pub const TRACT_CANNOT_RUN: &str = "tract cannot run this model";
-
-/// In the error of a panic caught inside tract: a sign of a malformed model
-/// (or a tract bug), never a reason to skip a check the user asked for.
-pub const TRACT_PANICKED: &str = "tract panicked";
 
 thread_local! {
     /// Is this thread inside [`catch_tract_panic`]?
@@ -65,11 +61,15 @@ fn quiet_inside_tract() {
     });
 }
 
-/// Runs `f`, turning a panic inside tract into an error.
+/// Runs `f`, turning a panic inside tract into an error
+/// ([`Refusal::TractPanicked`]).
 ///
 /// tract asserts in a few places on malformed models; a bad model must give
 /// an error, not abort the process.
-fn catch_tract_panic<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+fn catch_tract_panic<T>(
+    what: &'static str,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     quiet_inside_tract();
     let outer = INSIDE_TRACT.replace(true);
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
@@ -82,9 +82,7 @@ fn catch_tract_panic<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> an
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_string());
-            Err(anyhow::anyhow!(
-                "{TRACT_CANNOT_RUN}: {TRACT_PANICKED} while {what}: {msg}"
-            ))
+            Err(Refusal::TractPanicked(what).because(anyhow::anyhow!(msg)))
         }
     }
 }

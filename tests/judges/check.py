@@ -5,7 +5,7 @@ Why: an independent validity check of what onnx-opt writes (types, shapes,
 opset rules), from the reference implementation. The path form is used so
 external data and >2 GB models work. Exit 0 = all valid.
 
-    .venv/bin/python tests/judges/check.py MODEL.onnx [MODEL.onnx ...]
+    .venv/bin/python -m tests.judges.check MODEL.onnx [MODEL.onnx ...]
 """
 import argparse
 import sys

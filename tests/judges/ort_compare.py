@@ -10,14 +10,15 @@ Outputs are matched by name. --exact requires bit-identical arrays; otherwise
 each output must satisfy max|a-b| <= rtol * max|a|. One line per output;
 exit 0 = all outputs match.
 
-    .venv/bin/python tests/judges/ort_compare.py A.onnx B.onnx [--inputs X.npz]
+    .venv/bin/python -m tests.judges.ort_compare A.onnx B.onnx [--inputs X.npz]
         [--seed S] [--input-shape x=1,3,64,64 ...] [--exact | --rtol 1e-5]
 """
 import argparse
 import sys
 
 import numpy as np
-import onnxruntime as ort
+
+from tests.pyhelpers import session as ort_session
 
 DTYPES = {
     "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
@@ -33,13 +34,9 @@ def fail(msg):
 
 
 def session(path):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 4  # errors are reported by us, in one line
     try:
-        return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        # Log level 4: errors are reported by us, in one line.
+        return ort_session(path, optimized=False, log_level=4)
     except Exception as e:
         fail(f"load {path}: {' '.join(str(e).split())[:400]}")
 

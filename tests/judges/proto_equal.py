@@ -8,7 +8,7 @@ SerializeToString(deterministic=True); on mismatch the first differing field
 path (e.g. graph.node[3](conv).attribute[0](pads).ints[1]) is printed.
 Exit 0 = equal.
 
-    .venv/bin/python tests/judges/proto_equal.py A.onnx B.onnx
+    .venv/bin/python -m tests.judges.proto_equal A.onnx B.onnx
 """
 import argparse
 import os

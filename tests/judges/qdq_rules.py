@@ -17,7 +17,7 @@ Checked statically, without TensorRT (not installable here):
     a dequantized activation (or the weight-only mode was asked for).
 Exit 0 = no violation.
 
-    .venv/bin/python tests/judges/qdq_rules.py [--weight-only] MODEL.onnx [...]
+    .venv/bin/python -m tests.judges.qdq_rules [--weight-only] MODEL.onnx [...]
 """
 import argparse
 import sys

@@ -16,38 +16,16 @@ speech-like audio for silero, file bytes for magika).
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MODELS = os.path.join(ROOT, "models")
-JUDGES = os.path.join(ROOT, "tests", "judges")
-ONNX_OPT = os.environ.get("ONNX_OPT", os.path.join(ROOT, "target", "debug", "onnx-opt"))
-GENERATED = ["cnn", "mlp", "transformer", "canon", "subgraph"]
+from models.make_inputs import make_inputs
+from tests.pyhelpers import GENERATED, ONNX_OPT, ROOT, SUITE, judge, max_rel_err, model_path, outputs, sh
+
 CANONICALISE = "lift-constants,fold-constants,eliminate,dce"
-sys.path.insert(0, MODELS)
-from make_inputs import make_inputs  # noqa: E402
-
-with open(os.path.join(MODELS, "suite.json")) as f:
-    SUITE = {m["name"]: m for m in json.load(f)["models"] if not m.get("holdout")}
-
-
-def model_path(name):
-    return os.path.join(MODELS, f"{name}.onnx") if name in GENERATED else os.path.join(MODELS, "cache", f"{name}.onnx")
-
-
-def sh(*args):
-    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=ROOT)
-    return r.returncode, r.stdout + r.stderr
-
-
-def judge(script, *args):
-    return sh(sys.executable, os.path.join(JUDGES, script), *args)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -71,11 +49,11 @@ def test_round_trip_is_valid_and_bit_identical(name, tmp_path):
     out = tmp_path / "rt.onnx"
     code, log = sh(ONNX_OPT, src, "-o", out, "--passes", "")
     assert code == 0, log
-    code, log = judge("check.py", out)
+    code, log = judge("check", out)
     assert code == 0, log
-    code, log = judge("proto_equal.py", src, out)
+    code, log = judge("proto_equal", src, out)
     assert code == 0, log
-    code, log = judge("ort_compare.py", src, out, "--exact", *inputs_for(name, tmp_path))
+    code, log = judge("ort_compare", src, out, "--exact", *inputs_for(name, tmp_path))
     assert code == 0, log
 
 
@@ -85,29 +63,10 @@ def test_canonicalisation_is_valid_and_exact_in_onnxruntime(name, tmp_path):
     out = tmp_path / "canon.onnx"
     code, log = sh(ONNX_OPT, src, "-o", out, "--passes", CANONICALISE)
     assert code == 0, log
-    code, log = judge("check.py", out)
+    code, log = judge("check", out)
     assert code == 0, log
-    code, log = judge("ort_compare.py", src, out, "--rtol", "1e-5", *inputs_for(name, tmp_path))
+    code, log = judge("ort_compare", src, out, "--rtol", "1e-5", *inputs_for(name, tmp_path))
     assert code == 0, log
-
-
-def ort_outputs(path, feeds):
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    names = {i.name for i in sess.get_inputs()}
-    return sess.run(None, {k: v for k, v in feeds.items() if k in names})
-
-
-def max_rel_err(ref, out):
-    worst = 0.0
-    for a, b in zip(ref, out):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        scale = np.abs(a).max() if a.size else 0.0
-        err = np.abs(a - b).max() if a.size else 0.0
-        worst = max(worst, err / scale if scale > 0 else (0.0 if err == 0 else np.inf))
-    return worst
 
 
 def rounding_floor(lifted_path, feeds, tmp_path):
@@ -126,7 +85,7 @@ def rounding_floor(lifted_path, feeds, tmp_path):
             t.CopyFrom(numpy_helper.from_array((w * (1 + sign * eps)).astype(np.float32), t.name))
     nudged = tmp_path / "nudged.onnx"
     onnx.save(m, str(nudged))
-    return max_rel_err(ort_outputs(lifted_path, feeds), ort_outputs(nudged, feeds))
+    return max_rel_err(outputs(lifted_path, feeds), outputs(nudged, feeds))
 
 
 @pytest.mark.parametrize("name", GENERATED + sorted(SUITE))
@@ -138,10 +97,10 @@ def test_fuse_is_valid_and_changes_nothing_but_rounding(name, tmp_path):
     for dst, passes in [(out, "fuse"), (lifted, "lift-constants")]:
         code, log = sh(ONNX_OPT, src, "-o", dst, "--passes", passes)
         assert code == 0, log
-    code, log = judge("check.py", out)
+    code, log = judge("check", out)
     assert code == 0, log
     feeds = make_inputs(name, seed=0)
-    err = max_rel_err(ort_outputs(src, feeds), ort_outputs(out, feeds))
+    err = max_rel_err(outputs(src, feeds), outputs(out, feeds))
     floor = rounding_floor(lifted, feeds, tmp_path)
     assert err <= max(1e-5, 2 * floor), f"{name}: max_rel_err {err:.2e}, rounding floor {floor:.2e}"
 
@@ -182,11 +141,11 @@ def test_opset_7_model_round_trips_and_fuses(tmp_path):
     for dst, passes in [(rt, ""), (fused, "fuse")]:
         code, log = sh(ONNX_OPT, src, "-o", dst, "--passes", passes)
         assert code == 0, log
-        code, log = judge("check.py", dst)
+        code, log = judge("check", dst)
         assert code == 0, log
-    code, log = judge("ort_compare.py", src, rt, "--exact")
+    code, log = judge("ort_compare", src, rt, "--exact")
     assert code == 0, log
-    code, log = judge("ort_compare.py", src, fused, "--rtol", "1e-5")
+    code, log = judge("ort_compare", src, fused, "--rtol", "1e-5")
     assert code == 0, log
     ops = [n.op_type for n in onnx.load(str(fused)).graph.node]
     assert "BatchNormalization" not in ops and "Pad" not in ops and "Dropout" not in ops, ops
@@ -202,14 +161,14 @@ def test_raise_opset_is_valid_and_bit_identical(name, to, tmp_path):
     out = tmp_path / "raised.onnx"
     code, log = sh(ONNX_OPT, src, "-o", out, "--passes", f"raise-opset{{to={to}}}")
     assert code == 0, log
-    code, log = judge("check.py", out)
+    code, log = judge("check", out)
     if code != 0 and (reason := converter_fails_alike(src, to, log)):
         pytest.skip(reason)
     assert code == 0, log
     before = {o.domain or "ai.onnx": o.version for o in onnx.load(str(src)).opset_import}
     after = {o.domain or "ai.onnx": o.version for o in onnx.load(str(out)).opset_import}
     assert after == {**before, "ai.onnx": max(before["ai.onnx"], to)}, (before, after)
-    code, log = judge("ort_compare.py", src, out, "--exact", *inputs_for(name, tmp_path))
+    code, log = judge("ort_compare", src, out, "--exact", *inputs_for(name, tmp_path))
     assert code == 0, log
 
 
@@ -270,7 +229,7 @@ def test_raise_opset_converts_every_attribute_form_exactly(tmp_path):
     onnx.save(model, str(src))
     code, log = sh(ONNX_OPT, src, "-o", out, "--passes", "raise-opset", "--verify")
     assert code == 0, log
-    code, log = judge("check.py", out)
+    code, log = judge("check", out)
     assert code == 0, log
     raised = onnx.load(str(out))
     assert raised.opset_import[0].version == 13 and raised.ir_version >= 7
@@ -280,14 +239,14 @@ def test_raise_opset_converts_every_attribute_form_exactly(tmp_path):
     rng = np.random.default_rng(0)
     for flag in [True, False]:
         feeds = {"x": rng.standard_normal((2, 3, 4)).astype(np.float32), "flag": np.array(flag)}
-        for a, b in zip(ort_outputs(src, feeds), ort_outputs(out, feeds)):
+        for a, b in zip(outputs(src, feeds), outputs(out, feeds)):
             assert np.array_equal(a, b)
     soft = h.make_graph([h.make_node("Softmax", ["x"], ["y"], axis=1)], "soft", graph.input[:1],
                         [h.make_tensor_value_info("y", T.FLOAT, [2, 3, 4])])
     feeds = {"x": rng.standard_normal((2, 3, 4)).astype(np.float32)}
     for opset, path in [(11, src), (13, relabelled)]:
         onnx.save(h.make_model(soft, opset_imports=[h.make_opsetid("", opset)], ir_version=7), str(path))
-    assert not np.allclose(ort_outputs(src, feeds)[0], ort_outputs(relabelled, feeds)[0])
+    assert not np.allclose(outputs(src, feeds)[0], outputs(relabelled, feeds)[0])
 
 
 def test_raise_opset_schema_table_is_onnx_history():
@@ -327,12 +286,12 @@ def test_svd_is_valid_and_onnxruntime_sees_the_error_tract_reported(name, tmp_pa
     code, log = sh(ONNX_OPT, src, "-o", out, "--passes", "svd{energy=0.95,min-params=4096}",
                    "--inputs", calib, "--verify-inputs", held_out, "--verify", "--report", report)
     assert code == 0, log
-    code, log = judge("check.py", out)
+    code, log = judge("check", out)
     assert code == 0, log
     with open(report) as f:
         r = json.load(f)
     tract_err = max(o["max_rel_err"] for o in r["verify"]["outputs"])
-    ort_err = max_rel_err(ort_outputs(src, feeds), ort_outputs(out, feeds))
+    ort_err = max_rel_err(outputs(src, feeds), outputs(out, feeds))
     assert abs(ort_err - tract_err) <= 1e-4 + 0.05 * tract_err, f"{name}: onnxruntime {ort_err:.3e}, tract {tract_err:.3e}"
     details = r["passes"][0]["details"]
     if name in ("magika", "ppocr-rec"):

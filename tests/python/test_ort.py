@@ -12,27 +12,18 @@ deployment sees. Checked here:
     ONNX_OPT=target/debug/onnx-opt .venv/bin/python -m pytest tests/python/test_ort.py
 """
 import json
-import os
-import sys
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_onnx_opt import GENERATED, ONNX_OPT, SUITE, model_path, sh  # noqa: E402
-from test_quant import feeds  # noqa: E402
+from tests.pyhelpers import GENERATED, ONNX_OPT, SUITE, feeds, model_path, session, sh
 
 
 def deployed_outputs(path, inputs):
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    # The settings onnx-opt's sessions use: optimisation level all, 1 thread, sequential.
+    sess = session(path)
     names = [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(None, inputs)))
 

@@ -15,21 +15,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from test_onnx_opt import GENERATED, ONNX_OPT, judge, max_rel_err, model_path, ort_outputs, sh
-
-
-def feeds_for(name):
-    from make_inputs import make_inputs
-
-    if name in GENERATED:
-        m = onnx.load(model_path(name))
-        rng = np.random.default_rng(0)
-        feeds = {}
-        for i in m.graph.input:
-            dims = [d.dim_value if d.dim_value > 0 else 1 for d in i.type.tensor_type.shape.dim]
-            feeds[i.name] = rng.standard_normal(dims).astype(np.float32)
-        return feeds
-    return make_inputs(name, seed=0)
+from models.make_inputs import make_inputs
+from tests.pyhelpers import ONNX_OPT, feeds, judge, max_rel_err, model_path, outputs, sh
 
 
 def params(path):
@@ -43,10 +30,10 @@ def run_pass(name, passes, tmp_path):
     assert code == 0, log
     code, log = sh(ONNX_OPT, fused, "-o", out, "--passes", passes, "--report", report)
     assert code == 0, log
-    code, log = judge("check.py", out)
+    code, log = judge("check", out)
     assert code == 0, log
-    feeds = feeds_for(name)
-    ref, got = ort_outputs(fused, feeds), ort_outputs(out, feeds)
+    x = feeds(name, 0)
+    ref, got = outputs(fused, x), outputs(out, x)
     for a, b in zip(ref, got):
         assert a.shape == b.shape, (a.shape, b.shape)
         assert np.isfinite(b).all()
@@ -102,8 +89,6 @@ def test_two_four_pruning_passes_an_independent_check(name, tmp_path):
 def test_refit_brings_rec_closer_to_the_unpruned_model_on_held_out_data(tmp_path):
     """With --inputs, prune-channels refits; on a sample the fit never saw, the
     refitted model is closer to the unpruned one (ONNX Runtime) than the unrefitted."""
-    from make_inputs import make_inputs
-
     name, shape = "ppocr-rec", [1, 3, 48, 320]
     src, fused = model_path(name), tmp_path / "fused.onnx"
     code, log = sh(ONNX_OPT, src, "-o", fused, "--passes", "fuse")
@@ -113,10 +98,10 @@ def test_refit_brings_rec_closer_to_the_unpruned_model_on_held_out_data(tmp_path
     for seed in range(3):
         np.savez(cal / f"s{seed}.npz", **make_inputs(name, seed=seed, shapes={"x": shape}))
     held = {k: v.astype(np.float32) for k, v in make_inputs(name, seed=100, shapes={"x": shape}).items()}
-    ref = ort_outputs(fused, held)[0]
+    ref = outputs(fused, held)[0]
 
     def cosine(path):
-        out = ort_outputs(path, held)[0]
+        out = outputs(path, held)[0]
         a, b = ref.ravel().astype(np.float64), out.ravel().astype(np.float64)
         return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
@@ -128,7 +113,7 @@ def test_refit_brings_rec_closer_to_the_unpruned_model_on_held_out_data(tmp_path
     assert code == 0, log
     details = json.load(open(report))["passes"][0]["details"]
     assert details["refit"] is True, details["refit_reason"]
-    code, log = judge("check.py", refit)
+    code, log = judge("check", refit)
     assert code == 0, log
     assert cosine(refit) > cosine(plain) + 0.1, (cosine(refit), cosine(plain))
 
@@ -149,8 +134,8 @@ def test_sparse_storage_loads_in_onnxruntime_and_computes_the_dense_result(name,
     m = onnx.load(str(sparse))
     onnx.checker.check_model(m)
     assert len(m.graph.sparse_initializer) > 0
-    feeds = feeds_for(name)
-    for a, b in zip(ort_outputs(dense, feeds), ort_outputs(sparse, feeds)):
+    x = feeds(name, 0)
+    for a, b in zip(outputs(dense, x), outputs(sparse, x)):
         assert np.array_equal(a, b)
     assert sparse.stat().st_size < dense.stat().st_size
 
@@ -218,7 +203,7 @@ def test_channel_pruning_through_split_is_valid_and_exact_on_dead_channels(opset
     onnx.save(split_model(opset, form, sizes, exposed), str(src))
     code, log = sh(ONNX_OPT, src, "-o", out, "--passes", "prune-channels{ratio=0.5,min-channels=2}")
     assert code == 0, log
-    code, log = judge("check.py", out)
+    code, log = judge("check", out)
     assert code == 0, log
     m = onnx.load(str(out))
     split = next(n for n in m.graph.node if n.op_type == "Split")
@@ -234,5 +219,5 @@ def test_channel_pruning_through_split_is_valid_and_exact_on_dead_channels(opset
     assert "num_outputs" not in attrs
     assert inits["wa"].shape[0] < 16
     x = {"x": np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)}
-    ref, new = ort_outputs(src, x), ort_outputs(out, x)
+    ref, new = outputs(src, x), outputs(out, x)
     assert max_rel_err(ref, new) <= 1e-5

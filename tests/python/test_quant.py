@@ -12,45 +12,20 @@ same bytes without timing.
 
     ONNX_OPT=target/debug/onnx-opt .venv/bin/python -m pytest tests/python/test_quant.py
 """
+import json
 import os
-import sys
 
 import numpy as np
 import onnx
 import pytest
 
-from test_onnx_opt import GENERATED, JUDGES, ONNX_OPT, judge, model_path, ort_outputs, sh
-
-sys.path.insert(0, JUDGES)
-from qdq_rules import violations  # noqa: E402
+from tests.judges.qdq_rules import violations
+from tests.pyhelpers import ONNX_OPT, cosine, feeds, judge, model_path, outputs, sh
 
 # The models tract can calibrate on (the If-variants of silero are not
 # loadable in tract; silero-op18-ifless keeps its weights inside If bodies).
 MODELS = ["cnn", "mlp", "transformer", "magika", "ppocr-cls", "ppocr-rec", "silero-16k-sequence", "silero-openvino-16k"]
 FORMS = ["quant{target=trt}", "quant{measure=false}", "quant{target=tract}"]
-
-
-def feeds(name, seed):
-    from make_inputs import make_inputs
-
-    if name in GENERATED:
-        m = onnx.load(model_path(name))
-        rng = np.random.default_rng(seed)
-        out = {}
-        for i in m.graph.input:
-            dims = [d.dim_value if d.dim_value > 0 else 1 for d in i.type.tensor_type.shape.dim]
-            out[i.name] = rng.standard_normal(dims).astype(np.float32)
-        return out
-    return make_inputs(name, seed=seed)
-
-
-def cosine(ref, got):
-    worst = 1.0
-    for a, b in zip(ref, got):
-        a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-        na, nb = np.linalg.norm(a), np.linalg.norm(b)
-        worst = min(worst, float(a @ b / (na * nb)) if na > 0 and nb > 0 else float(na == nb))
-    return worst
 
 
 def quantize(name, passes, tmp_path):
@@ -68,13 +43,13 @@ def quantize(name, passes, tmp_path):
 @pytest.mark.parametrize("passes", FORMS)
 def test_quantized_model_is_valid_close_and_smaller(name, passes, tmp_path):
     out = quantize(name, passes, tmp_path)
-    code, log = judge("check.py", out)
+    code, log = judge("check", out)
     assert code == 0, log
     if "target=trt" in passes:
         bad = violations(onnx.load(out))
         assert not bad, bad[:5]
     held_out = feeds(name, 0)
-    ref, got = ort_outputs(model_path(name), held_out), ort_outputs(out, held_out)
+    ref, got = outputs(model_path(name), held_out), outputs(out, held_out)
     for a, b in zip(ref, got):
         assert a.shape == b.shape and np.isfinite(b).all()
     # int8 flowing through Add/Mul (ort) clips more tensors to ranges fitted

@@ -19,6 +19,7 @@ pub use profile::{parse as parse_profile, NodeTime, Profile};
 use super::inputs::Sample;
 use super::load::{input_specs, InputShapes, InputSpec, Outputs};
 use super::tensor::{ElemType, Tensor};
+use super::Refusal;
 use anyhow::{anyhow, bail, Context, Result};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, TensorElementType};
@@ -29,9 +30,6 @@ use tract_onnx::pb;
 
 /// Prefix of every error that comes from ONNX Runtime being absent.
 pub const ORT_UNAVAILABLE: &str = "ONNX Runtime is not available";
-
-/// Prefix of every error that comes from ONNX Runtime refusing a model.
-pub const ORT_CANNOT_LOAD: &str = "ONNX Runtime cannot load this model";
 
 /// How to get the library, for error messages.
 const HOW_TO_GET: &str = "install it with `pip install onnxruntime` (onnx-opt finds the library \
@@ -203,7 +201,7 @@ impl Session {
         } else {
             bytes.to_vec()
         };
-        let failed = |e: ort::Error| anyhow!("{ORT_CANNOT_LOAD}: {e}");
+        let failed = |e: ort::Error| Refusal::OrtCannotLoad.because(anyhow!("{e}"));
         let mut builder = ort::session::Session::builder(env)
             .map_err(failed)?
             .with_optimization_level(GraphOptimizationLevel::All)
