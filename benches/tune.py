@@ -18,7 +18,7 @@ data (within 3%, the timing noise of a shared 2-core machine; a tuned file
 identical to a fixed pipeline's is given that pipeline's best time);
 tune's wall time within --budget. Prints one row per model and A_min.
 
-    .venv/bin/python benches/tune.py [--onnx-opt target/release/onnx-opt] [--budget 4m]
+    .venv/bin/python -m benches.tune [--onnx-opt target/release/onnx-opt] [--budget 4m]
         [--only NAME] [--json out.json]
 """
 import argparse
@@ -32,9 +32,8 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "models"))
-from make_inputs import make_inputs, save_sample  # noqa: E402
+from models.make_inputs import make_inputs, save_sample
+from tests.pyhelpers import ROOT, model_path, session
 
 ort.set_default_logger_severity(3)
 
@@ -60,18 +59,6 @@ FIXED = [
     "fuse,quant{measure=false,min-k=0}",
 ]
 NOISE = 0.97
-
-
-def path_of(name):
-    cached = os.path.join(ROOT, "models", "cache", name + ".onnx")
-    return cached if os.path.exists(cached) else os.path.join(ROOT, "models", name + ".onnx")
-
-
-def session(path):
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = 1
-    o.inter_op_num_threads = 1
-    return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
 
 
 def metric(name, ref, got):
@@ -117,7 +104,7 @@ def run(cmd, **kw):
 
 
 def bench_model(name, samples, fresh_count, args, tmp):
-    src = path_of(name)
+    src = model_path(name)
     data = os.path.join(tmp, name, "data")
     os.makedirs(data, exist_ok=True)
     for s in range(1, samples + 1):

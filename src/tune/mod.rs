@@ -16,6 +16,10 @@
 //! command with the chosen `--passes`, so that command reproduces it byte
 //! for byte. A candidate below A_min is never chosen.
 //!
+//! Then, when the fastest int8 form lost too much, the per-layer search
+//! keeps its most sensitive layers in float and the new candidates are
+//! cross-validated the same way.
+//!
 //! Every candidate is kept (the report's Pareto front; `--resume` reuses
 //! them). The search stops early on the budget (keeping time to
 //! cross-validate) or on Ctrl-C, and goes on to validation with what it has.

@@ -10,7 +10,7 @@ from models.make_inputs import make_inputs
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODELS = os.path.join(ROOT, "models")
 # Made by models/generate.py, kept in the repo; the suite is fetched to models/cache.
-GENERATED = ["cnn", "mlp", "transformer", "canon", "subgraph"]
+GENERATED = ["cnn", "convnet", "mlp", "transformer", "canon", "subgraph"]
 
 with open(os.path.join(MODELS, "suite.json")) as f:
     SUITE = {m["name"]: m for m in json.load(f)["models"] if not m.get("holdout")}
