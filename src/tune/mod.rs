@@ -159,6 +159,7 @@ pub fn tune(
         notes: vec![],
         reused: 0,
         recorded: vec![],
+        first: vec![],
         start,
         progress,
     };
@@ -247,6 +248,8 @@ struct Search<'a> {
     reused: usize,
     /// Records of an earlier run (`--resume`) on the same fingerprint.
     recorded: Vec<Candidate>,
+    /// The front of an earlier run on another fingerprint: tried first.
+    first: Vec<String>,
     start: Instant,
     progress: &'a indicatif::ProgressBar,
 }
@@ -291,14 +294,11 @@ impl Search<'_> {
                     "{}: recorded on other data or settings; its front is re-evaluated first",
                     dir.display()
                 ));
-                self.recorded = r
+                self.first = r
                     .candidates
                     .into_iter()
                     .filter(|c| c.front)
-                    .map(|c| Candidate {
-                        error: Some("stale".into()),
-                        ..c
-                    })
+                    .map(|c| c.passes)
                     .collect();
             }
         }
@@ -358,13 +358,7 @@ impl Search<'_> {
     fn run_forms(&mut self) -> Result<()> {
         let mut forms = space::forms(&self.settings.space, self.judge.engine());
         // A stale record's front goes first: it was best on the old data.
-        let first: Vec<String> = self
-            .recorded
-            .iter()
-            .filter(|c| c.error.as_deref() == Some("stale"))
-            .map(|c| c.passes.clone())
-            .collect();
-        forms.sort_by_key(|f| !first.contains(f));
+        forms.sort_by_key(|f| !self.first.contains(f));
         self.progress.set_length(forms.len() as u64);
         for passes in forms {
             if !self.go_on() {
@@ -381,11 +375,7 @@ impl Search<'_> {
             return k;
         }
         self.progress.set_message(passes.to_string());
-        let recorded = self
-            .recorded
-            .iter()
-            .find(|c| c.passes == passes && c.error.as_deref() != Some("stale"))
-            .cloned();
+        let recorded = self.recorded.iter().find(|c| c.passes == passes).cloned();
         let c = match recorded {
             Some(c) => {
                 self.reused += 1;
@@ -486,7 +476,11 @@ impl Search<'_> {
             // Only where int8 is the one lossy step: keeping layers in float
             // cannot win back what pruning or low rank lost.
             .filter(|c| space::only_lossy_step_is_quant(&c.passes))
-            .max_by(|a, b| a.speedup.unwrap_or(0.0).total_cmp(&b.speedup.unwrap_or(0.0)))
+            .max_by(|a, b| {
+                a.speedup
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.speedup.unwrap_or(0.0))
+            })
             .map(|c| c.passes.clone())
         else {
             return Ok(false);
