@@ -34,6 +34,7 @@ pub struct JudgeArgs {
     /// How images become tensors (see the main command's --preprocess).
     #[arg(long, value_name = "SPEC")]
     pub preprocess: Option<String>,
+    /// Pin an input's shape (symbolic dims otherwise come from the data). Repeatable.
     #[arg(long = "input-shape", value_name = "NAME=D0,D1,...")]
     pub input_shapes: Vec<String>,
     /// A_min as a loss: at most X below the original's metric on the same samples
@@ -65,9 +66,11 @@ pub struct JudgeArgs {
     /// Intra-op threads, as deployed (ONNX Runtime; tract runs on one).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub threads: usize,
-    /// Timed runs per model (alternating with the original, after warm-up).
+    /// Timed runs per model, alternating with the original (the least: a fast model gets
+    /// more, about 0.4 s of runs).
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub runs: usize,
+    /// Untimed warm-up runs per model.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub warmup: usize,
 }
@@ -499,7 +502,8 @@ pub fn run_check(args: &CheckArgs) -> Result<ExitCode> {
     let b = judge
         .load(&deployed, shapes)
         .context("loading the deployed model")?;
-    let bench = runtime::bench(&a, &b, &samples, args.judge.warmup, args.judge.runs.max(1))?;
+    let runs = super::timing_runs(&a, &samples, args.judge.warmup, args.judge.runs.max(1))?;
+    let bench = runtime::bench(&a, &b, &samples, args.judge.warmup, runs)?;
     let unit = judge.metric.unit();
     let floor = goal.floor(before);
     let mut failures = vec![];

@@ -114,6 +114,21 @@ const TIMING_SECONDS: f64 = 0.4;
 /// machine, and the exact model is the better answer.
 const MARGIN: f64 = 1.03;
 
+/// Timed runs for models like `base`: enough for [`TIMING_SECONDS`] of
+/// runs per model (at most 2000), and at least `least`.
+pub(crate) fn timing_runs(
+    base: &Runner,
+    samples: &[Sample],
+    warmup: usize,
+    least: usize,
+) -> Result<usize> {
+    let probe = runtime::bench(base, base, samples, warmup, least.clamp(1, 5))?;
+    let per_run = (probe.a.median_ms / 1e3).max(1e-6);
+    Ok(((TIMING_SECONDS / 2.0 / per_run).ceil() as usize)
+        .min(2000)
+        .max(least))
+}
+
 /// A digest of the model's bytes, to recognise two candidates that are
 /// the same model.
 fn model_hash(model: &Model) -> Result<String> {
@@ -141,10 +156,7 @@ pub fn tune(
     let base = judge
         .load(original, shapes)
         .context("loading the original model")?;
-    let probe = runtime::bench(&base, &base, &timing, s.warmup, s.runs.min(5))?;
-    let runs = ((TIMING_SECONDS / 2.0 / (probe.a.median_ms / 1e3).max(1e-6)).ceil() as usize)
-        .min(2000)
-        .max(s.runs);
+    let runs = timing_runs(&base, &timing, s.warmup, s.runs)?;
     let scratch = tempfile::tempdir().context("a folder for candidate files")?;
     let mut search = Search {
         original,
