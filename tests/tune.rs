@@ -243,3 +243,60 @@ fn ctrl_c_stops_the_search_and_keeps_the_best_so_far() {
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(table.contains("accepted"), "{table}");
 }
+
+#[test]
+fn a_metric_command_judges_every_candidate_and_its_failure_is_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("rows.npy");
+    f32_npy(&data, &[8, 256], 15);
+    let (out, json) = (dir.path().join("out.onnx"), dir.path().join("r.json"));
+    // The judge sees each candidate's file: it scores by the file's size.
+    let judge = "test -s {model} && echo 42";
+    let o = onnx_opt(&[
+        "tune",
+        s(&model_path("mlp")),
+        "-o",
+        s(&out),
+        "--inputs",
+        s(&data),
+        "--space",
+        "fuse",
+        "--folds",
+        "2",
+        "--runs",
+        "2",
+        "--metric-cmd",
+        judge,
+        "--min-metric",
+        "40",
+        "--report",
+        s(&json),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = report(&json);
+    assert_eq!(r["metric"]["name"], "metric-cmd");
+    assert_eq!(r["original"]["metric"], 42.0);
+    assert_eq!(r["chosen"]["metric"], 42.0);
+    let failing = onnx_opt(&[
+        "tune",
+        s(&model_path("mlp")),
+        "-o",
+        s(&out),
+        "--inputs",
+        s(&data),
+        "--space",
+        "fuse",
+        "--folds",
+        "2",
+        "--metric-cmd",
+        "echo judge broke >&2; exit 4 # {model}",
+        "--min-metric",
+        "1",
+    ]);
+    assert_eq!(failing.status.code(), Some(1));
+    assert!(
+        stderr(&failing).contains("judge broke"),
+        "{}",
+        stderr(&failing)
+    );
+}
