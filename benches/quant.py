@@ -42,7 +42,7 @@ ort.set_default_logger_severity(3)
 
 from models.make_inputs import make_inputs, save_sample  # noqa: E402 (after the logger settings)
 from tests.judges.qdq_rules import violations  # noqa: E402
-from tests.pyhelpers import ROOT, errors, onnx_opt, outputs, session  # noqa: E402
+from tests.pyhelpers import ROOT, errors, onnx_opt, outputs, session, time_interleaved  # noqa: E402
 
 CACHE = os.path.join(ROOT, "models", "cache")
 # (model, input shape overrides): the suite models tract runs, and the generated ones.
@@ -79,20 +79,6 @@ def path_of(name):
 
 def outputs_on(sess, feeds_list):
     return [outputs(sess, f) for f in feeds_list]
-
-
-def time_interleaved(sessions, feeds, runs):
-    """Median ms of each session, runs interleaved so drift hits all alike."""
-    for s in sessions:
-        for _ in range(5):
-            s.run(None, feeds)
-    times = [[] for _ in sessions]
-    for _ in range(runs):
-        for i, s in enumerate(sessions):
-            t = time.perf_counter()
-            s.run(None, feeds)
-            times[i].append((time.perf_counter() - t) * 1e3)
-    return [float(np.median(t)) for t in times]
 
 
 def ort_quantize(src, dst, calib, tmp, pre_process):

@@ -33,7 +33,7 @@ import numpy as np
 import onnxruntime as ort
 
 from models.make_inputs import make_inputs, save_sample
-from tests.pyhelpers import ROOT, model_path, session
+from tests.pyhelpers import ROOT, model_path, session, time_interleaved
 
 ort.set_default_logger_severity(3)
 
@@ -86,19 +86,6 @@ def metric(name, ref, got):
     return worst
 
 
-def interleaved(sessions, feeds, runs):
-    for s in sessions:
-        for _ in range(3):
-            s.run(None, feeds)
-    times = [[] for _ in sessions]
-    for _ in range(runs):
-        for i, s in enumerate(sessions):
-            t = time.perf_counter()
-            s.run(None, feeds)
-            times[i].append(time.perf_counter() - t)
-    return [float(np.median(t)) * 1e3 for t in times]
-
-
 def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, **kw)
 
@@ -138,7 +125,7 @@ def bench_model(name, samples, fresh_count, args, tmp):
         ref = [sess["original"].run(None, f) for f in fresh]
         score = {k: metric(mname, ref, [s.run(None, f) for f in fresh]) for k, s in sess.items()}
         names = list(sess)
-        ms = dict(zip(names, interleaved([sess[k] for k in names], fresh[0], args.runs)))
+        ms = dict(zip(names, time_interleaved([sess[k] for k in names], fresh[0], args.runs, warmup=3)))
         speed = {k: ms["original"] / ms[k] for k in names}
         a_min = 100.0 - drop  # both metrics score the original 100 on its own outputs
         fixed_ok = [k for k in FIXED if k in score and score[k] >= a_min - 1e-9]

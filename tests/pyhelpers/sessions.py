@@ -1,4 +1,7 @@
-"""ONNX Runtime sessions, on one thread."""
+"""ONNX Runtime sessions, on one thread, and timing them."""
+import time
+
+import numpy as np
 import onnxruntime as ort
 
 
@@ -23,3 +26,18 @@ def outputs(model, feeds, optimized=False):
     sess = model if isinstance(model, ort.InferenceSession) else session(model, optimized)
     names = {i.name for i in sess.get_inputs()}
     return sess.run(None, {k: v for k, v in feeds.items() if k in names})
+
+
+def time_interleaved(sessions, feeds, runs, warmup=5):
+    """Median ms of each session on `feeds`, runs interleaved so that drift
+    on a shared machine hits every session alike."""
+    for s in sessions:
+        for _ in range(warmup):
+            s.run(None, feeds)
+    times = [[] for _ in sessions]
+    for _ in range(runs):
+        for i, s in enumerate(sessions):
+            t = time.perf_counter()
+            s.run(None, feeds)
+            times[i].append((time.perf_counter() - t) * 1e3)
+    return [float(np.median(t)) for t in times]
