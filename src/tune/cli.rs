@@ -495,7 +495,7 @@ pub fn run_check(args: &CheckArgs) -> Result<ExitCode> {
         .evaluate(&deployed, &all, Some(&args.model))
         .with_context(|| format!("judging {}", args.model.display()))?
         .value;
-    let (shapes, samples) = judge.timing_samples(4);
+    let (shapes, samples) = judge.timing_samples(super::TIMING_SAMPLES);
     let a = judge
         .load(&original, shapes)
         .context("loading the original")?;

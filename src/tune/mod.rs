@@ -103,7 +103,7 @@ pub struct Outcome {
 }
 
 /// Samples timed per candidate (cycled through).
-const TIMING_SAMPLES: usize = 4;
+pub(crate) const TIMING_SAMPLES: usize = 4;
 
 /// Timed runs last at least this long per model, so that a model of
 /// 0.2 ms is not judged on 4 ms of runs (`--runs` is the least).
@@ -349,15 +349,16 @@ impl Search<'_> {
             if !self.go_on() {
                 break;
             }
-            self.try_candidate(&passes, "form");
+            self.try_candidate(&passes, "form")?;
         }
         Ok(())
     }
 
-    /// Evaluates `passes` (or reuses its record) and keeps it.
-    fn try_candidate(&mut self, passes: &str, stage: &str) -> usize {
+    /// Evaluates `passes` (or reuses its record) and keeps it, in
+    /// `--resume`'s records too, so that a killed run loses nothing.
+    fn try_candidate(&mut self, passes: &str, stage: &str) -> Result<usize> {
         if let Some(k) = self.candidates.iter().position(|c| c.passes == passes) {
-            return k;
+            return Ok(k);
         }
         self.progress.set_message(passes.to_string());
         let recorded = self.recorded.iter().find(|c| c.passes == passes).cloned();
@@ -370,7 +371,8 @@ impl Search<'_> {
         };
         self.candidates.push(c);
         self.progress.inc(1);
-        self.candidates.len() - 1
+        self.remember()?;
+        Ok(self.candidates.len() - 1)
     }
 
     /// Calibration data: every fold but `fold`.

@@ -50,7 +50,7 @@ impl Search<'_> {
         let mut k = 1;
         while k <= ranked.len() && self.go_on() {
             self.progress.inc_length(1);
-            let i = self.try_candidate(&exclude(k), "per-layer");
+            let i = self.try_candidate(&exclude(k), "per-layer")?;
             let c = &self.candidates[i];
             if c.error.is_none() && c.meets {
                 met = Some(k);
@@ -67,7 +67,7 @@ impl Search<'_> {
             while hi - lo > 1 && self.go_on() {
                 let mid = (lo + hi) / 2;
                 self.progress.inc_length(1);
-                let i = self.try_candidate(&exclude(mid), "per-layer");
+                let i = self.try_candidate(&exclude(mid), "per-layer")?;
                 let c = &self.candidates[i];
                 if c.error.is_none() && c.meets {
                     hi = mid;
