@@ -85,6 +85,16 @@ impl Metric {
             "--metric {} needs --labels",
             metric.name()
         );
+        // Seen on a convnet: pruning kept a cosine of 0.9998 on the logits
+        // and flipped 5% of the predictions.
+        if matches!(metric, Metric::Cosine | Metric::Snr) && class_rows(first).is_some() {
+            return Ok((
+                metric,
+                "--metric; note: the output looks like class scores, whose cosine or SNR can stay \
+                 high while predictions flip (agreement counts flips)"
+                    .into(),
+            ));
+        }
         Ok((metric, "--metric".into()))
     }
 
@@ -463,6 +473,10 @@ mod tests {
         assert!(Metric::choose(Some("top1"), None, false, &scores).is_err());
         assert!(Metric::choose(None, Some("judge.sh"), false, &scores).is_err());
         assert!(Metric::choose(Some("f1"), None, false, &scores).is_err());
+        let (_, why) = Metric::choose(Some("cosine"), None, false, &scores).unwrap();
+        assert!(why.contains("predictions flip"), "{why}");
+        let (_, why) = Metric::choose(Some("cosine"), None, false, &map).unwrap();
+        assert_eq!(why, "--metric");
     }
 
     #[test]
