@@ -254,15 +254,11 @@ impl Judge {
 
     /// Samples `idx` as calibration data, in their shape groups.
     pub fn calibration(&self, idx: &[usize], source: String) -> Calibration {
-        let mut groups: Vec<(InputShapes, Vec<usize>)> = vec![];
-        for (k, shapes) in self.shapes.iter().enumerate() {
-            let members: Vec<usize> = (0..idx.len())
-                .filter(|&j| self.group_of[idx[j]] == k)
-                .collect();
-            if !members.is_empty() {
-                groups.push((shapes.clone(), members));
-            }
-        }
+        let groups = self
+            .by_group(idx)
+            .into_iter()
+            .map(|(k, members)| (self.shapes[k].clone(), members))
+            .collect();
         Calibration {
             samples: self.samples(idx),
             groups,
@@ -272,18 +268,28 @@ impl Judge {
         }
     }
 
+    /// Positions in `idx` grouped by the shape group of their sample
+    /// (groups without a sample left out).
+    fn by_group(&self, idx: &[usize]) -> Vec<(usize, Vec<usize>)> {
+        (0..self.shapes.len())
+            .map(|k| {
+                (
+                    k,
+                    (0..idx.len())
+                        .filter(|&j| self.group_of[idx[j]] == k)
+                        .collect(),
+                )
+            })
+            .filter(|(_, members): &(usize, Vec<usize>)| !members.is_empty())
+            .collect()
+    }
+
     /// Runs `model` on samples `idx`, one load per shape group; outputs in
     /// the order of `idx`.
     fn run(&self, model: &Model, idx: &[usize]) -> Result<Vec<Outputs>> {
         let mut out: Vec<Option<Outputs>> = vec![None; idx.len()];
-        for (k, shapes) in self.shapes.iter().enumerate() {
-            let members: Vec<usize> = (0..idx.len())
-                .filter(|&j| self.group_of[idx[j]] == k)
-                .collect();
-            if members.is_empty() {
-                continue;
-            }
-            let rt = self.load(model, shapes)?;
+        for (k, members) in self.by_group(idx) {
+            let rt = self.load(model, &self.shapes[k])?;
             for j in members {
                 out[j] = Some(rt.run(&self.samples[idx[j]])?);
             }
@@ -315,7 +321,7 @@ impl Judge {
             });
         }
         let outputs = self.run(model, idx)?;
-        let value = self.score(&outputs, idx)?;
+        let value = self.score(&outputs.iter().collect::<Vec<_>>(), idx)?;
         let lost_of = match self.metric {
             Metric::Top1 | Metric::Top5 | Metric::Agreement => {
                 let rows = self.rows(idx);
@@ -336,13 +342,13 @@ impl Judge {
         }
     }
 
-    fn reference_of(&self, idx: &[usize]) -> Vec<Outputs> {
-        idx.iter().map(|&i| self.reference[i].clone()).collect()
+    fn reference_of(&self, idx: &[usize]) -> Vec<&Outputs> {
+        idx.iter().map(|&i| &self.reference[i]).collect()
     }
 
-    fn score(&self, outputs: &[Outputs], idx: &[usize]) -> Result<f64> {
+    fn score(&self, outputs: &[&Outputs], idx: &[usize]) -> Result<f64> {
         ensure!(!idx.is_empty(), "no samples to judge on");
-        let pairs = || idx.iter().zip(outputs).map(|(&i, o)| (i, o));
+        let pairs = || idx.iter().zip(outputs).map(|(&i, &o)| (i, o));
         match self.metric {
             Metric::Top1 | Metric::Top5 => {
                 let mut acc = Accuracy::default();

@@ -67,18 +67,16 @@ impl Search<'_> {
             let bound = self.bound(&c.passes, &folds);
             let c = &mut self.candidates[k];
             c.seconds += t0.elapsed().as_secs_f64();
-            c.validated = Some(folds.iter().all(|f| f.meets) && bound.is_none_or(|b| b.1));
-            c.bound_drop = bound.map(|b| b.0);
+            let every_fold = folds.iter().all(|f| f.meets);
+            c.validated = Some(every_fold && bound.as_ref().is_none_or(|b| b.meets));
+            c.bound_drop = bound.as_ref().map(|b| b.drop);
             c.folds = folds;
-            if let (Some((drop, false)), true) = (bound, c.folds.iter().all(|f| f.meets)) {
-                let (lost, rows) = c
-                    .folds
-                    .iter()
-                    .filter_map(|f| f.lost_of)
-                    .fold((0, 0), |(l, n), [a, b]| (l + a, n + b));
+            if let (Some(b), true) = (bound.filter(|b| !b.meets), every_fold) {
                 let note = format!(
-                    "{}: met A_min on every fold ({lost} of {rows} rows lost), but its loss could                      still be {drop:.2} points at 95% confidence; more data would prove it (a                      1-point loss needs about 300 rows judged without one)",
-                    c.passes
+                    "{}: met A_min on every fold ({} of {} rows lost), but its loss could \
+                     still be {:.2} points at 95% confidence; more data would prove it (a \
+                     1-point loss needs about 300 rows judged without one)",
+                    c.passes, b.lost, b.rows, b.drop
                 );
                 self.notes.push(note);
             }
@@ -122,12 +120,11 @@ impl Search<'_> {
     /// its loss in points, pooled over the folds (see `bound`), and whether
     /// the original's pooled metric less that bound still meets A_min.
     /// Exact pipelines change outputs by rounding only and need none.
-    fn bound(&self, passes: &str, folds: &[Fold]) -> Option<(f64, bool)> {
+    fn bound(&self, passes: &str, folds: &[Fold]) -> Option<PooledBound> {
         if Pipeline::parse(passes).is_ok_and(|p| p.is_exact()) {
             return None;
         }
-        let counts: Option<Vec<[usize; 2]>> = folds.iter().map(|f| f.lost_of).collect();
-        let counts = counts?;
+        let counts: Vec<[usize; 2]> = folds.iter().map(|f| f.lost_of).collect::<Option<_>>()?;
         let (lost, rows) = counts
             .iter()
             .fold((0, 0), |(l, n), [fl, fn_]| (l + fl, n + fn_));
@@ -138,8 +135,23 @@ impl Search<'_> {
             .map(|(f, [_, n])| f.original * *n as f64)
             .sum::<f64>()
             / rows.max(1) as f64;
-        Some((drop, self.settings.goal.meets(original, original - drop)))
+        let meets = self.settings.goal.meets(original, original - drop);
+        Some(PooledBound {
+            lost,
+            rows,
+            drop,
+            meets,
+        })
     }
+}
+
+/// The rows a candidate lost over every fold, the 95% bound on its loss
+/// in points, and whether A_min holds at that bound.
+struct PooledBound {
+    lost: usize,
+    rows: usize,
+    drop: f64,
+    meets: bool,
 }
 
 #[cfg(test)]
