@@ -114,6 +114,11 @@ const TIMING_SECONDS: f64 = 0.4;
 /// machine, and the exact model is the better answer.
 const MARGIN: f64 = 1.03;
 
+/// Cross-validations the search keeps time for: the fastest lossy candidate
+/// often fails a fold (one row of a small fold is a point or more), and the
+/// next one must still be tried.
+const VALIDATIONS: f64 = 2.0;
+
 /// Timed runs for models like `base`: enough for [`TIMING_SECONDS`] of
 /// runs per model (at most 2000), and at least `least`.
 pub(crate) fn timing_runs(
@@ -307,18 +312,24 @@ impl Search<'_> {
     }
 
     /// Whether another candidate fits in the budget, keeping time to
-    /// cross-validate one (k-1 more builds and judgements) and build the
-    /// output.
+    /// cross-validate `VALIDATIONS` typical candidates (k-1 more builds and
+    /// judgements each) and build the output.
     fn has_time(&self) -> bool {
-        let done: Vec<f64> = self.candidates.iter().map(|c| c.seconds).collect();
-        let each = if done.is_empty() {
-            0.0
-        } else {
-            done.iter().sum::<f64>() / done.len() as f64
-        };
-        // k-1 more folds for one cross-validation, and the final build.
-        let reserve = each * self.settings.folds as f64;
+        let mut done: Vec<f64> = self.candidates.iter().map(|c| c.seconds).collect();
+        done.sort_by(f64::total_cmp);
+        // The median: one slow form (a model timed at 3 ms) must not eat the search.
+        let each = done.get(done.len() / 2).copied().unwrap_or(0.0);
+        let folds = self.settings.folds as f64;
+        let reserve = each * ((folds - 1.0) * VALIDATIONS + 1.0);
         self.elapsed().as_secs_f64() + each + reserve <= self.settings.budget.as_secs_f64()
+    }
+
+    /// Whether candidate `k` can still be cross-validated (k-1 builds and
+    /// judgements, each at most as long as its search step) and the output
+    /// built.
+    fn can_validate(&self, k: usize) -> bool {
+        let cost = self.candidates[k].seconds * self.settings.folds as f64;
+        self.elapsed().as_secs_f64() + cost <= self.settings.budget.as_secs_f64()
     }
 
     /// Whether the search should go on; notes why not.

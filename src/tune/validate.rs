@@ -51,7 +51,7 @@ impl Search<'_> {
             // Out of time, only exact candidates are still worth validating:
             // they need no calibration, one build and k judgements.
             let exact = Pipeline::parse(&self.candidates[k].passes).is_ok_and(|p| p.is_exact());
-            if !exact && !self.has_time() {
+            if !exact && !self.can_validate(k) {
                 self.note_once("the budget ran short: faster candidates were not cross-validated");
                 continue;
             }
