@@ -80,7 +80,7 @@ pub fn profile(model: &Model, data: &Calibration, settings: &Settings) -> Result
         bail!("no input sample to profile on");
     };
     let named = with_node_names(model);
-    let layers = layer_names(&named);
+    let layers = layer_keys(&named);
     let dir = tempfile::tempdir().context("a folder for ONNX Runtime's profile")?;
     let options = ort::Options {
         threads: settings.threads,
@@ -187,25 +187,60 @@ fn with_node_names(model: &Model) -> Model {
     m
 }
 
-/// Names of the main graph's operators, longest first (for prefix matching).
-fn layer_names(model: &Model) -> Vec<String> {
+/// Producers ONNX Runtime fuses a following activation into.
+const FUSES_ACTIVATION: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv"];
+const ACTIVATIONS: &[&str] = &[
+    "Relu",
+    "Clip",
+    "Sigmoid",
+    "HardSigmoid",
+    "LeakyRelu",
+    "Tanh",
+    "HardSwish",
+];
+
+/// Kernel-name keys and the layer each names, longest key first (for
+/// prefix matching). ONNX Runtime names a kernel it keeps after the node,
+/// and one it makes after the node or an output (`relu_0.tmp_0_nchwc` is a
+/// Conv fused with the Relu that made `relu_0.tmp_0`), so node names and
+/// output names are both keys; an activation's output names the layer it
+/// was fused into, where the work is.
+fn layer_keys(model: &Model) -> Vec<(String, String)> {
     let g = &model.graph;
-    let mut names: Vec<String> = g
-        .node_ids()
-        .filter(|&id| matches!(g.node(id).kind, NodeKind::Op(_)))
-        .filter_map(|id| g.node(id).name.clone())
-        .filter(|n| !n.is_empty())
-        .collect();
-    names.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
-    names.dedup();
-    names
+    let name = |id| g.node(id).name.clone().filter(|n: &String| !n.is_empty());
+    let mut keys = vec![];
+    for id in g.node_ids() {
+        let (NodeKind::Op(op), Some(layer)) = (&g.node(id).kind, name(id)) else {
+            continue;
+        };
+        let fused_into = g
+            .input(id, 0)
+            .filter(|_| ACTIVATIONS.contains(&op.op_type.as_str()))
+            .filter(|&x| g.sole_user(x) == Some(id))
+            .filter(|x| {
+                g.op(x.node)
+                    .is_some_and(|p| FUSES_ACTIVATION.contains(&p.op_type.as_str()))
+            })
+            .and_then(|x| name(x.node));
+        let owner = fused_into.unwrap_or_else(|| layer.clone());
+        for v in &g.node(id).outputs {
+            if !v.name.is_empty() {
+                keys.push((v.name.clone(), owner.clone()));
+            }
+        }
+        keys.push((layer.clone(), layer));
+    }
+    // Node names first among equal keys: a node named like another's output
+    // is that node.
+    keys.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+    keys.dedup_by(|a, b| a.0 == b.0);
+    keys
 }
 
-fn layer_of(node: &str, layers: &[String]) -> Option<String> {
-    layers
-        .iter()
-        .find(|l| node == l.as_str() || node.starts_with(l.as_str()))
-        .cloned()
+fn layer_of(node: &str, keys: &[(String, String)]) -> Option<String> {
+    keys.iter()
+        .find(|(k, _)| node == k.as_str() || node.starts_with(k.as_str()))
+        .map(|(_, layer)| layer.clone())
 }
 
 impl ProfileReport {
@@ -247,13 +282,40 @@ mod tests {
 
     #[test]
     fn runtime_nodes_map_to_the_longest_layer_name_they_start_with() {
-        let layers = vec!["conv1_bn".to_string(), "conv1".to_string()];
-        assert_eq!(layer_of("conv1", &layers).as_deref(), Some("conv1"));
-        assert_eq!(layer_of("conv1_nchwc", &layers).as_deref(), Some("conv1"));
+        let keys: Vec<(String, String)> = [("conv1_bn", "conv1_bn"), ("conv1", "conv1")]
+            .map(|(k, l)| (k.to_string(), l.to_string()))
+            .into();
+        assert_eq!(layer_of("conv1", &keys).as_deref(), Some("conv1"));
+        assert_eq!(layer_of("conv1_nchwc", &keys).as_deref(), Some("conv1"));
         assert_eq!(
-            layer_of("conv1_bn_fused", &layers).as_deref(),
+            layer_of("conv1_bn_fused", &keys).as_deref(),
             Some("conv1_bn")
         );
-        assert_eq!(layer_of("reorder_input", &layers), None);
+        assert_eq!(layer_of("reorder_input", &keys), None);
+    }
+
+    #[test]
+    fn a_kernel_named_after_an_output_is_its_layer_and_a_fused_activation_its_producer() {
+        use crate::ir::build::ModelBuilder;
+        use crate::ir::{DataType, Tensor};
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[1, 3, 8, 8]);
+        let w = b.init("w", Tensor::from_f32(vec![4, 3, 1, 1], &[0.5; 12]));
+        let c = b.op("Conv", &[x, w], vec![], "c_out");
+        let r = b.op("Relu", &[c], vec![], "r_out");
+        let s = b.op("Sigmoid", &[r], vec![], "s_out");
+        b.output(s, DataType::FLOAT);
+        let mut model = b.build().unwrap();
+        // Node names unlike their outputs', as exporters write them.
+        for (out, name) in [(c, "conv"), (r, "relu"), (s, "sig")] {
+            model.graph.node_mut(out.node).name = Some(name.to_string());
+        }
+        let keys = layer_keys(&model);
+        // ONNX Runtime's NCHWc Conv+Relu kernel is named after the Relu's output.
+        assert_eq!(layer_of("r_out_nchwc", &keys).as_deref(), Some("conv"));
+        assert_eq!(layer_of("c_out", &keys).as_deref(), Some("conv"));
+        // Sigmoid follows a Relu, which fuses nothing: its own layer.
+        assert_eq!(layer_of("s_out_token_3", &keys).as_deref(), Some("sig"));
+        assert_eq!(layer_of("relu", &keys).as_deref(), Some("relu"));
     }
 }
