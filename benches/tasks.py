@@ -429,8 +429,41 @@ def score(task, model, folder):
             found += int((pred & (truth == 2)).sum())
         p, r = inside / max(1, marked), found / max(1, kernel)
         return 100.0 * 2 * p * r / max(1e-12, p + r)
+    return 100.0 * float(np.mean(_correct(outs, folder)))
+
+
+def _correct(outs, folder):
     labels = [int(x) for x in open(folder + "-labels.txt")]
-    return 100.0 * float(np.mean([o.reshape(-1, o.shape[-1])[0].argmax() == y for o, y in zip(outs, labels)]))
+    return np.array([o.reshape(-1, o.shape[-1])[0].argmax() == y for o, y in zip(outs, labels)])
+
+
+def correct(model, folder):
+    """A classifier task's rows: whether `model` reads each sample right."""
+    from tests.pyhelpers import session
+
+    folder = folder.rstrip("/")
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".npy"))
+    sess = session(model)
+    name = sess.get_inputs()[0].name
+    return _correct([sess.run(None, {name: np.load(os.path.join(folder, f))})[0] for f in files], folder)
+
+
+def loss_bound(lost, rows, confidence=0.95):
+    """The Clopper–Pearson upper bound, in points, on the share of rows lost
+    when `lost` of `rows` were (as tune's bound, for the same standard)."""
+    from math import exp, lgamma, log
+
+    def cdf(p):  # P(X <= lost), X ~ Binomial(rows, p)
+        if p >= 1.0:
+            return 0.0
+        return sum(exp(lgamma(rows + 1) - lgamma(k + 1) - lgamma(rows - k + 1)
+                       + (k * log(p) if k else 0.0) + (rows - k) * log(1 - p)) for k in range(lost + 1))
+
+    lo, hi = lost / rows, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) > 1 - confidence else (lo, mid)
+    return 100.0 * hi
 
 
 if __name__ == "__main__":
