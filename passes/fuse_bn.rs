@@ -40,6 +40,9 @@
 //!
 //! The per-channel affine fold here (`fold_affine`) is shared with `fuse-bias`.
 //!
+//! **Examples that run:** `passes/testdata/fuse-bn/` (file tests: before →
+//! after in the text form).
+//!
 //! **Options:** none.
 
 use crate::ir::patch::{Rule, RuleContext};

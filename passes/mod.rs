@@ -95,6 +95,8 @@ registry! {
 }
 
 #[cfg(test)]
+mod filetests;
+#[cfg(test)]
 pub(crate) mod testing;
 pub(crate) mod toolkit;
 

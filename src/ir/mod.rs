@@ -11,6 +11,7 @@ mod dtype;
 mod graph;
 mod model;
 mod opaque;
+pub mod parse;
 pub mod patch;
 pub mod rank;
 pub mod shape_value;
