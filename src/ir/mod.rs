@@ -9,6 +9,7 @@ mod constant;
 pub mod diff;
 mod dtype;
 mod graph;
+pub mod memo;
 mod model;
 mod opaque;
 pub mod parse;
