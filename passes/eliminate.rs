@@ -25,6 +25,9 @@
 //! A node whose output is a graph output is kept when its input cannot take
 //! over the output's name (a graph input, say).
 //!
+//! **Examples that run:** `passes/testdata/eliminate/` (file tests: before →
+//! after in the text form).
+//!
 //! **Options:** none.
 
 use crate::ir::patch::{Rule, RuleContext};

@@ -214,6 +214,9 @@ impl FoldConstants {
 /// The bytes a `ConstantOfShape` of a constant shape would fill, read from
 /// its arguments before evaluating it (overflow counts as too large).
 fn filled_bytes(op: &Operator, args: &[Option<&Tensor>]) -> Option<usize> {
+    if op.is("Expand") || op.is("Tile") {
+        return spread_bytes(op, args);
+    }
     if !op.is("ConstantOfShape") {
         return None;
     }
@@ -221,6 +224,43 @@ fn filled_bytes(op: &Operator, args: &[Option<&Tensor>]) -> Option<usize> {
     let elem = match op.attr("value").map(|a| &a.value) {
         Some(crate::ir::AttrValue::Tensor(value)) => value.dtype.size_of()?,
         _ => 4, // float32 zero by default
+    };
+    dims.iter()
+        .try_fold(elem, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+        .or(Some(usize::MAX))
+}
+
+/// The bytes of `Expand(x, shape)` (numpy broadcasting) or `Tile(x,
+/// repeats)`, from the dims of `x` and the shape or repeats: what tract's
+/// result would hold. `None` when the arguments are not valid (tract then
+/// says so, and the node is skipped as before). Evaluating a large spread
+/// only to refuse it cost most of `fuse` on onnx's caffe2 test models
+/// (light-resnet50: 0.96 s of 1.4 s in a debug build).
+fn spread_bytes(op: &Operator, args: &[Option<&Tensor>]) -> Option<usize> {
+    let [Some(x), Some(by)] = args else {
+        return None;
+    };
+    let by = by.to_i64().ok()?;
+    let elem = x.dtype.size_of()?;
+    let dims: Vec<i64> = if op.is("Tile") {
+        if by.len() != x.dims.len() || by.iter().any(|&r| r < 0) {
+            return None;
+        }
+        x.dims.iter().zip(&by).map(|(&d, &r)| d.checked_mul(r)).collect::<Option<_>>()?
+    } else {
+        let rank = x.dims.len().max(by.len());
+        let at = |v: &[i64], axis: usize| {
+            (axis + v.len())
+                .checked_sub(rank)
+                .map_or(1, |k| v[k])
+        };
+        (0..rank)
+            .map(|axis| match (at(&x.dims, axis), at(&by, axis)) {
+                (a, b) if a == b || b == 1 => Some(a),
+                (1, b) if b >= 0 => Some(b),
+                _ => None,
+            })
+            .collect::<Option<_>>()?
     };
     dims.iter()
         .try_fold(elem, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
@@ -326,6 +366,42 @@ mod tests {
             let op = Operator::new("Cast", 1, vec![Attribute::int("to", 7)]);
             assert_eq!(cast_to_i64(&op, &[Some(&t)]), None, "{dtype:?}");
         }
+    }
+
+    /// The size an `Expand` or `Tile` is refused by before it is evaluated
+    /// is the size of what tract computes, for broadcasts of every kind.
+    #[test]
+    fn spread_bytes_are_what_tract_computes() {
+        let cases: [(&str, DataType, Vec<i64>, Vec<i64>); 7] = [
+            ("Expand", DataType::FLOAT, vec![3, 1], vec![2, 1, 4]),
+            ("Expand", DataType::FLOAT, vec![1, 4], vec![3, 1]),
+            ("Expand", DataType::INT64, vec![2], vec![5, 1, 1]),
+            ("Expand", DataType(10), vec![1], vec![]),
+            ("Expand", DataType::UINT8, vec![1, 3], vec![0, 3]),
+            ("Tile", DataType::FLOAT, vec![2, 3], vec![4, 1]),
+            ("Tile", DataType::INT64, vec![2], vec![0]),
+        ];
+        for (op_type, dtype, dims, by) in cases {
+            let n: i64 = dims.iter().product();
+            let raw = vec![1u8; n as usize * dtype.size_of().unwrap()];
+            let x = Tensor::new(dtype, dims.clone(), TensorData::Raw(raw.into()));
+            let by = Tensor::from_i64(vec![by.len() as i64], &by);
+            let mut b = ModelBuilder::new(13);
+            let (xo, bo) = (b.init("x", x.clone()), b.init("by", by.clone()));
+            let y = b.op(op_type, &[xo, bo], vec![], "y");
+            b.output(y, dtype);
+            let m = b.build().unwrap();
+            let op = m.graph.op(y.node).unwrap();
+            let args = [Some(&x), Some(&by)];
+            let tract = crate::exec::evaluate_node(&m, &m.graph, y.node, &args).unwrap();
+            let tract = tract[0].as_ref().unwrap();
+            assert_eq!(filled_bytes(op, &args), Some(tract.byte_len()), "{op_type} {dims:?}");
+        }
+        // Dims that do not broadcast: left to tract, which refuses them.
+        let x = Tensor::from_f32(vec![3], &[1.0; 3]);
+        let by = Tensor::from_i64(vec![1], &[2]);
+        let expand = Operator::new("Expand", 2, vec![]);
+        assert_eq!(spread_bytes(&expand, &[Some(&x), Some(&by)]), None);
     }
 
     /// A `ConstantOfShape` that would write 256 KiB into the file from an

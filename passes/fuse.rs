@@ -19,15 +19,16 @@
 //! **Options:** declared once in `Opts` below (`onnx-opt passes` and the
 //! README list them).
 
+use crate::ir::memo::TensorMemo;
 use crate::ir::Model;
 use crate::ir::ModelStats;
-use crate::passes::fuse_bn::prefold;
-use crate::passes::infer_shapes;
+use crate::passes::{fuse_bn, infer_shapes, lift_constants};
 use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{OptionInfo, Options, Pass, PassContext, PassReport, Pipeline};
 use anyhow::{anyhow, ensure, Result};
 use serde_json::json;
 use std::sync::mpsc::TryRecvError;
+use std::sync::Arc;
 
 pub const INFO: PassInfo = PassInfo {
     name: "fuse",
@@ -74,11 +75,13 @@ fn build(options: &Options) -> Result<Box<dyn Pass>> {
             &format!("fuse-activation{{target-opset={target}}}"),
         ))
     };
+    let memo = Arc::new(TensorMemo::default());
     Ok(Box::new(Fuse {
         rounds,
         lift: Pipeline::parse(&format!("lift-constants{{keep-inputs={keep_inputs}}}"))?,
         untyped: with_target(UNTYPED)?,
-        typed: with_target(TYPED)?,
+        typed: with_target(TYPED)?.with_pass("fuse-bn", || fuse_bn::with_memo(memo.clone())),
+        memo,
     }))
 }
 
@@ -87,6 +90,9 @@ struct Fuse {
     lift: Pipeline,
     untyped: Pipeline,
     typed: Pipeline,
+    /// BatchNorm folds computed while tract infers types (kept for one
+    /// round), lent to the `fuse-bn` of `typed`: see `fuse_bn::fold_ahead`.
+    memo: Arc<TensorMemo>,
 }
 
 impl Fuse {
@@ -117,7 +123,7 @@ impl Fuse {
             Ok(reports)
         };
         let untyped = if lift {
-            crate::exec::has_untyped_value_once_lifted(&model.graph)
+            lift_constants::has_untyped_value_once_lifted(&model.graph)
         } else {
             infer_shapes::has_untyped_value(&model.graph)
         };
@@ -139,7 +145,7 @@ impl Fuse {
                     let _ = sender.send(r);
                 };
                 let snapshot = if lift {
-                    crate::exec::constants_lifted(snapshot)
+                    lift_constants::lifted_in_place(snapshot)
                 } else {
                     Ok(snapshot)
                 };
@@ -156,9 +162,9 @@ impl Fuse {
                 let mut reports = self.untyped.run_nested(model, cx)?;
                 // While tract works, fold the BatchNorms `fuse-bn` will
                 // fold once the types are in (same result, computed early).
-                let keeping = prefold::Keeping::start();
+                let _keeping = self.memo.keep();
                 let mut arrived = None;
-                keeping.fold_ahead(model, || match receiver.try_recv() {
+                fuse_bn::fold_ahead(&self.memo, model, || match receiver.try_recv() {
                     Ok(r) => {
                         arrived = Some(r);
                         false

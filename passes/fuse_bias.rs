@@ -104,9 +104,17 @@ fn per_channel(dims: &[i64], out_rank: usize, channels: usize) -> Option<Vec<usi
 
 /// Replaces `id` (whose input `y` is the producer's output) by the producer
 /// with y ↦ s·y + t folded in.
-fn fold(g: &Graph, id: NodeId, producer: &Producer, y: Outlet, s: &[f64], t: &[f64]) -> Patch {
+fn fold(
+    ctx: &RuleContext,
+    g: &Graph,
+    id: NodeId,
+    producer: &Producer,
+    y: Outlet,
+    s: &[f64],
+    t: &[f64],
+) -> Patch {
     let mut patch = Patch::new("");
-    producer.fold_affine(g, &mut patch, s, t);
+    producer.fold_affine(ctx, g, &mut patch, s, t);
     patch.shunt(Outlet::new(id, 0), y);
     patch.remove(id);
     remove_dead_consts(g, &mut patch, id);
@@ -123,7 +131,7 @@ fn bias_kinds(p: &Producer) -> bool {
 // P(x) + c = P'(x) with bias' = bias + c, c constant per output channel.
 fn add(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
     Ok(match match_binary(ctx, g, id, "Add", &[0, 1]) {
-        Some((p, y, c)) if bias_kinds(&p) => Some(fold(g, id, &p, y, &vec![1.0; p.channels], &c)),
+        Some((p, y, c)) if bias_kinds(&p) => Some(fold(ctx, g, id, &p, y, &vec![1.0; p.channels], &c)),
         _ => None,
     })
 }
@@ -131,7 +139,7 @@ fn add(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<
 // P(x)·k = P'(x) with w'[o] = w[o]·k[o], bias'[o] = bias[o]·k[o], k per output channel.
 fn mul(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
     Ok(match match_binary(ctx, g, id, "Mul", &[0, 1]) {
-        Some((p, y, k)) if bias_kinds(&p) => Some(fold(g, id, &p, y, &k, &vec![0.0; p.channels])),
+        Some((p, y, k)) if bias_kinds(&p) => Some(fold(ctx, g, id, &p, y, &k, &vec![0.0; p.channels])),
         _ => None,
     })
 }
@@ -141,7 +149,7 @@ fn div(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<
     Ok(match match_binary(ctx, g, id, "Div", &[0]) {
         Some((p, y, k)) if bias_kinds(&p) && k.iter().all(|&v| v != 0.0) => {
             let inv: Vec<f64> = k.iter().map(|v| 1.0 / v).collect();
-            Some(fold(g, id, &p, y, &inv, &vec![0.0; p.channels]))
+            Some(fold(ctx, g, id, &p, y, &inv, &vec![0.0; p.channels]))
         }
         _ => None,
     })

@@ -40,13 +40,19 @@
 //!
 //! The per-channel affine fold here (`fold_affine`) is shared with `fuse-bias`.
 //!
+//! **Examples that run:** `passes/testdata/fuse-bn/` (file tests: before →
+//! after in the text form).
+//!
 //! **Options:** none.
 
+use crate::ir::memo::TensorMemo;
 use crate::ir::patch::{Rule, RuleContext};
-use crate::ir::{Graph, NodeId, Operator, Outlet, Patch};
+use crate::ir::{Graph, Model, NodeId, Operator, Outlet, Patch};
 use crate::passes::toolkit::{remove_dead_consts, small_const, sole_use, Producer};
 use crate::passes::{DataUse, PassInfo, RulePass};
+use crate::pipeline::Pass;
 use anyhow::Result;
+use std::sync::Arc;
 
 pub const INFO: PassInfo = PassInfo {
     name: "fuse-bn",
@@ -104,7 +110,7 @@ fn batchnorm(ctx: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<
         return Ok(None);
     }
     let mut patch = Patch::new("");
-    producer.fold_affine(g, &mut patch, &s, &t);
+    producer.fold_affine(ctx, g, &mut patch, &s, &t);
     patch.shunt(Outlet::new(id, 0), y);
     patch.remove(id);
     remove_dead_consts(g, &mut patch, id);
@@ -114,99 +120,34 @@ fn batchnorm(ctx: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<
 /// Folding BatchNorm weights ahead of time. `fuse` knows the types only
 /// once tract has inferred them, and `fuse-bn` runs after; meanwhile the
 /// main thread waits. It spends the wait computing the folds `fuse-bn` will
-/// most likely make (Conv producers need no types) and keeps them here;
-/// `fold_affine` then takes a kept one instead of computing it again. A
-/// scaled weight is a function of the source weights, the producer kind and
-/// the scales, the key here, so a kept fold is the one computed on time:
-/// the output does not depend on what was kept (PP-OCRv4 rec: `fuse-bn`
-/// 0.8 ms → ~0.1 ms after the types arrive).
-pub(crate) mod prefold {
-    use super::batchnorm;
-    use crate::passes::toolkit::Kind;
-    use crate::ir::patch::RuleContext;
-    use crate::ir::{Model, Tensor, TensorData};
-    use bytes::Bytes;
-    use std::cell::RefCell;
-    use std::collections::HashMap;
-
-    /// (source payload address and length, dims, producer kind, scale bits)
-    type Key = (usize, usize, Vec<i64>, Kind, Vec<u64>);
-
-    thread_local! {
-        /// Kept folds, each with its source payload (kept alive, so its
-        /// address names it); `None` outside [`Keeping`].
-        static KEPT: RefCell<Option<HashMap<Key, (Bytes, Tensor)>>> = const { RefCell::new(None) };
-    }
-
-    fn key(weight: &Tensor, kind: Kind, s: &[f64]) -> Option<(Key, Bytes)> {
-        let TensorData::Raw(b) = &weight.data else {
-            return None;
-        };
-        let bits = s.iter().map(|v| v.to_bits()).collect();
-        Some((
-            (
-                b.as_ptr() as usize,
-                b.len(),
-                weight.dims.clone(),
-                kind,
-                bits,
-            ),
-            b.clone(),
-        ))
-    }
-
-    /// `compute()`, the scaled `weight`, or the one kept for the same key.
-    pub(crate) fn scaled(
-        weight: &Tensor,
-        kind: Kind,
-        s: &[f64],
-        compute: impl FnOnce() -> Tensor,
-    ) -> Tensor {
-        KEPT.with(|kept| {
-            let mut kept = kept.borrow_mut();
-            let Some(map) = kept.as_mut() else {
-                return compute();
-            };
-            let Some((key, source)) = key(weight, kind, s) else {
-                return compute();
-            };
-            map.entry(key)
-                .or_insert_with(|| (source, compute()))
-                .1
-                .clone()
-        })
-    }
-
-    /// Keeps folds on this thread until dropped.
-    pub(crate) struct Keeping(());
-
-    impl Keeping {
-        pub(crate) fn start() -> Keeping {
-            KEPT.with(|kept| *kept.borrow_mut() = Some(HashMap::new()));
-            Keeping(())
+/// most likely make (Conv producers need no types) into a memo it owns and
+/// lends to its `fuse-bn` ([`with_memo`]); `fold_affine` then takes a kept
+/// weight instead of computing it again. A scaled weight is a function of
+/// the source weights, the producer kind and the scales, the memo's key, so
+/// a kept fold is the one computed on time: the output does not depend on
+/// what was kept (PP-OCRv4 rec: `fuse-bn` 0.8 ms → ~0.1 ms after the types
+/// arrive).
+///
+/// Computes, one BatchNormalization of the main graph at a time while
+/// `waiting()`, the folds `fuse-bn` would make on `model`, into `memo`
+/// (kept only while the memo keeps).
+pub(crate) fn fold_ahead(memo: &Arc<TensorMemo>, model: &Model, mut waiting: impl FnMut() -> bool) {
+    let g = &model.graph;
+    let mut ctx = RuleContext::for_model(model, None);
+    ctx.memo = Some(memo.clone());
+    for id in g.node_ids() {
+        if !waiting() {
+            return;
         }
-
-        /// Computes, one BatchNormalization of the main graph at a time
-        /// while `waiting()`, the folds `fuse-bn` would make on `model`.
-        pub(crate) fn fold_ahead(&self, model: &Model, mut waiting: impl FnMut() -> bool) {
-            let g = &model.graph;
-            let ctx = RuleContext::for_model(model, None);
-            for id in g.node_ids() {
-                if !waiting() {
-                    return;
-                }
-                if let Some(op) = g.op(id).filter(|op| op.is("BatchNormalization")) {
-                    let _ = batchnorm(&ctx, g, id, op);
-                }
-            }
+        if let Some(op) = g.op(id).filter(|op| op.is("BatchNormalization")) {
+            let _ = batchnorm(&ctx, g, id, op);
         }
     }
+}
 
-    impl Drop for Keeping {
-        fn drop(&mut self) {
-            KEPT.with(|kept| *kept.borrow_mut() = None);
-        }
-    }
+/// `fuse-bn` whose folds are taken from `memo` when kept there.
+pub(crate) fn with_memo(memo: Arc<TensorMemo>) -> Box<dyn Pass> {
+    RulePass::with_memo(RULES, "fused", memo)
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@
 //! the table of exact widenings. When the inner Cast has other consumers it
 //! stays, and only the outer one is rewired.
 //!
+//! **Examples that run:** `passes/testdata/fuse-cast/` (file tests: before →
+//! after in the text form).
+//!
 //! **Options:** none.
 
 use crate::ir::patch::{Rule, RuleContext};
@@ -204,8 +207,8 @@ fn cast_cast(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Op
 mod tests {
     use super::*;
     use crate::ir::build::ModelBuilder;
-    use crate::ir::{diff::model_diff, Attribute, Model};
-    use crate::passes::testing::{check, rewrite};
+    use crate::ir::{Attribute, Model};
+    use crate::passes::testing::check;
 
     const PASS: &str = "fuse-cast";
 
@@ -271,15 +274,6 @@ mod tests {
             PASS,
         );
         assert_eq!(after.graph.op_count(), 1);
-        for (t, u) in [
-            (D::FLOAT, D::DOUBLE),
-            (D::INT32, D::INT64),
-            (D::UINT8, D::INT32),
-            (D::BOOL, D::FLOAT),
-        ] {
-            let after = rewrite(&chain(t, u, t), PASS);
-            assert_eq!(after.graph.op_count(), 1, "{t} -> {u} -> {t}");
-        }
     }
 
     #[test]
@@ -291,27 +285,6 @@ mod tests {
             PASS,
         );
         assert_eq!(after.graph.op_count(), 2);
-        let after = rewrite(&chain(D::FLOAT16, D::FLOAT, D::DOUBLE), PASS);
-        assert_eq!(after.graph.op_count(), 2);
-    }
-
-    #[test]
-    fn lossy_chains_stay() {
-        use DataType as D;
-        for (t, u, v) in [
-            (D::FLOAT, D::INT32, D::FLOAT),
-            (D::FLOAT, D::FLOAT16, D::FLOAT),
-            (D::INT64, D::INT32, D::INT64),
-            (D::FLOAT, D::BOOL, D::FLOAT),
-            (D::INT16, D::FLOAT, D::INT8),
-        ] {
-            let m = chain(t, u, v);
-            assert_eq!(
-                model_diff(&m, &rewrite(&m, PASS)),
-                "no change\n",
-                "{t} -> {u} -> {v}"
-            );
-        }
     }
 
     #[test]

@@ -30,7 +30,7 @@
 //! IR-3 initializers declared as inputs (overridable, as ONNX Runtime lets
 //! them be).
 
-use crate::ir::{constant_value, Graph, Model, NodeKind, Outlet, Patch};
+use crate::ir::{constant_value, Graph, Model, NodeId, NodeKind, Outlet, Patch};
 use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{Options, Pass, PassContext};
 use anyhow::Result;
@@ -104,6 +104,36 @@ pub fn constant_inputs(model: &mut Model) -> Result<usize> {
     Ok(count)
 }
 
+/// For `fuse`, which starts tract before `lift-constants` runs: the model with every `Constant` of its main graph that `lift-constants`
+/// lifts turned into an initializer in place, and IR-3 initializer inputs
+/// made constants as it makes them: to type inference (main graph
+/// only) the same model as after `lift-constants`, without naming new nodes
+/// (a test compares what tract infers from each).
+pub(crate) fn lifted_in_place(mut m: Model) -> Result<Model> {
+    constant_inputs(&mut m)?;
+    let g = &mut m.graph;
+    let ids: Vec<NodeId> = g.node_ids().collect();
+    for id in ids {
+        if let Some(t) = constant_value(g, id) {
+            g.node_mut(id).kind = NodeKind::Initializer(t);
+        }
+    }
+    Ok(m)
+}
+
+/// `infer_shapes::has_untyped_value` of the graph `lift-constants` would
+/// make of `g`: lifted constants are initializers, not operators.
+pub(crate) fn has_untyped_value_once_lifted(g: &Graph) -> bool {
+    g.node_ids()
+        .filter(|&id| g.op(id).is_some() && constant_value(g, id).is_none())
+        .any(|id| {
+            g.node(id).outputs.iter().enumerate().any(|(slot, v)| {
+                let typed = crate::passes::infer_shapes::typed(v);
+                !v.name.is_empty() && !typed && !g.is_graph_output(Outlet::new(id, slot))
+            })
+        })
+}
+
 fn lift(g: &Graph) -> (Patch, usize) {
     let mut patch = Patch::new("lift-constants");
     let mut count = 0;
@@ -121,9 +151,40 @@ fn lift(g: &Graph) -> (Patch, usize) {
 
 #[cfg(test)]
 mod tests {
+    use super::{has_untyped_value_once_lifted, lifted_in_place};
+    use crate::exec::infer_types;
     use crate::ir::build::ModelBuilder;
     use crate::ir::{DataType, GraphInput, Model, Tensor, ValueInfo};
     use crate::passes::testing::rewrite;
+
+    /// `fuse` starts tract on constants lifted in place while
+    /// `lift-constants` runs: tract infers the same type for every value of
+    /// the lifted model, and `fuse` decides alike whether to ask it.
+    #[test]
+    fn constants_lifted_in_place_infer_as_lifted() {
+        for path in crate::onnx::tests::suite_files() {
+            let original = crate::onnx::load(&path).unwrap();
+            let lifted = rewrite(&original, "lift-constants");
+            assert_eq!(
+                has_untyped_value_once_lifted(&original.graph),
+                crate::passes::infer_shapes::has_untyped_value(&lifted.graph),
+                "{}",
+                path.display()
+            );
+            let ours = infer_types(&lifted_in_place(original).unwrap()).map(|r| r.types);
+            let theirs = infer_types(&lifted).map(|r| r.types);
+            match (ours, theirs) {
+                (Ok(ours), Ok(theirs)) => {
+                    let ours: std::collections::HashMap<_, _> = ours.into_iter().collect();
+                    for (name, ty) in theirs {
+                        assert_eq!(ours.get(&name), Some(&ty), "{}: {name}", path.display());
+                    }
+                }
+                (Err(a), Err(b)) => assert_eq!(format!("{a:#}"), format!("{b:#}")),
+                (a, b) => panic!("{}: {:?} vs {:?}", path.display(), a.is_ok(), b.is_ok()),
+            }
+        }
+    }
 
     /// An IR-3 model as caffe2 wrote them: the weight is an initializer and
     /// a declared graph input.

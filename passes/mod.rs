@@ -7,10 +7,12 @@
 pub use crate::ir::constant_value;
 pub use lift_constants::constant_inputs;
 
+use crate::ir::memo::TensorMemo;
 use crate::ir::patch::{rewrite_model, Rule, RuleContext};
 use crate::ir::Model;
 use crate::pipeline::{OptionInfo, Options, Pass, PassContext};
 use anyhow::Result;
+use std::sync::Arc;
 
 /// A pass that is only its rules: it applies them to a fixpoint in every
 /// graph (subgraphs included) and reports how many patches applied, under
@@ -18,17 +20,37 @@ use anyhow::Result;
 pub(crate) struct RulePass {
     rules: &'static [Rule],
     count: &'static str,
+    /// Lent to the rules (`RuleContext::memo`) by a composite pass that owns it.
+    memo: Option<Arc<TensorMemo>>,
 }
 
 impl RulePass {
     pub fn boxed(rules: &'static [Rule], count: &'static str) -> Result<Box<dyn Pass>> {
-        Ok(Box::new(RulePass { rules, count }))
+        Ok(Box::new(RulePass {
+            rules,
+            count,
+            memo: None,
+        }))
+    }
+
+    /// The same pass, whose rules see `memo`.
+    pub fn with_memo(
+        rules: &'static [Rule],
+        count: &'static str,
+        memo: Arc<TensorMemo>,
+    ) -> Box<dyn Pass> {
+        Box::new(RulePass {
+            rules,
+            count,
+            memo: Some(memo),
+        })
     }
 }
 
 impl Pass for RulePass {
     fn run(&self, model: &mut Model, _: &PassContext) -> Result<serde_json::Value> {
-        let ctx = RuleContext::for_model(model, None);
+        let mut ctx = RuleContext::for_model(model, None);
+        ctx.memo = self.memo.clone();
         let applied = rewrite_model(model, &ctx, self.rules)?;
         Ok(serde_json::json!({ self.count: applied }))
     }
@@ -94,6 +116,8 @@ registry! {
     svd,
 }
 
+#[cfg(test)]
+mod filetests;
 #[cfg(test)]
 pub(crate) mod testing;
 pub(crate) mod toolkit;

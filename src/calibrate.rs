@@ -125,6 +125,18 @@ impl Calibration {
         count: usize,
     ) -> Result<Calibration> {
         let rt = exec::load_any(model, shapes, &[])?;
+        Calibration::random_from(&rt, shapes, seed, count)
+    }
+
+    /// [`Calibration::random`] of a model already loaded by
+    /// `exec::load_any(model, shapes, &[])`: the same samples, without
+    /// compiling it again.
+    pub fn random_from(
+        rt: &Runner,
+        shapes: &InputShapes,
+        seed: u64,
+        count: usize,
+    ) -> Result<Calibration> {
         let samples = (0..count.max(1) as u64)
             .map(|k| Sample::random(rt.inputs(), seed + k))
             .collect::<Result<Vec<_>>>()?;

@@ -84,7 +84,30 @@ pub fn check(
     data: &Judged,
     settings: &Settings,
 ) -> Result<RuntimeReport> {
-    match check_in(engine, original, optimised, data, settings) {
+    check_with(engine, original, None, optimised, data, settings)
+}
+
+/// The original as the caller already loaded it (`exec::load_any` or
+/// `exec::load_in`, no extra outputs), pinned to `shapes`.
+#[derive(Clone, Copy)]
+pub struct Loaded<'a> {
+    pub shapes: &'a InputShapes,
+    pub runner: &'a Runner,
+}
+
+/// [`check`], taking the original from `loaded` instead of compiling it
+/// again for a group of the same shapes in the same runtime. Only a tract
+/// model is taken: ONNX Runtime sessions here get `--threads`.
+pub fn check_with(
+    engine: Engine,
+    original: &Model,
+    loaded: Option<Loaded>,
+    optimised: &Model,
+    data: &Judged,
+    settings: &Settings,
+) -> Result<RuntimeReport> {
+    let loaded = loaded.filter(|l| engine == Engine::Tract && l.runner.engine() == Engine::Tract);
+    match check_in(engine, original, loaded, optimised, data, settings) {
         Err(e) if skips(&e) => Ok(skipped(engine, &e, settings)),
         r => r,
     }
@@ -121,25 +144,45 @@ pub fn skipped(engine: Engine, error: &anyhow::Error, settings: &Settings) -> Ru
 }
 
 /// The two models loaded in one runtime, pinned to one group's shapes.
-struct Pair {
-    before: Runner,
+struct Pair<'a> {
+    before: Original<'a>,
     after: Runner,
 }
 
-impl Pair {
+/// The original, compiled here or taken as the caller loaded it.
+enum Original<'a> {
+    Compiled(Runner),
+    Loaded(&'a Runner),
+}
+
+impl Pair<'_> {
+    fn before(&self) -> &Runner {
+        match &self.before {
+            Original::Compiled(r) => r,
+            Original::Loaded(r) => r,
+        }
+    }
+}
+
+impl<'a> Pair<'a> {
     fn load(
         engine: Engine,
         original: &Model,
+        loaded: Option<Loaded<'a>>,
         optimised: &Model,
         shapes: &InputShapes,
         threads: usize,
-    ) -> Result<Pair> {
+    ) -> Result<Pair<'a>> {
         let options = ort::Options {
             threads,
             profile: None,
         };
-        let before =
-            exec::load_in(engine, original, shapes, &[], &options).context("original model")?;
+        let before = match loaded.filter(|l| l.shapes == shapes) {
+            Some(l) => Original::Loaded(l.runner),
+            None => Original::Compiled(
+                exec::load_in(engine, original, shapes, &[], &options).context("original model")?,
+            ),
+        };
         // The original runs, so the optimised model must too: a failure here
         // is an error of the rewrite, never a reason to skip verification.
         let after = exec::load_in(engine, optimised, shapes, &[], &options)
@@ -158,6 +201,7 @@ fn of_the_rewrite(engine: Engine, what: &str, e: &anyhow::Error) -> anyhow::Erro
 fn check_in(
     engine: Engine,
     original: &Model,
+    loaded: Option<Loaded>,
     optimised: &Model,
     data: &Judged,
     settings: &Settings,
@@ -178,12 +222,19 @@ fn check_in(
         let mut silent = BTreeSet::new();
         let mut acc = (Accuracy::default(), Accuracy::default());
         for (k, (shapes, members)) in groups.iter().enumerate() {
-            let pair = Pair::load(engine, original, optimised, shapes, settings.threads)?;
-            defaulted.extend(pair.before.defaulted_dims().iter().cloned());
+            let pair = Pair::load(
+                engine,
+                original,
+                loaded,
+                optimised,
+                shapes,
+                settings.threads,
+            )?;
+            defaulted.extend(pair.before().defaulted_dims().iter().cloned());
             let mut per_sample = Vec::new();
             for &i in members {
                 let s = data.sample(i)?;
-                let reference = pair.before.run(&s).context("original model")?;
+                let reference = pair.before().run(&s).context("original model")?;
                 let got = (pair.after.run(&s)).map_err(|e| of_the_rewrite(engine, "run", &e))?;
                 for (name, t) in reference.iter() {
                     if t.to_f32_vec().is_ok_and(|v| v.iter().all(|&x| x == 0.0)) {
@@ -244,8 +295,15 @@ fn check_in(
         let pair = match kept.take() {
             Some(pair) => pair,
             None => {
-                let pair = Pair::load(engine, original, optimised, shapes, settings.threads)?;
-                defaulted.extend(pair.before.defaulted_dims().iter().cloned());
+                let pair = Pair::load(
+                    engine,
+                    original,
+                    loaded,
+                    optimised,
+                    shapes,
+                    settings.threads,
+                )?;
+                defaulted.extend(pair.before().defaulted_dims().iter().cloned());
                 pair
             }
         };
@@ -255,7 +313,7 @@ fn check_in(
             .map(|&i| data.sample(i))
             .collect::<Result<Vec<_>>>()?;
         let result = runtime::bench(
-            &pair.before,
+            pair.before(),
             &pair.after,
             &samples,
             settings.warmup,

@@ -346,36 +346,6 @@ fn only_type_blind_uses(g: &Graph, id: NodeId, varying: &HashSet<NodeId>) -> boo
         })
 }
 
-/// The model with every `Constant` of its main graph that `lift-constants`
-/// lifts turned into an initializer in place, and IR-3 initializer inputs
-/// made constants as it makes them: to type inference (main graph
-/// only) the same model as after `lift-constants`, without naming new nodes
-/// (a test compares what tract infers from each).
-pub fn constants_lifted(mut m: Model) -> Result<Model> {
-    crate::passes::constant_inputs(&mut m)?;
-    let g = &mut m.graph;
-    let ids: Vec<NodeId> = g.node_ids().collect();
-    for id in ids {
-        if let Some(t) = crate::passes::constant_value(g, id) {
-            g.node_mut(id).kind = NodeKind::Initializer(t);
-        }
-    }
-    Ok(m)
-}
-
-/// `infer_shapes::has_untyped_value` of the graph `lift-constants` would
-/// make of `g`: lifted constants are initializers, not operators.
-pub fn has_untyped_value_once_lifted(g: &Graph) -> bool {
-    g.node_ids()
-        .filter(|&id| g.op(id).is_some() && crate::passes::constant_value(g, id).is_none())
-        .any(|id| {
-            g.node(id).outputs.iter().enumerate().any(|(slot, v)| {
-                let typed = crate::passes::infer_shapes::typed(v);
-                !v.name.is_empty() && !typed && !g.is_graph_output(Outlet::new(id, slot))
-            })
-        })
-}
-
 /// An inferred type as an IR tensor type.
 pub fn type_info(t: &runtime::ValueType) -> TypeInfo {
     let dim = |d: &runtime::Dim| Dim {
@@ -445,36 +415,6 @@ mod tests {
             .unwrap()
             .run(m, &Default::default(), &mut |_| {})
             .unwrap();
-    }
-
-    /// `fuse` starts tract on constants lifted in place while
-    /// `lift-constants` runs: tract infers the same type for every value of
-    /// the lifted model, and `fuse` decides alike whether to ask it.
-    #[test]
-    fn constants_lifted_in_place_infer_as_lifted() {
-        for path in model_files() {
-            let original = crate::onnx::load(&path).unwrap();
-            let mut lifted = original.clone();
-            lift(&mut lifted);
-            assert_eq!(
-                has_untyped_value_once_lifted(&original.graph),
-                crate::passes::infer_shapes::has_untyped_value(&lifted.graph),
-                "{}",
-                path.display()
-            );
-            let ours = infer_types(&constants_lifted(original).unwrap()).map(|r| r.types);
-            let theirs = infer_types(&lifted).map(|r| r.types);
-            match (ours, theirs) {
-                (Ok(ours), Ok(theirs)) => {
-                    let ours: std::collections::HashMap<_, _> = ours.into_iter().collect();
-                    for (name, ty) in theirs {
-                        assert_eq!(ours.get(&name), Some(&ty), "{}: {name}", path.display());
-                    }
-                }
-                (Err(a), Err(b)) => assert_eq!(format!("{a:#}"), format!("{b:#}")),
-                (a, b) => panic!("{}: {:?} vs {:?}", path.display(), a.is_ok(), b.is_ok()),
-            }
-        }
     }
 
     /// `why` without tract's node numbers (`node #561`).

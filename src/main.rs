@@ -361,6 +361,10 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     };
     let plan = DataPlan::open(&model, &shapes, &options)?;
 
+    // The original as `exec::load_any` compiles it, once: random samples for
+    // calibration and for judging come from it, and `--verify`/`--bench`
+    // in tract run it (until issue 13, each of the three compiled it).
+    let mut loaded: Option<runtime::Runner> = None;
     let mut cx = pipeline::PassContext::default();
     // Why the passes run without data, when they do: a pass that then fails
     // for want of data reports this first cause, not only its own symptom.
@@ -375,7 +379,8 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
             .transpose()?;
         let loaded = match &plan.calibrate {
             Some(data) => Calibration::from_data(data).map(|c| c.in_runtime(engine)),
-            None => Calibration::random(&model, &shapes, args.seed, args.samples),
+            None => load_once(&mut loaded, &model, &shapes)
+                .and_then(|rt| Calibration::random_from(rt, &shapes, args.seed, args.samples)),
         }
         .context("calibration data");
         // Without --inputs the data would be random samples: when tract
@@ -473,7 +478,8 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
         let judged = match &plan.judge {
             Some(d) => Ok(Judged::Data(d)),
             None => {
-                random = Calibration::random(original, &shapes, args.seed, args.samples)
+                random = load_once(&mut loaded, original, &shapes)
+                    .and_then(|rt| Calibration::random_from(rt, &shapes, args.seed, args.samples))
                     .context("original model");
                 random.as_ref().map(Judged::Memory)
             }
@@ -481,7 +487,13 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
         for &engine in &runtimes {
             progress.set_message(format!("running the models in {engine}"));
             let r = match &judged {
-                Ok(data) => check::check(engine, original, &model, data, &settings)?,
+                Ok(data) => {
+                    let loaded = loaded.as_ref().map(|runner| check::Loaded {
+                        shapes: &shapes,
+                        runner,
+                    });
+                    check::check_with(engine, original, loaded, &model, data, &settings)?
+                }
                 Err(e) if check::skips(e) => check::skipped(engine, e, &settings),
                 Err(e) => anyhow::bail!("{e:#}"),
             };
@@ -535,4 +547,17 @@ fn over_tolerance(v: &VerifyReport) -> String {
         .map(|o| format!("{} max_rel_err {:e} > {t:e}", o.name, o.max_rel_err))
         .collect();
     format!("{} (nothing written)", over.join(", "))
+}
+
+/// `slot`'s model, loaded by `exec::load_any(model, shapes, &[])` the
+/// first time (`model` is the same each time: the original).
+fn load_once<'a>(
+    slot: &'a mut Option<runtime::Runner>,
+    model: &onnx_opt::ir::Model,
+    shapes: &InputShapes,
+) -> Result<&'a runtime::Runner> {
+    if slot.is_none() {
+        *slot = Some(onnx_opt::exec::load_any(model, shapes, &[])?);
+    }
+    Ok(slot.as_ref().expect("loaded"))
 }

@@ -10,9 +10,8 @@
 //! a bias, and the weight is never materialised.
 
 use super::sole_use;
-use crate::ir::patch::Src;
+use crate::ir::patch::{RuleContext, Src};
 use crate::ir::{AttrValue, Attribute, DataType, Graph, NodeId, Operator, Outlet, Patch, Tensor};
-use crate::passes::fuse_bn::prefold;
 use std::borrow::Cow;
 
 /// Most elements of a `ConstantOfShape` read as a constant by
@@ -297,8 +296,16 @@ impl Producer {
     }
 
     /// Adds to `patch` what turns this producer's output y into s·y + t
-    /// (per output channel): weights scaled by s, bias b' = s·b + t.
-    pub fn fold_affine(&self, g: &Graph, patch: &mut Patch, s: &[f64], t: &[f64]) {
+    /// (per output channel): weights scaled by s, bias b' = s·b + t. A
+    /// scaled weight is taken from `ctx.memo` when kept there.
+    pub fn fold_affine(
+        &self,
+        ctx: &RuleContext,
+        g: &Graph,
+        patch: &mut Patch,
+        s: &[f64],
+        t: &[f64],
+    ) {
         let op = g.op(self.id).expect("an operator");
         let label = g.node(self.id).label();
         if let (Some(spread), true) = (&self.spread, s.iter().any(|&x| x != 1.0)) {
@@ -327,7 +334,11 @@ impl Producer {
                 .input(self.id, 1)
                 .and_then(|o| g.const_tensor(o))
                 .expect("analysed as a constant");
-            let tensor = prefold::scaled(weight, self.kind, s, || self.scaled_weights(weight, s));
+            let compute = || self.scaled_weights(weight, s);
+            let tensor = match &ctx.memo {
+                Some(memo) => memo.get_or(weight, &format!("{:?}", self.kind), s, compute),
+                None => compute(),
+            };
             replace_const(g, patch, self.id, 1, &format!("{label}.weight"), tensor);
         }
         // Gemm: α·A·B' + β·C becomes α·A·(B'·s) + 1·(s·β·C + t).

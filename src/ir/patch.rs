@@ -409,12 +409,16 @@ fn shunt(
     Ok(())
 }
 
-/// What rules may assume of the model they rewrite.
-#[derive(Clone, Copy, Debug)]
+/// What rules may assume of the model they rewrite, and what their caller
+/// lends them.
+#[derive(Clone, Debug)]
 pub struct RuleContext {
     /// Highest default-domain opset a rule may emit operators from: the
     /// model's opset, or lower when the user targets an older runtime.
     pub opset: i64,
+    /// Results computed earlier by the caller that owns this memo (`fuse`
+    /// for `fuse-bn`); `None` for a pass run alone.
+    pub memo: Option<std::sync::Arc<super::memo::TensorMemo>>,
 }
 
 impl RuleContext {
@@ -424,6 +428,7 @@ impl RuleContext {
         let opset = model.opset("").unwrap_or(1);
         RuleContext {
             opset: target.map_or(opset, |t| t.min(opset)),
+            memo: None,
         }
     }
 }

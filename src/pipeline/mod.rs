@@ -89,6 +89,16 @@ impl Pipeline {
         Ok(Pipeline { steps })
     }
 
+    /// The same pipeline with every step of pass `name` run by `make()`
+    /// instead: a composite pass lends its parts what it owns this way
+    /// (`fuse` its memo to `fuse-bn`).
+    pub fn with_pass(mut self, name: &str, make: impl Fn() -> Box<dyn Pass>) -> Pipeline {
+        for step in self.steps.iter_mut().filter(|s| s.info.name == name) {
+            step.pass = make();
+        }
+        self
+    }
+
     /// True when every pass changes outputs by rounding only.
     pub fn is_exact(&self) -> bool {
         self.steps.iter().all(|s| s.info.exact)
