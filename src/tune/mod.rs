@@ -332,15 +332,25 @@ impl Search<'_> {
         // The median: one slow form (a model timed at 3 ms) must not eat the search.
         let each = done.get(done.len() / 2).copied().unwrap_or(0.0);
         let folds = self.settings.folds as f64;
-        let reserve = each * ((folds - 1.0) * VALIDATIONS + 1.0);
+        let reserve = each * ((folds - 1.0) * VALIDATIONS + self.output_build_scale());
         self.elapsed().as_secs_f64() + each + reserve <= self.settings.budget.as_secs_f64()
+    }
+
+    /// The output's build against a candidate's: it calibrates on all the
+    /// samples, a candidate on at most [`CALIBRATION_SAMPLES`] of k-1 folds.
+    fn output_build_scale(&self) -> f64 {
+        let all: usize = self.folds.iter().map(Vec::len).sum();
+        let largest = self.folds.iter().map(Vec::len).max().unwrap_or(0);
+        let candidate = (all - largest).clamp(1, CALIBRATION_SAMPLES);
+        (all as f64 / candidate as f64).max(1.0)
     }
 
     /// Whether candidate `k` can still be cross-validated (k-1 builds and
     /// judgements, each at most as long as its search step) and the output
     /// built.
     fn can_validate(&self, k: usize) -> bool {
-        let cost = self.candidates[k].seconds * self.settings.folds as f64;
+        let folds = self.settings.folds as f64;
+        let cost = self.candidates[k].seconds * (folds - 1.0 + self.output_build_scale());
         self.elapsed().as_secs_f64() + cost <= self.settings.budget.as_secs_f64()
     }
 
