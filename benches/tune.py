@@ -175,8 +175,8 @@ def main():
         for name, samples, judged, fresh in MODELS:
             if not args.only or name in args.only:
                 rows += bench_model(name, samples, judged, fresh, args, tmp)
-    if args.json:
-        json.dump(rows, open(args.json, "w"), indent=1)
+                if args.json:  # after every model: a long run cut short keeps its rows
+                    json.dump(rows, open(args.json, "w"), indent=1)
     missed = [r for r in rows if not (r["meets_a_min"] and r["at_least_best_fixed"] and r["within_budget"])]
     print(f"{len(rows) - len(missed)}/{len(rows)} runs meet issue 15's bar")
 

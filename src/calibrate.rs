@@ -176,6 +176,31 @@ impl Calibration {
         }
     }
 
+    /// The samples at `idx`, in their shape groups, run where these are.
+    pub fn subset(&self, idx: &[usize]) -> Calibration {
+        let at: HashMap<usize, usize> = idx.iter().enumerate().map(|(j, &i)| (i, j)).collect();
+        let groups = self
+            .groups
+            .iter()
+            .filter_map(|(shapes, members)| {
+                let kept: Vec<usize> = members.iter().filter_map(|i| at.get(i).copied()).collect();
+                (!kept.is_empty()).then(|| (shapes.clone(), kept))
+            })
+            .collect();
+        Calibration {
+            samples: idx.iter().map(|&i| self.samples[i].clone()).collect(),
+            groups,
+            source: format!(
+                "{} ({} of its {} samples)",
+                self.source,
+                idx.len(),
+                self.samples.len()
+            ),
+            random: self.random,
+            engine: self.engine.clone(),
+        }
+    }
+
     /// Runs every model in `engine` (by default, the runtime of the first load).
     pub fn in_runtime(mut self, engine: Option<Engine>) -> Calibration {
         if let Some(e) = engine {

@@ -16,8 +16,15 @@ impl Quant {
         act: Act,
     ) -> Result<Grids> {
         let mut grids = BTreeMap::new();
-        for batch in capture_batches(&model.graph, names, data.samples.len()) {
-            let captured = data.capture(model, batch)?;
+        let sizes = sample_bytes(model, data, names)?;
+        for (batch, used) in capture_batches(names, &sizes, data.samples.len()) {
+            // A value too large to hold on every sample is calibrated on
+            // samples spread over the data, as many as the budget holds.
+            let subset = (used < data.samples.len()).then_some(used);
+            let captured = match subset {
+                Some(n) => data.subset(&spread(data.samples.len(), n)).capture(model, batch)?,
+                None => data.capture(model, batch)?,
+            };
             let calibrated: Vec<Calibrated> = captured
                 .par_iter()
                 .map(|samples| -> Result<Calibrated> {
@@ -38,7 +45,7 @@ impl Quant {
                         norm += (x as f64) * (x as f64);
                     }
                     let err = if norm > 0.0 { (diff / norm).sqrt() } else { 0.0 };
-                    Ok(Calibrated { grid, lo, hi, err })
+                    Ok(Calibrated { grid, lo, hi, err, subset })
                 })
                 .collect::<Result<_>>()?;
             for (name, c) in batch.iter().zip(calibrated) {
@@ -107,49 +114,79 @@ impl Quant {
     }
 }
 
-/// Bytes of captured values one tract run may return (all samples). A tract
-/// load per fixed count of values made calibration quadratic on long models
-/// (a 100k-node chain has 33k activations to capture); batches bounded by
+/// Bytes of captured values one run may return (all samples). A load per
+/// fixed count of values made calibration quadratic on long models (a
+/// 100k-node chain has 33k activations to capture); batches bounded by
 /// bytes take one run for many small values and stay bounded for large ones.
 const CAPTURE_BUDGET: usize = 256 << 20;
-/// What a value of unknown shape counts for: 24 of them fill a batch.
-const UNKNOWN_SIZE: usize = CAPTURE_BUDGET / 24;
 
-/// `names` in consecutive batches of at most `CAPTURE_BUDGET` bytes of f32
-/// values over `samples` samples (at least one value each).
-fn capture_batches<'a>(g: &Graph, names: &'a [String], samples: usize) -> Vec<&'a [String]> {
-    let outlets: HashMap<&str, Outlet> = g
-        .node_ids()
-        .flat_map(|id| {
-            g.node(id)
-                .outputs
-                .iter()
-                .enumerate()
-                .map(move |(slot, v)| (v.name.as_str(), Outlet::new(id, slot)))
+/// Each value's f32 bytes on one sample: from its dims when the graph knows
+/// them, else measured on the first sample (a size guessed without the
+/// sample count once let magika's values on 1200 samples take 20 GB).
+fn sample_bytes(model: &Model, data: &Calibration, names: &[String]) -> Result<Vec<usize>> {
+    let g = &model.graph;
+    let known: Vec<Option<usize>> = names
+        .iter()
+        .map(|name| {
+            let dims = g.known_dims(g.find_value(name)?)?;
+            dims.iter()
+                .try_fold(4usize, |n, d| n.checked_mul(usize::try_from((*d)?).ok()?))
         })
         .collect();
-    let size = |name: &String| -> usize {
-        let dims = outlets.get(name.as_str()).and_then(|&o| g.known_dims(o));
-        let numel = dims.and_then(|dims| {
-            dims.iter()
-                .try_fold(1usize, |n, d| n.checked_mul(usize::try_from((*d)?).ok()?))
-        });
-        numel.map_or(UNKNOWN_SIZE, |n| n.saturating_mul(4 * samples.max(1)))
-    };
-    let mut batches = vec![];
+    let unknown: Vec<String> = names
+        .iter()
+        .zip(&known)
+        .filter(|(_, k)| k.is_none())
+        .map(|(n, _)| n.clone())
+        .collect();
+    let mut measured = HashMap::new();
+    for batch in unknown.chunks(256).filter(|_| !data.samples.is_empty()) {
+        let one = data.subset(&[0]);
+        for (name, t) in batch.iter().zip(one.capture(model, batch)?) {
+            measured.insert(name.as_str(), t.first().map_or(0, |t| t.len().saturating_mul(4)));
+        }
+    }
+    Ok(names
+        .iter()
+        .zip(known)
+        .map(|(n, k)| k.or_else(|| measured.get(n.as_str()).copied()).unwrap_or(0))
+        .collect())
+}
+
+/// `names` in consecutive batches of at most `CAPTURE_BUDGET` bytes over
+/// `samples` samples, each with the samples it is captured on: all, or for
+/// a value over the budget alone, as many as the budget holds.
+fn capture_batches<'a>(names: &'a [String], sizes: &[usize], samples: usize) -> Vec<(&'a [String], usize)> {
+    let samples = samples.max(1);
+    let total = |i: usize| sizes[i].saturating_mul(samples);
+    let mut ranges = vec![];
     let (mut start, mut bytes) = (0, 0usize);
-    for (i, name) in names.iter().enumerate() {
-        let b = size(name);
-        if i > start && bytes.saturating_add(b) > CAPTURE_BUDGET {
-            batches.push(&names[start..i]);
+    for i in 0..names.len() {
+        if i > start && bytes.saturating_add(total(i)) > CAPTURE_BUDGET {
+            ranges.push((start, i, bytes));
             (start, bytes) = (i, 0);
         }
-        bytes = bytes.saturating_add(b);
+        bytes = bytes.saturating_add(total(i));
     }
     if start < names.len() {
-        batches.push(&names[start..]);
+        ranges.push((start, names.len(), bytes));
     }
-    batches
+    ranges
+        .into_iter()
+        .map(|(start, end, bytes)| {
+            // Only a batch of one value can be over the budget.
+            let used = match bytes > CAPTURE_BUDGET {
+                true => (CAPTURE_BUDGET / sizes[start].max(1)).clamp(1, samples),
+                false => samples,
+            };
+            (&names[start..end], used)
+        })
+        .collect()
+}
+
+/// `n` of the indices `0..len`, evenly spread (n ≤ len).
+fn spread(len: usize, n: usize) -> Vec<usize> {
+    (0..n).map(|i| i * len / n).collect()
 }
 
 /// Every output of every sample, in order, as one f32 vector: what the
@@ -162,4 +199,30 @@ pub(super) fn flat(outs: &[crate::runtime::Outputs]) -> Result<Vec<f32>> {
         }
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_too_large_for_every_sample_is_captured_on_fewer() {
+        let names: Vec<String> = ["a", "b", "big", "c"].map(String::from).into();
+        let mb = 1 << 20;
+        // 1000 samples: a and b take 100 MB each, big 10 GB, c 1 GB.
+        let batches = capture_batches(&names, &[100 * 1024, 100 * 1024, 10 * mb, mb], 1000);
+        let got: Vec<(Vec<&str>, usize)> = batches
+            .iter()
+            .map(|(b, n)| (b.iter().map(String::as_str).collect(), *n))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (vec!["a", "b"], 1000),
+                (vec!["big"], 25), // 256 MB of 10 MB samples
+                (vec!["c"], 256),
+            ]
+        );
+        assert_eq!(spread(1000, 4), vec![0, 250, 500, 750]);
+    }
 }
