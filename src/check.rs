@@ -215,6 +215,19 @@ fn check_in(
         .enumerate()
         .max_by_key(|(_, (_, members))| members.len())
         .map(|(k, _)| k);
+    // Both models on `shapes`, noting the dims the runtime defaulted.
+    let load_pair = |shapes: &InputShapes, defaulted: &mut BTreeSet<String>| -> Result<Pair> {
+        let pair = Pair::load(
+            engine,
+            original,
+            loaded,
+            optimised,
+            shapes,
+            settings.threads,
+        )?;
+        defaulted.extend(pair.before().defaulted_dims().iter().cloned());
+        Ok(pair)
+    };
     let mut kept = None;
     let verify = if settings.verify {
         let mut per_group = Vec::new();
@@ -222,15 +235,7 @@ fn check_in(
         let mut silent = BTreeSet::new();
         let mut acc = (Accuracy::default(), Accuracy::default());
         for (k, (shapes, members)) in groups.iter().enumerate() {
-            let pair = Pair::load(
-                engine,
-                original,
-                loaded,
-                optimised,
-                shapes,
-                settings.threads,
-            )?;
-            defaulted.extend(pair.before().defaulted_dims().iter().cloned());
+            let pair = load_pair(shapes, &mut defaulted)?;
             let mut per_sample = Vec::new();
             for &i in members {
                 let s = data.sample(i)?;
@@ -294,18 +299,7 @@ fn check_in(
         let (shapes, members) = &groups[bench_group.context("no samples to bench on")?];
         let pair = match kept.take() {
             Some(pair) => pair,
-            None => {
-                let pair = Pair::load(
-                    engine,
-                    original,
-                    loaded,
-                    optimised,
-                    shapes,
-                    settings.threads,
-                )?;
-                defaulted.extend(pair.before().defaulted_dims().iter().cloned());
-                pair
-            }
+            None => load_pair(shapes, &mut defaulted)?,
         };
         let samples = members
             .iter()
