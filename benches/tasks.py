@@ -405,12 +405,8 @@ def characters(task):
 
 def score(task, model, folder):
     """The task metric of `model` on the samples in `folder` (written by `write`)."""
-    from tests.pyhelpers import session
-
     folder = folder.rstrip("/")
-    files = sorted(f for f in os.listdir(folder) if f.endswith(".npy"))
-    sess = session(model)
-    outs = [sess.run(None, {sess.get_inputs()[0].name: np.load(os.path.join(folder, f))})[0] for f in files]
+    outs = _outputs(model, folder)
     if task in ("ppocr-rec", "ddddocr-crnn"):
         chars = characters(task)
         truth = json.load(open(folder + "-truth.json"))
@@ -439,13 +435,18 @@ def _correct(outs, folder):
 
 def correct(model, folder):
     """A classifier task's rows: whether `model` reads each sample right."""
+    folder = folder.rstrip("/")
+    return _correct(_outputs(model, folder), folder)
+
+
+def _outputs(model, folder):
+    """`model`'s first output on each sample of `folder`, in sample order."""
     from tests.pyhelpers import session
 
-    folder = folder.rstrip("/")
     files = sorted(f for f in os.listdir(folder) if f.endswith(".npy"))
     sess = session(model)
     name = sess.get_inputs()[0].name
-    return _correct([sess.run(None, {name: np.load(os.path.join(folder, f))})[0] for f in files], folder)
+    return [sess.run(None, {name: np.load(os.path.join(folder, f))})[0] for f in files]
 
 
 def loss_bound(lost, rows, confidence=0.95):

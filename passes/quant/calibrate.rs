@@ -22,7 +22,7 @@ impl Quant {
             // samples spread over the data, as many as the budget holds.
             let subset = (used < data.samples.len()).then_some(used);
             let captured = match subset {
-                Some(n) => data.subset(&spread(data.samples.len(), n)).capture(model, batch)?,
+                Some(n) => data.subset(&crate::data::spread(data.samples.len(), n)).capture(model, batch)?,
                 None => data.capture(model, batch)?,
             };
             let calibrated: Vec<Calibrated> = captured
@@ -184,11 +184,6 @@ fn capture_batches<'a>(names: &'a [String], sizes: &[usize], samples: usize) -> 
         .collect()
 }
 
-/// `n` of the indices `0..len`, evenly spread (n ≤ len).
-fn spread(len: usize, n: usize) -> Vec<usize> {
-    (0..n).map(|i| i * len / n).collect()
-}
-
 /// Every output of every sample, in order, as one f32 vector: what the
 /// model's error against float is measured on.
 pub(super) fn flat(outs: &[crate::runtime::Outputs]) -> Result<Vec<f32>> {
@@ -223,6 +218,5 @@ mod tests {
                 (vec!["c"], 256),
             ]
         );
-        assert_eq!(spread(1000, 4), vec![0, 250, 500, 750]);
     }
 }

@@ -32,7 +32,7 @@ mod split;
 
 pub use labels::{Accuracy, TopK};
 pub use preprocess::Preprocess;
-pub use split::{folds, holdout};
+pub use split::{folds, holdout, spread};
 
 use crate::runtime::{Dim, ElemType, InputShapes, InputSpec, Sample};
 use anyhow::{anyhow, bail, ensure, Context, Result};

@@ -27,6 +27,13 @@ pub fn holdout(n: usize, fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<us
 /// Splits sample indices `0..n` into `k` folds of sizes differing by at
 /// most one, by a seeded shuffle; each fold keeps dataset order. Fold `i`
 /// is judged by a model calibrated on the others.
+/// `n` of the positions `0..len`, evenly spread (all of them when `n >= len`):
+/// a subset that still covers the whole of ordered data.
+pub fn spread(len: usize, n: usize) -> Vec<usize> {
+    let n = n.min(len);
+    (0..n).map(|i| i * len / n).collect()
+}
+
 pub fn folds(n: usize, k: usize, seed: u64) -> Result<Vec<Vec<usize>>> {
     if k < 2 {
         bail!("--folds must be at least 2, got {k}");
@@ -58,6 +65,15 @@ fn shuffled(n: usize, seed: u64) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spread_subset_covers_the_whole_of_the_data() {
+        assert_eq!(spread(1000, 4), vec![0, 250, 500, 750]);
+        assert_eq!(spread(3, 5), vec![0, 1, 2]);
+        let picked = spread(3000, 300);
+        assert!(picked.windows(2).all(|w| w[0] < w[1]), "distinct, in order");
+        assert!(*picked.last().unwrap() >= 2990, "reaches the last samples");
+    }
 
     #[test]
     fn disjoint_complete_seeded() {

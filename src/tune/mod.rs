@@ -121,11 +121,6 @@ const MARGIN: f64 = 1.03;
 /// OUT is still built on all the data, as the plain command does.
 const CALIBRATION_SAMPLES: usize = 300;
 
-/// `n` of `idx`, evenly spread (`idx` longer than `n`).
-fn spread(idx: &[usize], n: usize) -> Vec<usize> {
-    (0..n).map(|i| idx[i * idx.len() / n]).collect()
-}
-
 /// Cross-validations the search keeps time for: the fastest lossy candidate
 /// often fails a fold (one row of a small fold is a point or more), and the
 /// next one must still be tried.
@@ -421,7 +416,10 @@ impl Search<'_> {
         let mut source = format!("folds other than {} of {}", fold + 1, self.folds.len());
         if idx.len() > CALIBRATION_SAMPLES {
             source += &format!(", {CALIBRATION_SAMPLES} of their {} samples", idx.len());
-            idx = spread(&idx, CALIBRATION_SAMPLES);
+            idx = crate::data::spread(idx.len(), CALIBRATION_SAMPLES)
+                .into_iter()
+                .map(|i| idx[i])
+                .collect();
         }
         self.judge.calibration(&idx, source)
     }
@@ -490,23 +488,5 @@ impl Search<'_> {
             crate::onnx::save(&model, file, &Default::default())?;
         }
         Ok(model)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::spread;
-
-    #[test]
-    fn calibration_subsets_are_spread_over_every_fold() {
-        let idx: Vec<usize> = (0..1000).map(|i| i * 3).collect();
-        let picked = spread(&idx, 300);
-        assert_eq!(picked.len(), 300);
-        assert!(picked.windows(2).all(|w| w[0] < w[1]), "distinct, in order");
-        assert_eq!(picked[0], 0);
-        assert!(
-            *picked.last().unwrap() >= 3 * 996,
-            "reaches the last samples"
-        );
     }
 }
