@@ -326,9 +326,15 @@ impl Search<'_> {
         done.sort_by(f64::total_cmp);
         // The median: one slow form (a model timed at 3 ms) must not eat the search.
         let each = done.get(done.len() / 2).copied().unwrap_or(0.0);
-        let folds = self.settings.folds as f64;
-        let reserve = each * ((folds - 1.0) * VALIDATIONS + self.output_build_scale());
+        let reserve = self.validation_cost(each, VALIDATIONS);
         self.elapsed().as_secs_f64() + each + reserve <= self.settings.budget.as_secs_f64()
+    }
+
+    /// Seconds to cross-validate `validations` candidates whose search step
+    /// took `each` (k-1 more builds and judgements apiece) and build the output.
+    fn validation_cost(&self, each: f64, validations: f64) -> f64 {
+        let folds = self.settings.folds as f64;
+        each * ((folds - 1.0) * validations + self.output_build_scale())
     }
 
     /// The output's build against a candidate's: it calibrates on all the
@@ -344,8 +350,7 @@ impl Search<'_> {
     /// judgements, each at most as long as its search step) and the output
     /// built.
     fn can_validate(&self, k: usize) -> bool {
-        let folds = self.settings.folds as f64;
-        let cost = self.candidates[k].seconds * (folds - 1.0 + self.output_build_scale());
+        let cost = self.validation_cost(self.candidates[k].seconds, 1.0);
         self.elapsed().as_secs_f64() + cost <= self.settings.budget.as_secs_f64()
     }
 
