@@ -1,0 +1,322 @@
+//! Loading an ONNX model into tract, pinning its input shapes, running it.
+//!
+//! The parts: this file holds [`Model`] (load, run) and [`Outputs`];
+//! `shapes.rs` the inputs (the user's [`InputShapes`], the declared
+//! [`Dim`]s and the pinned [`InputSpec`]s); `precheck.rs` what is refused
+//! before tract sees the model (local functions, unsupported operators,
+//! external data without a directory, unknown extra outputs); `tests.rs`.
+
+mod precheck;
+mod shapes;
+#[cfg(test)]
+mod tests;
+
+use super::inputs::Sample;
+use super::tensor::Tensor;
+use super::{catch_tract_panic, refusal, Refusal};
+use anyhow::{anyhow, bail, Context, Result};
+use rayon::prelude::*;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use tract_onnx::pb;
+use tract_onnx::prelude::{
+    Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTensor, TValue, TVec,
+    TypedRunnableModel, TypedSimpleState,
+};
+
+use precheck::{check_extra_outputs, precheck, visit_graph};
+pub(in crate::runtime) use shapes::input_specs;
+pub use shapes::{declared_inputs, Dim, InputShapes, InputSpec};
+
+/// The outputs of one run, in the model's output order (then the extra
+/// outputs requested at load time).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outputs {
+    entries: Vec<(String, Tensor)>,
+}
+
+impl Outputs {
+    /// Builds outputs from `(name, tensor)` pairs (mostly for tests).
+    pub fn new(entries: Vec<(String, Tensor)>) -> Outputs {
+        Outputs { entries }
+    }
+
+    /// Number of outputs.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there is no output.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Output names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The output called `name`.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.entries.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// `(name, tensor)` pairs, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.entries.iter().map(|(n, t)| (n.as_str(), t))
+    }
+}
+
+/// A model loaded, typed and optimised by tract, ready to run.
+///
+/// `Model` is `Send + Sync`; [`Model::run`] can be called from several
+/// threads at once.
+#[derive(Debug, Clone)]
+pub struct Model {
+    plan: Arc<TypedRunnableModel>,
+    inputs: Vec<InputSpec>,
+    output_names: Vec<String>,
+    model_outputs: usize,
+    defaulted: Vec<String>,
+}
+
+impl Model {
+    /// Loads an ONNX model from its bytes.
+    ///
+    /// * Output shapes and `value_info` in the file are ignored (tract fails
+    ///   on symbolic ones once the inputs are pinned).
+    /// * Every input gets a concrete shape: from `shapes` if given there,
+    ///   else the declared dims, with symbolic or unknown dims set to 1.
+    /// * `extra_outputs` names intermediate tensors to return as additional
+    ///   outputs after the model's own (e.g. for activation statistics).
+    ///   A name that already is a model output is not repeated.
+    ///
+    /// Models with external data need [`Model::load_with_dir`].
+    pub fn load(bytes: &[u8], shapes: &InputShapes, extra_outputs: &[String]) -> Result<Model> {
+        Model::load_with_dir(bytes, None, shapes, extra_outputs)
+    }
+
+    /// Like [`Model::load`], with the directory that external data paths are
+    /// relative to (the model file's directory).
+    pub fn load_with_dir(
+        bytes: &[u8],
+        model_dir: Option<&Path>,
+        shapes: &InputShapes,
+        extra_outputs: &[String],
+    ) -> Result<Model> {
+        let framework = tract_onnx::onnx()
+            .with_ignore_output_shapes(true)
+            .with_ignore_value_info(true);
+        let proto = framework
+            .proto_model_for_read(&mut &bytes[..])
+            .map_err(|e| anyhow!("not a valid ONNX model (protobuf decoding failed): {e:#}"))?;
+        let graph = proto
+            .graph
+            .as_ref()
+            .ok_or_else(|| anyhow!("not a valid ONNX model: it has no graph"))?;
+
+        precheck(&proto, graph, &framework, model_dir)?;
+        check_extra_outputs(graph, extra_outputs)?;
+        let (inputs, pin_notes) = input_specs(graph, shapes)?;
+
+        let dir = match model_dir {
+            Some(d) => Some(
+                d.to_str()
+                    .ok_or_else(|| anyhow!("model directory {d:?} is not valid UTF-8"))?,
+            ),
+            None => None,
+        };
+        let cannot = |e: anyhow::Error| -> anyhow::Error {
+            Refusal::TractCannotRun.because(anyhow!("{e:#}{}", defaulted_note(&pin_notes)))
+        };
+
+        let plan = catch_tract_panic("loading the model", || {
+            let parsed = framework.parse(&proto, dir)?;
+            if !parsed.unresolved_inputs.is_empty() {
+                bail!(
+                    "tensors used but never produced: {}",
+                    parsed.unresolved_inputs.join(", ")
+                );
+            }
+            let mut model = parsed.model;
+            let sources = model.input_outlets()?.to_vec();
+            if sources.len() != inputs.len() {
+                bail!(
+                    "tract sees {} inputs, the file declares {}",
+                    sources.len(),
+                    inputs.len()
+                );
+            }
+            for (ix, (outlet, spec)) in sources.iter().zip(&inputs).enumerate() {
+                let node_name = &model.node(outlet.node).name;
+                if node_name != &spec.name {
+                    bail!(
+                        "input #{ix} is {node_name:?} in tract, {:?} in the file",
+                        spec.name
+                    );
+                }
+                let fact = InferenceFact::dt_shape(spec.elem_type.to_datum(), spec.shape.clone());
+                model.set_input_fact(ix, fact)?;
+            }
+            if !extra_outputs.is_empty() {
+                let mut outlets = model.output_outlets()?.to_vec();
+                let mut seen: HashSet<&str> =
+                    graph.output.iter().map(|o| o.name.as_str()).collect();
+                for name in extra_outputs {
+                    if !seen.insert(name.as_str()) {
+                        continue;
+                    }
+                    let outlet = parsed
+                        .outlets_by_name
+                        .get(name)
+                        .ok_or_else(|| anyhow!("tract has no tensor {name:?}"))?;
+                    outlets.push(*outlet);
+                }
+                model.select_output_outlets(&outlets)?;
+            }
+            // tract's optimiser is quadratic in the node count (each patch
+            // it applies scans every node name: 10 s for a 1,000-node chain,
+            // minutes for 10,000), its typing pass is not: long models run
+            // as typed, without tract's rewrites (the same results, slower
+            // per run).
+            let typed = if node_count(graph) <= OPTIMIZE_UP_TO_NODES {
+                model.into_optimized()?
+            } else {
+                model.into_typed()?
+            };
+            typed.into_runnable()
+        });
+        let plan = match plan {
+            Ok(p) => p,
+            // A caught panic is already a refusal.
+            Err(e) if refusal(&e).is_some() => return Err(e),
+            Err(e) => return Err(cannot(e)),
+        };
+
+        let mut output_names: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+        let model_outputs = output_names.len();
+        for name in extra_outputs {
+            if !output_names.contains(name) {
+                output_names.push(name.clone());
+            }
+        }
+        if plan.model().output_outlets()?.len() != output_names.len() {
+            return Err(Refusal::TractCannotRun.because(anyhow!(
+                "tract returns {} outputs, expected {}",
+                plan.model().output_outlets()?.len(),
+                output_names.len()
+            )));
+        }
+        Ok(Model {
+            plan,
+            inputs,
+            output_names,
+            model_outputs,
+            defaulted: pin_notes,
+        })
+    }
+
+    /// The model's inputs, in the file's order, with their pinned shapes.
+    pub fn inputs(&self) -> &[InputSpec] {
+        &self.inputs
+    }
+
+    /// Names of all outputs: the model's own, then the extra ones.
+    pub fn output_names(&self) -> &[String] {
+        &self.output_names
+    }
+
+    /// Input dims that were symbolic or unknown and not given in the
+    /// [`InputShapes`], so were set to 1, as `name[axis] (symbol)` strings.
+    /// Worth a warning: a model may load and run with them and still compute
+    /// nonsense (an image model fed 1x1 images).
+    pub fn defaulted_dims(&self) -> &[String] {
+        &self.defaulted
+    }
+
+    /// Names of the model's own outputs (without the extra ones).
+    pub fn model_output_names(&self) -> &[String] {
+        &self.output_names[..self.model_outputs]
+    }
+
+    /// Checks a sample against the input specs and turns it into tract values.
+    pub(crate) fn prepare(&self, sample: &Sample) -> Result<TVec<TValue>> {
+        sample.check(&self.inputs)?;
+        self.inputs
+            .iter()
+            .map(|spec| {
+                sample
+                    .get(&spec.name)
+                    .map(|t| t.tvalue())
+                    .ok_or_else(|| anyhow!("sample has no input {:?}", spec.name))
+            })
+            .collect()
+    }
+
+    /// Runs prepared inputs (no checks) and returns tract's raw outputs.
+    pub(crate) fn run_prepared(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
+        catch_tract_panic("running the model", || {
+            self.plan.run(inputs).map_err(|e| {
+                Refusal::TractCannotRun.because(anyhow!(
+                    "running failed: {e:#}{}",
+                    defaulted_note(&self.defaulted)
+                ))
+            })
+        })
+    }
+
+    /// A reusable execution state (for timing loops).
+    pub(crate) fn spawn(&self) -> Result<TypedSimpleState> {
+        self.plan
+            .spawn()
+            .map_err(|e| Refusal::TractCannotRun.because(e))
+    }
+
+    /// Runs the model on one sample. The sample must hold exactly the
+    /// model's inputs with their pinned shapes and element types.
+    pub fn run(&self, sample: &Sample) -> Result<Outputs> {
+        let inputs = self
+            .prepare(sample)
+            .with_context(|| format!("sample {}", sample.source()))?;
+        let raw = self.run_prepared(inputs)?;
+        let entries = raw
+            .into_iter()
+            .zip(&self.output_names)
+            .map(|(v, name)| {
+                let t = Tensor::from_tract(v.into_tensor())
+                    .with_context(|| format!("output {name:?}"))?;
+                Ok((name.clone(), t))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Outputs { entries })
+    }
+
+    /// Runs the model on several samples in parallel (rayon), keeping order.
+    pub fn run_many(&self, samples: &[Sample]) -> Result<Vec<Outputs>> {
+        samples.par_iter().map(|s| self.run(s)).collect()
+    }
+}
+
+/// Models with more nodes than this (subgraphs included) are not optimised
+/// by tract when loaded (see `Model::load_with_dir`).
+const OPTIMIZE_UP_TO_NODES: usize = 2_000;
+
+fn node_count(graph: &pb::GraphProto) -> usize {
+    let mut n = 0;
+    visit_graph(graph, &mut |_| n += 1);
+    n
+}
+
+/// A note for error messages when symbolic dims were set to 1 ("" if none).
+fn defaulted_note(defaulted: &[String]) -> String {
+    if defaulted.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n(note: symbolic input dims were set to 1: {}; \
+             pin them with --input-shape NAME=DIM,...)",
+            defaulted.join(", ")
+        )
+    }
+}
