@@ -7,208 +7,28 @@
 //! wire from that outer value (slots after its declared inputs, in the order of
 //! its subgraphs' captures). Dependencies through subgraphs are thus ordinary
 //! wires, and the exporter names each capture after the outer value it is wired to.
+//!
+//! The parts: this file holds [`Graph`] (its edits and queries, names and
+//! walks over subgraphs); `node.rs` what a graph is made of ([`Node`],
+//! [`Operator`], [`Outlet`], [`Wire`], [`Value`]); `order.rs` the
+//! deterministic topological order; `tests.rs`.
 
-use super::{AttrValue, Attribute, Opaque, Tensor, TypeInfo, ValueInfo};
-use anyhow::{bail, Result};
+mod node;
+mod order;
+#[cfg(test)]
+mod tests;
+
+use super::{Opaque, Tensor, TypeInfo, ValueInfo};
+use anyhow::Result;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
-use petgraph::visit::{EdgeRef, IntoEdgeReferences, NodeIndexable};
+use petgraph::visit::EdgeRef;
 use petgraph::Direction::{Incoming, Outgoing};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use node::{Node, NodeKind, Operator, Outlet, Value, Wire};
+
 pub type NodeId = NodeIndex<u32>;
-
-/// One output of one node: a tensor.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-pub struct Outlet {
-    pub node: NodeId,
-    pub slot: usize,
-}
-
-impl Outlet {
-    pub fn new(node: NodeId, slot: usize) -> Outlet {
-        Outlet { node, slot }
-    }
-}
-
-/// A use of an outlet: the producer's output slot feeds the consumer's input slot.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct Wire {
-    pub from: usize,
-    pub to: usize,
-}
-
-/// A produced value: its name and what `value_info` says of it.
-#[derive(Clone, PartialEq, Debug)]
-pub struct Value {
-    /// Empty for an omitted optional output.
-    pub name: String,
-    pub info: Option<ValueInfo>,
-    /// Position in the file's `value_info` list (new entries sort last).
-    pub info_rank: u32,
-}
-
-impl Value {
-    pub fn named(name: impl Into<String>) -> Value {
-        Value {
-            name: name.into(),
-            info: None,
-            info_rank: u32::MAX,
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Operator {
-    pub op_type: String,
-    /// `None` or `""`: the default ONNX domain.
-    pub domain: Option<String>,
-    pub overload: Option<String>,
-    pub attributes: Vec<Attribute>,
-    /// Declared input slots, omitted optional inputs included.
-    pub arity: usize,
-    pub doc_string: Option<String>,
-    pub metadata_props: Vec<Opaque>,
-    pub device_configurations: Vec<Opaque>,
-}
-
-impl Operator {
-    pub fn new(op_type: &str, arity: usize, attributes: Vec<Attribute>) -> Operator {
-        Operator {
-            op_type: op_type.to_string(),
-            domain: None,
-            overload: None,
-            attributes,
-            arity,
-            doc_string: None,
-            metadata_props: vec![],
-            device_configurations: vec![],
-        }
-    }
-
-    pub fn is_default_domain(&self) -> bool {
-        matches!(self.domain.as_deref(), None | Some("") | Some("ai.onnx"))
-    }
-
-    /// True for the ONNX-domain operator `op_type`.
-    pub fn is(&self, op_type: &str) -> bool {
-        self.op_type == op_type && self.is_default_domain()
-    }
-
-    /// An ONNX-domain operator whose output is random: never folded, never
-    /// merged with its twin.
-    pub fn is_random(&self) -> bool {
-        const RANDOM: &[&str] = &[
-            "RandomNormal",
-            "RandomNormalLike",
-            "RandomUniform",
-            "RandomUniformLike",
-            "Multinomial",
-            "Bernoulli",
-        ];
-        self.is_default_domain() && RANDOM.contains(&self.op_type.as_str())
-    }
-
-    pub fn attr(&self, name: &str) -> Option<&Attribute> {
-        self.attributes.iter().find(|a| a.name == name)
-    }
-
-    /// An `INT` attribute, or `default` when absent.
-    pub fn attr_int(&self, name: &str, default: i64) -> i64 {
-        match self.attr(name).map(|a| &a.value) {
-            Some(AttrValue::Int(v)) => *v,
-            _ => default,
-        }
-    }
-
-    /// A `FLOAT` attribute, or `default` when absent.
-    pub fn attr_float(&self, name: &str, default: f32) -> f32 {
-        match self.attr(name).map(|a| &a.value) {
-            Some(AttrValue::Float(v)) => *v,
-            _ => default,
-        }
-    }
-
-    /// An `INTS` attribute, if present.
-    pub fn attr_ints(&self, name: &str) -> Option<&[i64]> {
-        match self.attr(name).map(|a| &a.value) {
-            Some(AttrValue::Ints(v)) => Some(v),
-            _ => None,
-        }
-    }
-
-    /// Sets (replaces or adds) an attribute.
-    pub fn set_attr(&mut self, attr: Attribute) {
-        match self.attributes.iter_mut().find(|a| a.name == attr.name) {
-            Some(a) => *a = attr,
-            None => self.attributes.push(attr),
-        }
-    }
-
-    pub fn has_subgraphs(&self) -> bool {
-        self.attributes.iter().any(|a| !a.graphs().is_empty())
-    }
-}
-
-#[derive(Clone, Debug)]
-pub enum NodeKind {
-    /// A graph input that is not an initializer.
-    Input,
-    Initializer(Tensor),
-    /// A `sparse_initializer`, carried through untouched.
-    SparseInitializer(Opaque),
-    /// A value of an enclosing graph, used by this subgraph.
-    Capture,
-    Op(Operator),
-}
-
-#[derive(Clone, Debug)]
-pub struct Node {
-    pub name: Option<String>,
-    pub kind: NodeKind,
-    pub outputs: Vec<Value>,
-}
-
-impl Node {
-    pub fn op(name: Option<String>, op: Operator, outputs: Vec<Value>) -> Node {
-        Node {
-            name,
-            kind: NodeKind::Op(op),
-            outputs,
-        }
-    }
-
-    pub fn as_op(&self) -> Option<&Operator> {
-        match &self.kind {
-            NodeKind::Op(op) => Some(op),
-            _ => None,
-        }
-    }
-
-    pub fn as_op_mut(&mut self) -> Option<&mut Operator> {
-        match &mut self.kind {
-            NodeKind::Op(op) => Some(op),
-            _ => None,
-        }
-    }
-
-    /// A readable label for messages: the node name, else its first output.
-    pub fn label(&self) -> String {
-        match (&self.name, &self.kind) {
-            (Some(n), _) if !n.is_empty() => n.clone(),
-            (_, NodeKind::Op(op)) => format!(
-                "{}({})",
-                op.op_type,
-                self.outputs.first().map_or("", |v| &v.name)
-            ),
-            _ => self
-                .outputs
-                .first()
-                .map_or(String::new(), |v| v.name.clone()),
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct GraphInput {
@@ -470,96 +290,6 @@ impl Graph {
         })
     }
 
-    /// All nodes in a deterministic topological order: sources first, then
-    /// operators in the lexicographically smallest order by node index, which
-    /// is file order for an unchanged import. Fails on a cycle.
-    pub fn topo_order(&self) -> Result<Vec<NodeId>> {
-        // When every wire between operators runs from a lower index to a
-        // higher one (an imported model, until rewrites reuse indices), index
-        // order is a topological order, hence the smallest one: at each step
-        // the lowest remaining operator has all its producers behind it.
-        let is_op = |n: NodeId| self.g[n].as_op().is_some();
-        if self
-            .g
-            .edge_references()
-            .all(|e| is_op(e.target()) && (!is_op(e.source()) || e.source() < e.target()))
-        {
-            let (ops, sources): (Vec<NodeId>, Vec<NodeId>) =
-                self.g.node_indices().partition(|&n| is_op(n));
-            let mut order = sources;
-            order.extend(ops);
-            return Ok(order);
-        }
-        self.topo_order_by_heap()
-    }
-
-    /// [`Graph::topo_order`] in general: the ready node of the smallest key.
-    fn topo_order_by_heap(&self) -> Result<Vec<NodeId>> {
-        let mut indegree: Vec<usize> = vec![0; self.g.node_bound()];
-        for e in self.g.edge_references() {
-            indegree[e.target().index()] += 1;
-        }
-        // Sources (inputs, initializers, captures) first, then operators by index.
-        let key = |n: NodeId| Reverse((self.g[n].as_op().is_some(), n));
-        let mut order = Vec::with_capacity(self.g.node_count());
-        let mut ready: BinaryHeap<Reverse<(bool, NodeId)>> = BinaryHeap::new();
-        // Non-operator nodes are sources (nothing feeds them): they pop
-        // first, in index order, so they skip the heap (most of the nodes of
-        // a model whose weights are initializers). Should one ever be fed,
-        // the heap orders everything, as it then must.
-        let fed_source = self
-            .g
-            .edge_references()
-            .any(|e| self.g[e.target()].as_op().is_none());
-        for n in self.g.node_indices().filter(|n| indegree[n.index()] == 0) {
-            if self.g[n].as_op().is_none() && !fed_source {
-                order.push(n);
-            } else {
-                ready.push(key(n));
-            }
-        }
-        for &n in &order {
-            for e in self.g.edges_directed(n, Outgoing) {
-                let t = e.target().index();
-                indegree[t] -= 1;
-                if indegree[t] == 0 {
-                    ready.push(key(e.target()));
-                }
-            }
-        }
-        while let Some(Reverse((_, n))) = ready.pop() {
-            order.push(n);
-            for e in self.g.edges_directed(n, Outgoing) {
-                let t = e.target().index();
-                indegree[t] -= 1;
-                if indegree[t] == 0 {
-                    ready.push(key(e.target()));
-                }
-            }
-        }
-        if order.len() != self.g.node_count() {
-            let stuck = self
-                .g
-                .node_indices()
-                .find(|n| indegree[n.index()] > 0)
-                .expect("a node is left");
-            bail!(
-                "the graph has a cycle through node {}",
-                self.g[stuck].label()
-            );
-        }
-        Ok(order)
-    }
-
-    /// Operator nodes only, in topological order.
-    pub fn op_order(&self) -> Result<Vec<NodeId>> {
-        Ok(self
-            .topo_order()?
-            .into_iter()
-            .filter(|&n| self.op(n).is_some())
-            .collect())
-    }
-
     /// Is `name` defined in this graph or its subgraphs? A scan, cheaper
     /// than building `all_names` when a patch adds one or two values.
     pub fn has_name(&self, name: &str) -> bool {
@@ -663,62 +393,5 @@ impl Graph {
             }
         });
         (params, bytes)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pipeline::Pipeline;
-
-    /// The shortcut (index order when it is topological) gives the order the
-    /// heap gives, on every model the repo has, before and after rewrites
-    /// that reuse node indices.
-    #[test]
-    fn topo_order_shortcut_agrees_with_the_heap() {
-        let files = crate::onnx::tests::suite_files();
-        assert!(!files.is_empty(), "no models found under models/");
-        let same = |m: &crate::ir::Model| {
-            m.graph.visit_graphs(&mut |g| {
-                assert_eq!(g.topo_order().unwrap(), g.topo_order_by_heap().unwrap());
-            })
-        };
-        for path in files {
-            let mut m = crate::onnx::load(&path).unwrap();
-            same(&m);
-            for passes in ["lift-constants", "fuse-bias,fuse-activation,cse,dce"] {
-                Pipeline::parse(passes)
-                    .unwrap()
-                    .run(&mut m, &Default::default(), &mut |_| {})
-                    .unwrap();
-                same(&m);
-            }
-        }
-    }
-
-    /// A wire from a higher index to a lower one: the heap decides.
-    #[test]
-    fn topo_order_follows_wires_against_index_order() {
-        let mut g = Graph::default();
-        let op = |name: &str| {
-            Node::op(
-                None,
-                Operator::new("Relu", 1, vec![]),
-                vec![Value::named(name)],
-            )
-        };
-        let x = g.add_node(Node {
-            name: None,
-            kind: NodeKind::Input,
-            outputs: vec![Value::named("x")],
-        });
-        let b = g.add_node(op("b"));
-        let a = g.add_node(op("a"));
-        let c = g.add_node(op("c"));
-        g.connect(Outlet::new(x, 0), a, 0);
-        g.connect(Outlet::new(a, 0), b, 0);
-        g.connect(Outlet::new(x, 0), c, 0);
-        assert_eq!(g.topo_order().unwrap(), [x, a, b, c]);
-        assert_eq!(g.topo_order().unwrap(), g.topo_order_by_heap().unwrap());
     }
 }
