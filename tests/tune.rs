@@ -17,6 +17,32 @@ fn report(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
+/// `tune MODEL -o OUT --inputs DATA --space SPACE --folds FOLDS`, then
+/// `rest`: what every search here is given, written once.
+fn tune_args<'a>(
+    model: &'a Path,
+    out: &'a Path,
+    data: &'a Path,
+    space: &'a str,
+    folds: &'a str,
+    rest: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "tune",
+        s(model),
+        "-o",
+        s(out),
+        "--inputs",
+        s(data),
+        "--space",
+        space,
+        "--folds",
+        folds,
+    ];
+    args.extend_from_slice(rest);
+    args
+}
+
 #[test]
 fn tune_meets_a_min_on_every_fold_and_its_passes_reproduce_the_bytes() {
     let dir = tempfile::tempdir().unwrap();
@@ -30,28 +56,25 @@ fn tune_meets_a_min_on_every_fold_and_its_passes_reproduce_the_bytes() {
     );
     let model = model_path("mlp");
     let tune = |extra: &[&str]| {
-        let mut args = vec![
-            "tune",
-            s(&model),
-            "-o",
-            s(&out),
-            "--inputs",
-            s(&data),
-            "--max-drop",
-            "5",
-            "--space",
+        let mut args = tune_args(
+            &model,
+            &out,
+            &data,
             "fuse,quant",
-            "--folds",
             "4",
-            "--runs",
-            "5",
-            "--budget",
-            "10m",
-            "--report",
-            s(&json),
-            "--resume",
-            s(&records),
-        ];
+            &[
+                "--max-drop",
+                "5",
+                "--runs",
+                "5",
+                "--budget",
+                "10m",
+                "--report",
+                s(&json),
+                "--resume",
+                s(&records),
+            ],
+        );
         args.extend_from_slice(extra);
         onnx_opt(&args)
     };
@@ -122,22 +145,14 @@ fn nothing_meeting_a_min_exits_3_and_writes_nothing() {
     let data = dir.path().join("rows.npy");
     f32_npy(&data, &[8, 256], 12);
     let out = dir.path().join("out.onnx");
-    let o = onnx_opt(&[
-        "tune",
-        s(&model_path("mlp")),
-        "-o",
-        s(&out),
-        "--inputs",
-        s(&data),
-        "--min-metric",
-        "101",
-        "--space",
+    let o = onnx_opt(&tune_args(
+        &model_path("mlp"),
+        &out,
+        &data,
         "fuse",
-        "--folds",
         "2",
-        "--runs",
-        "2",
-    ]);
+        &["--min-metric", "101", "--runs", "2"],
+    ));
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("no candidate meets A_min"),
@@ -214,22 +229,14 @@ fn ctrl_c_stops_the_search_and_keeps_the_best_so_far() {
     let out = dir.path().join("out.onnx");
     // Slow timing (many runs) keeps the search going until the signal.
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_onnx-opt"))
-        .args([
-            "tune",
-            s(&model_path("mlp")),
-            "-o",
-            s(&out),
-            "--inputs",
-            s(&data),
-            "--max-drop",
-            "5",
-            "--space",
+        .args(tune_args(
+            &model_path("mlp"),
+            &out,
+            &data,
             "fuse,quant",
-            "--folds",
             "2",
-            "--runs",
-            "30000",
-        ])
+            &["--max-drop", "5", "--runs", "30000"],
+        ))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -252,47 +259,42 @@ fn a_metric_command_judges_every_candidate_and_its_failure_is_shown() {
     let (out, json) = (dir.path().join("out.onnx"), dir.path().join("r.json"));
     // The judge sees each candidate's file: it scores by the file's size.
     let judge = "test -s {model} && echo 42";
-    let o = onnx_opt(&[
-        "tune",
-        s(&model_path("mlp")),
-        "-o",
-        s(&out),
-        "--inputs",
-        s(&data),
-        "--space",
+    let model = model_path("mlp");
+    let o = onnx_opt(&tune_args(
+        &model,
+        &out,
+        &data,
         "fuse",
-        "--folds",
         "2",
-        "--runs",
-        "2",
-        "--metric-cmd",
-        judge,
-        "--min-metric",
-        "40",
-        "--report",
-        s(&json),
-    ]);
+        &[
+            "--runs",
+            "2",
+            "--metric-cmd",
+            judge,
+            "--min-metric",
+            "40",
+            "--report",
+            s(&json),
+        ],
+    ));
     assert!(o.status.success(), "{}", stderr(&o));
     let r = report(&json);
     assert_eq!(r["metric"]["name"], "metric-cmd");
     assert_eq!(r["original"]["metric"], 42.0);
     assert_eq!(r["chosen"]["metric"], 42.0);
-    let failing = onnx_opt(&[
-        "tune",
-        s(&model_path("mlp")),
-        "-o",
-        s(&out),
-        "--inputs",
-        s(&data),
-        "--space",
+    let failing = onnx_opt(&tune_args(
+        &model,
+        &out,
+        &data,
         "fuse",
-        "--folds",
         "2",
-        "--metric-cmd",
-        "echo judge broke >&2; exit 4 # {model}",
-        "--min-metric",
-        "1",
-    ]);
+        &[
+            "--metric-cmd",
+            "echo judge broke >&2; exit 4 # {model}",
+            "--min-metric",
+            "1",
+        ],
+    ));
     assert_eq!(failing.status.code(), Some(1));
     assert!(
         stderr(&failing).contains("judge broke"),
