@@ -84,7 +84,29 @@ pub fn check(
     data: &Judged,
     settings: &Settings,
 ) -> Result<RuntimeReport> {
-    check_with(engine, original, None, optimised, data, settings)
+    Check {
+        engine,
+        original,
+        loaded: None,
+        optimised,
+        data,
+        settings,
+    }
+    .run()
+}
+
+/// One check: [`check`]'s arguments, with the original maybe already loaded.
+#[derive(Clone, Copy)]
+pub struct Check<'a> {
+    pub engine: Engine,
+    pub original: &'a Model,
+    /// The original as the caller loaded it, taken instead of compiling it
+    /// again for a group of the same shapes in the same runtime. Only a
+    /// tract model is taken: ONNX Runtime sessions here get `--threads`.
+    pub loaded: Option<Loaded<'a>>,
+    pub optimised: &'a Model,
+    pub data: &'a Judged<'a>,
+    pub settings: &'a Settings,
 }
 
 /// The original as the caller already loaded it (`exec::load_any` or
@@ -95,21 +117,18 @@ pub struct Loaded<'a> {
     pub runner: &'a Runner,
 }
 
-/// [`check`], taking the original from `loaded` instead of compiling it
-/// again for a group of the same shapes in the same runtime. Only a tract
-/// model is taken: ONNX Runtime sessions here get `--threads`.
-pub fn check_with(
-    engine: Engine,
-    original: &Model,
-    loaded: Option<Loaded>,
-    optimised: &Model,
-    data: &Judged,
-    settings: &Settings,
-) -> Result<RuntimeReport> {
-    let loaded = loaded.filter(|l| engine == Engine::Tract && l.runner.engine() == Engine::Tract);
-    match check_in(engine, original, loaded, optimised, data, settings) {
-        Err(e) if skips(&e) => Ok(skipped(engine, &e, settings)),
-        r => r,
+impl Check<'_> {
+    /// Runs the check; a runtime that cannot run the original skips it
+    /// (see [`skips`]).
+    pub fn run(self) -> Result<RuntimeReport> {
+        let engine = self.engine;
+        let loaded = self
+            .loaded
+            .filter(|l| engine == Engine::Tract && l.runner.engine() == Engine::Tract);
+        match check_in(Check { loaded, ..self }) {
+            Err(e) if skips(&e) => Ok(skipped(engine, &e, self.settings)),
+            r => r,
+        }
     }
 }
 
@@ -198,14 +217,15 @@ fn of_the_rewrite(engine: Engine, what: &str, e: &anyhow::Error) -> anyhow::Erro
     anyhow!("the optimised model does not {what} in {engine}, though the original does: {e}")
 }
 
-fn check_in(
-    engine: Engine,
-    original: &Model,
-    loaded: Option<Loaded>,
-    optimised: &Model,
-    data: &Judged,
-    settings: &Settings,
-) -> Result<RuntimeReport> {
+fn check_in(check: Check) -> Result<RuntimeReport> {
+    let Check {
+        engine,
+        original,
+        loaded,
+        optimised,
+        data,
+        settings,
+    } = check;
     let groups = data.groups();
     let mut defaulted = BTreeSet::new();
     // The bench runs on the largest group; verification keeps that group's

@@ -492,7 +492,15 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
                         shapes: &shapes,
                         runner,
                     });
-                    check::check_with(engine, original, loaded, &model, data, &settings)?
+                    check::Check {
+                        engine,
+                        original,
+                        loaded,
+                        optimised: &model,
+                        data,
+                        settings: &settings,
+                    }
+                    .run()?
                 }
                 Err(e) if check::skips(e) => check::skipped(engine, e, &settings),
                 Err(e) => anyhow::bail!("{e:#}"),
