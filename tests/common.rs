@@ -89,21 +89,9 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A `.npy` (version 1.0) of `descr` ('<f4', '<i8', ...) holding `data`.
+/// A `.npy` (version 1.0, C order) of `descr` ('<f4', '<i8', ...) holding `data`.
 pub fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape = match dims.as_slice() {
-        [d] => format!("({d},)"),
-        _ => format!("({})", dims.join(", ")),
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    header.push_str(&" ".repeat((64 - (10 + header.len() + 1) % 64) % 64));
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header.as_bytes());
-    out.extend(data);
-    out
+    onnx_opt::data::npy::write(descr, false, shape, data)
 }
 
 /// Seeded floats in [-1, 1) as little-endian f32 bytes (a tiny LCG: the

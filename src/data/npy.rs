@@ -184,8 +184,9 @@ pub fn parse(bytes: &[u8]) -> Result<Tensor> {
     h.rows(bytes, 0, rows, &shape)
 }
 
-/// A `.npy` file, written by hand (version 1.0), for tests.
-#[cfg(test)]
+/// A `.npy` file (version 1.0) of `descr` ('<f4', '<i8', ...) and `shape`
+/// holding `data`, bytes already in `descr`'s order: the fixtures of this
+/// crate's tests and of the integration tests are written with it.
 pub fn write(descr: &str, fortran: bool, shape: &[usize], data: &[u8]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape_str = match shape {
