@@ -71,12 +71,14 @@ use crate::ir::{
 };
 use crate::passes::{name_matches, select_layers, DataUse, PassInfo};
 use crate::pipeline::{List, Options, Pass, PassContext, Pipeline};
+use forms::{Candidate, Form};
 use measure::Measured;
 use crate::quantize::{self, Grid, Method};
 use anyhow::{bail, ensure, Context, Result};
 
 mod analysis;
 mod calibrate;
+mod forms;
 mod measure;
 mod qop;
 mod rewrite;
@@ -491,116 +493,6 @@ impl Pass for Quant {
             "layers": entries,
         }))
     }
-}
-
-/// A quantized form: which layers, and whether int8 flows between them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Form {
-    flow: bool,
-    min_k: usize,
-}
-
-/// One quantized form of the model.
-struct Candidate {
-    form: Form,
-    /// Relative error of its outputs against the float model's on the
-    /// calibration samples (measured by the accuracy guard).
-    err: Option<f64>,
-    layers: Vec<Layer>,
-    model: Model,
-    /// The activations quantized.
-    acts: ActPlan,
-    /// The report entry of each layer's weight.
-    weights: BTreeMap<NodeId, serde_json::Value>,
-    /// The operators int8 flows through, by type.
-    flows: BTreeMap<String, usize>,
-}
-
-impl Quant {
-    /// The forms to build: the options' own; for target=ort int8 in the
-    /// layers only (the accuracy guard's reference, and a form to time),
-    /// and, when they are to be timed in ONNX Runtime, every layer in int8
-    /// (a small layer between int8 neighbours can cost more in float, with
-    /// a round trip around it, than in int8).
-    fn forms(&self, g: &Graph, data: bool, layers: usize) -> Vec<Form> {
-        let own = Form {
-            flow: self.flow,
-            min_k: self.min_k,
-        };
-        let mut forms = vec![own];
-        if self.target != Target::Ort || !data || self.weight_only {
-            return forms;
-        }
-        let more_layers = self.candidates(g, 0).0.len() > layers;
-        if self.measure && self.fallback == 0 && self.min_k > 0 && more_layers {
-            forms.push(Form { min_k: 0, ..own });
-        }
-        // The accuracy guard compares flowing forms with this one.
-        if self.flow && layers > 0 {
-            forms.push(Form { flow: false, ..own });
-        }
-        forms
-    }
-
-    /// `model` with `layers` quantized on `grids` in `form`.
-    fn quantized(
-        &self,
-        model: &Model,
-        layers: &[Layer],
-        grids: &Grids,
-        lossy: &BTreeSet<String>,
-        form: Form,
-    ) -> Result<Candidate> {
-        let mut m = model.clone();
-        let acts = self.plan(&m.graph, layers, form.flow, lossy);
-        let mut patch = Patch::new("quant");
-        let weights = self.quantize_weights(&m.graph, layers, &mut patch)?;
-        for (name, pair) in &acts {
-            let grid = self.grid_of(&m.graph, name, pair, grids)?;
-            self.add_pair(&m.graph, &mut patch, name, pair, &grid)?;
-        }
-        let flows = flows_through(&m.graph, layers, &acts);
-        patch
-            .apply(&mut m.graph)
-            .context("applying quantization")?;
-        Ok(Candidate {
-            form,
-            err: None,
-            layers: layers.to_vec(),
-            model: m,
-            acts,
-            weights,
-            flows,
-        })
-    }
-}
-
-/// The operators other than the layers that int8 flows through, by type:
-/// those that read every input in int8 and whose output is quantized.
-fn flows_through(g: &Graph, layers: &[Layer], acts: &ActPlan) -> BTreeMap<String, usize> {
-    let read: std::collections::HashSet<(NodeId, usize)> = acts
-        .values()
-        .flat_map(|p| p.readers.iter().copied())
-        .collect();
-    let quantized: std::collections::HashSet<Outlet> = acts.values().map(|p| p.value).collect();
-    let mut by_type = BTreeMap::new();
-    for id in g.node_ids() {
-        let Some(op) = g.op(id).filter(|op| analysis::flows_through(&op.op_type)) else {
-            continue;
-        };
-        let inputs = g.inputs(id);
-        let flows = !layers.iter().any(|l| l.node == id)
-            && inputs.iter().enumerate().any(|(s, v)| v.is_some() && read.contains(&(id, s)))
-            && inputs
-                .iter()
-                .enumerate()
-                .all(|(s, v)| v.is_none() || read.contains(&(id, s)) || !analysis::is_data(op, s))
-            && quantized.contains(&analysis::output_of(g, id));
-        if flows {
-            *by_type.entry(op.op_type.clone()).or_insert(0) += 1;
-        }
-    }
-    by_type
 }
 
 /// Operators of the chosen types inside If/Loop/Scan bodies, which are not
