@@ -18,7 +18,10 @@ tests' rule: how far a one-ulp nudge of every weight moves the outputs; an
 autoregressive table decoder amplifies rounding); on the
 largest and on the median suite model (by file size), onnx-opt at least 10x
 faster than onnxsim end to end (load + rewrite + save; the rewrite alone,
-onnx-opt's passes against onnxsim's simplify(), is printed beside it).
+onnx-opt's passes against onnxsim's simplify(), is printed beside it); and
+onnx-opt's output no slower in ONNX Runtime than onnxsim's (5% allowed for
+timing noise; all of ONNX Runtime's optimisations on, one thread, the two
+timed alternately).
 
     .venv/bin/python -m benches.vs_onnxsim [--onnx-opt target/release/onnx-opt] [--passes fuse]
 """
@@ -34,7 +37,7 @@ import numpy as np
 import onnx
 
 from models.make_inputs import make_inputs
-from tests.pyhelpers import ROOT, max_rel_err, model_path, outputs, rounding_floor
+from tests.pyhelpers import ROOT, max_rel_err, model_path, outputs, rounding_floor, session, time_interleaved
 
 # The table's order.
 GENERATED = ["canon", "cnn", "mlp", "transformer", "subgraph"]
@@ -67,6 +70,25 @@ def constant_nodes(graph):
 
 
 RUNS = 5
+# ONNX Runtime latency: ours may be at most this much slower than onnxsim's
+# output before it counts as slower (timing noise on a shared machine).
+LATENCY_ALLOWANCE = 1.05
+
+
+def ort_latency(paths, feeds):
+    """Median ms of each model in ONNX Runtime (all its graph optimisations
+    on, one thread: as deployed), runs interleaved, about 1 s in all."""
+    sessions = [session(p) for p in paths]
+    names = [{i.name for i in s.get_inputs()} for s in sessions]
+    feeds = [{k: v for k, v in feeds.items() if k in n} for n in names]
+    t = time.perf_counter()
+    for s, f in zip(sessions, feeds):
+        s.run(None, f)
+    once = (time.perf_counter() - t) / len(sessions)
+    runs = int(min(200, max(10, 0.5 / max(once, 1e-4))))
+    if all(f.keys() == feeds[0].keys() for f in feeds):
+        return time_interleaved(sessions, feeds[0], runs)
+    return [time_interleaved([s], f, runs)[0] for s, f in zip(sessions, feeds)]
 
 
 def median_times(run, *args):
@@ -117,8 +139,8 @@ def main():
     tmp = tempfile.mkdtemp()
     failures = []
     rows = []
-    print("nodes: subgraphs included; ms: end to end (load+rewrite+save) / the rewrite alone; err: max_rel_err in onnxruntime; floor: the model's rounding floor")
-    print(f"{'model':<20} {'nodes':>5} {'onnxsim':>7} {'onnx-opt':>8} {'weights':>7}  {'MB sim/opt':>11}  {'onnxsim ms':>12} {'onnx-opt ms':>12} {'x faster':>11}  {'sim err':>8} {'opt err':>8} {'floor':>8}")
+    print("nodes: subgraphs included; ms: end to end (load+rewrite+save) / the rewrite alone; err: max_rel_err in onnxruntime; floor: the model's rounding floor; ORT ms: median latency of each output in ONNX Runtime")
+    print(f"{'model':<20} {'nodes':>5} {'onnxsim':>7} {'onnx-opt':>8} {'weights':>7}  {'MB sim/opt':>11}  {'onnxsim ms':>12} {'onnx-opt ms':>12} {'x faster':>11}  {'sim err':>8} {'opt err':>8} {'floor':>8}  {'ORT ms sim/opt':>15}")
     for name in names:
         src = model_path(name)
         feeds = make_inputs(name, seed=1)
@@ -143,11 +165,17 @@ def main():
         subprocess.run([args.onnx_opt, src, "-o", lifted, "--passes", "lift-constants"], capture_output=True, check=True)
         floor = rounding_floor(lifted, feeds, os.path.join(tmp, f"{name}.nudged.onnx"))
         tolerance = max(1e-5, 2 * floor)
+        if sim_nodes is not None:
+            sim_ort, opt_ort = ort_latency([sim_dst, opt_dst], feeds)
+            if opt_ort > LATENCY_ALLOWANCE * sim_ort:
+                failures.append(f"{name}: slower in ONNX Runtime than onnxsim's output: {opt_ort:.2f} ms against {sim_ort:.2f}")
+        else:
+            sim_ort, opt_ort = None, ort_latency([opt_dst], feeds)[0]
         fmt = lambda v, f: (f.format(v) if v is not None else "-")  # noqa: E731
         ms = lambda a, b: f"{a * 1e3:.0f}/{b * 1e3:.0f}" if a is not None else "-"  # noqa: E731
         speed = f"{sim_s / opt_s:.1f}/{sim_pass / opt_pass:.1f}" if sim_s else "-"
         print(
-            f"{name:<20} {n0:>5} {fmt(sim_nodes, '{:>7}'):>7} {opt_nodes:>8} {weight_nodes:>7}  {sizes:>11}  {ms(sim_s, sim_pass):>12} {ms(opt_s, opt_pass):>12} {speed:>11}  {fmt(sim_err, '{:8.1e}'):>8} {opt_err:8.1e} {floor:8.1e}"
+            f"{name:<20} {n0:>5} {fmt(sim_nodes, '{:>7}'):>7} {opt_nodes:>8} {weight_nodes:>7}  {sizes:>11}  {ms(sim_s, sim_pass):>12} {ms(opt_s, opt_pass):>12} {speed:>11}  {fmt(sim_err, '{:8.1e}'):>8} {opt_err:8.1e} {floor:8.1e}  {fmt(sim_ort, '{:.2f}')}/{opt_ort:.2f}"
         )
         rows.append((name, os.path.getsize(src), sim_nodes, opt_nodes, sim_pass, opt_pass, sim_s, opt_s))
         if sim_nodes is not None and opt_nodes - weight_nodes > sim_nodes:
