@@ -75,9 +75,9 @@ RUNS = 5
 LATENCY_ALLOWANCE = 1.05
 
 
-def ort_latency(paths, feeds):
+def ort_latency(paths, feeds, seconds=0.5):
     """Median ms of each model in ONNX Runtime (all its graph optimisations
-    on, one thread: as deployed), runs interleaved, about 1 s in all."""
+    on, one thread: as deployed), runs interleaved, about `seconds` each."""
     sessions = [session(p) for p in paths]
     names = [{i.name for i in s.get_inputs()} for s in sessions]
     feeds = [{k: v for k, v in feeds.items() if k in n} for n in names]
@@ -85,7 +85,7 @@ def ort_latency(paths, feeds):
     for s, f in zip(sessions, feeds):
         s.run(None, f)
     once = (time.perf_counter() - t) / len(sessions)
-    runs = int(min(200, max(10, 0.5 / max(once, 1e-4))))
+    runs = int(min(400 * seconds, max(10, seconds / max(once, 1e-4))))
     if all(f.keys() == feeds[0].keys() for f in feeds):
         return time_interleaved(sessions, feeds[0], runs)
     return [time_interleaved([s], f, runs)[0] for s, f in zip(sessions, feeds)]
@@ -167,6 +167,11 @@ def main():
         tolerance = max(1e-5, 2 * floor)
         if sim_nodes is not None:
             sim_ort, opt_ort = ort_latency([sim_dst, opt_dst], feeds)
+            if opt_ort > LATENCY_ALLOWANCE * sim_ort:
+                # Once more, four times as long, before calling it slower:
+                # a preempted burst can move a 2 ms model by 15% (asr-kaldi,
+                # where both tools write the same graph).
+                sim_ort, opt_ort = ort_latency([sim_dst, opt_dst], feeds, seconds=2.0)
             if opt_ort > LATENCY_ALLOWANCE * sim_ort:
                 failures.append(f"{name}: slower in ONNX Runtime than onnxsim's output: {opt_ort:.2f} ms against {sim_ort:.2f}")
         else:
