@@ -22,8 +22,10 @@
 //! comes from, times x: each output element is the same dot product over
 //! the same depth, so only the kernel's blocking can change its rounding.
 //! Adding `[b₁|…|bₙ]` along the last axis adds each `bᵢ` to its columns.
-//! Only float weights; opset 11 or later (`Split` on axis -1, whatever the
-//! input's rank). Outputs that are graph outputs stay as they are.
+//! Only float weights and biases that nothing else reads (a shared one would
+//! stay beside its merged copy and grow the file: nakdimon's Loop bodies);
+//! opset 11 or later (`Split` on axis -1, whatever the input's rank).
+//! Outputs that are graph outputs stay as they are.
 //!
 //! **Examples that run:** the tests below (`fuse-parallel-matmul__*`
 //! snapshots).
@@ -61,8 +63,11 @@ fn weight_of(g: &Graph, m: NodeId, x: Outlet) -> Option<&Tensor> {
         && op.is_default_domain()
         && g.node(m).outputs.len() == 1
         && g.input(m, 0) == Some(x);
-    let w = g.const_tensor(g.input(m, 1)?)?;
-    (is_matmul && w.dims.len() == 2 && w.dtype == DataType::FLOAT).then_some(w)
+    let w_outlet = g.input(m, 1)?;
+    let w = g.const_tensor(w_outlet)?;
+    // A weight read elsewhere too would stay beside its merged copy.
+    let own = g.consumers(w_outlet).len() == 1;
+    (is_matmul && own && w.dims.len() == 2 && w.dtype == DataType::FLOAT).then_some(w)
 }
 
 /// The Add after `m` (its only reader) of a constant float bias `[N]`.
@@ -71,8 +76,10 @@ fn bias_of(g: &Graph, m: NodeId, n: i64) -> Option<(NodeId, &Tensor)> {
     let add = g.sole_user(y).filter(|_| g.consumers(y).len() == 1)?;
     let op = g.op(add).filter(|o| o.is("Add") && o.is_default_domain())?;
     let slot = (0..2).find(|&s| g.input(add, s) == Some(y))?;
-    let b = g.const_tensor(g.input(add, 1 - slot)?)?;
-    let fits = op.arity == 2 && b.dtype == DataType::FLOAT && b.dims == [n];
+    let b_outlet = g.input(add, 1 - slot)?;
+    let b = g.const_tensor(b_outlet)?;
+    let own = g.consumers(b_outlet).len() == 1;
+    let fits = op.arity == 2 && own && b.dtype == DataType::FLOAT && b.dims == [n];
     fits.then_some((add, b))
 }
 
@@ -168,7 +175,7 @@ fn shared_input(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Resul
 mod tests {
     use crate::ir::build::ModelBuilder;
     use crate::ir::{DataType, Model};
-    use crate::passes::testing::{check, init, op_types};
+    use crate::passes::testing::{check, init, op_types, rewrite};
 
     /// x: f32[2,3,4] read by MatMuls of widths 5, 6 and 7 (each with a bias
     /// Add unless `bare` names it) and by one of another depth.
@@ -213,5 +220,24 @@ mod tests {
         let g = &after.graph;
         let split = g.node_ids().find(|&n| g.op(n).is_some_and(|o| o.is("Split"))).unwrap();
         assert_eq!(g.op(split).unwrap().attr_ints("split"), Some(&[5, 6, 7][..]));
+    }
+
+    #[test]
+    fn a_weight_read_elsewhere_is_not_merged() {
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[2, 4]);
+        let w0 = init(&mut b, "w0", &[4, 3], 1);
+        let w1 = init(&mut b, "w1", &[4, 3], 2);
+        for (i, w) in [w0, w1].into_iter().enumerate() {
+            let y = b.op("MatMul", &[x, w], vec![], &format!("y{i}"));
+            let r = b.op("Relu", &[y], vec![], &format!("r{i}"));
+            b.output(r, DataType::FLOAT);
+        }
+        let other = b.op("Neg", &[w1], vec![], "other");
+        b.output(other, DataType::FLOAT);
+        let after = rewrite(&b.build().unwrap(), "fuse-parallel-matmul,dce");
+        let ops = op_types(&after);
+        assert_eq!(ops.iter().filter(|o| *o == "MatMul").count(), 2, "{ops:?}");
+        assert!(!ops.contains(&"Split".to_string()), "{ops:?}");
     }
 }
