@@ -12,9 +12,17 @@ model where onnxsim succeeds, not counting the nodes onnx-opt leaves to
 compute weights from constants (`ConstantOfShape`/`Expand` of onnx's caffe2
 test models: fold-constants' max-growth-kb keeps their megabytes out of the
 file, where onnxsim writes them; the "weights" column counts them and "MB"
-gives both files' sizes); onnx-opt's output exact on every model; on the
-largest suite model, the rewrite (onnx-opt's passes, onnxsim's simplify())
-at least 10x faster than onnxsim's.
+gives both files' sizes); onnx-opt's file no larger than the original (1%
+and 16 KB allowed for recorded types); onnx-opt's output exact on every model: within
+1e-5, or twice the model's own rounding floor where that is higher (the
+tests' rule: how far a one-ulp nudge of every weight moves the outputs; an
+autoregressive table decoder amplifies rounding); on the
+largest and on the median suite model (by file size), onnx-opt at least 10x
+faster than onnxsim end to end (load + rewrite + save; the rewrite alone,
+onnx-opt's passes against onnxsim's simplify(), is printed beside it); and
+onnx-opt's output no slower in ONNX Runtime than onnxsim's (5% allowed for
+timing noise; all of ONNX Runtime's optimisations on, one thread, the two
+timed alternately).
 
     .venv/bin/python -m benches.vs_onnxsim [--onnx-opt target/release/onnx-opt] [--passes fuse]
 """
@@ -30,7 +38,7 @@ import numpy as np
 import onnx
 
 from models.make_inputs import make_inputs
-from tests.pyhelpers import ROOT, max_rel_err, model_path, outputs
+from tests.pyhelpers import ROOT, max_rel_err, model_path, outputs, rounding_floor, session, time_interleaved
 
 # The table's order.
 GENERATED = ["canon", "cnn", "mlp", "transformer", "subgraph"]
@@ -63,6 +71,25 @@ def constant_nodes(graph):
 
 
 RUNS = 5
+# ONNX Runtime latency: ours may be at most this much slower than onnxsim's
+# output before it counts as slower (timing noise on a shared machine).
+LATENCY_ALLOWANCE = 1.05
+
+
+def ort_latency(paths, feeds, seconds=0.5):
+    """Median ms of each model in ONNX Runtime (all its graph optimisations
+    on, one thread: as deployed), runs interleaved, about `seconds` each."""
+    sessions = [session(p) for p in paths]
+    names = [{i.name for i in s.get_inputs()} for s in sessions]
+    feeds = [{k: v for k, v in feeds.items() if k in n} for n in names]
+    t = time.perf_counter()
+    for s, f in zip(sessions, feeds):
+        s.run(None, f)
+    once = (time.perf_counter() - t) / len(sessions)
+    runs = int(min(400 * seconds, max(10, seconds / max(once, 1e-4))))
+    if all(f.keys() == feeds[0].keys() for f in feeds):
+        return time_interleaved(sessions, feeds[0], runs)
+    return [time_interleaved([s], f, runs)[0] for s, f in zip(sessions, feeds)]
 
 
 def median_times(run, *args):
@@ -113,8 +140,8 @@ def main():
     tmp = tempfile.mkdtemp()
     failures = []
     rows = []
-    print("nodes: subgraphs included; ms: end to end (load+rewrite+save) / the rewrite alone; err: max_rel_err in onnxruntime")
-    print(f"{'model':<20} {'nodes':>5} {'onnxsim':>7} {'onnx-opt':>8} {'weights':>7}  {'MB sim/opt':>11}  {'onnxsim ms':>12} {'onnx-opt ms':>12} {'x faster':>11}  {'sim err':>8} {'opt err':>8}")
+    print("nodes: subgraphs included; ms: end to end (load+rewrite+save) / the rewrite alone; err: max_rel_err in onnxruntime; floor: the model's rounding floor; ORT ms: median latency of each output in ONNX Runtime")
+    print(f"{'model':<20} {'nodes':>5} {'onnxsim':>7} {'onnx-opt':>8} {'weights':>7}  {'MB sim/opt':>11}  {'onnxsim ms':>12} {'onnx-opt ms':>12} {'x faster':>11}  {'sim err':>8} {'opt err':>8} {'floor':>8}  {'ORT ms sim/opt':>15}")
     for name in names:
         src = model_path(name)
         feeds = make_inputs(name, seed=1)
@@ -135,23 +162,47 @@ def main():
         mb = lambda p: f"{os.path.getsize(p) / 2**20:.1f}" if os.path.exists(p) else "-"  # noqa: E731
         sizes = f"{mb(sim_dst) if sim_nodes is not None else '-'}/{mb(opt_dst)}"
         opt_err = max_rel_err(ref, outputs(opt_dst, feeds))
+        lifted = os.path.join(tmp, f"{name}.lifted.onnx")
+        subprocess.run([args.onnx_opt, src, "-o", lifted, "--passes", "lift-constants"], capture_output=True, check=True)
+        floor = rounding_floor(lifted, feeds, os.path.join(tmp, f"{name}.nudged.onnx"))
+        tolerance = max(1e-5, 2 * floor)
+        if sim_nodes is not None:
+            sim_ort, opt_ort = ort_latency([sim_dst, opt_dst], feeds)
+            if opt_ort > LATENCY_ALLOWANCE * sim_ort:
+                # Once more, four times as long, before calling it slower:
+                # a preempted burst can move a 2 ms model by 15% (asr-kaldi,
+                # where both tools write the same graph).
+                sim_ort, opt_ort = ort_latency([sim_dst, opt_dst], feeds, seconds=2.0)
+            if opt_ort > LATENCY_ALLOWANCE * sim_ort:
+                failures.append(f"{name}: slower in ONNX Runtime than onnxsim's output: {opt_ort:.2f} ms against {sim_ort:.2f}")
+        else:
+            sim_ort, opt_ort = None, ort_latency([opt_dst], feeds)[0]
         fmt = lambda v, f: (f.format(v) if v is not None else "-")  # noqa: E731
         ms = lambda a, b: f"{a * 1e3:.0f}/{b * 1e3:.0f}" if a is not None else "-"  # noqa: E731
         speed = f"{sim_s / opt_s:.1f}/{sim_pass / opt_pass:.1f}" if sim_s else "-"
         print(
-            f"{name:<20} {n0:>5} {fmt(sim_nodes, '{:>7}'):>7} {opt_nodes:>8} {weight_nodes:>7}  {sizes:>11}  {ms(sim_s, sim_pass):>12} {ms(opt_s, opt_pass):>12} {speed:>11}  {fmt(sim_err, '{:8.1e}'):>8} {opt_err:8.1e}"
+            f"{name:<20} {n0:>5} {fmt(sim_nodes, '{:>7}'):>7} {opt_nodes:>8} {weight_nodes:>7}  {sizes:>11}  {ms(sim_s, sim_pass):>12} {ms(opt_s, opt_pass):>12} {speed:>11}  {fmt(sim_err, '{:8.1e}'):>8} {opt_err:8.1e} {floor:8.1e}  {fmt(sim_ort, '{:.2f}')}/{opt_ort:.2f}"
         )
-        rows.append((name, os.path.getsize(src), sim_nodes, opt_nodes, sim_pass, opt_pass))
+        rows.append((name, os.path.getsize(src), sim_nodes, opt_nodes, sim_pass, opt_pass, sim_s, opt_s))
         if sim_nodes is not None and opt_nodes - weight_nodes > sim_nodes:
             failures.append(f"{name}: onnx-opt {opt_nodes} nodes ({weight_nodes} computing weights) > onnxsim {sim_nodes}")
-        if not opt_err <= 1e-5:
-            failures.append(f"{name}: onnx-opt output differs: max_rel_err {opt_err:.2e}")
-    largest = max((r for r in rows if r[0] in suite), key=lambda r: r[1])
-    if largest[4]:
-        ratio = largest[4] / largest[5]
-        print(f"largest suite model {largest[0]}: the rewrite runs {ratio:.1f}x faster than onnxsim's (target >= 10x)")
-        if ratio < 10:
-            failures.append(f"{largest[0]}: only {ratio:.1f}x faster than onnxsim")
+        # fuse never materialises weights: a larger file means a weight was
+        # copied, not moved (value_info and names may add a few KB).
+        if os.path.getsize(opt_dst) > 1.01 * os.path.getsize(src) + 16384:
+            failures.append(f"{name}: onnx-opt's file grew: {mb(opt_dst)} MB from {os.path.getsize(src) / 2**20:.1f} MB")
+        if not opt_err <= tolerance:
+            failures.append(f"{name}: onnx-opt output differs: max_rel_err {opt_err:.2e}, rounding floor {floor:.2e}")
+    # Speed, issue 16's bar: onnx-opt at least 10x faster than onnxsim end to
+    # end (load + rewrite + save) on the largest and on the median suite model
+    # (by file size); the rewrite alone is printed beside it.
+    timed = sorted((r for r in rows if r[0] in suite and r[4]), key=lambda r: r[1])
+    if timed:
+        for label, r in [("largest", timed[-1]), ("median", timed[(len(timed) - 1) // 2])]:
+            wall, rewrite = r[6] / r[7], r[4] / r[5]
+            print(f"{label} suite model {r[0]} ({r[1] / 2**20:.1f} MB): {wall:.1f}x faster than onnxsim end to end,"
+                  f" {rewrite:.1f}x on the rewrite alone (target >= 10x end to end)")
+            if wall < 10:
+                failures.append(f"{r[0]} ({label}): only {wall:.1f}x faster than onnxsim end to end")
     for f in failures:
         print("FAIL", f)
     print("PASS" if not failures else f"{len(failures)} check(s) failed")

@@ -68,6 +68,15 @@ def text_image(rng, shape, line_h, mean, std):
     return (img - np.array(mean)[:, None, None]) / np.array(std)[:, None, None]
 
 
+def speech(rng, n):
+    """n samples of speech-like 16 kHz audio in about [-0.5, 0.5]: a few drifting tones,
+    amplitude-modulated, plus noise."""
+    t = np.arange(n) / 16000.0
+    sig = sum(rng.uniform(0.05, 0.2) * np.sin(2 * np.pi * f * t * (1 + 0.05 * np.sin(3 * t)))
+              for f in rng.uniform(120, 900, 4))
+    return sig * (0.6 + 0.4 * np.sin(2 * np.pi * 2.5 * t)) + rng.normal(0, 0.01, n)
+
+
 def audio(rng, shape):
     """Speech-like 16 kHz audio: a few drifting tones + noise, framed as silero expects.
 
@@ -76,11 +85,7 @@ def audio(rng, shape):
     """
     frames, width = shape
     ctx = width - 512 if width > 512 else 0
-    n = frames * (width - ctx) + ctx
-    t = np.arange(n) / 16000.0
-    sig = sum(rng.uniform(0.05, 0.2) * np.sin(2 * np.pi * f * t * (1 + 0.05 * np.sin(3 * t)))
-              for f in rng.uniform(120, 900, 4))
-    sig = sig * (0.6 + 0.4 * np.sin(2 * np.pi * 2.5 * t)) + rng.normal(0, 0.01, n)
+    sig = speech(rng, frames * (width - ctx) + ctx)
     step = width - ctx
     return np.stack([sig[i * step: i * step + width] for i in range(frames)])
 
@@ -118,7 +123,16 @@ def sample(model_name, name, shape, dtype, rng):
             return audio(rng, shape)
     if model_name in ("cnn", "convnet"):
         return smooth_image(rng, shape, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    if model_name == "ppocr-det":  # pages of small text, ImageNet normalisation
+    if model_name in ("dnsmos", "asr-nemo128", "asr-whisper80", "asr-kaldi") and name != "waveforms_lens":
+        return np.stack([speech(rng, shape[-1]) for _ in range(shape[0])])  # [batch, samples] of raw audio
+    if model_name == "oww-mel":  # openWakeWord feeds int16 samples as floats
+        return 32767 * np.stack([speech(rng, shape[-1]) for _ in range(shape[0])])
+    if model_name == "aecmos" and name == "h0":  # the GRU's initial state
+        return np.zeros(shape)
+    if model_name == "nakdimon":  # character indices (as floats) of a Hebrew line
+        return rng.integers(1, 30, shape)
+    if model_name.startswith("ppocr") and model_name.endswith("-det") or model_name in ("slanet", "lore-detect"):
+        # pages of small text (a table for SLANet, table cells for LORE), ImageNet normalisation
         return text_image(rng, shape, (8, 14), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     if model_name.startswith("ppocr"):  # one line of text filling the height, (x-0.5)/0.5
         return text_image(rng, shape, (26, 36), [0.5] * 3, [0.5] * 3)
@@ -128,7 +142,7 @@ def sample(model_name, name, shape, dtype, rng):
         return text_image(rng, shape, (40, 56), [0.456], [0.224])
     if model_name == "ddddocr-det":  # YOLOX: raw 0..255 pixels of a page with glyphs
         return 255.0 * text_image(rng, shape, (20, 40), [0.0] * 3, [1.0] * 3)
-    if model_name == "nudenet-320n":  # YOLOv8: pixels / 255
+    if model_name in ("nudenet-320n", "slider-yolo"):  # YOLOv8: pixels / 255
         return np.clip(smooth_image(rng, shape, [0.0] * 3, [1.0] * 3), 0, 1)
     if model_name == "basic-pitch":  # 2 s of 22.05 kHz audio, [batch, samples, 1]
         return audio_22k(rng, shape)

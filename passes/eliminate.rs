@@ -4,9 +4,9 @@
 //! `Identity`; `Dropout` (inference mode, mask unused); `Transpose` with the
 //! identity permutation; `Cast` to the type the value already has; `Reshape`
 //! to the shape the value already has; the initial states of an `LSTM`,
-//! `GRU` or `RNN` that are all zeros (a zero constant, or a `ConstantOfShape`
-//! of zero), which the operator assumes when they are left out. Subgraphs
-//! included.
+//! `GRU` or `RNN` that are all zeros (a zero constant, a `ConstantOfShape`
+//! of zero, or slices, reshapes and concatenations of those), which the
+//! operator assumes when they are left out. Subgraphs included.
 //!
 //! **Why:** exporters emit them freely; each one is a kernel launch and a copy
 //! in ONNX Runtime / TensorRT, and they hide patterns from the fusion passes.
@@ -65,9 +65,22 @@ fn state_slots(op: &Operator) -> &'static [usize] {
     }
 }
 
-/// `v` is all zeros: a constant whose elements are all +0 or -0 (or 0), or
-/// a `ConstantOfShape` of zero (its default value).
+/// `v` is all zeros: a constant whose elements are all +0 or -0 (or 0), a
+/// `ConstantOfShape` of zero (its default value), or values only moved,
+/// selected or repeated from all-zero data (`Slice`, `Reshape`, `Transpose`,
+/// `Expand`…; PyTorch slices one zero tensor into a GRU's per-layer states),
+/// or a `Concat` of all-zero parts.
 fn all_zeros(g: &Graph, v: crate::ir::Outlet) -> bool {
+    all_zeros_within(g, v, 8)
+}
+
+/// Ops whose output elements all come from their input 0's elements.
+const MOVES_DATA: &[&str] = &[
+    "Slice", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Expand", "Flatten", "Identity",
+    "Gather", "Tile", "Cast",
+];
+
+fn all_zeros_within(g: &Graph, v: crate::ir::Outlet, depth: usize) -> bool {
     let zero = |t: &crate::ir::Tensor| match t.dtype {
         DataType::FLOAT => t.to_f32().is_ok_and(|v| v.iter().all(|&x| x == 0.0)),
         _ => t.to_i64().is_ok_and(|v| v.iter().all(|&x| x == 0)),
@@ -75,15 +88,24 @@ fn all_zeros(g: &Graph, v: crate::ir::Outlet) -> bool {
     if let Some(t) = g.const_tensor(v) {
         return t.numel() > 0 && zero(t);
     }
-    match g.op(v.node) {
-        Some(op) if op.is("ConstantOfShape") && op.is_default_domain() => {
-            match op.attr("value").map(|a| &a.value) {
-                None => true,
-                Some(AttrValue::Tensor(t)) => zero(t),
-                Some(_) => false,
-            }
+    let Some(op) = g.op(v.node).filter(|op| op.is_default_domain()) else {
+        return false;
+    };
+    let zeros_in = |slot| {
+        depth > 0 && g.input(v.node, slot).is_some_and(|x| all_zeros_within(g, x, depth - 1))
+    };
+    if op.is("ConstantOfShape") {
+        match op.attr("value").map(|a| &a.value) {
+            None => true,
+            Some(AttrValue::Tensor(t)) => zero(t),
+            Some(_) => false,
         }
-        _ => false,
+    } else if MOVES_DATA.iter().any(|&k| op.is(k)) {
+        v.slot == 0 && zeros_in(0)
+    } else if op.is("Concat") {
+        op.arity > 0 && (0..op.arity).all(zeros_in)
+    } else {
+        false
     }
 }
 
@@ -230,5 +252,34 @@ mod tests {
         assert_eq!(op_types(&after), ["ConstantOfShape", "LSTM"]);
         let lstm_op = after.graph.op(after.graph.find_value("y").unwrap().node).unwrap();
         assert_eq!(lstm_op.arity, 6);
+    }
+
+    /// PyTorch's two-layer GRU: one zero tensor made from the input's shape
+    /// (Shape → Gather → Concat → ConstantOfShape), sliced into each
+    /// layer's initial state. The slices are zeros too.
+    #[test]
+    fn sliced_zero_states_are_dropped() {
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[5, 1, 3]);
+        let w = init(&mut b, "w", &[1, 12, 3], 61);
+        let r = init(&mut b, "r", &[1, 12, 4], 62);
+        let shape = b.op("Shape", &[x], vec![], "shape");
+        let i1 = b.init("i1", Tensor::from_i64(vec![1], &[1]));
+        let batch = b.op("Gather", &[shape, i1], vec![Attribute::int("axis", 0)], "batch");
+        let two = b.init("two", Tensor::from_i64(vec![1], &[2]));
+        let four = b.init("four", Tensor::from_i64(vec![1], &[4]));
+        let dims = b.op("Concat", &[two, batch, four], vec![Attribute::int("axis", 0)], "dims");
+        let zeros = b.op("ConstantOfShape", &[dims], vec![], "zeros");
+        let (s0, s1) = (b.init("s0", Tensor::from_i64(vec![1], &[0])), b.init("s1", Tensor::from_i64(vec![1], &[1])));
+        let h0 = b.op("Slice", &[zeros, s0, s1, s0], vec![], "h0");
+        let ins = [Some(x), Some(w), Some(r), None, None, Some(h0)];
+        let outs = b.op_n("GRU", &ins, vec![Attribute::int("hidden_size", 4)], &["y", "y_h"]);
+        for o in outs {
+            b.output(o, DataType::FLOAT);
+        }
+        let model = b.build().unwrap();
+        let after = check("eliminate__gru-sliced-zero-state", &model, "eliminate,dce");
+        assert_eq!(op_types(&after), ["GRU"]);
+        assert_eq!(after.graph.op(after.graph.find_value("y").unwrap().node).unwrap().arity, 3);
     }
 }

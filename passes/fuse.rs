@@ -4,7 +4,7 @@
 //! stops shrinking: `lift-constants`, then rounds of `infer-shapes`,
 //! `fold-constants`, `fold-shapes`, `eliminate`, the `fuse-*` passes (BatchNorm,
 //! Gemm, bias, Pad, Transpose, Reshape, Slice, Cast, activations, input
-//! scales, Concat chains), `cse` and `dce`.
+//! scales, Concat chains, MatMuls of one input), `cse` and `dce`.
 //!
 //! **Why:** one rewrite enables another (a folded shape makes a Reshape a
 //! no-op; a fused BatchNorm exposes a bias Add), so the parts run to a
@@ -54,12 +54,13 @@ const KEEP: &OptionInfo = &crate::passes::lift_constants::Opts::TABLE[0];
 
 /// A round's first part, which needs no inferred types: it runs while tract
 /// infers them on another core (a third of a round's time on PP-OCRv4 rec).
-const UNTYPED: &str = "fuse-bias,fuse-pad,fuse-transpose,fuse-activation,fuse-scale,fuse-concat,cse,dce";
+const UNTYPED: &str =
+    "fuse-bias,fuse-pad,fuse-transpose,fuse-activation,fuse-scale,fuse-parallel-matmul,fuse-concat,cse,dce";
 
 /// The rest, once the types are recorded: folding and the fusions that read
 /// shapes; BatchNorm before bias (a folded BN leaves a bias to merge); CSE
 /// and DCE last.
-const TYPED: &str = "fold-constants,fold-shapes,eliminate,fuse-bn,fuse-gemm,fuse-bias,fuse-pad,\
+const TYPED: &str = "fold-constants,fold-shapes,eliminate,fuse-bn,fuse-parallel-matmul,fuse-gemm,fuse-bias,fuse-pad,\
                      fuse-transpose,fuse-reshape,fuse-slice,fuse-cast,fuse-activation,fuse-scale,fuse-concat,cse,dce";
 
 fn build(options: &Options) -> Result<Box<dyn Pass>> {

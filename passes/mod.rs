@@ -103,6 +103,7 @@ registry! {
     fuse_concat,
     fuse_gemm,
     fuse_pad,
+    fuse_parallel_matmul,
     fuse_reshape,
     fuse_scale,
     fuse_slice,

@@ -282,6 +282,11 @@ fn a_metric_command_judges_every_candidate_and_its_failure_is_shown() {
     assert_eq!(r["metric"]["name"], "metric-cmd");
     assert_eq!(r["original"]["metric"], 42.0);
     assert_eq!(r["chosen"]["metric"], 42.0);
+    let header = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        header.contains("original 42.00 on the command's own data (8 --inputs samples calibrate)"),
+        "{header}"
+    );
     let failing = onnx_opt(&tune_args(
         &model,
         &out,

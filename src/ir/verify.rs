@@ -188,9 +188,13 @@ fn check_node(g: &Graph, id: NodeId) -> Result<()> {
     Ok(())
 }
 
-/// Value names are unique across the whole model (ONNX's SSA rule);
-/// captures alias outer values and are skipped.
-fn unique_names<'g>(g: &'g Graph, names: &mut HashSet<&'g str>) -> Result<()> {
+/// A value name is defined once in its graph and never again in a graph
+/// nested in it (ONNX's SSA rule, as onnx.checker reads it: a subgraph sees
+/// its outer scopes, so it may not shadow them). Sibling subgraphs do not
+/// see each other and may reuse a name: tf2onnx gives every Loop body the
+/// same constant names. Captures alias outer values and are skipped.
+fn unique_names<'g>(g: &'g Graph, scope: &mut HashSet<&'g str>) -> Result<()> {
+    let mut defined = Vec::new();
     for id in g.node_ids() {
         let node = g.node(id);
         if matches!(node.kind, NodeKind::Capture) {
@@ -198,16 +202,49 @@ fn unique_names<'g>(g: &'g Graph, names: &mut HashSet<&'g str>) -> Result<()> {
         }
         for v in node.outputs.iter().filter(|v| !v.name.is_empty()) {
             ensure!(
-                names.insert(v.name.as_str()),
+                scope.insert(v.name.as_str()),
                 "value name '{}' is defined twice",
                 v.name
             );
+            defined.push(v.name.as_str());
         }
-        if let NodeKind::Op(op) = &node.kind {
+    }
+    for id in g.node_ids() {
+        if let NodeKind::Op(op) = &g.node(id).kind {
             for sub in op.attributes.iter().flat_map(|a| a.graphs()) {
-                unique_names(sub, names)?;
+                unique_names(sub, scope)?;
             }
         }
     }
+    for name in defined {
+        scope.remove(name);
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verify;
+    use crate::ir::parse::model_from_text;
+
+    /// An If whose branches both define `t`, the way tf2onnx names the
+    /// constants of every Loop body alike; `inner` is what the else branch
+    /// defines besides.
+    fn branches(inner: &str) -> String {
+        format!(
+            "model ir=8 opsets=[ai.onnx=13]\ngraph g\n  input c: bool[]\n  input x: f32[2]\n  \
+             a = Neg(x)\n  e = If(c)\n    else_branch:\n    graph no\n      capture x\n      \
+             t = Relu(x)\n      {inner} = Neg(t)\n      output {inner}: f32[2]\n    then_branch:\n    \
+             graph yes\n      capture x\n      t = Abs(x)\n      output t: f32[2]\n  output e: f32[2]\n"
+        )
+    }
+
+    #[test]
+    fn sibling_subgraphs_may_reuse_a_name_but_not_shadow_an_outer_one() {
+        verify(&model_from_text(&branches("u")).unwrap()).unwrap();
+        // The text reader keeps the same rule, so a shadowing model cannot
+        // even be written down in it.
+        let e = format!("{:#}", model_from_text(&branches("a")).unwrap_err());
+        assert!(e.contains("'a' is defined twice"), "{e}");
+    }
 }

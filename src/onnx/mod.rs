@@ -162,25 +162,23 @@ pub fn save(model: &Model, path: &Path, options: &SaveOptions) -> Result<Saved> 
     })
 }
 
-/// Encodes straight into an exactly sized, memory-mapped temporary file that
-/// becomes `path`: a large model is never copied into a second buffer.
+/// Encodes into a temporary file that becomes `path`, through a small
+/// buffer written out as it fills: a large model is never copied into a
+/// second buffer. (A memory map of the whole file did the same in twice the
+/// time: every page faulted in and zeroed before it was written; 52 MB,
+/// ddddocr-crnn.)
 fn encode_to_temp(path: &Path, proto: &proto::ModelProto) -> Result<(output::TempOut, u64)> {
     let len = proto.encoded_len();
     let tmp = output::TempOut::new(path)?;
     let write_err = || format!("cannot write {}", path.display());
-    tmp.as_file().set_len(len as u64).with_context(write_err)?;
-    if len > 0 {
-        // SAFETY: a fresh temporary file of ours; nothing else maps or resizes it.
-        let mut map =
-            unsafe { memmap2::MmapMut::map_mut(tmp.as_file()) }.with_context(write_err)?;
-        let mut buf: &mut [u8] = &mut map[..];
-        proto.encode(&mut buf).context("protobuf encoding")?;
-        anyhow::ensure!(
-            buf.is_empty(),
-            "protobuf encoding wrote fewer bytes than announced"
-        );
-    }
-    Ok((tmp, len as u64))
+    let mut out = output::ChunkedWriter::new(tmp.as_file(), len);
+    proto.encode(&mut out).context("protobuf encoding")?;
+    let written = out.finish().with_context(write_err)?;
+    anyhow::ensure!(
+        written == len as u64,
+        "protobuf encoding wrote {written} bytes, not the {len} announced"
+    );
+    Ok((tmp, written))
 }
 
 /// The size `save` would write inline, without encoding.

@@ -111,6 +111,77 @@ impl Drop for TempOut {
     }
 }
 
+/// A `BufMut` that writes to a file through a fixed buffer, flushed
+/// whenever it fills, so encoding a model costs one small buffer rather than
+/// a copy of the file. `BufMut` cannot fail, so the first write error is kept
+/// and returned by `finish`; nothing is written after it.
+pub struct ChunkedWriter<'f> {
+    file: &'f File,
+    buf: Vec<u8>,
+    /// Bytes the encoder may still put (what it announced, less what it put).
+    room: usize,
+    written: u64,
+    error: Option<std::io::Error>,
+}
+
+impl<'f> ChunkedWriter<'f> {
+    const CHUNK: usize = 1 << 20;
+
+    /// A writer for `len` bytes to `file`.
+    pub fn new(file: &'f File, len: usize) -> ChunkedWriter<'f> {
+        ChunkedWriter {
+            file,
+            buf: Vec::with_capacity(Self::CHUNK.min(len.max(1))),
+            room: len,
+            written: 0,
+            error: None,
+        }
+    }
+
+    fn flush(&mut self) {
+        use std::io::Write;
+        if self.error.is_none() && !self.buf.is_empty() {
+            match (&mut &*self.file).write_all(&self.buf) {
+                Ok(()) => self.written += self.buf.len() as u64,
+                Err(e) => self.error = Some(e),
+            }
+        }
+        self.buf.clear();
+    }
+
+    /// Writes what is buffered; the bytes written, or the first error.
+    pub fn finish(mut self) -> std::io::Result<u64> {
+        self.flush();
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(self.written),
+        }
+    }
+}
+
+// SAFETY: `chunk_mut` hands out only the buffer's spare capacity, and
+// `advance_mut` never moves past what `chunk_mut` handed out.
+unsafe impl bytes::BufMut for ChunkedWriter<'_> {
+    fn remaining_mut(&self) -> usize {
+        self.room
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        let len = self.buf.len() + cnt;
+        assert!(len <= self.buf.capacity(), "advance_mut past the chunk");
+        // SAFETY: the caller initialised these `cnt` bytes of spare capacity.
+        unsafe { self.buf.set_len(len) };
+        self.room = self.room.saturating_sub(cnt);
+    }
+
+    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
+        if self.buf.len() == self.buf.capacity() {
+            self.flush();
+        }
+        bytes::buf::UninitSlice::uninit(self.buf.spare_capacity_mut())
+    }
+}
+
 fn lock() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     TEMPS.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -255,6 +326,27 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Writes that straddle chunk boundaries, one larger than a chunk, and
+    /// single bytes come out in order and complete.
+    #[test]
+    fn chunked_writes_are_the_bytes_put() {
+        use bytes::BufMut;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let file = File::create(&path).unwrap();
+        let big: Vec<u8> = (0..3 * ChunkedWriter::CHUNK + 17).map(|i| (i * 7) as u8).collect();
+        let mut expected = Vec::new();
+        let mut w = ChunkedWriter::new(&file, usize::MAX);
+        for piece in [&big[..1000], &big[..], &big[5..ChunkedWriter::CHUNK + 3]] {
+            w.put_slice(piece);
+            expected.extend_from_slice(piece);
+        }
+        w.put_u8(42);
+        expected.push(42);
+        assert_eq!(w.finish().unwrap(), expected.len() as u64);
+        assert!(std::fs::read(&path).unwrap() == expected);
     }
 
     #[test]

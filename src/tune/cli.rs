@@ -353,11 +353,18 @@ pub fn run_tune(args: &TuneArgs) -> Result<ExitCode> {
 
     let unit = metric.unit();
     let floor = goal.floor(original_all);
+    // A command judges on its own data: --inputs only calibrate then.
+    let judged_on = match metric {
+        Metric::Command(_) => format!(
+            "on the command's own data ({} --inputs samples calibrate)",
+            judge.len()
+        ),
+        _ => format!("on {} samples", judge.len()),
+    };
     println!(
-        "metric: {} ({why}), judged in {engine}; original {original_all:.2}{unit} on {} samples; \
+        "metric: {} ({why}), judged in {engine}; original {original_all:.2}{unit} {judged_on}; \
          A_min {floor:.2}{unit}",
         metric.name(),
-        judge.len()
     );
     println!(
         "folds: {} of {:?} samples (seeded {}); search judged on fold 1, bound = worst fold, \

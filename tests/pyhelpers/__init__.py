@@ -9,9 +9,9 @@ benches and judges run as modules from the root
 from .measures import cosine, errors, max_rel_err
 from .models import GENERATED, MODELS, ROOT, SUITE, feeds, model_path
 from .run import JUDGES, ONNX_OPT, judge, onnx_opt, sh
-from .sessions import outputs, session, time_interleaved
+from .sessions import outputs, rounding_floor, session, time_interleaved
 
 __all__ = [
     "GENERATED", "JUDGES", "MODELS", "ONNX_OPT", "ROOT", "SUITE",
-    "cosine", "errors", "feeds", "judge", "max_rel_err", "model_path", "onnx_opt", "outputs", "session", "sh", "time_interleaved",
+    "cosine", "errors", "feeds", "judge", "max_rel_err", "model_path", "onnx_opt", "outputs", "rounding_floor", "session", "sh", "time_interleaved",
 ]

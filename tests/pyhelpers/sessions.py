@@ -2,7 +2,11 @@
 import time
 
 import numpy as np
+import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
+
+from .measures import max_rel_err
 
 
 def session(path, optimized=True, log_level=3):
@@ -41,3 +45,24 @@ def time_interleaved(sessions, feeds, runs, warmup=5):
             s.run(None, feeds)
             times[i].append((time.perf_counter() - t) * 1e3)
     return [float(np.median(t)) for t in times]
+
+
+def rounding_floor(lifted_path, feeds, nudged):
+    """How far rounding alone moves the outputs: every weight and bias of a
+    Conv/ConvTranspose/Gemm/MatMul scaled by 1 +- eps (about one ulp).
+    `lifted_path` has its weights as initializers (`--passes lift-constants`);
+    the nudged copy is written to `nudged`. A rewrite that folds weights is
+    exact when it moves the outputs no further than about this."""
+    m = onnx.load(str(lifted_path))
+    weights = set()
+    for n in m.graph.node:
+        if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+            weights.update(n.input[1:3])
+    eps = np.finfo(np.float32).eps
+    for k, t in enumerate(m.graph.initializer):
+        if t.name in weights and t.data_type == onnx.TensorProto.FLOAT:
+            w = numpy_helper.to_array(t)
+            sign = np.where((np.arange(w.size) + k) % 2 == 0, 1.0, -1.0).reshape(w.shape)
+            t.CopyFrom(numpy_helper.from_array((w * (1 + sign * eps)).astype(np.float32), t.name))
+    onnx.save(m, str(nudged))
+    return max_rel_err(outputs(lifted_path, feeds), outputs(nudged, feeds))

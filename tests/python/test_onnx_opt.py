@@ -23,7 +23,7 @@ import pytest
 from onnx import numpy_helper
 
 from models.make_inputs import make_inputs
-from tests.pyhelpers import GENERATED, ONNX_OPT, ROOT, SUITE, judge, max_rel_err, model_path, outputs, sh
+from tests.pyhelpers import GENERATED, ONNX_OPT, ROOT, SUITE, judge, max_rel_err, model_path, outputs, rounding_floor, sh
 
 CANONICALISE = "lift-constants,fold-constants,eliminate,dce"
 
@@ -69,25 +69,6 @@ def test_canonicalisation_is_valid_and_exact_in_onnxruntime(name, tmp_path):
     assert code == 0, log
 
 
-def rounding_floor(lifted_path, feeds, tmp_path):
-    """How far rounding alone moves the outputs: every weight and bias of a
-    Conv/ConvTranspose/Gemm/MatMul scaled by 1 +- eps (about one ulp)."""
-    m = onnx.load(str(lifted_path))
-    weights = set()
-    for n in m.graph.node:
-        if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
-            weights.update(n.input[1:3])
-    eps = np.finfo(np.float32).eps
-    for k, t in enumerate(m.graph.initializer):
-        if t.name in weights and t.data_type == onnx.TensorProto.FLOAT:
-            w = numpy_helper.to_array(t)
-            sign = np.where((np.arange(w.size) + k) % 2 == 0, 1.0, -1.0).reshape(w.shape)
-            t.CopyFrom(numpy_helper.from_array((w * (1 + sign * eps)).astype(np.float32), t.name))
-    nudged = tmp_path / "nudged.onnx"
-    onnx.save(m, str(nudged))
-    return max_rel_err(outputs(lifted_path, feeds), outputs(nudged, feeds))
-
-
 @pytest.mark.parametrize("name", GENERATED + sorted(SUITE))
 def test_fuse_is_valid_and_changes_nothing_but_rounding(name, tmp_path):
     """`fuse` folds weights, so outputs may move by rounding: within 1e-5, or
@@ -101,7 +82,7 @@ def test_fuse_is_valid_and_changes_nothing_but_rounding(name, tmp_path):
     assert code == 0, log
     feeds = make_inputs(name, seed=0)
     err = max_rel_err(outputs(src, feeds), outputs(out, feeds))
-    floor = rounding_floor(lifted, feeds, tmp_path)
+    floor = rounding_floor(lifted, feeds, tmp_path / "nudged.onnx")
     assert err <= max(1e-5, 2 * floor), f"{name}: max_rel_err {err:.2e}, rounding floor {floor:.2e}"
 
 
