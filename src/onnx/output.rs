@@ -336,7 +336,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out");
         let file = File::create(&path).unwrap();
-        let big: Vec<u8> = (0..3 * ChunkedWriter::CHUNK + 17).map(|i| (i * 7) as u8).collect();
+        let big: Vec<u8> = (0..3 * ChunkedWriter::CHUNK + 17)
+            .map(|i| (i * 7) as u8)
+            .collect();
         let mut expected = Vec::new();
         let mut w = ChunkedWriter::new(&file, usize::MAX);
         for piece in [&big[..1000], &big[..], &big[5..ChunkedWriter::CHUNK + 3]] {
