@@ -56,9 +56,7 @@ fn build(_: &Options) -> Result<Box<dyn Pass>> {
 
 struct Cse;
 
-pub const RULES: &[Rule] = &[
-    Rule::any("duplicate", duplicate),
-];
+pub const RULES: &[Rule] = &[Rule::any("duplicate", duplicate)];
 
 impl Pass for Cse {
     fn run(&self, model: &mut Model, _: &PassContext) -> Result<serde_json::Value> {

@@ -76,8 +76,17 @@ fn all_zeros(g: &Graph, v: crate::ir::Outlet) -> bool {
 
 /// Ops whose output elements all come from their input 0's elements.
 const MOVES_DATA: &[&str] = &[
-    "Slice", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Expand", "Flatten", "Identity",
-    "Gather", "Tile", "Cast",
+    "Slice",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Expand",
+    "Flatten",
+    "Identity",
+    "Gather",
+    "Tile",
+    "Cast",
 ];
 
 fn all_zeros_within(g: &Graph, v: crate::ir::Outlet, depth: usize) -> bool {
@@ -92,7 +101,9 @@ fn all_zeros_within(g: &Graph, v: crate::ir::Outlet, depth: usize) -> bool {
         return false;
     };
     let zeros_in = |slot| {
-        depth > 0 && g.input(v.node, slot).is_some_and(|x| all_zeros_within(g, x, depth - 1))
+        depth > 0
+            && g.input(v.node, slot)
+                .is_some_and(|x| all_zeros_within(g, x, depth - 1))
     };
     if op.is("ConstantOfShape") {
         match op.attr("value").map(|a| &a.value) {
@@ -178,7 +189,9 @@ fn cast(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<
         _ => return Ok(None),
     };
     let from = g.known_type(input).and_then(|t| t.tensor_elem());
-    Ok((from == Some(to)).then(|| Patch::bypass(g, id, input)).flatten())
+    Ok((from == Some(to))
+        .then(|| Patch::bypass(g, id, input))
+        .flatten())
 }
 
 fn reshape(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
@@ -242,15 +255,33 @@ mod tests {
 
     #[test]
     fn zero_initial_states_are_dropped() {
-        let after = check("eliminate__lstm-zero-states", &lstm(0.0, -0.0, "LSTM"), "eliminate,dce");
+        let after = check(
+            "eliminate__lstm-zero-states",
+            &lstm(0.0, -0.0, "LSTM"),
+            "eliminate,dce",
+        );
         assert_eq!(op_types(&after), ["LSTM"]);
-        assert_eq!(after.graph.op(after.graph.find_value("y").unwrap().node).unwrap().arity, 4);
-        let after = check("eliminate__gru-zero-state", &lstm(0.0, 0.0, "GRU"), "eliminate,dce");
+        assert_eq!(
+            after
+                .graph
+                .op(after.graph.find_value("y").unwrap().node)
+                .unwrap()
+                .arity,
+            4
+        );
+        let after = check(
+            "eliminate__gru-zero-state",
+            &lstm(0.0, 0.0, "GRU"),
+            "eliminate,dce",
+        );
         assert_eq!(op_types(&after), ["GRU"]);
         // A non-zero state stays; the zero one beside it goes.
         let after = rewrite(&lstm(0.5, 0.0, "LSTM"), "eliminate,dce");
         assert_eq!(op_types(&after), ["ConstantOfShape", "LSTM"]);
-        let lstm_op = after.graph.op(after.graph.find_value("y").unwrap().node).unwrap();
+        let lstm_op = after
+            .graph
+            .op(after.graph.find_value("y").unwrap().node)
+            .unwrap();
         assert_eq!(lstm_op.arity, 6);
     }
 
@@ -265,21 +296,46 @@ mod tests {
         let r = init(&mut b, "r", &[1, 12, 4], 62);
         let shape = b.op("Shape", &[x], vec![], "shape");
         let i1 = b.init("i1", Tensor::from_i64(vec![1], &[1]));
-        let batch = b.op("Gather", &[shape, i1], vec![Attribute::int("axis", 0)], "batch");
+        let batch = b.op(
+            "Gather",
+            &[shape, i1],
+            vec![Attribute::int("axis", 0)],
+            "batch",
+        );
         let two = b.init("two", Tensor::from_i64(vec![1], &[2]));
         let four = b.init("four", Tensor::from_i64(vec![1], &[4]));
-        let dims = b.op("Concat", &[two, batch, four], vec![Attribute::int("axis", 0)], "dims");
+        let dims = b.op(
+            "Concat",
+            &[two, batch, four],
+            vec![Attribute::int("axis", 0)],
+            "dims",
+        );
         let zeros = b.op("ConstantOfShape", &[dims], vec![], "zeros");
-        let (s0, s1) = (b.init("s0", Tensor::from_i64(vec![1], &[0])), b.init("s1", Tensor::from_i64(vec![1], &[1])));
+        let (s0, s1) = (
+            b.init("s0", Tensor::from_i64(vec![1], &[0])),
+            b.init("s1", Tensor::from_i64(vec![1], &[1])),
+        );
         let h0 = b.op("Slice", &[zeros, s0, s1, s0], vec![], "h0");
         let ins = [Some(x), Some(w), Some(r), None, None, Some(h0)];
-        let outs = b.op_n("GRU", &ins, vec![Attribute::int("hidden_size", 4)], &["y", "y_h"]);
+        let outs = b.op_n(
+            "GRU",
+            &ins,
+            vec![Attribute::int("hidden_size", 4)],
+            &["y", "y_h"],
+        );
         for o in outs {
             b.output(o, DataType::FLOAT);
         }
         let model = b.build().unwrap();
         let after = check("eliminate__gru-sliced-zero-state", &model, "eliminate,dce");
         assert_eq!(op_types(&after), ["GRU"]);
-        assert_eq!(after.graph.op(after.graph.find_value("y").unwrap().node).unwrap().arity, 3);
+        assert_eq!(
+            after
+                .graph
+                .op(after.graph.find_value("y").unwrap().node)
+                .unwrap()
+                .arity,
+            3
+        );
     }
 }

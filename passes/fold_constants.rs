@@ -246,14 +246,14 @@ fn spread_bytes(op: &Operator, args: &[Option<&Tensor>]) -> Option<usize> {
         if by.len() != x.dims.len() || by.iter().any(|&r| r < 0) {
             return None;
         }
-        x.dims.iter().zip(&by).map(|(&d, &r)| d.checked_mul(r)).collect::<Option<_>>()?
+        x.dims
+            .iter()
+            .zip(&by)
+            .map(|(&d, &r)| d.checked_mul(r))
+            .collect::<Option<_>>()?
     } else {
         let rank = x.dims.len().max(by.len());
-        let at = |v: &[i64], axis: usize| {
-            (axis + v.len())
-                .checked_sub(rank)
-                .map_or(1, |k| v[k])
-        };
+        let at = |v: &[i64], axis: usize| (axis + v.len()).checked_sub(rank).map_or(1, |k| v[k]);
         (0..rank)
             .map(|axis| match (at(&x.dims, axis), at(&by, axis)) {
                 (a, b) if a == b || b == 1 => Some(a),
@@ -395,7 +395,11 @@ mod tests {
             let args = [Some(&x), Some(&by)];
             let tract = crate::exec::evaluate_node(&m, &m.graph, y.node, &args).unwrap();
             let tract = tract[0].as_ref().unwrap();
-            assert_eq!(filled_bytes(op, &args), Some(tract.byte_len()), "{op_type} {dims:?}");
+            assert_eq!(
+                filled_bytes(op, &args),
+                Some(tract.byte_len()),
+                "{op_type} {dims:?}"
+            );
         }
         // Dims that do not broadcast: left to tract, which refuses them.
         let x = Tensor::from_f32(vec![3], &[1.0; 3]);

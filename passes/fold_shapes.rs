@@ -64,7 +64,16 @@ pub const RULES: &[Rule] = &[
 
 /// The operators `shape_value` follows (constants aside).
 const SHAPE_OPS: &[&str] = &[
-    "Shape", "Gather", "Slice", "Concat", "Cast", "Unsqueeze", "Squeeze", "Mul", "Add", "Sub",
+    "Shape",
+    "Gather",
+    "Slice",
+    "Concat",
+    "Cast",
+    "Unsqueeze",
+    "Squeeze",
+    "Mul",
+    "Add",
+    "Sub",
     "Identity",
 ];
 
@@ -111,7 +120,10 @@ fn known_value(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<
     let tensor = match int_type(g, out, 32) {
         Some(DataType::INT64) => Tensor::from_i64(dims, &numbers),
         Some(DataType::INT32) => {
-            let v = numbers.iter().map(|&n| i32::try_from(n).ok()).collect::<Option<_>>();
+            let v = numbers
+                .iter()
+                .map(|&n| i32::try_from(n).ok())
+                .collect::<Option<_>>();
             let Some(v) = v else { return Ok(None) };
             Tensor::new(DataType::INT32, dims, TensorData::Int32(v))
         }
@@ -191,7 +203,11 @@ fn reshape_const(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result
         .filter(|&i| !matches!(shape[i], SymInt::Known(_)))
         .collect();
     if let [j] = unknown[..] {
-        if out.iter().enumerate().all(|(i, n)| i == j || n.is_some_and(|n| n > 0)) {
+        if out
+            .iter()
+            .enumerate()
+            .all(|(i, n)| i == j || n.is_some_and(|n| n > 0))
+        {
             out[j] = None;
         }
     }
@@ -368,7 +384,12 @@ mod tests {
         let u1 = b.op("Unsqueeze", &[d1], ax.clone(), "u1");
         let u2 = b.op("Unsqueeze", &[d2], ax, "u2");
         let one = ints(&mut b, "one", &[1]);
-        let cat = b.op("Concat", &[one, u1, u2], vec![Attribute::int("axis", 0)], "cat");
+        let cat = b.op(
+            "Concat",
+            &[one, u1, u2],
+            vec![Attribute::int("axis", 0)],
+            "cat",
+        );
         let zeros = b.op("ConstantOfShape", &[cat], vec![], "zeros");
         let y = b.op("Add", &[x, zeros], vec![], "y");
         // N itself stays computed.

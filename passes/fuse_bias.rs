@@ -28,9 +28,9 @@
 //!
 //! **Options:** none.
 
-use crate::passes::toolkit::{remove_dead_consts, sole_use, Kind, Producer};
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{DataType, Graph, NodeId, Operator, Outlet, Patch};
+use crate::passes::toolkit::{remove_dead_consts, sole_use, Kind, Producer};
 use crate::passes::{DataUse, PassInfo, RulePass};
 use anyhow::Result;
 
@@ -131,7 +131,9 @@ fn bias_kinds(p: &Producer) -> bool {
 // P(x) + c = P'(x) with bias' = bias + c, c constant per output channel.
 fn add(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
     Ok(match match_binary(ctx, g, id, "Add", &[0, 1]) {
-        Some((p, y, c)) if bias_kinds(&p) => Some(fold(ctx, g, id, &p, y, &vec![1.0; p.channels], &c)),
+        Some((p, y, c)) if bias_kinds(&p) => {
+            Some(fold(ctx, g, id, &p, y, &vec![1.0; p.channels], &c))
+        }
         _ => None,
     })
 }
@@ -139,7 +141,9 @@ fn add(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<
 // P(x)·k = P'(x) with w'[o] = w[o]·k[o], bias'[o] = bias[o]·k[o], k per output channel.
 fn mul(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
     Ok(match match_binary(ctx, g, id, "Mul", &[0, 1]) {
-        Some((p, y, k)) if bias_kinds(&p) => Some(fold(ctx, g, id, &p, y, &k, &vec![0.0; p.channels])),
+        Some((p, y, k)) if bias_kinds(&p) => {
+            Some(fold(ctx, g, id, &p, y, &k, &vec![0.0; p.channels]))
+        }
         _ => None,
     })
 }
@@ -160,8 +164,8 @@ mod tests {
     use super::per_channel;
     use crate::ir::build::ModelBuilder;
     use crate::ir::{Attribute, DataType, Model, Tensor};
-    use crate::passes::testing::{init, values};
     use crate::passes::testing::{check, op_types as ops};
+    use crate::passes::testing::{init, values};
 
     #[test]
     fn broadcasting_is_exact() {

@@ -63,9 +63,7 @@ pub const INFO: PassInfo = PassInfo {
     build: |_| RulePass::boxed(RULES, "fused"),
 };
 
-pub const RULES: &[Rule] = &[
-    Rule::on("BatchNormalization", "batchnorm", batchnorm),
-];
+pub const RULES: &[Rule] = &[Rule::on("BatchNormalization", "batchnorm", batchnorm)];
 
 // BN(y) = s·(y − μ) + β = s·y + (β − μ·s), s = γ/√(σ²+ε), per channel (axis 1).
 // With y = P(x) one of the producers of `fold_affine`, s·y + t = P'(x).
@@ -153,9 +151,9 @@ pub(crate) fn with_memo(memo: Arc<TensorMemo>) -> Box<dyn Pass> {
 #[cfg(test)]
 mod tests {
     use crate::ir::build::ModelBuilder;
-    use crate::passes::testing::{init, values};
     use crate::ir::{Attribute, DataType, Model, Outlet, Tensor};
     use crate::passes::testing::check;
+    use crate::passes::testing::{init, values};
 
     /// BatchNormalization over `c` channels with realistic statistics.
     fn bn(b: &mut ModelBuilder, y: Outlet, c: i64, eps: Option<f32>, seed: u64) -> Outlet {
@@ -206,7 +204,10 @@ mod tests {
         };
         let w_shape = b.init("w_shape", Tensor::from_i64(vec![4], &[6, 4, 3, 3]));
         let w = if expand {
-            let c = b.init("c", Tensor::from_f32(vec![6, 1, 1, 1], &values(71, 6, -0.1, 0.1)));
+            let c = b.init(
+                "c",
+                Tensor::from_f32(vec![6, 1, 1, 1], &values(71, 6, -0.1, 0.1)),
+            );
             b.op("Expand", &[c, w_shape], vec![], "w")
         } else {
             b.op("ConstantOfShape", &[w_shape], fill(0.02), "w")
@@ -219,7 +220,12 @@ mod tests {
         let beta = b.init("beta", Tensor::from_f32(vec![6], &values(73, 6, -1.0, 1.0)));
         let mean = b.init("mean", Tensor::from_f32(vec![6], &values(74, 6, -0.1, 0.1)));
         let var = b.op("ConstantOfShape", &[c_shape], fill(0.5), "var");
-        let z = b.op("BatchNormalization", &[y, gamma, beta, mean, var], vec![], "z");
+        let z = b.op(
+            "BatchNormalization",
+            &[y, gamma, beta, mean, var],
+            vec![],
+            "z",
+        );
         b.output(z, DataType::FLOAT);
         b.build().unwrap()
     }

@@ -39,9 +39,7 @@ pub const INFO: PassInfo = PassInfo {
     build: |_| RulePass::boxed(RULES, "fused"),
 };
 
-pub const RULES: &[Rule] = &[
-    Rule::on("Cast", "cast-cast", cast_cast),
-];
+pub const RULES: &[Rule] = &[Rule::on("Cast", "cast-cast", cast_cast)];
 
 /// What an element type can hold, for deciding exactness.
 #[derive(Clone, Copy, PartialEq, Debug)]

@@ -37,7 +37,12 @@ pub const INFO: PassInfo = PassInfo {
 pub const RULES: &[Rule] = &[Rule::on("Concat", "concat-of-concat", concat_of_concat)];
 
 // Concat(…, Concat(x₁…xₙ, axis=k), …, axis=k) = Concat(…, x₁…xₙ, …, axis=k).
-fn concat_of_concat(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
+fn concat_of_concat(
+    _: &RuleContext,
+    g: &Graph,
+    id: NodeId,
+    op: &Operator,
+) -> Result<Option<Patch>> {
     let axis = op.attr("axis").map(|_| op.attr_int("axis", 0));
     if !op.is_default_domain() || axis.is_none() {
         return Ok(None);
@@ -53,7 +58,11 @@ fn concat_of_concat(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Re
             && iop.attr_int("axis", 0) == axis?
             && g.sole_user(*o) == Some(id)
             && g.consumers(*o).len() == 1;
-        same.then(|| g.inputs(o.node).into_iter().collect::<Option<Vec<Outlet>>>())?
+        same.then(|| {
+            g.inputs(o.node)
+                .into_iter()
+                .collect::<Option<Vec<Outlet>>>()
+        })?
     };
     if !inputs.iter().any(|o| inner(o).is_some()) {
         return Ok(None);

@@ -21,9 +21,9 @@
 //!
 //! **Options:** none.
 
-use crate::passes::toolkit::sole_use;
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{DataType, Graph, NodeId, Operator, Outlet, Patch};
+use crate::passes::toolkit::sole_use;
 use crate::passes::{DataUse, PassInfo, RulePass};
 use anyhow::Result;
 
@@ -36,9 +36,7 @@ pub const INFO: PassInfo = PassInfo {
     build: |_| RulePass::boxed(RULES, "fused"),
 };
 
-pub const RULES: &[Rule] = &[
-    Rule::on("Add", "matmul-add", matmul_add),
-];
+pub const RULES: &[Rule] = &[Rule::on("Add", "matmul-add", matmul_add)];
 
 // Add(MatMul(x, W), b) = Gemm(x, W, b) {α=1, β=1} for x: [M,K], W: [K,N] and
 // b unidirectionally broadcastable to [M,N] without varying along M.

@@ -113,7 +113,11 @@ fn shared_input(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Resul
             let weight = weight_of(g, m, x).expect("filtered above");
             let bias = bias_of(g, m, weight.dims[1])
                 .filter(|&(add, _)| !g.is_graph_output(Outlet::new(add, 0)));
-            Branch { matmul: m, weight, bias }
+            Branch {
+                matmul: m,
+                weight,
+                bias,
+            }
         })
         .collect();
     if branches.iter().any(|b| b.bias.is_none()) {
@@ -134,8 +138,16 @@ fn shared_input(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Resul
 
     let mut patch = Patch::new("");
     let name = g.outlet_name(Outlet::new(id, 0)).to_string();
-    let w = patch.add_const(&format!("{name}.merged_weight"), Tensor::from_f32_vec(vec![depth, total], merged));
-    let product = patch.add_op(None, Operator::new("MatMul", 2, vec![]), vec![Some(x.into()), Some(w)], &[&format!("{name}.merged")]);
+    let w = patch.add_const(
+        &format!("{name}.merged_weight"),
+        Tensor::from_f32_vec(vec![depth, total], merged),
+    );
+    let product = patch.add_op(
+        None,
+        Operator::new("MatMul", 2, vec![]),
+        vec![Some(x.into()), Some(w)],
+        &[&format!("{name}.merged")],
+    );
     let mut joined = Patch::out(product, 0);
     let with_bias = branches[0].bias.is_some();
     if with_bias {
@@ -143,22 +155,36 @@ fn shared_input(ctx: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Resul
         for b in &branches {
             values.extend(b.bias.expect("every branch has one").1.to_f32()?);
         }
-        let bias = patch.add_const(&format!("{name}.merged_bias"), Tensor::from_f32_vec(vec![total], values));
-        let add = patch.add_op(None, Operator::new("Add", 2, vec![]), vec![Some(joined), Some(bias)], &[&format!("{name}.biased")]);
+        let bias = patch.add_const(
+            &format!("{name}.merged_bias"),
+            Tensor::from_f32_vec(vec![total], values),
+        );
+        let add = patch.add_op(
+            None,
+            Operator::new("Add", 2, vec![]),
+            vec![Some(joined), Some(bias)],
+            &[&format!("{name}.biased")],
+        );
         joined = Patch::out(add, 0);
     }
     let axis = Attribute::int("axis", -1);
     let (split_op, split_inputs) = if ctx.opset >= 13 {
         let sizes = Tensor::from_i64(vec![widths.len() as i64], &widths);
         let sizes = patch.add_const(&format!("{name}.split"), sizes);
-        (Operator::new("Split", 2, vec![axis]), vec![Some(joined), Some(sizes)])
+        (
+            Operator::new("Split", 2, vec![axis]),
+            vec![Some(joined), Some(sizes)],
+        )
     } else {
         let attrs = vec![axis, Attribute::ints("split", &widths)];
         (Operator::new("Split", 1, attrs), vec![Some(joined)])
     };
     // Each part takes the name of the value it replaces.
     let last = |b: &Branch| Outlet::new(b.bias.map_or(b.matmul, |(add, _)| add), 0);
-    let names: Vec<String> = branches.iter().map(|b| g.outlet_name(last(b)).to_string()).collect();
+    let names: Vec<String> = branches
+        .iter()
+        .map(|b| g.outlet_name(last(b)).to_string())
+        .collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let split = patch.add_op(None, split_op, split_inputs, &names);
     for (i, b) in branches.iter().enumerate() {
@@ -204,7 +230,11 @@ mod tests {
 
     #[test]
     fn matmuls_of_one_input_and_their_biases_merge() {
-        let after = check("fuse-parallel-matmul__qkv", &attention(13, None), "fuse-parallel-matmul,dce");
+        let after = check(
+            "fuse-parallel-matmul__qkv",
+            &attention(13, None),
+            "fuse-parallel-matmul,dce",
+        );
         let ops = op_types(&after);
         assert_eq!(ops.iter().filter(|o| *o == "MatMul").count(), 2, "{ops:?}");
         assert_eq!(ops.iter().filter(|o| *o == "Add").count(), 1, "{ops:?}");
@@ -213,13 +243,23 @@ mod tests {
 
     #[test]
     fn a_branch_without_bias_keeps_the_adds_and_old_opsets_split_by_attribute() {
-        let after = check("fuse-parallel-matmul__one-bare-opset-11", &attention(11, Some(1)), "fuse-parallel-matmul,dce");
+        let after = check(
+            "fuse-parallel-matmul__one-bare-opset-11",
+            &attention(11, Some(1)),
+            "fuse-parallel-matmul,dce",
+        );
         let ops = op_types(&after);
         assert_eq!(ops.iter().filter(|o| *o == "MatMul").count(), 2, "{ops:?}");
         assert_eq!(ops.iter().filter(|o| *o == "Add").count(), 2, "{ops:?}");
         let g = &after.graph;
-        let split = g.node_ids().find(|&n| g.op(n).is_some_and(|o| o.is("Split"))).unwrap();
-        assert_eq!(g.op(split).unwrap().attr_ints("split"), Some(&[5, 6, 7][..]));
+        let split = g
+            .node_ids()
+            .find(|&n| g.op(n).is_some_and(|o| o.is("Split")))
+            .unwrap();
+        assert_eq!(
+            g.op(split).unwrap().attr_ints("split"),
+            Some(&[5, 6, 7][..])
+        );
     }
 
     #[test]

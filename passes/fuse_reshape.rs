@@ -152,7 +152,12 @@ impl Inner {
 /// keep the element order, so only the last shape matters. `s'` is `s` with
 /// each copying 0 made explicit: the intermediate's dim, or left 0 when that
 /// dim was itself copied from `x`.
-fn reshape_of_reshape(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
+fn reshape_of_reshape(
+    _: &RuleContext,
+    g: &Graph,
+    id: NodeId,
+    op: &Operator,
+) -> Result<Option<Patch>> {
     let Some(mid) = g.input(id, 0) else {
         return Ok(None);
     };
@@ -192,7 +197,12 @@ fn reshape_of_reshape(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> 
 /// otherwise `Flatten(R(x), k) = Reshape(x, [P, -1])` with `P` the product
 /// of the intermediate's first `k` dims, or `Reshape(x, [-1, Q])` with `Q`
 /// the product of the rest, when known and positive.
-fn flatten_of_reshape(ctx: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
+fn flatten_of_reshape(
+    ctx: &RuleContext,
+    g: &Graph,
+    id: NodeId,
+    op: &Operator,
+) -> Result<Option<Patch>> {
     let Some(mid) = g.input(id, 0) else {
         return Ok(None);
     };
@@ -282,30 +292,40 @@ fn normalized(axes: &[i64], rank: Option<usize>) -> Option<Vec<usize>> {
 
 /// `Squeeze(Unsqueeze(x, a), a) = x`: the inserted dims are 1 and are
 /// removed again. Axes of both refer to the same rank, `rank(x) + |a|`.
-fn squeeze_unsqueeze(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
+fn squeeze_unsqueeze(
+    _: &RuleContext,
+    g: &Graph,
+    id: NodeId,
+    _: &Operator,
+) -> Result<Option<Patch>> {
     let Some(Pair { mid, x, .. }) = pair(g, id, "Unsqueeze") else {
         return Ok(None);
     };
-    let (Some(Some(sq)), Some(Some(unsq))) = (axes(g, id), axes(g, mid.node))
-    else {
+    let (Some(Some(sq)), Some(Some(unsq))) = (axes(g, id), axes(g, mid.node)) else {
         return Ok(None);
     };
     let rank = g.known_dims(x).map(|d| d.len() + unsq.len());
     let (Some(sq), Some(unsq)) = (normalized(&sq, rank), normalized(&unsq, rank)) else {
         return Ok(None);
     };
-    Ok((sq == unsq).then(|| Patch::collapse_pair(g, id, mid, x)).flatten())
+    Ok((sq == unsq)
+        .then(|| Patch::collapse_pair(g, id, mid, x))
+        .flatten())
 }
 
 /// `Unsqueeze(Squeeze(x, a), a) = x` when `x`'s dims at `a` are 1 (known,
 /// not just promised by the model being valid). Without axes, Squeeze
 /// removes every dim that is 1, so every dim of `x` must then be known.
-fn unsqueeze_squeeze(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Option<Patch>> {
+fn unsqueeze_squeeze(
+    _: &RuleContext,
+    g: &Graph,
+    id: NodeId,
+    _: &Operator,
+) -> Result<Option<Patch>> {
     let Some(Pair { mid, x, .. }) = pair(g, id, "Squeeze") else {
         return Ok(None);
     };
-    let (Some(sq), Some(Some(unsq))) = (axes(g, mid.node), axes(g, id))
-    else {
+    let (Some(sq), Some(Some(unsq))) = (axes(g, mid.node), axes(g, id)) else {
         return Ok(None);
     };
     let Some(xd) = g.known_dims(x) else {
@@ -332,7 +352,12 @@ fn unsqueeze_squeeze(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Re
 /// s')` with the axes of `a` taken out of `s`, each a literal 1 there. `s`
 /// constant, without a copying 0 (which would copy another dim of `x`
 /// once moved; with `allowzero=1` a 0 is a literal and moves freely).
-fn squeeze_of_reshape(ctx: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
+fn squeeze_of_reshape(
+    ctx: &RuleContext,
+    g: &Graph,
+    id: NodeId,
+    op: &Operator,
+) -> Result<Option<Patch>> {
     let Some(Pair { mid, x, inner }) = pair(g, id, "Reshape") else {
         return Ok(None);
     };
@@ -354,7 +379,13 @@ fn squeeze_of_reshape(ctx: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -
     let new_shape: Vec<i64> = if unsqueeze {
         let mut rest = shape.iter();
         let inserted = (0..rank)
-            .map(|i| if axes.contains(&i) { Some(1) } else { rest.next().copied() })
+            .map(|i| {
+                if axes.contains(&i) {
+                    Some(1)
+                } else {
+                    rest.next().copied()
+                }
+            })
             .collect::<Option<Vec<i64>>>();
         let Some(inserted) = inserted else {
             return Ok(None);
@@ -364,7 +395,10 @@ fn squeeze_of_reshape(ctx: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -
         if axes.iter().any(|&a| shape[a] != 1) {
             return Ok(None);
         }
-        (0..rank).filter(|i| !axes.contains(i)).map(|i| shape[i]).collect()
+        (0..rank)
+            .filter(|i| !axes.contains(i))
+            .map(|i| shape[i])
+            .collect()
     };
     let out = Outlet::new(id, 0);
     let mut patch = Patch::new("");
@@ -372,7 +406,12 @@ fn squeeze_of_reshape(ctx: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -
     let dims = vec![new_shape.len() as i64];
     let c = patch.add_const(&format!("{name}.shape"), Tensor::from_i64(dims, &new_shape));
     let reshape = Operator::new("Reshape", 2, inner.attributes.clone());
-    let r = patch.add_op(g.node(id).name.clone(), reshape, vec![Some(x.into()), Some(c)], &[&name]);
+    let r = patch.add_op(
+        g.node(id).name.clone(),
+        reshape,
+        vec![Some(x.into()), Some(c)],
+        &[&name],
+    );
     patch.shunt(out, Src::New { index: r, slot: 0 });
     patch.remove(id);
     if g.sole_user(mid).is_some() {
@@ -420,7 +459,10 @@ mod tests {
     fn reshape_of_unsqueeze_of_reshape() {
         let m = tf2onnx_conv1d(&[-1, 1, 1, 12]);
         let after = check("fuse-reshape__unsqueeze-chain", &m, &format!("{PASS},dce"));
-        assert_eq!(crate::passes::testing::op_types(&after), ["Reshape", "Relu"]);
+        assert_eq!(
+            crate::passes::testing::op_types(&after),
+            ["Reshape", "Relu"]
+        );
         // A copying 0 needs the Unsqueeze's dims, which no type says here:
         // only the Unsqueeze joins the first Reshape.
         let after = rewrite(&tf2onnx_conv1d(&[0, 1, 1, 12]), PASS);
@@ -444,7 +486,11 @@ mod tests {
         b.output(y, DataType::FLOAT);
         b.output(q, DataType::FLOAT);
         let model = b.build().unwrap();
-        let after = check("fuse-reshape__squeeze-of-reshape", &model, &format!("{PASS},dce"));
+        let after = check(
+            "fuse-reshape__squeeze-of-reshape",
+            &model,
+            &format!("{PASS},dce"),
+        );
         let ops = crate::passes::testing::op_types(&after);
         assert_eq!(ops, ["Reshape", "Reshape", "Relu"]);
     }

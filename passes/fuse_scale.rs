@@ -49,7 +49,8 @@ use anyhow::Result;
 
 pub const INFO: PassInfo = PassInfo {
     name: "fuse-scale",
-    summary: "fold a constant Mul/Div on the input of a Conv/ConvTranspose/Gemm/MatMul into its weights",
+    summary:
+        "fold a constant Mul/Div on the input of a Conv/ConvTranspose/Gemm/MatMul into its weights",
     exact: true,
     data: DataUse::None,
     options: &[],
@@ -105,7 +106,10 @@ fn mul_of_mul(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result<Op
         return Ok(None);
     }
     let mut patch = Patch::new("");
-    let c = patch.add_const(&format!("{}.scale", g.outlet_name(h)), Tensor::from_f32_vec(dims, values));
+    let c = patch.add_const(
+        &format!("{}.scale", g.outlet_name(h)),
+        Tensor::from_f32_vec(dims, values),
+    );
     let mut op = g.op(id).expect("a Mul").clone();
     op.arity = 2;
     patch.update(id, op);
@@ -213,15 +217,15 @@ fn scale_index(
         }
         "MatMul" if w.dims.len() == 2 => {
             if scalar {
-                return fits_rank(x_rank).then(|| Box::new(|_: usize| 0usize) as Box<dyn Fn(usize) -> usize>);
+                return fits_rank(x_rank)
+                    .then(|| Box::new(|_: usize| 0usize) as Box<dyn Fn(usize) -> usize>);
             }
             // Along x's last axis (K, W's rows): [K] or [1, ..., 1, K].
             let (k, n) = (w.dims[0], w.dims[1] as usize);
             let last = *s.dims.last()?;
             let ones = s.dims[..s.dims.len() - 1].iter().all(|&d| d == 1);
-            (last == k && ones && fits_rank(x_rank)).then(|| {
-                Box::new(move |i: usize| i / n) as Box<dyn Fn(usize) -> usize>
-            })
+            (last == k && ones && fits_rank(x_rank))
+                .then(|| Box::new(move |i: usize| i / n) as Box<dyn Fn(usize) -> usize>)
         }
         _ => None,
     }
@@ -290,7 +294,10 @@ mod tests {
     fn a_group_past_i64_is_left_alone() {
         let mut b = ModelBuilder::new(13);
         let x = b.input("x", DataType::FLOAT, &[2, 4, 5, 5]);
-        let k = b.init("k", Tensor::from_f32(vec![1, 4, 1, 1], &values(53, 4, 0.5, 2.0)));
+        let k = b.init(
+            "k",
+            Tensor::from_f32(vec![1, 4, 1, 1], &values(53, 4, 0.5, 2.0)),
+        );
         let h = b.op("Mul", &[x, k], vec![], "h");
         let w = b.init("w", Tensor::from_f32(vec![0, 4, 3, 3], &[]));
         // 4 · 2^62 input channels: not a model, and no product to trust.
@@ -307,9 +314,30 @@ mod tests {
             ("mul-scalar", "Mul", vec![], vec![0.5], false, 1),
             ("mul-scalar-first", "Mul", vec![1], vec![-1.5], true, 1),
             ("div-scalar", "Div", vec![], vec![6.0], false, 1),
-            ("mul-per-channel", "Mul", vec![1, 4, 1, 1], per_c.clone(), false, 1),
-            ("mul-per-channel-group-2", "Mul", vec![4, 1, 1], per_c.clone(), false, 2),
-            ("div-per-channel-group-2", "Div", vec![1, 4, 1, 1], per_c.clone(), false, 2),
+            (
+                "mul-per-channel",
+                "Mul",
+                vec![1, 4, 1, 1],
+                per_c.clone(),
+                false,
+                1,
+            ),
+            (
+                "mul-per-channel-group-2",
+                "Mul",
+                vec![4, 1, 1],
+                per_c.clone(),
+                false,
+                2,
+            ),
+            (
+                "div-per-channel-group-2",
+                "Div",
+                vec![1, 4, 1, 1],
+                per_c.clone(),
+                false,
+                2,
+            ),
         ];
         for (name, op, dims, k, first, group) in cases {
             let name = format!("fuse-scale__conv-{name}");
@@ -341,7 +369,10 @@ mod tests {
         // y = MatMul(x·0.5·(1 + erf(x/√2)), W): the GELU's last ·0.5 folds.
         let mut b = ModelBuilder::new(13);
         let x = b.input("x", DataType::FLOAT, &[2, 3, 8]);
-        let sqrt2 = b.init("sqrt2", Tensor::from_f32(vec![], &[std::f32::consts::SQRT_2]));
+        let sqrt2 = b.init(
+            "sqrt2",
+            Tensor::from_f32(vec![], &[std::f32::consts::SQRT_2]),
+        );
         let one = b.init("one", Tensor::from_f32(vec![], &[1.0]));
         let half = b.init("half", Tensor::from_f32(vec![], &[0.5]));
         let d = b.op("Div", &[x, sqrt2], vec![], "d");
@@ -378,7 +409,10 @@ mod tests {
         // random inputs would make NaN); z = (x·k[4])·0.5 with k first.
         let mut b = ModelBuilder::new(13);
         let x = b.input("x", DataType::FLOAT, &[2, 4]);
-        let ln10 = b.init("inv_ln10", Tensor::from_f32(vec![], &[std::f32::consts::LOG10_E]));
+        let ln10 = b.init(
+            "inv_ln10",
+            Tensor::from_f32(vec![], &[std::f32::consts::LOG10_E]),
+        );
         let ten = b.init("ten", Tensor::from_f32(vec![1, 1], &[10.0]));
         let l = b.op("Exp", &[x], vec![], "l");
         let m = b.op("Mul", &[l, ln10], vec![], "m");

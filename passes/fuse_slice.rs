@@ -42,9 +42,7 @@ pub const INFO: PassInfo = PassInfo {
     build: |_| RulePass::boxed(RULES, "fused"),
 };
 
-pub const RULES: &[Rule] = &[
-    Rule::on("Slice", "slice-of-slice", slice_of_slice),
-];
+pub const RULES: &[Rule] = &[Rule::on("Slice", "slice-of-slice", slice_of_slice)];
 
 /// One slice of one axis: `[start, end)` by `step`, as written.
 #[derive(Clone, Copy, PartialEq, Debug)]

@@ -39,9 +39,11 @@ pub const INFO: PassInfo = PassInfo {
     build: |_| RulePass::boxed(RULES, "fused"),
 };
 
-pub const RULES: &[Rule] = &[
-    Rule::on("Transpose", "transpose-transpose", transpose_transpose),
-];
+pub const RULES: &[Rule] = &[Rule::on(
+    "Transpose",
+    "transpose-transpose",
+    transpose_transpose,
+)];
 
 /// The permutation of a Transpose: its `perm`, or the reversal of the
 /// input's axes when absent (needs the rank: `rank_hint` or the input's
@@ -78,7 +80,12 @@ fn rank_of(g: &Graph, outlet: Outlet) -> Option<usize> {
 /// `Transpose(Transpose(x, p1), p2) = Transpose(x, q)` with `q[i] = p1[p2[i]]`:
 /// output axis `i` of the outer one is axis `p2[i]` of the inner output,
 /// which is axis `p1[p2[i]]` of `x`. `Transpose(x, [0..n)) = x`.
-fn transpose_transpose(_: &RuleContext, g: &Graph, id: NodeId, op: &Operator) -> Result<Option<Patch>> {
+fn transpose_transpose(
+    _: &RuleContext,
+    g: &Graph,
+    id: NodeId,
+    op: &Operator,
+) -> Result<Option<Patch>> {
     let Some(Pair { mid, inner, x }) = pair(g, id, "Transpose") else {
         return Ok(None);
     };

@@ -121,7 +121,10 @@ fn complete(t: &crate::ir::TypeInfo) -> bool {
 
 /// A value whose type is [`complete`]: nothing more to learn.
 pub(crate) fn typed(v: &crate::ir::Value) -> bool {
-    v.info.as_ref().and_then(|i| i.ty.as_ref()).is_some_and(complete)
+    v.info
+        .as_ref()
+        .and_then(|i| i.ty.as_ref())
+        .is_some_and(complete)
 }
 
 pub(crate) fn has_untyped_value(g: &Graph) -> bool {

@@ -141,7 +141,9 @@ pub(super) fn match_hardswish(g: &Graph, clip: NodeId) -> Option<Fusion> {
     }
     if divides(g, u, c, 6.0) {
         let h = Outlet::new(u, 0);
-        let m = g.sole_user(h).filter(|&m| mul_partner(g, m, h) == Some(x))?;
+        let m = g
+            .sole_user(h)
+            .filter(|&m| mul_partner(g, m, h) == Some(x))?;
         return Some(Fusion {
             x,
             nodes: vec![add, clip, u, m],
@@ -160,7 +162,9 @@ pub(super) fn match_x_hardsigmoid(g: &Graph, hs: NodeId) -> Option<Fusion> {
     }
     let x = g.input(hs, 0)?;
     let h = Outlet::new(hs, 0);
-    let m = g.sole_user(h).filter(|&m| mul_partner(g, m, h) == Some(x))?;
+    let m = g
+        .sole_user(h)
+        .filter(|&m| mul_partner(g, m, h) == Some(x))?;
     Some(Fusion {
         x,
         nodes: vec![hs, m],
@@ -221,7 +225,9 @@ pub(super) fn match_gelu(g: &Graph, erf: NodeId) -> Option<Fusion> {
     }
     if scalar(g, other, ao) == Some(0.5) {
         // x · ((1 + erf) · 0.5)
-        let m2 = g.sole_user(m1o).filter(|&m2| mul_partner(g, m2, m1o) == Some(x))?;
+        let m2 = g
+            .sole_user(m1o)
+            .filter(|&m2| mul_partner(g, m2, m1o) == Some(x))?;
         return Some(fusion(m2, m2));
     }
     None
@@ -299,8 +305,9 @@ pub(super) fn match_layer_norm(g: &Graph, rm1: NodeId) -> Option<LayerNormMatch>
         return None;
     }
     let epsilon = eps_t.to_f32().ok()?[0];
-    let sqrt =
-        g.sole_user(Outlet::new(add, 0)).filter(|&s| g.op(s).is_some_and(|o| o.is("Sqrt")))?;
+    let sqrt = g
+        .sole_user(Outlet::new(add, 0))
+        .filter(|&s| g.op(s).is_some_and(|o| o.is("Sqrt")))?;
     if g.sole_user(Outlet::new(sqrt, 0)) != Some(div)
         || binary(g, div, "Div")? != (d, Outlet::new(sqrt, 0))
     {

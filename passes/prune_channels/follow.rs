@@ -45,7 +45,6 @@ const BINARY: &[&str] = &[
 ];
 
 impl Analysis {
-
     /// How channels flow through node `id`. An error means: not followed
     /// (the caller leaves the spaces of its inputs alone).
     pub(super) fn follow(&self, g: &Graph, id: NodeId) -> Result<Follow> {

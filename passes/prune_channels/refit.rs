@@ -69,9 +69,7 @@ pub(super) fn refit(
             }
             Ok(p) => p,
             Err(e) => {
-                report.push(
-                    json!({ "layer": label, "refit": false, "reason": format!("{e:#}") }),
-                );
+                report.push(json!({ "layer": label, "refit": false, "reason": format!("{e:#}") }));
                 continue;
             }
         };
@@ -223,8 +221,8 @@ fn problem(
                             let ih = oh as i64 * st[0] - pads[0] + i as i64 * dl[0];
                             let iw = ow as i64 * st[1] - pads[1] + j as i64 * dl[1];
                             if ih >= 0 && ih < h && iw >= 0 && iw < wi {
-                                let at = ((n * xs[1] + ci) * xs[2] + ih as usize) * xs[3]
-                                    + iw as usize;
+                                let at =
+                                    ((n * xs[1] + ci) * xs[2] + ih as usize) * xs[3] + iw as usize;
                                 a[(r, (ci * kh + i) * kw + j)] = f64::from(xv[s][at]);
                             }
                         }

@@ -4,8 +4,12 @@
 use super::*;
 
 impl Analysis {
-
-    pub(super) fn rewrite(&self, g: &Graph, kept: &BTreeMap<usize, Vec<usize>>, opset: i64) -> Result<Patch> {
+    pub(super) fn rewrite(
+        &self,
+        g: &Graph,
+        kept: &BTreeMap<usize, Vec<usize>>,
+        opset: i64,
+    ) -> Result<Patch> {
         let mut patch = Patch::new("prune-channels");
         let mut replaced: BTreeMap<NodeId, usize> = BTreeMap::new();
         for (&(node, slot), cuts) in &self.cuts {

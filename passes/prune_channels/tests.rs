@@ -1,7 +1,7 @@
 use crate::ir::build::ModelBuilder;
 use crate::ir::{Attribute, DataType, Model, NodeId, Outlet, Tensor};
-use crate::passes::testing::{init, values};
 use crate::passes::testing::check_inexact;
+use crate::passes::testing::{init, values};
 use crate::pipeline::Pipeline;
 
 fn conv(b: &mut ModelBuilder, x: Outlet, w: (&str, &[i64]), group: i64, out: &str) -> Outlet {
@@ -176,13 +176,7 @@ enum Sizes {
 }
 
 /// Split (along the channels) of `x` into `sizes`, in the given form.
-fn split(
-    b: &mut ModelBuilder,
-    x: Outlet,
-    sizes: &[i64],
-    form: Sizes,
-    out: &str,
-) -> Vec<Outlet> {
+fn split(b: &mut ModelBuilder, x: Outlet, sizes: &[i64], form: Sizes, out: &str) -> Vec<Outlet> {
     let names: Vec<String> = (0..sizes.len()).map(|i| format!("{out}{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let axis = Attribute::int("axis", 1);

@@ -8,7 +8,11 @@ impl Quant {
     /// The layers to quantize in graph order, and a report entry for each
     /// operator of a chosen type left in float (and why).
     /// (`min_k`: see the option.)
-    pub(super) fn candidates(&self, g: &Graph, min_k: usize) -> (Vec<Layer>, Vec<serde_json::Value>) {
+    pub(super) fn candidates(
+        &self,
+        g: &Graph,
+        min_k: usize,
+    ) -> (Vec<Layer>, Vec<serde_json::Value>) {
         select_layers(g, &self.ops, |id, name| {
             let layer = self.layer(g, id, name)?;
             if layer.k > 0 && layer.k < min_k {
@@ -143,112 +147,111 @@ impl Quant {
     }
 }
 
-    /// ONNX Runtime's int8 groups, grown from the quantized layers in
-    /// graph order: an operator ONNX Runtime runs in int8 on quantized
-    /// inputs and output (`QLINEAR`) joins when one of its inputs already
-    /// carries a grid (its float constant inputs are stored in int8 too);
-    /// an operator that only moves or selects values (`MOVE`) passes its
-    /// input's grid on to its output, unchanged so that `DQ → op → Q` is
-    /// dropped, when an int8 operator reads that output.
+/// ONNX Runtime's int8 groups, grown from the quantized layers in
+/// graph order: an operator ONNX Runtime runs in int8 on quantized
+/// inputs and output (`QLINEAR`) joins when one of its inputs already
+/// carries a grid (its float constant inputs are stored in int8 too);
+/// an operator that only moves or selects values (`MOVE`) passes its
+/// input's grid on to its output, unchanged so that `DQ → op → Q` is
+/// dropped, when an int8 operator reads that output.
 fn flow_ort(g: &Graph, layers: &[Layer], flow: bool, plan: &mut Planner) {
-        let order = g.op_order().unwrap_or_default();
-        let mut int8: BTreeSet<NodeId> = layers.iter().map(|l| l.node).collect();
-        // Values that carry (or may carry) a grid: the root value whose grid they use.
-        let mut carried: HashMap<Outlet, Outlet> = HashMap::new();
-        for layer in layers {
-            for &(_, v) in &layer.acts {
-                carried.insert(v, v);
-            }
-            let y = output_of(g, layer.node);
-            carried.insert(y, y);
+    let order = g.op_order().unwrap_or_default();
+    let mut int8: BTreeSet<NodeId> = layers.iter().map(|l| l.node).collect();
+    // Values that carry (or may carry) a grid: the root value whose grid they use.
+    let mut carried: HashMap<Outlet, Outlet> = HashMap::new();
+    for layer in layers {
+        for &(_, v) in &layer.acts {
+            carried.insert(v, v);
         }
-        let mut moved: Vec<NodeId> = vec![];
-        if flow {
-            for &id in &order {
-                let Some(op) = g.op(id) else { continue };
-                if int8.contains(&id) || !op.is_default_domain() || g.node(id).outputs.len() != 1 {
+        let y = output_of(g, layer.node);
+        carried.insert(y, y);
+    }
+    let mut moved: Vec<NodeId> = vec![];
+    if flow {
+        for &id in &order {
+            let Some(op) = g.op(id) else { continue };
+            if int8.contains(&id) || !op.is_default_domain() || g.node(id).outputs.len() != 1 {
+                continue;
+            }
+            let kind = op.op_type.as_str();
+            if QLINEAR.contains(&kind) {
+                let inputs = if kind == "Add" || kind == "Mul" || kind == "Concat" {
+                    op.arity
+                } else {
+                    1
+                };
+                let ins: Option<Vec<Outlet>> = (0..inputs).map(|s| g.input(id, s)).collect();
+                let Some(ins) = ins.filter(|i| !i.is_empty()) else {
                     continue;
-                }
-                let kind = op.op_type.as_str();
-                if QLINEAR.contains(&kind) {
-                    let inputs = if kind == "Add" || kind == "Mul" || kind == "Concat" {
-                        op.arity
-                    } else {
-                        1
-                    };
-                    let ins: Option<Vec<Outlet>> = (0..inputs).map(|s| g.input(id, s)).collect();
-                    let Some(ins) = ins.filter(|i| !i.is_empty()) else {
-                        continue;
-                    };
-                    let all_f32 = ins
-                        .iter()
-                        .chain([&Outlet::new(id, 0)])
-                        .all(|&v| is_f32(g, v));
-                    let acts: Vec<Outlet> = ins
-                        .iter()
-                        .copied()
-                        .filter(|&v| g.const_tensor(v).is_none())
-                        .collect();
-                    let keeps_grid = acts
-                        .iter()
-                        .chain([&output_of(g, id)])
-                        .all(|&v| !plan.is_lossy(v));
-                    if all_f32 && keeps_grid && acts.iter().any(|v| carried.contains_key(v)) {
-                        int8.insert(id);
-                        for v in acts {
-                            carried.entry(v).or_insert(v);
-                        }
-                        let y = output_of(g, id);
-                        carried.insert(y, y);
+                };
+                let all_f32 = ins
+                    .iter()
+                    .chain([&Outlet::new(id, 0)])
+                    .all(|&v| is_f32(g, v));
+                let acts: Vec<Outlet> = ins
+                    .iter()
+                    .copied()
+                    .filter(|&v| g.const_tensor(v).is_none())
+                    .collect();
+                let keeps_grid = acts
+                    .iter()
+                    .chain([&output_of(g, id)])
+                    .all(|&v| !plan.is_lossy(v));
+                if all_f32 && keeps_grid && acts.iter().any(|v| carried.contains_key(v)) {
+                    int8.insert(id);
+                    for v in acts {
+                        carried.entry(v).or_insert(v);
                     }
-                } else if MOVE.contains(&kind) {
-                    let (Some(x), y) = (g.input(id, 0), Outlet::new(id, 0)) else {
-                        continue;
-                    };
-                    if let Some(&root) = carried.get(&x) {
-                        if is_f32(g, x) && is_f32(g, y) && !plan.is_lossy(y) {
-                            carried.insert(y, root);
-                            moved.push(id);
-                        }
+                    let y = output_of(g, id);
+                    carried.insert(y, y);
+                }
+            } else if MOVE.contains(&kind) {
+                let (Some(x), y) = (g.input(id, 0), Outlet::new(id, 0)) else {
+                    continue;
+                };
+                if let Some(&root) = carried.get(&x) {
+                    if is_f32(g, x) && is_f32(g, y) && !plan.is_lossy(y) {
+                        carried.insert(y, root);
+                        moved.push(id);
                     }
                 }
             }
-        }
-        // A moved value is kept in int8 when an int8 operator, or a kept
-        // move, reads it (latest first, so a chain of moves is seen whole).
-        let mut kept: BTreeSet<NodeId> = BTreeSet::new();
-        for &id in moved.iter().rev() {
-            let y = Outlet::new(id, 0);
-            if g
-                .consumers(y)
-                .iter()
-                .any(|(c, _)| int8.contains(c) || kept.contains(c))
-            {
-                kept.insert(id);
-            }
-        }
-        for &id in &int8 {
-            if !layers.iter().any(|l| l.node == id) {
-                for (slot, v) in g.inputs(id).into_iter().enumerate() {
-                    let Some(v) = v else { continue };
-                    if g.const_tensor(v).is_some() {
-                        plan.constant(v, (id, slot));
-                    } else {
-                        plan.read(v, (id, slot));
-                    }
-                }
-            }
-            plan.output(output_of(g, id));
-        }
-        for &id in &kept {
-            let x = g.input(id, 0).expect("a moved value has an input");
-            plan.read(x, (id, 0));
-            let y = Outlet::new(id, 0);
-            plan.output(y);
-            let root = g.outlet_name(carried[&y]).to_string();
-            plan.share(y, root);
         }
     }
+    // A moved value is kept in int8 when an int8 operator, or a kept
+    // move, reads it (latest first, so a chain of moves is seen whole).
+    let mut kept: BTreeSet<NodeId> = BTreeSet::new();
+    for &id in moved.iter().rev() {
+        let y = Outlet::new(id, 0);
+        if g.consumers(y)
+            .iter()
+            .any(|(c, _)| int8.contains(c) || kept.contains(c))
+        {
+            kept.insert(id);
+        }
+    }
+    for &id in &int8 {
+        if !layers.iter().any(|l| l.node == id) {
+            for (slot, v) in g.inputs(id).into_iter().enumerate() {
+                let Some(v) = v else { continue };
+                if g.const_tensor(v).is_some() {
+                    plan.constant(v, (id, slot));
+                } else {
+                    plan.read(v, (id, slot));
+                }
+            }
+        }
+        plan.output(output_of(g, id));
+    }
+    for &id in &kept {
+        let x = g.input(id, 0).expect("a moved value has an input");
+        plan.read(x, (id, 0));
+        let y = Outlet::new(id, 0);
+        plan.output(y);
+        let root = g.outlet_name(carried[&y]).to_string();
+        plan.share(y, root);
+    }
+}
 
 /// Operators ONNX Runtime runs in int8 when their inputs and output are
 /// quantized (QLinearAdd, QLinearMul, QLinearConcat, QLinearAveragePool,
@@ -327,9 +330,9 @@ pub(super) fn reads_lossy(
 
 /// `v` is known to be an f32 tensor.
 fn is_f32(g: &Graph, v: Outlet) -> bool {
-    g.known_type(v).is_some_and(|t| {
-        matches!(t.kind, TypeKind::Tensor { elem: Some(e), .. } if e == DataType::FLOAT)
-    })
+    g.known_type(v).is_some_and(
+        |t| matches!(t.kind, TypeKind::Tensor { elem: Some(e), .. } if e == DataType::FLOAT),
+    )
 }
 
 /// An operator's output, or the Relu (or Clip) right after it when that is
@@ -338,8 +341,9 @@ fn is_f32(g: &Graph, v: Outlet) -> bool {
 pub(super) fn output_of(g: &Graph, id: NodeId) -> Outlet {
     let y = Outlet::new(id, 0);
     match g.consumers(y).as_slice() {
-        [(r, 0)] if !g.is_graph_output(y)
-            && g.op(*r).is_some_and(|op| op.is("Relu") || op.is("Clip")) =>
+        [(r, 0)]
+            if !g.is_graph_output(y)
+                && g.op(*r).is_some_and(|op| op.is("Relu") || op.is("Clip")) =>
         {
             Outlet::new(*r, 0)
         }

@@ -22,7 +22,9 @@ impl Quant {
             // samples spread over the data, as many as the budget holds.
             let subset = (used < data.samples.len()).then_some(used);
             let captured = match subset {
-                Some(n) => data.subset(&crate::data::spread(data.samples.len(), n)).capture(model, batch)?,
+                Some(n) => data
+                    .subset(&crate::data::spread(data.samples.len(), n))
+                    .capture(model, batch)?,
                 None => data.capture(model, batch)?,
             };
             let calibrated: Vec<Calibrated> = captured
@@ -44,8 +46,18 @@ impl Quant {
                         diff += d * d;
                         norm += (x as f64) * (x as f64);
                     }
-                    let err = if norm > 0.0 { (diff / norm).sqrt() } else { 0.0 };
-                    Ok(Calibrated { grid, lo, hi, err, subset })
+                    let err = if norm > 0.0 {
+                        (diff / norm).sqrt()
+                    } else {
+                        0.0
+                    };
+                    Ok(Calibrated {
+                        grid,
+                        lo,
+                        hi,
+                        err,
+                        subset,
+                    })
                 })
                 .collect::<Result<_>>()?;
             for (name, c) in batch.iter().zip(calibrated) {
@@ -57,7 +69,13 @@ impl Quant {
 
     /// The grid of the planned value `name`: calibrated, shared with the
     /// value it was moved from, or fitted to a constant's own values.
-    pub(super) fn grid_of(&self, g: &Graph, name: &str, pair: &Pair, grids: &Grids) -> Result<Grid> {
+    pub(super) fn grid_of(
+        &self,
+        g: &Graph,
+        name: &str,
+        pair: &Pair,
+        grids: &Grids,
+    ) -> Result<Grid> {
         let calibrated = |n: &str| {
             grids
                 .get(n)
@@ -101,7 +119,12 @@ impl Quant {
                 let mut m = model.clone();
                 let mut patch = Patch::new(format!("quant: {}", layer.name));
                 self.quantize_weights(&m.graph, std::slice::from_ref(layer), &mut patch)?;
-                for (name, pair) in self.plan(&m.graph, std::slice::from_ref(layer), self.flow, &Default::default()) {
+                for (name, pair) in self.plan(
+                    &m.graph,
+                    std::slice::from_ref(layer),
+                    self.flow,
+                    &Default::default(),
+                ) {
                     let grid = self.grid_of(&m.graph, &name, &pair, grids)?;
                     self.add_pair(&m.graph, &mut patch, &name, &pair, &grid)?;
                 }
@@ -143,7 +166,10 @@ fn sample_bytes(model: &Model, data: &Calibration, names: &[String]) -> Result<V
     for batch in unknown.chunks(256).filter(|_| !data.samples.is_empty()) {
         let one = data.subset(&[0]);
         for (name, t) in batch.iter().zip(one.capture(model, batch)?) {
-            measured.insert(name.as_str(), t.first().map_or(0, |t| t.len().saturating_mul(4)));
+            measured.insert(
+                name.as_str(),
+                t.first().map_or(0, |t| t.len().saturating_mul(4)),
+            );
         }
     }
     Ok(names
@@ -156,7 +182,11 @@ fn sample_bytes(model: &Model, data: &Calibration, names: &[String]) -> Result<V
 /// `names` in consecutive batches of at most `CAPTURE_BUDGET` bytes over
 /// `samples` samples, each with the samples it is captured on: all, or for
 /// a value over the budget alone, as many as the budget holds.
-fn capture_batches<'a>(names: &'a [String], sizes: &[usize], samples: usize) -> Vec<(&'a [String], usize)> {
+fn capture_batches<'a>(
+    names: &'a [String],
+    sizes: &[usize],
+    samples: usize,
+) -> Vec<(&'a [String], usize)> {
     let samples = samples.max(1);
     let total = |i: usize| sizes[i].saturating_mul(samples);
     let mut ranges = vec![];

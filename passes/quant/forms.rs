@@ -72,9 +72,7 @@ impl Quant {
             self.add_pair(&m.graph, &mut patch, name, pair, &grid)?;
         }
         let flows = flows_through(&m.graph, layers, &acts);
-        patch
-            .apply(&mut m.graph)
-            .context("applying quantization")?;
+        patch.apply(&mut m.graph).context("applying quantization")?;
         Ok(Candidate {
             form,
             err: None,
@@ -102,7 +100,10 @@ fn flows_through(g: &Graph, layers: &[Layer], acts: &ActPlan) -> BTreeMap<String
         };
         let inputs = g.inputs(id);
         let flows = !layers.iter().any(|l| l.node == id)
-            && inputs.iter().enumerate().any(|(s, v)| v.is_some() && read.contains(&(id, s)))
+            && inputs
+                .iter()
+                .enumerate()
+                .any(|(s, v)| v.is_some() && read.contains(&(id, s)))
             && inputs
                 .iter()
                 .enumerate()

@@ -156,7 +156,11 @@ impl Form {
     pub(super) fn describe(&self) -> String {
         format!(
             "int8 {}, {}",
-            if self.flow { "flowing" } else { "in the layers only" },
+            if self.flow {
+                "flowing"
+            } else {
+                "in the layers only"
+            },
             if self.min_k == 0 {
                 "every layer".to_string()
             } else {

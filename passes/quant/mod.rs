@@ -71,10 +71,10 @@ use crate::ir::{
 };
 use crate::passes::{name_matches, select_layers, DataUse, PassInfo};
 use crate::pipeline::{List, Options, Pass, PassContext, Pipeline};
-use forms::{Candidate, Form};
-use measure::Measured;
 use crate::quantize::{self, Grid, Method};
 use anyhow::{bail, ensure, Context, Result};
+use forms::{Candidate, Form};
+use measure::Measured;
 
 mod analysis;
 mod calibrate;
@@ -91,7 +91,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub const INFO: PassInfo = PassInfo {
     name: "quant",
-    summary: "int8 quantization for ONNX Runtime (default), TensorRT or tract, calibrated on --inputs",
+    summary:
+        "int8 quantization for ONNX Runtime (default), TensorRT or tract, calibrated on --inputs",
     exact: false,
     data: DataUse::Required,
     options: Opts::TABLE,
@@ -366,7 +367,8 @@ impl Pass for Quant {
         let mut every = every;
         for set in [&mut layers, &mut every] {
             set.retain(|l| {
-                match analysis::reads_lossy(&model.graph, l, self.target, &grids, self.max_act_err) {
+                match analysis::reads_lossy(&model.graph, l, self.target, &grids, self.max_act_err)
+                {
                     Some(why) => {
                         if !report.iter().any(|e| e["layer"] == l.name.as_str()) {
                             report.push(json!({ "layer": l.name, "op": l.op, "kept": why }));

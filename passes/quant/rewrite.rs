@@ -112,13 +112,21 @@ impl Quant {
         let byte = |q: i32| q as u8;
         let zero = patch.add_const(
             &format!("{name}_zero_point"),
-            Tensor::new(dtype, vec![], TensorData::Raw(vec![byte(grid.zero_point)].into())),
+            Tensor::new(
+                dtype,
+                vec![],
+                TensorData::Raw(vec![byte(grid.zero_point)].into()),
+            ),
         );
         let quantized = if pair.grid == GridFrom::Constant {
             let t = g
                 .const_tensor(x)
                 .with_context(|| format!("{name} is not a constant"))?;
-            let q: Vec<u8> = t.to_f32()?.iter().map(|&v| byte(grid.quantize(v))).collect();
+            let q: Vec<u8> = t
+                .to_f32()?
+                .iter()
+                .map(|&v| byte(grid.quantize(v)))
+                .collect();
             let q = patch.add_const(
                 &format!("{name}_quantized"),
                 Tensor::new(dtype, t.dims.clone(), TensorData::Raw(q.into())),

@@ -20,15 +20,7 @@ fn weights(seed: u64, channels: usize, rest: usize) -> Vec<f32> {
         .collect()
 }
 
-fn conv(
-    b: &mut ModelBuilder,
-    x: Outlet,
-    name: &str,
-    o: i64,
-    i: i64,
-    k: i64,
-    group: i64,
-) -> Outlet {
+fn conv(b: &mut ModelBuilder, x: Outlet, name: &str, o: i64, i: i64, k: i64, group: i64) -> Outlet {
     let w = b.init(
         &format!("{name}.weight"),
         Tensor::from_f32(
@@ -110,7 +102,12 @@ fn neck() -> Model {
     let c2 = conv(&mut b, a, "conv2", 16, 16, 3, 1);
     let half = b.init("half", Tensor::from_f32(vec![], &[0.5]));
     let scaled = b.op("Mul", &[c2, half], vec![], "scaled");
-    let cat = b.op("Concat", &[up, scaled], vec![Attribute::int("axis", 1)], "cat");
+    let cat = b.op(
+        "Concat",
+        &[up, scaled],
+        vec![Attribute::int("axis", 1)],
+        "cat",
+    );
     let shape = b.init("shape", Tensor::from_i64(vec![4], &[1, 32, 64, 1]));
     let r = b.op("Reshape", &[cat, shape], vec![], "flat");
     let t = b.op(
@@ -163,8 +160,7 @@ fn conv_transpose() -> Model {
 
 fn details(model: &Model, passes: &str) -> serde_json::Value {
     let mut m = model.clone();
-    let data =
-        crate::calibrate::Calibration::load(model, &Default::default(), None, 7, 4).unwrap();
+    let data = crate::calibrate::Calibration::load(model, &Default::default(), None, 7, 4).unwrap();
     let reports = Pipeline::parse(passes)
         .unwrap()
         .run(&mut m, &PassContext { data: Some(data) }, &mut |_| {})
@@ -202,27 +198,61 @@ fn weight_of(m: &Model, op_type: &str) -> (Option<i64>, usize, Vec<i64>) {
 #[test]
 fn qdq_rewrites_are_pinned_and_close_to_the_float_model() {
     for (name, model, passes, tolerance) in [
-        ("quant__cnn-s8", cnn(), "quant{measure=false,target=trt,min-k=0}", 0.05),
-        ("quant__cnn-u8", cnn(), "quant{measure=false,target=ort,min-k=16}", 0.05),
+        (
+            "quant__cnn-s8",
+            cnn(),
+            "quant{measure=false,target=trt,min-k=0}",
+            0.05,
+        ),
+        (
+            "quant__cnn-u8",
+            cnn(),
+            "quant{measure=false,target=ort,min-k=16}",
+            0.05,
+        ),
         (
             "quant__cnn-u8-depthwise",
             cnn(),
             "quant{measure=false,target=ort,min-k=0}",
             0.05,
         ),
-
         // 0.101 with flow=false too: the error is the layers', not the flow's.
-        ("quant__neck-ort", neck(), "quant{measure=false,min-k=0}", 0.12),
-        ("quant__mlp-s8", mlp(), "quant{measure=false,target=trt,min-k=0}", 0.05),
-        ("quant__gemm-transb", gemm(true), "quant{measure=false,target=trt,min-k=0}", 0.05),
+        (
+            "quant__neck-ort",
+            neck(),
+            "quant{measure=false,min-k=0}",
+            0.12,
+        ),
+        (
+            "quant__mlp-s8",
+            mlp(),
+            "quant{measure=false,target=trt,min-k=0}",
+            0.05,
+        ),
+        (
+            "quant__gemm-transb",
+            gemm(true),
+            "quant{measure=false,target=trt,min-k=0}",
+            0.05,
+        ),
         (
             "quant__conv-transpose",
             conv_transpose(),
             "quant{measure=false,target=trt,min-k=0}",
             0.05,
         ),
-        ("quant__mlp-qop", mlp(), "quant{measure=false,target=tract,min-k=0}", 0.08),
-        ("quant__cnn-qop", cnn(), "quant{measure=false,target=tract,min-k=0}", 0.08),
+        (
+            "quant__mlp-qop",
+            mlp(),
+            "quant{measure=false,target=tract,min-k=0}",
+            0.08,
+        ),
+        (
+            "quant__cnn-qop",
+            cnn(),
+            "quant{measure=false,target=tract,min-k=0}",
+            0.08,
+        ),
     ] {
         let (_, err) = check_with_data(name, &model, passes, 4);
         assert!(err < tolerance, "{name}: max_rel_err {err}");
@@ -250,7 +280,11 @@ fn weights_are_int8_per_output_channel_on_the_consumers_axis() {
             "{op}: each channel's largest weight maps to ±127"
         );
     }
-    let out = rewrite_with_data(&gemm(false), "quant{measure=false,per-channel=false,min-k=0}", 2);
+    let out = rewrite_with_data(
+        &gemm(false),
+        "quant{measure=false,per-channel=false,min-k=0}",
+        2,
+    );
     assert_eq!(weight_of(&out, "Gemm").0..=Some(0), None..=Some(0));
     assert_eq!(weight_of(&out, "Gemm").1, 1);
 }
@@ -318,14 +352,21 @@ fn on_ort_int8_flows_through_what_onnxruntime_runs_in_int8() {
     }
     // Operators that only move values read and pass on the same grid.
     let grid = |q_or_dq| {
-        let value = |slot| g.const_tensor(g.input(q_or_dq, slot).unwrap()).unwrap().clone();
+        let value = |slot| {
+            g.const_tensor(g.input(q_or_dq, slot).unwrap())
+                .unwrap()
+                .clone()
+        };
         (value(1).to_f32().unwrap(), value(2).to_i64().unwrap())
     };
     for name in ["pool", "up", "flat", "t"] {
         let id = find(name);
         assert!(reads_dq(id, 0), "{name} reads int8");
         let q = g.consumers(Outlet::new(id, 0))[0].0;
-        assert!(g.op(q).unwrap().is("QuantizeLinear"), "{name} output quantized");
+        assert!(
+            g.op(q).unwrap().is("QuantizeLinear"),
+            "{name} output quantized"
+        );
         assert_eq!(
             grid(q),
             grid(g.input(id, 0).unwrap().node),
@@ -354,9 +395,18 @@ fn layers_where_int8_does_not_pay_stay_float_and_are_reported() {
     assert!(dw["kept"].as_str().unwrap().contains("min-k=16"), "{dw}");
     assert_eq!(d["layers_quantized"], 2);
     // By default K ≥ 64 (conv1 sums 8·3·3 = 72 products, conv2 16).
-    assert_eq!(details(&cnn(), "quant{measure=false,min-k=0}")["layers_quantized"], 3);
-    assert_eq!(details(&cnn(), "quant{measure=false}")["layers_quantized"], 1);
-    assert_eq!(details(&cnn(), "quant{measure=false,target=ort}")["layers_quantized"], 1);
+    assert_eq!(
+        details(&cnn(), "quant{measure=false,min-k=0}")["layers_quantized"],
+        3
+    );
+    assert_eq!(
+        details(&cnn(), "quant{measure=false}")["layers_quantized"],
+        1
+    );
+    assert_eq!(
+        details(&cnn(), "quant{measure=false,target=ort}")["layers_quantized"],
+        1
+    );
     let d = details(&cnn(), "quant{measure=false,min-k=0,exclude=conv2}");
     let c2 = d["layers"]
         .as_array()
@@ -447,7 +497,10 @@ fn bad_options_are_refused_with_the_reason() {
             "quant{method=percentile,percentile=20}",
             "percentile=20 must be in (50, 100]",
         ),
-        ("quant{target=int4}", "target=int4 must be ort, trt or tract"),
+        (
+            "quant{target=int4}",
+            "target=int4 must be ort, trt or tract",
+        ),
         ("quant{target=tract,fallback=2}", "not with target=tract"),
         ("quant{ops=Add}", "ops may hold"),
         ("quant{min-k=some}", "min-k"),
@@ -465,7 +518,10 @@ fn on_ort_int8_is_kept_only_where_it_pays_in_onnxruntime() {
     let d = details(&cnn(), "quant{min-k=0}");
     let measured = &d["measured"];
     if crate::runtime::ort::environment().is_err() {
-        assert!(measured["cost_model"].as_str().unwrap().starts_with("static"));
+        assert!(measured["cost_model"]
+            .as_str()
+            .unwrap()
+            .starts_with("static"));
         return;
     }
     let forms = measured["forms"].as_array().unwrap();
@@ -480,8 +536,14 @@ fn on_ort_int8_is_kept_only_where_it_pays_in_onnxruntime() {
         assert_eq!(measured["kept"], "float");
         assert_eq!(d["layers_quantized"], 0);
     } else {
-        let kept = forms.iter().find(|f| f["form"] == measured["kept"]).unwrap();
+        let kept = forms
+            .iter()
+            .find(|f| f["form"] == measured["kept"])
+            .unwrap();
         assert!(kept["speedup"].as_f64().unwrap() >= 1.03, "{measured}");
-        assert!(kept["speedup"].as_f64().unwrap() * 1.03 >= best, "{measured}");
+        assert!(
+            kept["speedup"].as_f64().unwrap() * 1.03 >= best,
+            "{measured}"
+        );
     }
 }

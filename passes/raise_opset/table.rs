@@ -171,7 +171,6 @@ pub(super) fn change(op: &str, v: i64) -> Option<Change> {
     })
 }
 
-
 /// The opsets (after the first) at which each ai.onnx operator's schema
 /// changed, up to 21, from onnx 1.23.2:
 /// `{s.name: sorted(since_versions)[1:]}` over

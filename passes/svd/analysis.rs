@@ -9,7 +9,12 @@ impl Svd {
         select_layers(g, &self.ops, |id, name| self.layer(g, id, name))
     }
 
-    pub(super) fn layer(&self, g: &Graph, id: NodeId, name: &str) -> std::result::Result<Layer, String> {
+    pub(super) fn layer(
+        &self,
+        g: &Graph,
+        id: NodeId,
+        name: &str,
+    ) -> std::result::Result<Layer, String> {
         let op = g.op(id).expect("an operator");
         let (x, weight) = match (g.input(id, 0), g.input(id, 1)) {
             (Some(x), Some(w)) => (x, w),
@@ -239,5 +244,4 @@ impl Svd {
             factors,
         })
     }
-
 }

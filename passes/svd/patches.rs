@@ -147,7 +147,10 @@ const MAX_ROWS: usize = 8192;
 /// A layer's captured inputs (one tensor per sample) as rows of the K
 /// features its weights multiply (a Conv's input windows), at most
 /// `MAX_ROWS` of them, evenly spaced (the same every run).
-pub(super) fn activation_rows(samples: &[crate::runtime::Tensor], layer: &Layer) -> Result<Mat<f64>> {
+pub(super) fn activation_rows(
+    samples: &[crate::runtime::Tensor],
+    layer: &Layer,
+) -> Result<Mat<f64>> {
     let k = layer.k;
     let mut flat: Vec<f32> = vec![];
     if let Some(Ok(patches)) = &layer.patches {

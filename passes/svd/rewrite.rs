@@ -4,7 +4,12 @@ use super::*;
 
 impl Svd {
     /// The two layers replacing `layer`.
-    pub(super) fn patch(&self, g: &Graph, layer: &Layer, factors: &[(Mat<f64>, Mat<f64>)]) -> Patch {
+    pub(super) fn patch(
+        &self,
+        g: &Graph,
+        layer: &Layer,
+        factors: &[(Mat<f64>, Mat<f64>)],
+    ) -> Patch {
         let id = layer.node;
         let op = g.op(id).expect("an operator");
         let (a, b) = (factors[0].0.as_ref(), factors[0].1.as_ref());

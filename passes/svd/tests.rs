@@ -1,8 +1,8 @@
 use crate::ir::build::ModelBuilder;
 use crate::ir::{Attribute, DataType, Model, Tensor};
-use crate::passes::testing::{init, values};
 use crate::passes::name_matches;
 use crate::passes::testing::{check, max_rel_err, op_types as ops, rewrite};
+use crate::passes::testing::{init, values};
 use crate::pipeline::Pipeline;
 
 /// Options that split an exactly rank-4 weight at rank 4 (the rest of
@@ -311,10 +311,14 @@ fn conv_windows_past_any_dim_are_refused_before_their_arithmetic() {
     let conv = |attrs| Operator::new("Conv", 2, attrs);
     // A dilation of 2^62 on a 3-wide kernel spans 2^63: past usize and isize.
     let huge = conv(vec![Attribute::ints("dilations", &[1, 1 << 62])]);
-    assert!(Patches::of(&huge, &[3, 3]).unwrap_err().contains("dilations"));
+    assert!(Patches::of(&huge, &[3, 3])
+        .unwrap_err()
+        .contains("dilations"));
     let pads = conv(vec![Attribute::ints("pads", &[0, i64::MAX, 0, i64::MAX])]);
     assert!(Patches::of(&pads, &[3, 3]).unwrap_err().contains("pads"));
-    assert!(Patches::of(&conv(vec![]), &[0, 3]).unwrap_err().contains("kernel"));
+    assert!(Patches::of(&conv(vec![]), &[0, 3])
+        .unwrap_err()
+        .contains("kernel"));
     // In range, the geometry holds.
     let ok = Patches::of(&conv(vec![Attribute::ints("strides", &[2, 2])]), &[3, 3]).unwrap();
     assert_eq!(ok.geometry(&[1, 1, 7, 7]).unwrap().1, [3, 3]);
