@@ -226,6 +226,12 @@ mod tests {
     use crate::ir::{AttrValue, Attribute, DataType, Model, Tensor};
     use crate::passes::testing::{check, init, op_types, rewrite};
 
+    /// The arity of the operator that computes `value`.
+    fn arity(m: &Model, value: &str) -> usize {
+        let g = &m.graph;
+        g.op(g.find_value(value).unwrap().node).unwrap().arity
+    }
+
     /// x: f32[5, 1, 3] → LSTM (hidden 4) whose initial_h is a
     /// ConstantOfShape of `fill` and initial_c a constant `c0`. (Batch 1:
     /// tract 0.23 fails on an LSTM of batch 2, states given or not.)
@@ -261,14 +267,7 @@ mod tests {
             "eliminate,dce",
         );
         assert_eq!(op_types(&after), ["LSTM"]);
-        assert_eq!(
-            after
-                .graph
-                .op(after.graph.find_value("y").unwrap().node)
-                .unwrap()
-                .arity,
-            4
-        );
+        assert_eq!(arity(&after, "y"), 4);
         let after = check(
             "eliminate__gru-zero-state",
             &lstm(0.0, 0.0, "GRU"),
@@ -278,11 +277,7 @@ mod tests {
         // A non-zero state stays; the zero one beside it goes.
         let after = rewrite(&lstm(0.5, 0.0, "LSTM"), "eliminate,dce");
         assert_eq!(op_types(&after), ["ConstantOfShape", "LSTM"]);
-        let lstm_op = after
-            .graph
-            .op(after.graph.find_value("y").unwrap().node)
-            .unwrap();
-        assert_eq!(lstm_op.arity, 6);
+        assert_eq!(arity(&after, "y"), 6);
     }
 
     /// PyTorch's two-layer GRU: one zero tensor made from the input's shape
@@ -329,13 +324,6 @@ mod tests {
         let model = b.build().unwrap();
         let after = check("eliminate__gru-sliced-zero-state", &model, "eliminate,dce");
         assert_eq!(op_types(&after), ["GRU"]);
-        assert_eq!(
-            after
-                .graph
-                .op(after.graph.find_value("y").unwrap().node)
-                .unwrap()
-                .arity,
-            3
-        );
+        assert_eq!(arity(&after, "y"), 3);
     }
 }
