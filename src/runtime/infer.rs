@@ -1,13 +1,13 @@
 //! Type and shape inference: what tract's analysis knows of every value of a
 //! model, with the input shapes the file declares (nothing pinned).
 
-use super::load::Dim;
+use super::load::{decode_model, graph_of_mut, Dim};
 use super::tensor::ElemType;
 use super::{catch_tract_panic, tract_panicked, Refusal};
 use anyhow::{anyhow, Result};
 use std::collections::HashSet;
 use tract_onnx::pb;
-use tract_onnx::prelude::{Framework, InferenceFact, InferenceModelExt, TDim};
+use tract_onnx::prelude::{InferenceFact, InferenceModelExt, TDim};
 use tract_onnx::tract_hir::infer::{Factoid, GenericFactoid};
 
 /// What inference knows of one value's type.
@@ -63,17 +63,11 @@ pub fn infer_types_then(bytes: &[u8], deliver: impl FnOnce(Result<InferredTypes>
     let framework = tract_onnx::onnx()
         .with_ignore_output_shapes(true)
         .with_ignore_value_info(true);
-    let mut proto = match framework.proto_model_for_read(&mut &bytes[..]) {
+    let mut proto = match decode_model(bytes) {
         Ok(proto) => proto,
-        Err(e) => {
-            return deliver(Err(anyhow!(
-                "not a valid ONNX model (protobuf decoding failed): {e:#}"
-            )))
-        }
+        Err(e) => return deliver(Err(e)),
     };
-    let Some(graph) = proto.graph.as_mut() else {
-        return deliver(Err(anyhow!("not a valid ONNX model: it has no graph")));
-    };
+    let graph = graph_of_mut(&mut proto);
     cut_subgraph_nodes(graph);
     let inputs: HashSet<String> = graph.input.iter().map(|i| i.name.clone()).collect();
     graph.initializer.retain(|t| !inputs.contains(&t.name));

@@ -21,13 +21,13 @@ use std::path::Path;
 use std::sync::Arc;
 use tract_onnx::pb;
 use tract_onnx::prelude::{
-    Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTensor, TValue, TVec,
-    TypedRunnableModel, TypedSimpleState,
+    InferenceFact, InferenceModelExt, IntoRunnable, IntoTensor, TValue, TVec, TypedRunnableModel,
+    TypedSimpleState,
 };
 
 use precheck::{check_extra_outputs, precheck, visit_graph};
-pub(in crate::runtime) use shapes::input_specs;
 pub use shapes::{declared_inputs, Dim, InputShapes, InputSpec};
+pub(in crate::runtime) use shapes::{decode_model, graph_of, graph_of_mut, input_specs};
 
 /// The outputs of one run, in the model's output order (then the extra
 /// outputs requested at load time).
@@ -108,13 +108,8 @@ impl Model {
         let framework = tract_onnx::onnx()
             .with_ignore_output_shapes(true)
             .with_ignore_value_info(true);
-        let proto = framework
-            .proto_model_for_read(&mut &bytes[..])
-            .map_err(|e| anyhow!("not a valid ONNX model (protobuf decoding failed): {e:#}"))?;
-        let graph = proto
-            .graph
-            .as_ref()
-            .ok_or_else(|| anyhow!("not a valid ONNX model: it has no graph"))?;
+        let proto = decode_model(bytes)?;
+        let graph = graph_of(&proto);
 
         precheck(&proto, graph, &framework, model_dir)?;
         check_extra_outputs(graph, extra_outputs)?;

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use tract_onnx::pb;
-use tract_onnx::prelude::Framework;
 
 /// Concrete input shapes given by the user, by input name.
 ///
@@ -134,14 +133,38 @@ pub struct InputSpec {
 /// `shapes` (symbolic dims at 1). Lets the data pin symbolic dims before
 /// the model is loaded.
 pub fn declared_inputs(bytes: &[u8], shapes: &InputShapes) -> Result<Vec<InputSpec>> {
-    let proto = tract_onnx::onnx()
-        .proto_model_for_read(&mut &bytes[..])
+    let proto = decode_model(bytes)?;
+    Ok(input_specs(graph_of(&proto), shapes)?.0)
+}
+
+/// An ONNX file decoded into tract's protobuf types, refused when it has no
+/// graph (so [`graph_of`] and [`graph_of_mut`] always find one). Decodes the
+/// bytes where they are: tract's `proto_model_for_read` first copies them
+/// into a buffer of its own.
+pub(in crate::runtime) fn decode_model(bytes: &[u8]) -> Result<pb::ModelProto> {
+    use prost::Message;
+    let proto = pb::ModelProto::decode(bytes)
         .map_err(|e| anyhow!("not a valid ONNX model (protobuf decoding failed): {e:#}"))?;
-    let graph = proto
+    if proto.graph.is_none() {
+        bail!("not a valid ONNX model: it has no graph");
+    }
+    Ok(proto)
+}
+
+/// The graph of a model from [`decode_model`].
+pub(in crate::runtime) fn graph_of(proto: &pb::ModelProto) -> &pb::GraphProto {
+    proto
         .graph
         .as_ref()
-        .ok_or_else(|| anyhow!("not a valid ONNX model: it has no graph"))?;
-    Ok(input_specs(graph, shapes)?.0)
+        .expect("decode_model refuses a model without a graph")
+}
+
+/// The graph of a model from [`decode_model`], to edit.
+pub(in crate::runtime) fn graph_of_mut(proto: &mut pb::ModelProto) -> &mut pb::GraphProto {
+    proto
+        .graph
+        .as_mut()
+        .expect("decode_model refuses a model without a graph")
 }
 
 /// The graph inputs that are not initializers, with their pinned shapes,

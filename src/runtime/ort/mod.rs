@@ -17,7 +17,7 @@ mod profile;
 pub use profile::{parse as parse_profile, NodeTime, Profile};
 
 use super::inputs::Sample;
-use super::load::{input_specs, InputShapes, InputSpec, Outputs};
+use super::load::{decode_model, graph_of_mut, input_specs, InputShapes, InputSpec, Outputs};
 use super::tensor::{ElemType, Tensor};
 use super::Refusal;
 use anyhow::{anyhow, bail, Context, Result};
@@ -177,12 +177,8 @@ impl Session {
         options: &Options,
     ) -> Result<Session> {
         let env = environment()?;
-        let mut proto = pb::ModelProto::decode(bytes)
-            .map_err(|e| anyhow!("not a valid ONNX model (protobuf decoding failed): {e}"))?;
-        let graph = proto
-            .graph
-            .as_mut()
-            .ok_or_else(|| anyhow!("not a valid ONNX model: it has no graph"))?;
+        let mut proto = decode_model(bytes)?;
+        let graph = graph_of_mut(&mut proto);
         let (inputs, defaulted) = input_specs(graph, shapes)?;
         let mut output_names: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
         let model_outputs = output_names.len();
