@@ -13,13 +13,18 @@
 use crate::data::{Dataset, Preprocess};
 use crate::exec;
 use crate::ir::Model;
-use crate::runtime::{self, Engine, InputShapes, Outputs, Runner, Sample};
+use crate::runtime::{self, Dim, Engine, InputShapes, InputSpec, Outputs, Runner, Sample};
 use anyhow::{bail, Context, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::OnceLock;
 
+/// Sizes tried, in order, for the unpinned dims of random samples when the
+/// model does not run with them at 1 (see [`Calibration::random_runnable`]).
+pub const RANDOM_DIM_LADDER: [usize; 4] = [32, 128, 512, 2048];
+
 /// Samples to calibrate on, held in memory.
+#[derive(Clone)]
 pub struct Calibration {
     pub samples: Vec<Sample>,
     /// Samples of the same shapes: the shapes to pin and the samples' indices.
@@ -117,15 +122,66 @@ impl Calibration {
         }
     }
 
-    /// `count` seeded random samples, shaped by `shapes` (symbolic dims 1).
+    /// `count` seeded random samples the model runs on (see
+    /// [`Calibration::random_runnable`]).
     pub fn random(
         model: &Model,
         shapes: &InputShapes,
         seed: u64,
         count: usize,
     ) -> Result<Calibration> {
+        Ok(Calibration::random_runnable(model, shapes, seed, count)?.0)
+    }
+
+    /// `count` seeded random samples that `model` runs on, and the model
+    /// loaded by `exec::load_any` at their shapes. Symbolic dims are 1 unless
+    /// pinned; a model that fails there (a convolution wider than its input,
+    /// an STFT frame longer than the signal, a stride-32 detector) is tried
+    /// with its unpinned dims other than batch at each size of
+    /// [`RANDOM_DIM_LADDER`], and the first that runs is kept, pinned, and
+    /// named in `source`. "Runs" means in tract or ONNX Runtime, whichever
+    /// loads it, and in ONNX Runtime too when it is installed: passes time
+    /// their results there.
+    pub fn random_runnable(
+        model: &Model,
+        shapes: &InputShapes,
+        seed: u64,
+        count: usize,
+    ) -> Result<(Calibration, Runner)> {
         let rt = exec::load_any(model, shapes, &[])?;
-        Calibration::random_from(&rt, shapes, seed, count)
+        let c = Calibration::random_from(&rt, shapes, seed, count)?;
+        let at_one = match runs_everywhere(model, &rt, shapes, &c.samples[0]) {
+            Ok(()) => return Ok((c, rt)),
+            Err(e) => e,
+        };
+        for size in RANDOM_DIM_LADDER {
+            for grown in grown_variants(rt.inputs(), shapes, size) {
+                let Ok(rt) = exec::load_any(model, &grown, &[]) else {
+                    continue;
+                };
+                // Too many elements for random data.
+                let Ok(mut c) = Calibration::random_from(&rt, &grown, seed, count) else {
+                    continue;
+                };
+                if runs_everywhere(model, &rt, &grown, &c.samples[0]).is_ok() {
+                    let pinned: Vec<String> = grown
+                        .iter()
+                        .filter(|(name, _)| shapes.get(name).is_none())
+                        .map(|(name, dims)| format!("{name}={}", join_dims(dims)))
+                        .collect();
+                    c.source = format!(
+                        "{}, unpinned dims at {size} (the model does not run at 1): {}",
+                        c.source,
+                        pinned.join(" ")
+                    );
+                    return Ok((c, rt));
+                }
+            }
+        }
+        Err(at_one.context(format!(
+            "the model runs on no random samples: not with its symbolic dims at 1, nor at \
+             {RANDOM_DIM_LADDER:?}; pin them with --input-shape NAME=DIM,... or give --inputs"
+        )))
     }
 
     /// [`Calibration::random`] of a model already loaded by
@@ -314,5 +370,187 @@ impl Calibration {
             }
         }
         Ok(captured)
+    }
+}
+
+/// Runs `sample` in `rt`, and in ONNX Runtime too when `rt` is tract and
+/// ONNX Runtime is installed and loads the model (a model it cannot load
+/// at all is not a question of shapes).
+fn runs_everywhere(
+    model: &Model,
+    rt: &Runner,
+    shapes: &InputShapes,
+    sample: &Sample,
+) -> Result<()> {
+    rt.run(sample)?;
+    if rt.engine() == Engine::Tract && runtime::ort::environment().is_ok() {
+        let options = runtime::ort::Options::default();
+        if let Ok(ort) = exec::load_in(Engine::Ort, model, shapes, &[], &options) {
+            ort.run(sample).context("in ONNX Runtime")?;
+        }
+    }
+    Ok(())
+}
+
+/// The shapes to try at `size`: every unpinned input grown (see
+/// [`grow_unpinned`]), then each alone, since an unnamed dim may be a batch
+/// the others must match (silero's state `[2, ?, 128]` beside its audio
+/// `[?, ?]`).
+fn grown_variants(specs: &[InputSpec], user: &InputShapes, size: usize) -> Vec<InputShapes> {
+    let mut variants: Vec<InputShapes> =
+        grow_unpinned(specs, user, size, None).into_iter().collect();
+    if specs.len() > 1 {
+        for spec in specs {
+            if let Some(alone) = grow_unpinned(specs, user, size, Some(&spec.name)) {
+                if !variants.contains(&alone) {
+                    variants.push(alone);
+                }
+            }
+        }
+    }
+    variants
+}
+
+/// `user`'s shapes plus every input it leaves unpinned (or only the input
+/// named `only`), with each symbolic or unknown dim at `size`, except batch:
+/// the first axis, and any dim named as some input's first axis is (an RNN
+/// state's `[layers, batch, hidden]`). `None` when no dim would change.
+fn grow_unpinned(
+    specs: &[InputSpec],
+    user: &InputShapes,
+    size: usize,
+    only: Option<&str>,
+) -> Option<InputShapes> {
+    let batch: HashSet<&str> = specs
+        .iter()
+        .filter_map(|s| match s.declared.first() {
+            Some(Dim::Symbolic(name)) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut grown = user.clone();
+    let mut changed = false;
+    for spec in specs
+        .iter()
+        .filter(|s| user.get(&s.name).is_none() && only.is_none_or(|o| o == s.name))
+    {
+        if spec.declared.len() != spec.shape.len() {
+            continue; // no declared shape to read the dims' roles from
+        }
+        let dims = spec
+            .declared
+            .iter()
+            .zip(&spec.shape)
+            .enumerate()
+            .map(|(axis, (declared, &at))| match declared {
+                Dim::Fixed(_) => at,
+                _ if axis == 0 => at,
+                Dim::Symbolic(name) if batch.contains(name.as_str()) => at,
+                Dim::Symbolic(_) | Dim::Unknown => size,
+            })
+            .collect::<Vec<_>>();
+        if dims != spec.shape {
+            grown.insert(spec.name.clone(), dims);
+            changed = true;
+        }
+    }
+    changed.then_some(grown)
+}
+
+fn join_dims(dims: &[usize]) -> String {
+    dims.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::parse::model_from_text;
+    use crate::runtime::ElemType;
+
+    /// A 3×3 convolution without padding: nothing to compute at 1×1.
+    const CONV: &str = "model ir=8 opsets=[ai.onnx=17]
+graph g
+  input x: f32[n,1,h,w]
+  init k: f32[1,1,3,3] = [1, 1, 1, 1, 1, 1, 1, 1, 1]
+  y = Conv(x, k)
+  output y: f32[..]
+";
+
+    #[test]
+    fn random_samples_grow_the_dims_a_model_cannot_run_at_1() {
+        let model = model_from_text(CONV).unwrap();
+        let (c, rt) = Calibration::random_runnable(&model, &InputShapes::new(), 0, 2).unwrap();
+        // The batch stays 1; h and w take the first size that runs.
+        assert_eq!(c.groups[0].0.get("x"), Some(&[1, 1, 32, 32][..]));
+        assert!(c.source.contains("unpinned dims at 32"), "{}", c.source);
+        assert!(c.source.contains("x=1,1,32,32"), "{}", c.source);
+        for sample in &c.samples {
+            assert_eq!(sample.get("x").unwrap().shape(), [1, 1, 32, 32]);
+            rt.run(sample).unwrap();
+        }
+    }
+
+    #[test]
+    fn pinned_dims_are_never_grown_and_the_error_says_how_to_pin() {
+        let model = model_from_text(CONV).unwrap();
+        let shapes = InputShapes::parse(&["x=1,1,2,2"]).unwrap();
+        let e = format!(
+            "{:#}",
+            Calibration::random_runnable(&model, &shapes, 0, 1)
+                .err()
+                .unwrap()
+        );
+        assert!(e.contains("--input-shape"), "{e}");
+        assert!(e.contains("runs on no random samples"), "{e}");
+    }
+
+    #[test]
+    fn a_model_that_runs_at_1_keeps_its_dims_unpinned() {
+        let text = CONV
+            .replace("y = Conv(x, k)", "y = Relu(x)")
+            .replace("  init k: f32[1,1,3,3] = [1, 1, 1, 1, 1, 1, 1, 1, 1]\n", "");
+        let model = model_from_text(&text).unwrap();
+        let (c, _) = Calibration::random_runnable(&model, &InputShapes::new(), 0, 1).unwrap();
+        assert!(c.groups[0].0.is_empty());
+        assert_eq!(c.source, "random, seed 0");
+    }
+
+    #[test]
+    fn growing_keeps_fixed_dims_batch_and_what_the_user_pinned() {
+        let spec = |name: &str, declared: Vec<Dim>| InputSpec {
+            name: name.into(),
+            elem_type: ElemType::F32,
+            shape: declared
+                .iter()
+                .map(|d| match d {
+                    Dim::Fixed(n) => *n,
+                    _ => 1,
+                })
+                .collect(),
+            declared,
+        };
+        let sym = |s: &str| Dim::Symbolic(s.into());
+        let specs = [
+            spec("audio", vec![sym("batch"), Dim::Fixed(1), sym("frames")]),
+            // An RNN state: its batch is not on the first axis.
+            spec("h0", vec![Dim::Fixed(2), sym("batch"), Dim::Fixed(8)]),
+            spec("lens", vec![Dim::Unknown]),
+            spec("image", vec![Dim::Unknown, Dim::Unknown]),
+        ];
+        let user = InputShapes::parse(&["image=1,5"]).unwrap();
+        let grown = grow_unpinned(&specs, &user, 32, None).unwrap();
+        let all: Vec<(&str, &[usize])> = grown.iter().collect();
+        assert_eq!(
+            all,
+            [("audio", &[1, 1, 32][..]), ("image", &[1, 5][..])],
+            "h0 and lens have nothing but batch to grow"
+        );
+        // A first axis is batch even when unnamed.
+        assert!(grow_unpinned(&specs[2..3], &InputShapes::new(), 32, None).is_none());
+        let alone = grow_unpinned(&specs, &InputShapes::new(), 32, Some("image")).unwrap();
+        assert_eq!(alone.iter().collect::<Vec<_>>(), [("image", &[1, 32][..])]);
     }
 }

@@ -361,10 +361,11 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     };
     let plan = DataPlan::open(&model, &shapes, &options)?;
 
-    // The original as `exec::load_any` compiles it, once: random samples for
-    // calibration and for judging come from it, and `--verify`/`--bench`
-    // in tract run it (until issue 13, each of the three compiled it).
-    let mut loaded: Option<runtime::Runner> = None;
+    // The original as `exec::load_any` compiles it, once, with the random
+    // samples it runs on: calibration and judging without data use them,
+    // and `--verify`/`--bench` in tract run it (until issue 13, each of the
+    // three compiled it).
+    let mut loaded: Option<(Calibration, runtime::Runner)> = None;
     let mut cx = pipeline::PassContext::default();
     // Why the passes run without data, when they do: a pass that then fails
     // for want of data reports this first cause, not only its own symptom.
@@ -379,8 +380,7 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
             .transpose()?;
         let loaded = match &plan.calibrate {
             Some(data) => Calibration::from_data(data).map(|c| c.in_runtime(engine)),
-            None => load_once(&mut loaded, &model, &shapes)
-                .and_then(|rt| Calibration::random_from(rt, &shapes, args.seed, args.samples)),
+            None => random_once(&mut loaded, &model, &shapes, args.seed, args.samples),
         }
         .context("calibration data");
         // Without --inputs the data would be random samples: when tract
@@ -401,8 +401,9 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
                 progress.suspend(|| {
                     eprintln!(
                     "warning: no --inputs given: passes that fit to data calibrate on {} random \
-                     samples, which say little about real inputs; give real data with --inputs",
-                    data.samples.len()
+                     samples ({}), which say little about real inputs; give real data with --inputs",
+                    data.samples.len(),
+                    data.source
                 )
                 });
             }
@@ -478,8 +479,7 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
         let judged = match &plan.judge {
             Some(d) => Ok(Judged::Data(d)),
             None => {
-                random = load_once(&mut loaded, original, &shapes)
-                    .and_then(|rt| Calibration::random_from(rt, &shapes, args.seed, args.samples))
+                random = random_once(&mut loaded, original, &shapes, args.seed, args.samples)
                     .context("original model");
                 random.as_ref().map(Judged::Memory)
             }
@@ -488,8 +488,8 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
             progress.set_message(format!("running the models in {engine}"));
             let r = match &judged {
                 Ok(data) => {
-                    let loaded = loaded.as_ref().map(|runner| check::Loaded {
-                        shapes: &shapes,
+                    let loaded = loaded.as_ref().map(|(random, runner)| check::Loaded {
+                        shapes: &random.groups[0].0,
                         runner,
                     });
                     check::Check {
@@ -557,15 +557,18 @@ fn over_tolerance(v: &VerifyReport) -> String {
     format!("{} (nothing written)", over.join(", "))
 }
 
-/// `slot`'s model, loaded by `exec::load_any(model, shapes, &[])` the
-/// first time (`model` is the same each time: the original).
-fn load_once<'a>(
-    slot: &'a mut Option<runtime::Runner>,
+/// Random samples the original runs on, made the first time (with the
+/// original loaded at their shapes, kept in `slot` for the check); `model`
+/// is the same each time: the original.
+fn random_once(
+    slot: &mut Option<(Calibration, runtime::Runner)>,
     model: &onnx_opt::ir::Model,
     shapes: &InputShapes,
-) -> Result<&'a runtime::Runner> {
+    seed: u64,
+    count: usize,
+) -> Result<Calibration> {
     if slot.is_none() {
-        *slot = Some(onnx_opt::exec::load_any(model, shapes, &[])?);
+        *slot = Some(Calibration::random_runnable(model, shapes, seed, count)?);
     }
-    Ok(slot.as_ref().expect("loaded"))
+    Ok(slot.as_ref().expect("made").0.clone())
 }

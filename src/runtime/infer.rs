@@ -44,10 +44,11 @@ pub struct InferredTypes {
 /// returned, with the reason in [`InferredTypes::incomplete`]; an error means
 /// tract could not even read the model.
 ///
-/// Two things tract would assume that ONNX does not promise are left out:
+/// Three things tract would assume that ONNX does not promise are left out:
 /// nodes with subgraphs (`If`, `Loop`, `Scan`), whose outputs (and what only
 /// they determine) stay unknown, since tract's `If` assumes both branches give
-/// the same shape and pushes one branch's shape onto the outer graph; and the
+/// the same shape and pushes one branch's shape onto the outer graph; a
+/// Squeeze without axes on a symbolic dim (see [`cut_guessed_nodes`]); and the
 /// values of initializers that are also graph inputs (a caller may override
 /// them), which count as inputs of their declared type. Subgraph values are
 /// not reported.
@@ -68,7 +69,7 @@ pub fn infer_types_then(bytes: &[u8], deliver: impl FnOnce(Result<InferredTypes>
         Err(e) => return deliver(Err(e)),
     };
     let graph = graph_of_mut(&mut proto);
-    cut_subgraph_nodes(graph);
+    cut_guessed_nodes(graph);
     let inputs: HashSet<String> = graph.input.iter().map(|i| i.name.clone()).collect();
     graph.initializer.retain(|t| !inputs.contains(&t.name));
     let parsed = catch_tract_panic("reading the model", || {
@@ -138,22 +139,52 @@ fn analyse(
     })
 }
 
-/// Removes the nodes that own subgraphs, and the graph outputs they make:
-/// their outputs become unresolved inputs, which tract knows nothing of.
-fn cut_subgraph_nodes(graph: &mut pb::GraphProto) {
+/// Removes the nodes whose outputs tract would guess, and the graph outputs
+/// they make: their outputs become unresolved inputs, which tract knows
+/// nothing of. Those are the nodes that own subgraphs (see [`infer_types`])
+/// and, when some input dim is not fixed, a Squeeze without axes: tract takes
+/// a symbolic dim for one that is not 1 and keeps it, where a run with it at
+/// 1 squeezes it (plcmos: `[batch, 1]` squeezed is `[]`, not `[batch]`).
+fn cut_guessed_nodes(graph: &mut pb::GraphProto) {
     let has_subgraph = |n: &pb::NodeProto| {
         n.attribute
             .iter()
             .any(|a| a.g.is_some() || !a.graphs.is_empty())
     };
+    let open_inputs = has_open_input_dims(graph);
+    let squeezes_all = |n: &pb::NodeProto| {
+        n.op_type == "Squeeze"
+            && !n.attribute.iter().any(|a| a.name == "axes")
+            && n.input.get(1).is_none_or(|a| a.is_empty())
+    };
+    let guessed = |n: &pb::NodeProto| has_subgraph(n) || (open_inputs && squeezes_all(n));
     let cut: HashSet<String> = graph
         .node
         .iter()
-        .filter(|n| has_subgraph(n))
+        .filter(|n| guessed(n))
         .flat_map(|n| n.output.iter().cloned())
         .collect();
-    graph.node.retain(|n| !has_subgraph(n));
+    graph.node.retain(|n| !guessed(n));
     graph.output.retain(|o| !cut.contains(&o.name));
+}
+
+/// Whether a graph input (not an initializer) has a dim that is not a fixed
+/// number, or no shape at all.
+fn has_open_input_dims(graph: &pb::GraphProto) -> bool {
+    use pb::tensor_shape_proto::dimension::Value;
+    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    graph
+        .input
+        .iter()
+        .filter(|i| !initializers.contains(i.name.as_str()))
+        .any(|i| match i.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(pb::type_proto::Value::TensorType(t)) => t.shape.as_ref().is_none_or(|s| {
+                s.dim
+                    .iter()
+                    .any(|d| !matches!(d.value, Some(Value::DimValue(_))))
+            }),
+            _ => true,
+        })
 }
 
 /// Names of the main graph's values, in file order.
@@ -311,6 +342,42 @@ mod tests {
         // 2*n is no dim_param of the model: unknown.
         let d = type_of(&r, "d").unwrap();
         assert_eq!(d.dims, Some(vec![Dim::Unknown, Dim::Fixed(3)]));
+    }
+
+    #[test]
+    fn squeeze_without_axes_is_a_guess_only_on_symbolic_dims() {
+        // y = Squeeze(x) then Relu: [n, 1] squeezes to [] when n is 1, which
+        // tract would report as [n]; with x fixed at [3, 1], y is [3].
+        let nodes = || {
+            vec![
+                node("Squeeze", &["x"], &["s"]),
+                node("Relu", &["s"], &["y"]),
+            ]
+        };
+        let outputs = || vec![value_info("y", FLOAT, None)];
+        let symbolic = infer(graph(
+            nodes(),
+            vec![value_info("x", FLOAT, Some(&["n", "1"]))],
+            outputs(),
+            vec![],
+        ));
+        for v in ["s", "y"] {
+            assert!(
+                type_of(&symbolic, v).is_none_or(|t| t.dims.is_none()),
+                "{v}: {:?}",
+                type_of(&symbolic, v)
+            );
+        }
+        let fixed = infer(graph(
+            nodes(),
+            vec![value_info("x", FLOAT, Some(&["3", "1"]))],
+            outputs(),
+            vec![],
+        ));
+        assert_eq!(
+            type_of(&fixed, "y").and_then(|t| t.dims.clone()),
+            Some(vec![Dim::Fixed(3)])
+        );
     }
 
     #[test]

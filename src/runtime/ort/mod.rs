@@ -208,7 +208,9 @@ impl Session {
             .map_err(|e| failed(e.into()))?
             .with_parallel_execution(false)
             .map_err(|e| failed(e.into()))?
-            .with_log_level(ort::logging::LogLevel::Error)
+            // Every failure comes back as an error we report with its
+            // context; ONNX Runtime's own log line of it would say it twice.
+            .with_log_level(ort::logging::LogLevel::Fatal)
             .map_err(|e| failed(e.into()))?;
         if let Some(prefix) = &options.profile {
             builder = builder
