@@ -17,8 +17,12 @@ pub fn load(
     shapes: &InputShapes,
     extra_outputs: &[String],
 ) -> Result<runtime::Model> {
-    let bytes = crate::onnx::encode(&for_tract(model)?)?;
-    runtime::Model::load(&bytes, shapes, extra_outputs)
+    runtime::Model::load(&tract_bytes(model)?, shapes, extra_outputs)
+}
+
+/// The ONNX bytes [`load`] hands to tract (see [`for_tract`]).
+pub fn tract_bytes(model: &Model) -> Result<Vec<u8>> {
+    crate::onnx::encode(&for_tract(model)?)
 }
 
 /// The inputs `model` declares (see [`runtime::declared_inputs`]).

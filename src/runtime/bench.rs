@@ -76,9 +76,7 @@ pub fn bench_tract(
     catch_tract_panic("benchmarking", || {
         let mut state_a = a.spawn()?;
         let mut state_b = b.spawn()?;
-        let time = |state: &mut tract_onnx::prelude::TypedSimpleState,
-                    inputs: &TVec<TValue>|
-         -> Result<f64> {
+        let time = |state: &mut super::load::State, inputs: &TVec<TValue>| -> Result<f64> {
             let start = Instant::now();
             let out = state
                 .run(inputs.clone())

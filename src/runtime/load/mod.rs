@@ -1,11 +1,13 @@
 //! Loading an ONNX model into tract, pinning its input shapes, running it.
 //!
 //! The parts: this file holds [`Model`] (load, run) and [`Outputs`];
+//! `pieces.rs` long models, loaded and run in pieces;
 //! `shapes.rs` the inputs (the user's [`InputShapes`], the declared
 //! [`Dim`]s and the pinned [`InputSpec`]s); `precheck.rs` what is refused
 //! before tract sees the model (local functions, unsupported operators,
 //! external data without a directory, unknown extra outputs); `tests.rs`.
 
+mod pieces;
 mod precheck;
 mod shapes;
 #[cfg(test)]
@@ -21,10 +23,11 @@ use std::path::Path;
 use std::sync::Arc;
 use tract_onnx::pb;
 use tract_onnx::prelude::{
-    InferenceFact, InferenceModelExt, IntoRunnable, IntoTensor, TValue, TVec, TypedRunnableModel,
-    TypedSimpleState,
+    InferenceFact, InferenceModelExt, IntoRunnable, IntoTensor, TValue, TVec, TractResult,
+    TypedRunnableModel, TypedSimpleState,
 };
 
+use pieces::{Pieces, PIECE_NODES};
 use precheck::{check_extra_outputs, precheck, visit_graph};
 pub use shapes::{declared_inputs, Dim, InputShapes, InputSpec};
 pub(in crate::runtime) use shapes::{decode_model, graph_of, graph_of_mut, input_specs};
@@ -74,7 +77,7 @@ impl Outputs {
 /// threads at once.
 #[derive(Debug, Clone)]
 pub struct Model {
-    plan: Arc<TypedRunnableModel>,
+    plan: Plan,
     inputs: Vec<InputSpec>,
     output_names: Vec<String>,
     model_outputs: usize,
@@ -105,6 +108,31 @@ impl Model {
         shapes: &InputShapes,
         extra_outputs: &[String],
     ) -> Result<Model> {
+        Model::load_cut(bytes, model_dir, shapes, extra_outputs, None)
+    }
+
+    /// [`Model::load`] in pieces of `piece_nodes` nodes, whatever the
+    /// model's length (`load` cuts only long models, see `pieces.rs`): to
+    /// check on any model that its pieces compute what it does. An error
+    /// when the model cannot be cut.
+    pub fn load_in_pieces(
+        bytes: &[u8],
+        shapes: &InputShapes,
+        extra_outputs: &[String],
+        piece_nodes: usize,
+    ) -> Result<Model> {
+        Model::load_cut(bytes, None, shapes, extra_outputs, Some(piece_nodes))
+    }
+
+    /// Loads whole, or in pieces when the model is long, or in pieces of
+    /// `pieces` nodes when given.
+    fn load_cut(
+        bytes: &[u8],
+        model_dir: Option<&Path>,
+        shapes: &InputShapes,
+        extra_outputs: &[String],
+        pieces: Option<usize>,
+    ) -> Result<Model> {
         let framework = tract_onnx::onnx()
             .with_ignore_output_shapes(true)
             .with_ignore_value_info(true);
@@ -126,61 +154,31 @@ impl Model {
             Refusal::TractCannotRun.because(anyhow!("{e:#}{}", defaulted_note(&pin_notes)))
         };
 
+        let names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
+        let facts: Vec<InferenceFact> = inputs
+            .iter()
+            .map(|i| InferenceFact::dt_shape(i.elem_type.to_datum(), i.shape.clone()))
+            .collect();
+        // tract's optimiser is quadratic in the node count (each patch it
+        // applies scans every node name: 10 s for a 1,000-node chain, minutes
+        // for 10,000), its typing pass is too, more gently: long models are
+        // cut into pieces, each optimised (see `pieces.rs`); one that cannot
+        // be cut runs whole, typed only (the same results, slower per run).
+        let long = node_count(graph) > OPTIMIZE_UP_TO_NODES;
         let plan = catch_tract_panic("loading the model", || {
+            if long || pieces.is_some() {
+                let size = pieces.unwrap_or(PIECE_NODES);
+                let cut = Pieces::load(&proto, dir, &names, &facts, extra_outputs, size)?;
+                match cut {
+                    Some(cut) => return Ok(Plan::Pieces(Arc::new(cut))),
+                    None if pieces.is_some() => bail!("the model cannot be cut into pieces"),
+                    None => {}
+                }
+            }
             let parsed = framework.parse(&proto, dir)?;
-            if !parsed.unresolved_inputs.is_empty() {
-                bail!(
-                    "tensors used but never produced: {}",
-                    parsed.unresolved_inputs.join(", ")
-                );
-            }
-            let mut model = parsed.model;
-            let sources = model.input_outlets()?.to_vec();
-            if sources.len() != inputs.len() {
-                bail!(
-                    "tract sees {} inputs, the file declares {}",
-                    sources.len(),
-                    inputs.len()
-                );
-            }
-            for (ix, (outlet, spec)) in sources.iter().zip(&inputs).enumerate() {
-                let node_name = &model.node(outlet.node).name;
-                if node_name != &spec.name {
-                    bail!(
-                        "input #{ix} is {node_name:?} in tract, {:?} in the file",
-                        spec.name
-                    );
-                }
-                let fact = InferenceFact::dt_shape(spec.elem_type.to_datum(), spec.shape.clone());
-                model.set_input_fact(ix, fact)?;
-            }
-            if !extra_outputs.is_empty() {
-                let mut outlets = model.output_outlets()?.to_vec();
-                let mut seen: HashSet<&str> =
-                    graph.output.iter().map(|o| o.name.as_str()).collect();
-                for name in extra_outputs {
-                    if !seen.insert(name.as_str()) {
-                        continue;
-                    }
-                    let outlet = parsed
-                        .outlets_by_name
-                        .get(name)
-                        .ok_or_else(|| anyhow!("tract has no tensor {name:?}"))?;
-                    outlets.push(*outlet);
-                }
-                model.select_output_outlets(&outlets)?;
-            }
-            // tract's optimiser is quadratic in the node count (each patch
-            // it applies scans every node name: 10 s for a 1,000-node chain,
-            // minutes for 10,000), its typing pass is not: long models run
-            // as typed, without tract's rewrites (the same results, slower
-            // per run).
-            let typed = if node_count(graph) <= OPTIMIZE_UP_TO_NODES {
-                model.into_optimized()?
-            } else {
-                model.into_typed()?
-            };
-            typed.into_runnable()
+            let own: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+            let compiled = compile(parsed, &names, &facts, &own, extra_outputs, !long)?;
+            Ok(Plan::Whole(compiled))
         });
         let plan = match plan {
             Ok(p) => p,
@@ -188,7 +186,6 @@ impl Model {
             Err(e) if refusal(&e).is_some() => return Err(e),
             Err(e) => return Err(cannot(e)),
         };
-
         let mut output_names: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
         let model_outputs = output_names.len();
         for name in extra_outputs {
@@ -196,10 +193,10 @@ impl Model {
                 output_names.push(name.clone());
             }
         }
-        if plan.model().output_outlets()?.len() != output_names.len() {
+        if plan.outputs() != output_names.len() {
             return Err(Refusal::TractCannotRun.because(anyhow!(
                 "tract returns {} outputs, expected {}",
-                plan.model().output_outlets()?.len(),
+                plan.outputs(),
                 output_names.len()
             )));
         }
@@ -262,7 +259,7 @@ impl Model {
     }
 
     /// A reusable execution state (for timing loops).
-    pub(crate) fn spawn(&self) -> Result<TypedSimpleState> {
+    pub(crate) fn spawn(&self) -> Result<State> {
         self.plan
             .spawn()
             .map_err(|e| Refusal::TractCannotRun.because(e))
@@ -293,8 +290,110 @@ impl Model {
     }
 }
 
-/// Models with more nodes than this (subgraphs included) are not optimised
-/// by tract when loaded (see `Model::load_with_dir`).
+/// A model tract can run: whole, or in pieces (a long one, see `pieces.rs`).
+#[derive(Debug, Clone)]
+enum Plan {
+    Whole(Arc<TypedRunnableModel>),
+    Pieces(Arc<Pieces>),
+}
+
+impl Plan {
+    fn outputs(&self) -> usize {
+        match self {
+            Plan::Whole(plan) => plan.model().outputs.len(),
+            Plan::Pieces(pieces) => pieces.outputs(),
+        }
+    }
+
+    fn run(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        match self {
+            Plan::Whole(plan) => plan.run(inputs),
+            Plan::Pieces(pieces) => pieces.run(inputs),
+        }
+    }
+
+    fn spawn(&self) -> TractResult<State> {
+        Ok(match self {
+            Plan::Whole(plan) => State::Whole(plan.spawn()?),
+            Plan::Pieces(pieces) => State::Pieces(pieces.clone(), pieces.spawn()?),
+        })
+    }
+}
+
+/// A reusable execution state of a [`Model`] (for timing loops).
+pub(crate) enum State {
+    Whole(TypedSimpleState),
+    Pieces(Arc<Pieces>, Vec<TypedSimpleState>),
+}
+
+impl State {
+    pub(crate) fn run(&mut self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        match self {
+            State::Whole(state) => state.run(inputs),
+            State::Pieces(pieces, states) => pieces.run_in(states, inputs),
+        }
+    }
+}
+
+/// tract's runnable form of a parsed model: its inputs, which must be
+/// `names` in order, pinned to `facts`; `extra_outputs` returned after its
+/// own outputs (`own_outputs`; a name that already is one is not repeated);
+/// optimised by tract when `optimize`, else only typed.
+fn compile(
+    parsed: tract_onnx::model::ParseResult,
+    names: &[String],
+    facts: &[InferenceFact],
+    own_outputs: &[String],
+    extra_outputs: &[String],
+    optimize: bool,
+) -> TractResult<Arc<TypedRunnableModel>> {
+    if !parsed.unresolved_inputs.is_empty() {
+        bail!(
+            "tensors used but never produced: {}",
+            parsed.unresolved_inputs.join(", ")
+        );
+    }
+    let mut model = parsed.model;
+    let sources = model.input_outlets()?.to_vec();
+    if sources.len() != names.len() {
+        bail!(
+            "tract sees {} inputs, the file declares {}",
+            sources.len(),
+            names.len()
+        );
+    }
+    for (ix, ((outlet, name), fact)) in sources.iter().zip(names).zip(facts).enumerate() {
+        let node_name = &model.node(outlet.node).name;
+        if node_name != name {
+            bail!("input #{ix} is {node_name:?} in tract, {name:?} in the file");
+        }
+        model.set_input_fact(ix, fact.clone())?;
+    }
+    if !extra_outputs.is_empty() {
+        let mut outlets = model.output_outlets()?.to_vec();
+        let mut seen: HashSet<&str> = own_outputs.iter().map(|o| o.as_str()).collect();
+        for name in extra_outputs {
+            if !seen.insert(name.as_str()) {
+                continue;
+            }
+            let outlet = parsed
+                .outlets_by_name
+                .get(name)
+                .ok_or_else(|| anyhow!("tract has no tensor {name:?}"))?;
+            outlets.push(*outlet);
+        }
+        model.select_output_outlets(&outlets)?;
+    }
+    let typed = if optimize {
+        model.into_optimized()?
+    } else {
+        model.into_typed()?
+    };
+    typed.into_runnable()
+}
+
+/// Models with more nodes than this (subgraphs included) are loaded in
+/// pieces, or whole without tract's optimiser (see `Model::load_with_dir`).
 const OPTIMIZE_UP_TO_NODES: usize = 2_000;
 
 fn node_count(graph: &pb::GraphProto) -> usize {
