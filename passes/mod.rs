@@ -114,6 +114,7 @@ registry! {
     prune_channels,
     quant,
     raise_opset,
+    strip_debug,
     svd,
 }
 
