@@ -17,7 +17,7 @@ pub fn load(
     shapes: &InputShapes,
     extra_outputs: &[String],
 ) -> Result<runtime::Model> {
-    runtime::Model::load(&tract_bytes(model)?, shapes, extra_outputs)
+    runtime::Model::load_owned(tract_bytes(model)?, shapes, extra_outputs)
 }
 
 /// The ONNX bytes [`load`] hands to tract (see [`for_tract`]).

@@ -18,6 +18,7 @@ use super::tensor::Tensor;
 use super::{catch_tract_panic, refusal, Refusal};
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -100,6 +101,16 @@ impl Model {
         Model::load_with_dir(bytes, None, shapes, extra_outputs)
     }
 
+    /// [`Model::load`] of bytes the caller no longer needs: they are freed
+    /// once decoded, so that a large model's load holds fewer copies of it.
+    pub fn load_owned(
+        bytes: Vec<u8>,
+        shapes: &InputShapes,
+        extra_outputs: &[String],
+    ) -> Result<Model> {
+        Model::load_cut(Cow::Owned(bytes), None, shapes, extra_outputs, None)
+    }
+
     /// Like [`Model::load`], with the directory that external data paths are
     /// relative to (the model file's directory).
     pub fn load_with_dir(
@@ -108,7 +119,7 @@ impl Model {
         shapes: &InputShapes,
         extra_outputs: &[String],
     ) -> Result<Model> {
-        Model::load_cut(bytes, model_dir, shapes, extra_outputs, None)
+        Model::load_cut(Cow::Borrowed(bytes), model_dir, shapes, extra_outputs, None)
     }
 
     /// [`Model::load`] in pieces of `piece_nodes` nodes, whatever the
@@ -121,13 +132,19 @@ impl Model {
         extra_outputs: &[String],
         piece_nodes: usize,
     ) -> Result<Model> {
-        Model::load_cut(bytes, None, shapes, extra_outputs, Some(piece_nodes))
+        Model::load_cut(
+            Cow::Borrowed(bytes),
+            None,
+            shapes,
+            extra_outputs,
+            Some(piece_nodes),
+        )
     }
 
     /// Loads whole, or in pieces when the model is long, or in pieces of
     /// `pieces` nodes when given.
     fn load_cut(
-        bytes: &[u8],
+        bytes: Cow<[u8]>,
         model_dir: Option<&Path>,
         shapes: &InputShapes,
         extra_outputs: &[String],
@@ -136,7 +153,7 @@ impl Model {
         let framework = tract_onnx::onnx()
             .with_ignore_output_shapes(true)
             .with_ignore_value_info(true);
-        let proto = decode_model(bytes)?;
+        let proto = decode_model(&bytes)?;
         let graph = graph_of(&proto);
 
         precheck(&proto, graph, &framework, model_dir)?;
@@ -165,7 +182,13 @@ impl Model {
         // cut into pieces, each optimised (see `pieces.rs`); one that cannot
         // be cut runs whole, typed only (the same results, slower per run).
         let long = node_count(graph) > OPTIMIZE_UP_TO_NODES;
-        let plan = catch_tract_panic("loading the model", || {
+        let own: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+        // The bytes are decoded: an owned copy goes now, and the decoded
+        // model once tract has parsed it, before tract's optimiser packs the
+        // weights again (three copies of a model's weights at once, not five).
+        drop(bytes);
+        let own_outputs = &own;
+        let plan = catch_tract_panic("loading the model", move || {
             if long || pieces.is_some() {
                 let size = pieces.unwrap_or(PIECE_NODES);
                 let cut = Pieces::load(&proto, dir, &names, &facts, extra_outputs, size)?;
@@ -176,8 +199,8 @@ impl Model {
                 }
             }
             let parsed = framework.parse(&proto, dir)?;
-            let own: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
-            let compiled = compile(parsed, &names, &facts, &own, extra_outputs, !long)?;
+            drop(proto);
+            let compiled = compile(parsed, &names, &facts, own_outputs, extra_outputs, !long)?;
             Ok(Plan::Whole(compiled))
         });
         let plan = match plan {
@@ -186,7 +209,7 @@ impl Model {
             Err(e) if refusal(&e).is_some() => return Err(e),
             Err(e) => return Err(cannot(e)),
         };
-        let mut output_names: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+        let mut output_names = own;
         let model_outputs = output_names.len();
         for name in extra_outputs {
             if !output_names.contains(name) {
