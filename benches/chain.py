@@ -54,11 +54,16 @@ def chain(nodes):
         else:
             ns.append(helper.make_node("Relu", [x], [out], name=f"n{i}"))
         x = out
+    return model_of(ns, inits, "chain", x, WIDTH)
+
+
+def model_of(nodes, inits, name, out, width):
+    """An opset-13 model of `nodes` from input x [1, width] to `out` [1, width]."""
     g = helper.make_graph(
-        ns,
-        "chain",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, WIDTH])],
-        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, WIDTH])],
+        nodes,
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, width])],
         inits,
     )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
