@@ -172,7 +172,7 @@ impl Calibration {
                     let pinned: Vec<String> = grown
                         .iter()
                         .filter(|(name, _)| shapes.get(name).is_none())
-                        .map(|(name, dims)| format!("{name}={}", join_dims(dims)))
+                        .map(|(name, dims)| format!("{name}={}", runtime::spelled(dims)))
                         .collect();
                     c.source = format!(
                         "{}, unpinned dims at {size} (the model does not run at 1): {}",
@@ -460,13 +460,6 @@ fn grow_unpinned(
         }
     }
     changed.then_some(grown)
-}
-
-fn join_dims(dims: &[usize]) -> String {
-    dims.iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 #[cfg(test)]

@@ -156,11 +156,7 @@ fn check_tensor(spec: &InputSpec, t: &Tensor) -> Result<()> {
             t.shape(),
             spec.shape,
             spec.name,
-            t.shape()
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
+            super::load::spelled(t.shape())
         );
     }
     Ok(())

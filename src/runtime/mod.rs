@@ -35,7 +35,7 @@ pub use compare::{aggregate, compare, OutputMetrics, SNR_CAP_DB};
 pub use error::{refusal, tract_panicked, Refusal, RuntimeError};
 pub use infer::{infer_types, infer_types_then, InferredTypes, ValueType};
 pub use inputs::{Sample, SplitMix64};
-pub use load::{declared_inputs, Dim, InputShapes, InputSpec, Model, Outputs};
+pub use load::{declared_inputs, spelled, Dim, InputShapes, InputSpec, Model, Outputs};
 pub use runner::{Engine, Runner};
 pub use save::{describe, save_npz};
 pub use tensor::{ElemType, Tensor};

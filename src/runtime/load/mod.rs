@@ -30,7 +30,7 @@ use tract_onnx::prelude::{
 
 use pieces::{Pieces, PIECE_NODES};
 use precheck::{check_extra_outputs, precheck, visit_graph};
-pub use shapes::{declared_inputs, Dim, InputShapes, InputSpec};
+pub use shapes::{declared_inputs, spelled, Dim, InputShapes, InputSpec};
 pub(in crate::runtime) use shapes::{decode_model, graph_of, graph_of_mut, input_specs};
 
 /// The outputs of one run, in the model's output order (then the extra

@@ -85,6 +85,14 @@ impl InputShapes {
     }
 }
 
+/// `dims` as `--input-shape` spells them: `1,3,224,224`.
+pub fn spelled(dims: &[usize]) -> String {
+    dims.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl std::str::FromStr for InputShapes {
     type Err = anyhow::Error;
     /// One `NAME=dims` pair; several separated by `;` are accepted too.
