@@ -114,40 +114,80 @@ pub fn evaluate_node(
     id: NodeId,
     inputs: &[Option<&Tensor>],
 ) -> Result<Vec<Option<Tensor>>> {
-    let node = g.node(id);
+    let slots = g.inputs(id);
+    let constant = |o: Outlet| {
+        let slot = slots.iter().position(|s| *s == Some(o))?;
+        inputs.get(slot).copied().flatten()
+    };
+    Ok(evaluate_nodes(model, g, &[id], &constant)?.remove(0))
+}
+
+/// Evaluates the operators `ids` of `g` (in topological order) as one tract
+/// model: an input produced by one of them is wired to it, any other input
+/// is the tensor `constant` gives for it. Returns, per operator, one tensor
+/// per output (`None` for omitted outputs). One model for a whole constant
+/// region, instead of a model per node: tract folds it operator by operator
+/// as it loads it, so the values are the ones each node alone would give.
+pub fn evaluate_nodes<'t>(
+    model: &Model,
+    g: &Graph,
+    ids: &[NodeId],
+    constant: &dyn Fn(Outlet) -> Option<&'t Tensor>,
+) -> Result<Vec<Vec<Option<Tensor>>>> {
     let mut mini = Graph::default();
-    let op_node = mini.add_node(Node {
-        name: node.name.clone(),
-        kind: node.kind.clone(),
-        outputs: node
-            .outputs
-            .iter()
-            .enumerate()
-            .map(|(k, v)| {
-                Value::named(if v.name.is_empty() {
-                    String::new()
-                } else {
-                    format!("out{k}")
+    let mut copies: HashMap<NodeId, NodeId> = HashMap::with_capacity(ids.len());
+    let mut constants: HashMap<Outlet, NodeId> = HashMap::new();
+    for (k, &id) in ids.iter().enumerate() {
+        let node = g.node(id);
+        let copy = mini.add_node(Node {
+            name: node.name.clone(),
+            kind: node.kind.clone(),
+            // Omitted optional outputs keep their empty names.
+            outputs: node
+                .outputs
+                .iter()
+                .enumerate()
+                .map(|(slot, v)| {
+                    Value::named(if v.name.is_empty() {
+                        String::new()
+                    } else {
+                        format!("n{k}_{slot}")
+                    })
                 })
-            })
-            .collect(),
-    });
-    for (slot, t) in inputs.iter().enumerate() {
-        if let Some(t) = t {
-            let c = mini.add_node(Node {
-                name: None,
-                kind: NodeKind::Initializer((*t).clone()),
-                outputs: vec![Value::named(format!("in{slot}"))],
-            });
-            mini.connect(Outlet::new(c, 0), op_node, slot);
+                .collect(),
+        });
+        for (slot, input) in g.inputs(id).into_iter().enumerate() {
+            let Some(input) = input else { continue };
+            let from = match copies.get(&input.node) {
+                Some(&producer) => Outlet::new(producer, input.slot),
+                None => {
+                    let name = format!("c{}", constants.len());
+                    let c = match constants.get(&input) {
+                        Some(&c) => c,
+                        None => {
+                            let t = constant(input).context("an input is not constant")?;
+                            let c = mini.add_node(Node {
+                                name: None,
+                                kind: NodeKind::Initializer(t.clone()),
+                                outputs: vec![Value::named(name)],
+                            });
+                            constants.insert(input, c);
+                            c
+                        }
+                    };
+                    Outlet::new(c, 0)
+                }
+            };
+            mini.connect(from, copy, slot);
         }
-    }
-    for (k, v) in node.outputs.iter().enumerate() {
-        if !v.name.is_empty() {
-            mini.outputs.push(GraphOutput {
-                outlet: Outlet::new(op_node, k),
-                info: ValueInfo::default(),
-            });
+        copies.insert(id, copy);
+        for (slot, v) in node.outputs.iter().enumerate() {
+            if !v.name.is_empty() {
+                mini.outputs.push(GraphOutput {
+                    outlet: Outlet::new(copy, slot),
+                    info: ValueInfo::default(),
+                });
+            }
         }
     }
     let mini_model = Model {
@@ -157,14 +197,19 @@ pub fn evaluate_node(
     let rt = load(&mini_model, &InputShapes::new(), &[])?;
     let outputs = rt.run(&Sample::new("constants"))?;
     let mut values = outputs.iter().map(|(_, t)| from_runtime(t));
-    node.outputs
-        .iter()
-        .map(|v| {
-            if v.name.is_empty() {
-                Ok(None)
-            } else {
-                values.next().context("missing output")?.map(Some)
-            }
+    ids.iter()
+        .map(|&id| {
+            g.node(id)
+                .outputs
+                .iter()
+                .map(|v| {
+                    if v.name.is_empty() {
+                        Ok(None)
+                    } else {
+                        values.next().context("missing output")?.map(Some)
+                    }
+                })
+                .collect()
         })
         .collect()
 }

@@ -13,8 +13,9 @@
 //! c = Concat(Gather(s, 1), k)            →      y = Reshape(x, c)
 //! y = Reshape(x, c)
 //! ```
-//! Evaluation runs each node in tract, so folding computes exactly what the
-//! runtime would. Never folded: random ops, `DequantizeLinear` (it would undo
+//! Evaluation runs in tract, so folding computes exactly what the runtime
+//! would; a constant region is evaluated as one model (one load, not one per
+//! node), node by node only when tract refuses the region. Never folded: random ops, `DequantizeLinear` (it would undo
 //! quantized weights), ops with subgraphs or outside the ONNX domain, and
 //! results larger than `max-mb`. Initializers left unused are for `dce`.
 //!
@@ -35,7 +36,7 @@ use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{Options, Pass, PassContext};
 use anyhow::{ensure, Result};
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 pub const INFO: PassInfo = PassInfo {
     name: "fold-constants",
@@ -102,8 +103,8 @@ impl Pass for FoldConstants {
 }
 
 impl FoldConstants {
-    /// One sweep in topological order: constants propagate, so a whole
-    /// constant region folds at once; only values used outside it are kept.
+    /// Sweeps in topological order: constants propagate, so a whole constant
+    /// region folds at once; only values used outside it are kept.
     fn fold(
         &self,
         model: &Model,
@@ -112,72 +113,42 @@ impl FoldConstants {
         large: &mut Unfolded,
     ) -> Result<(Patch, usize)> {
         let mut values: HashMap<Outlet, Tensor> = HashMap::new();
-        for id in g.op_order()? {
-            let op = g.op(id).expect("operators");
-            if !op.is_default_domain()
-                || op.has_subgraphs()
-                || op.is_random()
-                || NEVER_FOLD.contains(&op.op_type.as_str())
-            {
-                continue;
+        let mut open: Vec<NodeId> = g
+            .op_order()?
+            .into_iter()
+            .filter(|&id| g.op(id).is_some_and(foldable))
+            .collect();
+        // Each sweep gathers the nodes tract must evaluate into one region,
+        // evaluated as one model. A size check that needs values computed in
+        // the region (`Expand` of a computed shape) waits for the next sweep,
+        // and so does what reads it.
+        while !open.is_empty() {
+            let (region, waiting) = self.sweep(g, &open, &mut values, large);
+            if region.is_empty() {
+                break;
             }
-            let results = if let Some(t) = static_shape_op(g, id) {
-                vec![Some(t)]
-            } else {
-                let inputs = g.inputs(id);
-                if inputs.iter().all(Option::is_none) {
-                    continue;
-                }
-                let args: Option<Vec<Option<&Tensor>>> = inputs
-                    .iter()
-                    .map(|o| match o {
-                        None => Some(None),
-                        Some(o) => values.get(o).or_else(|| g.const_tensor(*o)).map(Some),
-                    })
-                    .collect();
-                let Some(args) = args else { continue };
-                let made_from: usize = args.iter().flatten().map(|t| t.byte_len()).sum();
-                let limit = self
-                    .max_bytes
-                    .min(made_from.saturating_add(self.max_growth));
-                if let Some(bytes) = filled_bytes(op, &args).filter(|&b| b > limit) {
-                    // Known before evaluating: never allocate what is refused.
-                    if bytes <= self.max_bytes {
-                        large.nodes += 1;
-                        large.bytes += bytes - made_from;
-                    }
-                    continue;
-                }
-                if let Some(t) = cast_to_i64(op, &args) {
-                    vec![Some(t)]
-                } else {
-                    match crate::exec::evaluate_node(model, g, id, &args) {
-                        Ok(r) => r,
-                        Err(_) => {
-                            skipped.push(op.op_type.clone());
-                            continue;
-                        }
-                    }
-                }
-            };
-            let made_from: usize = g
-                .inputs(id)
-                .iter()
-                .flatten()
-                .filter_map(|o| values.get(o).or_else(|| g.const_tensor(*o)))
-                .map(|t| t.byte_len())
-                .sum();
-            for (slot, t) in results.into_iter().enumerate() {
-                let Some(t) = t.filter(|t| t.byte_len() <= self.max_bytes) else {
+            let known = |o: Outlet| values.get(&o).or_else(|| g.const_tensor(o));
+            // A region tract refuses is evaluated node by node: only the
+            // nodes it cannot evaluate are left out.
+            let evaluated = crate::exec::evaluate_nodes(model, g, &region, &known).ok();
+            for (k, &id) in region.iter().enumerate() {
+                // An input refused by the size checks: the node stays.
+                let Some(args) = self.args(g, id, &values) else {
                     continue;
                 };
-                if t.byte_len() > made_from.saturating_add(self.max_growth) {
-                    large.nodes += 1;
-                    large.bytes += t.byte_len() - made_from;
-                    continue;
-                }
-                values.insert(Outlet::new(id, slot), t);
+                let results = match &evaluated {
+                    Some(all) => all[k].clone(),
+                    None => match crate::exec::evaluate_node(model, g, id, &args) {
+                        Ok(r) => r,
+                        Err(_) => {
+                            skipped.push(g.op(id).expect("operators").op_type.clone());
+                            continue;
+                        }
+                    },
+                };
+                self.keep(g, id, results, &mut values, large);
             }
+            open = waiting;
         }
         // Keep the values used by a node that stays, or by a graph output.
         let mut patch = Patch::new("fold-constants");
@@ -209,6 +180,151 @@ impl FoldConstants {
         }
         Ok((patch, count))
     }
+
+    /// One sweep over the `open` nodes, in topological order: folds what
+    /// needs no tract (static shapes, integer casts), refuses what is known
+    /// to be too large, and returns the nodes for tract to evaluate (their
+    /// inputs constant or computed by earlier ones) and the nodes that must
+    /// wait for those values.
+    fn sweep(
+        &self,
+        g: &Graph,
+        open: &[NodeId],
+        values: &mut HashMap<Outlet, Tensor>,
+        large: &mut Unfolded,
+    ) -> (Vec<NodeId>, Vec<NodeId>) {
+        let (mut region, mut waiting) = (vec![], vec![]);
+        let (mut in_region, mut waits) = (HashSet::new(), HashSet::new());
+        for &id in open {
+            if let Some(t) = static_shape_op(g, id) {
+                self.keep(g, id, vec![Some(t)], values, large);
+                continue;
+            }
+            let inputs = g.inputs(id);
+            if inputs.iter().all(Option::is_none) {
+                continue;
+            }
+            let from = inputs.iter().flatten().map(|o| {
+                if values.contains_key(o) || g.const_tensor(*o).is_some() {
+                    Source::Known
+                } else if in_region.contains(&o.node) {
+                    Source::Region
+                } else if waits.contains(&o.node) {
+                    Source::Waiting
+                } else {
+                    Source::Never
+                }
+            });
+            let op = g.op(id).expect("operators");
+            let all_known = match from.max().unwrap_or(Source::Known) {
+                Source::Never => continue,
+                Source::Region if !grows_by_its_arguments(op) => false,
+                Source::Region | Source::Waiting => {
+                    waits.insert(id);
+                    waiting.push(id);
+                    continue;
+                }
+                Source::Known => true,
+            };
+            if all_known {
+                let args = self.args(g, id, values).expect("every input is known");
+                let made_from: usize = args.iter().flatten().map(|t| t.byte_len()).sum();
+                let limit = self
+                    .max_bytes
+                    .min(made_from.saturating_add(self.max_growth));
+                if let Some(bytes) = filled_bytes(op, &args).filter(|&b| b > limit) {
+                    // Known before evaluating: never allocate what is refused.
+                    if bytes <= self.max_bytes {
+                        large.nodes += 1;
+                        large.bytes += bytes - made_from;
+                    }
+                    continue;
+                }
+                if let Some(t) = cast_to_i64(op, &args) {
+                    self.keep(g, id, vec![Some(t)], values, large);
+                    continue;
+                }
+            }
+            in_region.insert(id);
+            region.push(id);
+        }
+        (region, waiting)
+    }
+
+    /// The constant arguments of `id`, one per declared slot (`None` for
+    /// omitted ones); `None` when an input is not constant.
+    fn args<'v>(
+        &self,
+        g: &'v Graph,
+        id: NodeId,
+        values: &'v HashMap<Outlet, Tensor>,
+    ) -> Option<Vec<Option<&'v Tensor>>> {
+        g.inputs(id)
+            .iter()
+            .map(|o| match o {
+                None => Some(None),
+                Some(o) => values.get(o).or_else(|| g.const_tensor(*o)).map(Some),
+            })
+            .collect()
+    }
+
+    /// Records the results of `id` that pass the size limits.
+    fn keep(
+        &self,
+        g: &Graph,
+        id: NodeId,
+        results: Vec<Option<Tensor>>,
+        values: &mut HashMap<Outlet, Tensor>,
+        large: &mut Unfolded,
+    ) {
+        let made_from: usize = g
+            .inputs(id)
+            .iter()
+            .flatten()
+            .filter_map(|o| values.get(o).or_else(|| g.const_tensor(*o)))
+            .map(|t| t.byte_len())
+            .sum();
+        for (slot, t) in results.into_iter().enumerate() {
+            let Some(t) = t.filter(|t| t.byte_len() <= self.max_bytes) else {
+                continue;
+            };
+            if t.byte_len() > made_from.saturating_add(self.max_growth) {
+                large.nodes += 1;
+                large.bytes += t.byte_len() - made_from;
+                continue;
+            }
+            values.insert(Outlet::new(id, slot), t);
+        }
+    }
+}
+
+/// Where a node's inputs come from in a sweep, in the order that decides
+/// what the node does: the last one any input has.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Source {
+    /// A constant, or a value folded before.
+    Known,
+    /// Computed by a node of this sweep's region.
+    Region,
+    /// Computed by a node that waits for the next sweep.
+    Waiting,
+    /// Not constant.
+    Never,
+}
+
+/// An operator folding may evaluate: deterministic, in the ONNX domain,
+/// without subgraphs.
+fn foldable(op: &Operator) -> bool {
+    op.is_default_domain()
+        && !op.has_subgraphs()
+        && !op.is_random()
+        && !NEVER_FOLD.contains(&op.op_type.as_str())
+}
+
+/// Operators whose result size [`filled_bytes`] reads from their arguments
+/// before evaluating them.
+fn grows_by_its_arguments(op: &Operator) -> bool {
+    op.is("ConstantOfShape") || op.is("Expand") || op.is("Tile")
 }
 
 /// The bytes a `ConstantOfShape` of a constant shape would fill, read from
@@ -323,145 +439,4 @@ fn static_shape_op(g: &Graph, id: NodeId) -> Option<Tensor> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ir::build::ModelBuilder;
-    use crate::ir::{Attribute, TensorData};
-
-    /// The integer casts folded without tract give what tract gives, bit
-    /// for bit (storage included), for every integer type and edge values.
-    #[test]
-    fn integer_casts_to_i64_match_tract() {
-        let cases: Vec<(DataType, Vec<i64>, Vec<u8>)> = vec![
-            (DataType(2), vec![3], vec![0, 7, 255]),
-            (DataType(3), vec![3], vec![0x80, 0x7f, 0xff]),
-            (DataType(4), vec![2], vec![0xff, 0xff, 1, 0]),
-            (DataType(5), vec![2], vec![0x00, 0x80, 0xff, 0x7f]),
-            (DataType(6), vec![], (-5i32).to_le_bytes().to_vec()),
-            (
-                DataType(6),
-                vec![2],
-                [i32::MIN, i32::MAX]
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            ),
-        ];
-        for (dtype, dims, raw) in cases {
-            for data in [TensorData::Raw(raw.clone().into()), typed(dtype, &raw)] {
-                let t = Tensor::new(dtype, dims.clone(), data);
-                let mut b = ModelBuilder::new(13);
-                let c = b.init("c", t.clone());
-                let y = b.op("Cast", &[c], vec![Attribute::int("to", 7)], "y");
-                b.output(y, DataType::INT64);
-                let m = b.build().unwrap();
-                let op = m.graph.op(y.node).unwrap();
-                let ours = cast_to_i64(op, &[Some(&t)]).expect("folded natively");
-                let tract = crate::exec::evaluate_node(&m, &m.graph, y.node, &[Some(&t)]).unwrap();
-                assert_eq!(Some(ours), tract[0], "{dtype:?} {dims:?} {raw:?}");
-            }
-        }
-        for dtype in [DataType(7), DataType(12), DataType(9), DataType(1)] {
-            let t = Tensor::new(dtype, vec![], TensorData::Raw(vec![0; 8].into()));
-            let op = Operator::new("Cast", 1, vec![Attribute::int("to", 7)]);
-            assert_eq!(cast_to_i64(&op, &[Some(&t)]), None, "{dtype:?}");
-        }
-    }
-
-    /// The size an `Expand` or `Tile` is refused by before it is evaluated
-    /// is the size of what tract computes, for broadcasts of every kind.
-    #[test]
-    fn spread_bytes_are_what_tract_computes() {
-        let cases: [(&str, DataType, Vec<i64>, Vec<i64>); 7] = [
-            ("Expand", DataType::FLOAT, vec![3, 1], vec![2, 1, 4]),
-            ("Expand", DataType::FLOAT, vec![1, 4], vec![3, 1]),
-            ("Expand", DataType::INT64, vec![2], vec![5, 1, 1]),
-            ("Expand", DataType(10), vec![1], vec![]),
-            ("Expand", DataType::UINT8, vec![1, 3], vec![0, 3]),
-            ("Tile", DataType::FLOAT, vec![2, 3], vec![4, 1]),
-            ("Tile", DataType::INT64, vec![2], vec![0]),
-        ];
-        for (op_type, dtype, dims, by) in cases {
-            let n: i64 = dims.iter().product();
-            let raw = vec![1u8; n as usize * dtype.size_of().unwrap()];
-            let x = Tensor::new(dtype, dims.clone(), TensorData::Raw(raw.into()));
-            let by = Tensor::from_i64(vec![by.len() as i64], &by);
-            let mut b = ModelBuilder::new(13);
-            let (xo, bo) = (b.init("x", x.clone()), b.init("by", by.clone()));
-            let y = b.op(op_type, &[xo, bo], vec![], "y");
-            b.output(y, dtype);
-            let m = b.build().unwrap();
-            let op = m.graph.op(y.node).unwrap();
-            let args = [Some(&x), Some(&by)];
-            let tract = crate::exec::evaluate_node(&m, &m.graph, y.node, &args).unwrap();
-            let tract = tract[0].as_ref().unwrap();
-            assert_eq!(
-                filled_bytes(op, &args),
-                Some(tract.byte_len()),
-                "{op_type} {dims:?}"
-            );
-        }
-        // Dims that do not broadcast: left to tract, which refuses them.
-        let x = Tensor::from_f32(vec![3], &[1.0; 3]);
-        let by = Tensor::from_i64(vec![1], &[2]);
-        let expand = Operator::new("Expand", 2, vec![]);
-        assert_eq!(spread_bytes(&expand, &[Some(&x), Some(&by)]), None);
-    }
-
-    /// A `ConstantOfShape` that would write 256 KiB into the file from an
-    /// 16-byte shape stays computed; a small one folds, and so does what
-    /// is computed from it.
-    #[test]
-    fn results_much_larger_than_their_sources_stay_computed() {
-        let mut b = ModelBuilder::new(13);
-        let x = b.input("x", DataType::FLOAT, &[256, 256]);
-        let big_shape = b.init("big_shape", Tensor::from_i64(vec![2], &[256, 256]));
-        let small_shape = b.init("small_shape", Tensor::from_i64(vec![1], &[256]));
-        let one = Tensor::from_f32(vec![1], &[1.0]);
-        let fill = vec![Attribute::new("value", crate::ir::AttrValue::Tensor(one))];
-        let big = b.op("ConstantOfShape", &[big_shape], fill.clone(), "big");
-        let small = b.op("ConstantOfShape", &[small_shape], fill, "small");
-        let two = b.op("Add", &[small, small], vec![], "two");
-        let y = b.op("Mul", &[x, big], vec![], "y");
-        let z = b.op("Mul", &[y, two], vec![], "z");
-        b.output(z, DataType::FLOAT);
-        let m = b.build().unwrap();
-        let after = crate::passes::testing::check("fold-constants__growth", &m, "fold-constants");
-        let ops: Vec<_> = after
-            .graph
-            .node_ids()
-            .filter_map(|id| after.graph.op(id))
-            .map(|o| o.op_type.as_str())
-            .collect();
-        assert_eq!(
-            ops.iter().filter(|&&o| o == "ConstantOfShape").count(),
-            1,
-            "{ops:?}"
-        );
-        assert!(!ops.contains(&"Add"), "{ops:?}");
-        // The limit is an option.
-        let all = crate::passes::testing::rewrite(&m, "fold-constants{max-growth-kb=256}");
-        assert!(all
-            .graph
-            .node_ids()
-            .filter_map(|id| all.graph.op(id))
-            .all(|o| o.op_type != "ConstantOfShape"));
-    }
-
-    /// The typed storage ONNX uses for the same elements.
-    fn typed(dtype: DataType, raw: &[u8]) -> TensorData {
-        let t = Tensor::new(dtype, vec![], TensorData::Raw(raw.to_vec().into()));
-        let n = match dtype.0 {
-            2 | 3 => 1,
-            4 | 5 => 2,
-            _ => 4,
-        };
-        let v: Vec<i64> = Tensor {
-            dims: vec![(raw.len() / n) as i64],
-            ..t
-        }
-        .to_i64()
-        .unwrap();
-        TensorData::Int32(v.iter().map(|&x| x as i32).collect())
-    }
-}
+mod tests;
