@@ -8,7 +8,7 @@
 //!
 //! **Why:** trained layers are close to low rank; when `r·(K+N)` is well
 //! below `K·N`, the pair costs fewer multiply-adds and parameters than the
-//! layer (FACTS: 1024×1024 at r=128 runs 3.3–3.7× faster in tract). It is
+//! layer (measured: 1024×1024 at r=128 runs 3.3–3.7× faster in tract). It is
 //! lossy: the report gives each layer's kept energy and measured error, and
 //! `--verify` measures the model's.
 //!
