@@ -25,7 +25,7 @@ use std::sync::Arc;
 use tract_onnx::pb;
 use tract_onnx::prelude::{
     InferenceFact, InferenceModelExt, IntoRunnable, IntoTensor, TValue, TVec, TractResult,
-    TypedRunnableModel, TypedSimpleState,
+    TypedModel, TypedRunnableModel, TypedSimpleState,
 };
 
 use pieces::{Pieces, PIECE_NODES};
@@ -370,6 +370,23 @@ fn compile(
     extra_outputs: &[String],
     optimize: bool,
 ) -> TractResult<Arc<TypedRunnableModel>> {
+    let typed = typed(parsed, names, facts, own_outputs, extra_outputs)?;
+    if optimize {
+        typed.into_optimized()?.into_runnable()
+    } else {
+        typed.into_runnable()
+    }
+}
+
+/// [`compile`]'s first step: the parsed model typed by tract, not yet
+/// optimised.
+fn typed(
+    parsed: tract_onnx::model::ParseResult,
+    names: &[String],
+    facts: &[InferenceFact],
+    own_outputs: &[String],
+    extra_outputs: &[String],
+) -> TractResult<TypedModel> {
     if !parsed.unresolved_inputs.is_empty() {
         bail!(
             "tensors used but never produced: {}",
@@ -407,12 +424,7 @@ fn compile(
         }
         model.select_output_outlets(&outlets)?;
     }
-    let typed = if optimize {
-        model.into_optimized()?
-    } else {
-        model.into_typed()?
-    };
-    typed.into_runnable()
+    model.into_typed()
 }
 
 /// Models with more nodes than this (subgraphs included) are loaded in
