@@ -481,6 +481,7 @@ fn typed_input(name: &str, fact: &InferenceFact) -> pb::ValueInfoProto {
 mod tests {
     use super::super::super::testutil::*;
     use super::*;
+    use crate::runtime::load::compile;
     use crate::runtime::{ElemType, Tensor};
     use tract_onnx::prelude::IntoTensor;
 
