@@ -191,6 +191,39 @@ fn validate_graph(
             _ => {}
         }
     }
+    graph_output_types(g)
+}
+
+/// A graph output that is an initializer or a graph input has that value's
+/// element type; its declaration may not say another (onnx's checker
+/// refuses it; an operator's outputs are checked against its schema).
+fn graph_output_types(g: &Graph) -> Result<(), Invalid> {
+    for out in &g.outputs {
+        let Some(declared) = out.info.ty.as_ref().and_then(schema::type_code) else {
+            continue;
+        };
+        let actual = match &g.node(out.outlet.node).kind {
+            NodeKind::Initializer(t) => schema::tensor_code(i64::from(t.dtype.0)),
+            NodeKind::Input => g
+                .inputs
+                .iter()
+                .find(|i| i.node == out.outlet.node)
+                .and_then(|i| i.info.ty.as_ref())
+                .and_then(schema::type_code),
+            _ => None,
+        };
+        if let Some(actual) = actual.filter(|&a| a != declared) {
+            let name = g.outlet_name(out.outlet);
+            return Err(Invalid {
+                at: format!("graph output '{name}'"),
+                rule: format!(
+                    "declared {}, but the value is {}",
+                    schema::type_name(declared),
+                    schema::type_name(actual)
+                ),
+            });
+        }
+    }
     Ok(())
 }
 

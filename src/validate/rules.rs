@@ -34,6 +34,7 @@ pub fn check(g: &Graph, id: NodeId, op: &Operator, s: &Schema, opset: i64, ranks
         "Transpose" => perm(op, rank(0))?,
         "If" => if_branches(op, g.node(id).outputs.len())?,
         "Loop" | "Scan" if op.attr("body").is_none() => return Err("has no body".into()),
+        "Loop" => loop_body(op, g.node(id).outputs.len())?,
         "Scan" => {
             let n = op.attr_int("num_scan_inputs", 0);
             if n < 1 || n as usize > op.arity {
@@ -42,7 +43,7 @@ pub fn check(g: &Graph, id: NodeId, op: &Operator, s: &Schema, opset: i64, ranks
                     op.arity
                 ));
             }
-            scan_body(op, n as usize)?;
+            scan_body(op, n as usize, g.node(id).outputs.len())?;
         }
         "Constant" => {
             let values = op.attributes.iter().filter(|a| a.ref_attr_name.is_none());
@@ -348,14 +349,37 @@ fn if_branches(op: &Operator, outputs: usize) -> Rule {
     Ok(())
 }
 
-/// A Scan body takes N states and M = `num_scan_inputs` scanned slices and
-/// gives N states and K scanned outputs; the axes and directions lists, when
-/// given, have one entry per scanned input (M) or output (K).
-fn scan_body(op: &Operator, m: usize) -> Rule {
+/// A Loop body takes the iteration number, the condition and the N
+/// loop-carried values, and gives the condition, N values and K scanned
+/// outputs: one output more than the node has.
+fn loop_body(op: &Operator, outputs: usize) -> Rule {
+    let Some(AttrValue::Graph(body)) = op.attr("body").map(|a| &a.value) else {
+        return Err("body is not a graph".into());
+    };
+    if body.outputs.len() != outputs + 1 {
+        return Err(format!(
+            "its body has {} outputs; the node's {outputs} outputs need {}",
+            body.outputs.len(),
+            outputs + 1
+        ));
+    }
+    Ok(())
+}
+
+/// A Scan body takes N states and M = `num_scan_inputs` scanned slices, as
+/// the node does, and gives N states and K scanned outputs, as the node
+/// does; the axes and directions lists, when given, have one entry per
+/// scanned input (M) or output (K).
+fn scan_body(op: &Operator, m: usize, node_outputs: usize) -> Rule {
     let Some(AttrValue::Graph(body)) = op.attr("body").map(|a| &a.value) else {
         return Err("body is not a graph".into());
     };
     let (inputs, outputs) = (body.inputs.len(), body.outputs.len());
+    if outputs != node_outputs {
+        return Err(format!(
+            "its body has {outputs} outputs, the node has {node_outputs}"
+        ));
+    }
     if m > inputs {
         return Err(format!(
             "num_scan_inputs={m} exceeds the {inputs} inputs of its body"

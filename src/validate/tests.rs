@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::ir::build::ModelBuilder;
-use crate::ir::{Attribute, TypeInfo};
+use crate::ir::{Attribute, TypeInfo, Value};
 
 /// x[1,3,8,8] -> `op` with `attrs` (and extra constant inputs) -> y.
 fn one_op(op: &str, extra: &[Tensor], attrs: Vec<Attribute>) -> Model {
@@ -299,6 +299,98 @@ fn scan_bodies_match_their_state_and_scan_counts() {
     let axes = Attribute::ints("scan_input_axes", &[0, 0]);
     let e = error(&scan(2, vec![axes]));
     assert!(e.contains("scan_input_axes has 2 entries, not 1"), "{e}");
+}
+
+/// A Scan or Loop whose body gives a different number of values than the
+/// node has outputs (found by `benches/fuzz.rs`: a Scan with three outputs
+/// and a two-output body, accepted, then refused by onnx's checker).
+#[test]
+fn control_flow_bodies_give_the_nodes_outputs() {
+    let mut m = scan(2, vec![]);
+    let id = m.graph.op_order().unwrap()[0];
+    m.graph.node_mut(id).outputs.push(Value::named("extra"));
+    let e = error(&m);
+    assert!(
+        e.contains("(Scan): its body has 1 outputs, the node has 2"),
+        "{e}"
+    );
+
+    // Loop: body (i, cond, v) -> (cond, v); the node has one output.
+    let mut body = ModelBuilder::new(13);
+    let _i = body.input("i", DataType::INT64, &[]);
+    let cond = body.input("cond", DataType::BOOL, &[]);
+    let v = body.input("v", DataType::FLOAT, &[2]);
+    let cond_out = body.op("Identity", &[cond], vec![], "cond_out");
+    let v_out = body.op("Identity", &[v], vec![], "v_out");
+    body.output(cond_out, DataType::BOOL);
+    body.output(v_out, DataType::FLOAT);
+    let body = body.build().unwrap().graph;
+    let looped = |outputs: &[&str]| {
+        let mut b = ModelBuilder::new(13);
+        let n = b.init("n", Tensor::from_i64(vec![], &[3]));
+        let go = b.input("go", DataType::BOOL, &[]);
+        let v0 = b.input("v0", DataType::FLOAT, &[2]);
+        let attrs = vec![Attribute::new(
+            "body",
+            AttrValue::Graph(Box::new(body.clone())),
+        )];
+        let ys = b.op_n("Loop", &[Some(n), Some(go), Some(v0)], attrs, outputs);
+        b.output(ys[0], DataType::FLOAT);
+        b.build().unwrap()
+    };
+    validate(&looped(&["y"])).expect("one loop-carried value");
+    let e = error(&looped(&["y", "z"]));
+    assert!(
+        e.contains("(Loop): its body has 2 outputs; the node's 2 outputs need 3"),
+        "{e}"
+    );
+}
+
+/// A graph output that is an initializer or a graph input is declared with
+/// that value's type, in subgraphs too (found by `benches/fuzz.rs`: an If
+/// branch returning an int32 initializer declared float, which onnx's
+/// checker refuses).
+#[test]
+fn graph_outputs_are_declared_as_their_values_are() {
+    let mut b = ModelBuilder::new(13);
+    let k = b.init("k", Tensor::from_i64(vec![1], &[1]));
+    b.output(k, DataType::FLOAT);
+    let e = error(&b.build().unwrap());
+    assert!(
+        e.contains("graph output 'k': declared f32, but the value is i64"),
+        "{e}"
+    );
+
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[2]);
+    b.output(x, DataType::INT64);
+    let e = error(&b.build().unwrap());
+    assert!(
+        e.contains("graph output 'x': declared i64, but the value is f32"),
+        "{e}"
+    );
+
+    let mut then = ModelBuilder::new(13);
+    let tk = then.init("tk", Tensor::from_f32(vec![1], &[1.0]));
+    then.output(tk, DataType::FLOAT);
+    let mut other = ModelBuilder::new(13);
+    let ek = other.init("ek", Tensor::from_i64(vec![1], &[1]));
+    other.output(ek, DataType::FLOAT);
+    let mut b = ModelBuilder::new(13);
+    let c = b.input("c", DataType::BOOL, &[]);
+    let branch = |m: ModelBuilder| AttrValue::Graph(Box::new(m.build().unwrap().graph));
+    let y = b.op(
+        "If",
+        &[c],
+        vec![
+            Attribute::new("then_branch", branch(then)),
+            Attribute::new("else_branch", branch(other)),
+        ],
+        "y",
+    );
+    b.output(y, DataType::FLOAT);
+    let e = error(&b.build().unwrap());
+    assert!(e.contains("node 'y' (If) > graph output 'ek'"), "{e}");
 }
 
 /// onnx's checker finds no schema for these: an operator ONNX does not
