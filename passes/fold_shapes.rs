@@ -44,17 +44,14 @@
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::shape_value::{dims, shape_value, SymInt};
 use crate::ir::{DataType, Graph, NodeId, Operator, Outlet, Patch, Tensor, TensorData};
-use crate::passes::{DataUse, PassInfo, RulePass};
+use crate::passes::{PassInfo, RulePass};
 use anyhow::Result;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "fold-shapes",
-    summary: "remove Reshapes to a computed shape equal to the input's; make computed Reshape shapes, and shape values known in full, constant",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build: |_| RulePass::boxed(RULES, "folded"),
-};
+pub const INFO: PassInfo = PassInfo::exact(
+    "fold-shapes",
+    "remove Reshapes to a computed shape equal to the input's; make computed Reshape shapes, and shape values known in full, constant",
+    |_| RulePass::boxed(RULES, "folded"),
+);
 
 pub const RULES: &[Rule] = &[
     Rule::on("Reshape", "reshape-same", reshape_same),

@@ -42,17 +42,14 @@
 use crate::ir::patch::{Rule, RuleContext, Src};
 use crate::ir::{Attribute, Graph, NodeId, Operator, Outlet, Patch, Tensor};
 use crate::passes::toolkit::{pair, Pair};
-use crate::passes::{DataUse, PassInfo, RulePass};
+use crate::passes::{PassInfo, RulePass};
 use anyhow::Result;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "fuse-reshape",
-    summary: "collapse Reshape/Flatten chains and cancelling Squeeze/Unsqueeze pairs",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build: |_| RulePass::boxed(RULES, "fused"),
-};
+pub const INFO: PassInfo = PassInfo::exact(
+    "fuse-reshape",
+    "collapse Reshape/Flatten chains and cancelling Squeeze/Unsqueeze pairs",
+    |_| RulePass::boxed(RULES, "fused"),
+);
 
 pub const RULES: &[Rule] = &[
     Rule::on("Reshape", "reshape-of-reshape", reshape_of_reshape),

@@ -30,17 +30,14 @@
 
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{Attribute, Graph, NodeId, Operator, Outlet, Patch, Tensor};
-use crate::passes::{DataUse, PassInfo, RulePass};
+use crate::passes::{PassInfo, RulePass};
 use anyhow::Result;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "fuse-slice",
-    summary: "merge Slice(Slice(x)) with constant parameters into one Slice",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build: |_| RulePass::boxed(RULES, "fused"),
-};
+pub const INFO: PassInfo = PassInfo::exact(
+    "fuse-slice",
+    "merge Slice(Slice(x)) with constant parameters into one Slice",
+    |_| RulePass::boxed(RULES, "fused"),
+);
 
 pub const RULES: &[Rule] = &[Rule::on("Slice", "slice-of-slice", slice_of_slice)];
 

@@ -31,25 +31,18 @@
 //! **Options:** none.
 
 use crate::ir::{Graph, Model, Outlet, Patch};
-use crate::passes::{DataUse, PassInfo};
-use crate::pipeline::{Options, Pass, PassContext};
+use crate::passes::PassInfo;
+use crate::pipeline::{Pass, PassContext};
 use crate::runtime::{InferredTypes, ValueType};
 use anyhow::Result;
 use serde_json::json;
 use std::collections::HashMap;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "infer-shapes",
-    summary: "record inferred types and shapes of intermediate values (value_info), from tract",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build,
-};
-
-fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(InferShapes))
-}
+pub const INFO: PassInfo = PassInfo::exact(
+    "infer-shapes",
+    "record inferred types and shapes of intermediate values (value_info), from tract",
+    |_| Ok(Box::new(InferShapes)),
+);
 
 struct InferShapes;
 
