@@ -29,6 +29,7 @@
 //! **Options:** none.
 
 use crate::ir::patch::{Rule, RuleContext};
+use crate::ir::shape_value::clamp;
 use crate::ir::{Attribute, Graph, NodeId, Operator, Outlet, Patch, Tensor};
 use crate::passes::{PassInfo, RulePass};
 use anyhow::Result;
@@ -101,16 +102,6 @@ impl SliceParams {
             .collect();
         Some(SliceParams { x, axes, attrs })
     }
-}
-
-/// A bound of a step-1 slice on a dim of length `len`, as an offset in `[0, len]`.
-fn clamp(bound: i64, len: i64) -> i64 {
-    let b = if bound < 0 {
-        bound.saturating_add(len)
-    } else {
-        bound
-    };
-    b.clamp(0, len)
 }
 
 /// The two slices of one axis of length `len` (steps 1) as one.
