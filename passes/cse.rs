@@ -35,24 +35,17 @@
 
 use crate::ir::patch::{rewrite_to_fixpoint, Rule, RuleContext};
 use crate::ir::{AttrValue, Attribute, Graph, Model, NodeId, Operator, Outlet, Patch};
-use crate::passes::{DataUse, PassInfo};
-use crate::pipeline::{Options, Pass, PassContext};
+use crate::passes::PassInfo;
+use crate::pipeline::{Pass, PassContext};
 use anyhow::Result;
 use serde_json::json;
 use std::collections::HashMap;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "cse",
-    summary: "merge operators computing the same thing, and identical initializers",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build,
-};
-
-fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(Cse))
-}
+pub const INFO: PassInfo = PassInfo::exact(
+    "cse",
+    "merge operators computing the same thing, and identical initializers",
+    |_| Ok(Box::new(Cse)),
+);
 
 struct Cse;
 

@@ -16,24 +16,17 @@
 //! **Options:** none.
 
 use crate::ir::{Graph, Model, NodeId, NodeKind, Outlet, Patch};
-use crate::passes::{DataUse, PassInfo};
-use crate::pipeline::{Options, Pass, PassContext};
+use crate::passes::PassInfo;
+use crate::pipeline::{Pass, PassContext};
 use anyhow::Result;
 use serde_json::json;
 use std::collections::HashSet;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "dce",
-    summary: "remove operators and initializers that no graph output depends on",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build,
-};
-
-fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(Dce))
-}
+pub const INFO: PassInfo = PassInfo::exact(
+    "dce",
+    "remove operators and initializers that no graph output depends on",
+    |_| Ok(Box::new(Dce)),
+);
 
 struct Dce;
 

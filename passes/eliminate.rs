@@ -32,17 +32,14 @@
 
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{AttrValue, DataType, Graph, NodeId, Operator, Patch};
-use crate::passes::{DataUse, PassInfo, RulePass};
+use crate::passes::{PassInfo, RulePass};
 use anyhow::Result;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "eliminate",
-    summary: "remove Identity, inference Dropout and no-op Transpose/Cast/Reshape",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build: |_| RulePass::boxed(RULES, "removed"),
-};
+pub const INFO: PassInfo = PassInfo::exact(
+    "eliminate",
+    "remove Identity, inference Dropout and no-op Transpose/Cast/Reshape",
+    |_| RulePass::boxed(RULES, "removed"),
+);
 
 pub const RULES: &[Rule] = &[
     Rule::on("Identity", "identity", identity),

@@ -44,17 +44,14 @@
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::shape_value::{dims, shape_value, SymInt};
 use crate::ir::{DataType, Graph, NodeId, Operator, Outlet, Patch, Tensor, TensorData};
-use crate::passes::{DataUse, PassInfo, RulePass};
+use crate::passes::{PassInfo, RulePass};
 use anyhow::Result;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "fold-shapes",
-    summary: "remove Reshapes to a computed shape equal to the input's; make computed Reshape shapes, and shape values known in full, constant",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build: |_| RulePass::boxed(RULES, "folded"),
-};
+pub const INFO: PassInfo = PassInfo::exact(
+    "fold-shapes",
+    "remove Reshapes to a computed shape equal to the input's; make computed Reshape shapes, and shape values known in full, constant",
+    |_| RulePass::boxed(RULES, "folded"),
+);
 
 pub const RULES: &[Rule] = &[
     Rule::on("Reshape", "reshape-same", reshape_same),
@@ -227,33 +224,11 @@ fn reshape_const(_: &RuleContext, g: &Graph, id: NodeId, _: &Operator) -> Result
 
 #[cfg(test)]
 mod tests {
-    use crate::ir::build::ModelBuilder;
-    use crate::ir::{
-        diff::model_diff, Attribute, DataType, Dim, DimValue, Model, Outlet, Tensor, TypeInfo,
-        TypeKind,
-    };
+    use crate::ir::build::{f32_type, ModelBuilder};
+    use crate::ir::{diff::model_diff, Attribute, DataType, Model, Outlet, Tensor};
     use crate::passes::testing::{check, rewrite};
 
     const PASS: &str = "fold-shapes";
-
-    /// A float type with dims given as numbers, `dim_param`s, or `?` (unknown).
-    fn ty(dims: &[&str]) -> TypeInfo {
-        let dim = |d: &&str| Dim {
-            value: match (d.parse(), *d) {
-                (Ok(n), _) => DimValue::Known(n),
-                (_, "?") => DimValue::Unknown,
-                _ => DimValue::Param(d.to_string()),
-            },
-            denotation: None,
-        };
-        TypeInfo {
-            kind: TypeKind::Tensor {
-                elem: Some(DataType::FLOAT),
-                shape: Some(dims.iter().map(dim).collect()),
-            },
-            denotation: None,
-        }
-    }
 
     fn ints(b: &mut ModelBuilder, name: &str, v: &[i64]) -> Outlet {
         b.init(name, Tensor::from_i64(vec![v.len() as i64], v))
@@ -287,8 +262,8 @@ mod tests {
         let y = b.op("Relu", &[r], vec![], "y");
         b.output(y, DataType::FLOAT);
         let mut m = b.build().unwrap();
-        m.graph.inputs[0].info.ty = Some(ty(bytes));
-        m.graph.inputs[1].info.ty = Some(ty(x));
+        m.graph.inputs[0].info.ty = Some(f32_type(bytes));
+        m.graph.inputs[1].info.ty = Some(f32_type(x));
         m
     }
 
@@ -330,7 +305,7 @@ mod tests {
         let y = b.op("Relu", &[r], vec![], "y");
         b.output(y, DataType::FLOAT);
         let mut m = b.build().unwrap();
-        m.graph.inputs[0].info.ty = Some(ty(&["N", "?", "4"]));
+        m.graph.inputs[0].info.ty = Some(f32_type(&["N", "?", "4"]));
         m
     }
 
@@ -364,8 +339,8 @@ mod tests {
         let y = b.op("Reshape", &[x, cat], attrs, "y");
         b.output(y, DataType::FLOAT);
         let mut m = b.build().unwrap();
-        m.graph.inputs[0].info.ty = Some(ty(&["?", "?", "4"]));
-        m.graph.inputs[1].info.ty = Some(ty(o));
+        m.graph.inputs[0].info.ty = Some(f32_type(&["?", "?", "4"]));
+        m.graph.inputs[1].info.ty = Some(f32_type(o));
         m
     }
 
@@ -398,7 +373,7 @@ mod tests {
         b.output(y, DataType::FLOAT);
         b.output(n, DataType::INT64);
         let mut m = b.build().unwrap();
-        m.graph.inputs[0].info.ty = Some(ty(&["N", "2", "4"]));
+        m.graph.inputs[0].info.ty = Some(f32_type(&["N", "2", "4"]));
         let after = check("fold-shapes__known-value", &m, &format!("{PASS},dce"));
         assert_eq!(
             crate::passes::testing::op_types(&after),

@@ -22,22 +22,20 @@
 use crate::ir::memo::TensorMemo;
 use crate::ir::Model;
 use crate::ir::ModelStats;
+use crate::passes::PassInfo;
 use crate::passes::{fuse_bn, infer_shapes, lift_constants};
-use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{OptionInfo, Options, Pass, PassContext, PassReport, Pipeline};
 use anyhow::{anyhow, ensure, Result};
 use serde_json::json;
 use std::sync::mpsc::TryRecvError;
 use std::sync::Arc;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "fuse",
-    summary: "canonicalise and apply every exact fusion, to a fixpoint",
-    exact: true,
-    data: DataUse::None,
-    options: Opts::TABLE,
+pub const INFO: PassInfo = PassInfo::exact(
+    "fuse",
+    "canonicalise and apply every exact fusion, to a fixpoint",
     build,
-};
+)
+.with_options(Opts::TABLE);
 
 crate::pass_options! {
     struct Opts {

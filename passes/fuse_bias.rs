@@ -31,17 +31,14 @@
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{DataType, Graph, NodeId, Operator, Outlet, Patch};
 use crate::passes::toolkit::{remove_dead_consts, sole_use, Kind, Producer};
-use crate::passes::{DataUse, PassInfo, RulePass};
+use crate::passes::{PassInfo, RulePass};
 use anyhow::Result;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "fuse-bias",
-    summary: "fold a per-channel constant Add/Mul/Div into the preceding Conv/ConvTranspose/Gemm",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build: |_| RulePass::boxed(RULES, "fused"),
-};
+pub const INFO: PassInfo = PassInfo::exact(
+    "fuse-bias",
+    "fold a per-channel constant Add/Mul/Div into the preceding Conv/ConvTranspose/Gemm",
+    |_| RulePass::boxed(RULES, "fused"),
+);
 
 pub const RULES: &[Rule] = &[
     Rule::on("Add", "add", add),

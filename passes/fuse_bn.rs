@@ -49,19 +49,16 @@ use crate::ir::memo::TensorMemo;
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{Graph, Model, NodeId, Operator, Outlet, Patch};
 use crate::passes::toolkit::{remove_dead_consts, small_const, sole_use, Producer};
-use crate::passes::{DataUse, PassInfo, RulePass};
+use crate::passes::{PassInfo, RulePass};
 use crate::pipeline::Pass;
 use anyhow::Result;
 use std::sync::Arc;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "fuse-bn",
-    summary: "fold inference BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build: |_| RulePass::boxed(RULES, "fused"),
-};
+pub const INFO: PassInfo = PassInfo::exact(
+    "fuse-bn",
+    "fold inference BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul",
+    |_| RulePass::boxed(RULES, "fused"),
+);
 
 pub const RULES: &[Rule] = &[Rule::on("BatchNormalization", "batchnorm", batchnorm)];
 

@@ -27,17 +27,14 @@
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{AttrValue, DataType, Graph, NodeId, Operator, Patch};
 use crate::passes::toolkit::{pair, Pair};
-use crate::passes::{DataUse, PassInfo, RulePass};
+use crate::passes::{PassInfo, RulePass};
 use anyhow::Result;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "fuse-cast",
-    summary: "merge Cast chains whose first Cast is a lossless widening",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build: |_| RulePass::boxed(RULES, "fused"),
-};
+pub const INFO: PassInfo = PassInfo::exact(
+    "fuse-cast",
+    "merge Cast chains whose first Cast is a lossless widening",
+    |_| RulePass::boxed(RULES, "fused"),
+);
 
 pub const RULES: &[Rule] = &[Rule::on("Cast", "cast-cast", cast_cast)];
 

@@ -22,17 +22,14 @@
 
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{Graph, NodeId, Operator, Outlet, Patch};
-use crate::passes::{DataUse, PassInfo, RulePass};
+use crate::passes::{PassInfo, RulePass};
 use anyhow::Result;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "fuse-concat",
-    summary: "flatten Concat(…, Concat(…)) on one axis into one Concat",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build: |_| RulePass::boxed(RULES, "fused"),
-};
+pub const INFO: PassInfo = PassInfo::exact(
+    "fuse-concat",
+    "flatten Concat(…, Concat(…)) on one axis into one Concat",
+    |_| RulePass::boxed(RULES, "fused"),
+);
 
 pub const RULES: &[Rule] = &[Rule::on("Concat", "concat-of-concat", concat_of_concat)];
 

@@ -24,17 +24,13 @@
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{DataType, Graph, NodeId, Operator, Outlet, Patch};
 use crate::passes::toolkit::sole_use;
-use crate::passes::{DataUse, PassInfo, RulePass};
+use crate::passes::{PassInfo, RulePass};
 use anyhow::Result;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "fuse-gemm",
-    summary: "fuse 2-D MatMul + bias Add into Gemm",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build: |_| RulePass::boxed(RULES, "fused"),
-};
+pub const INFO: PassInfo =
+    PassInfo::exact("fuse-gemm", "fuse 2-D MatMul + bias Add into Gemm", |_| {
+        RulePass::boxed(RULES, "fused")
+    });
 
 pub const RULES: &[Rule] = &[Rule::on("Add", "matmul-add", matmul_add)];
 

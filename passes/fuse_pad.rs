@@ -27,17 +27,14 @@
 
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{AttrValue, Attribute, Graph, NodeId, Operator, Outlet, Patch, TypeKind};
-use crate::passes::{DataUse, PassInfo, RulePass};
+use crate::passes::{PassInfo, RulePass};
 use anyhow::{anyhow, Context, Result};
 
-pub const INFO: PassInfo = PassInfo {
-    name: "fuse-pad",
-    summary: "fold a zero Pad into the following Conv's (or AveragePool's) pads",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build: |_| RulePass::boxed(RULES, "fused"),
-};
+pub const INFO: PassInfo = PassInfo::exact(
+    "fuse-pad",
+    "fold a zero Pad into the following Conv's (or AveragePool's) pads",
+    |_| RulePass::boxed(RULES, "fused"),
+);
 
 pub const RULES: &[Rule] = &[
     Rule::on("Conv", "pad-conv", pad_conv),

@@ -34,17 +34,14 @@
 
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{Attribute, DataType, Graph, NodeId, Operator, Outlet, Patch, Tensor};
-use crate::passes::{DataUse, PassInfo, RulePass};
+use crate::passes::{PassInfo, RulePass};
 use anyhow::Result;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "fuse-parallel-matmul",
-    summary: "merge MatMuls of one input with constant weights into one MatMul + Split",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build: |_| RulePass::boxed(RULES, "merged"),
-};
+pub const INFO: PassInfo = PassInfo::exact(
+    "fuse-parallel-matmul",
+    "merge MatMuls of one input with constant weights into one MatMul + Split",
+    |_| RulePass::boxed(RULES, "merged"),
+);
 
 pub const RULES: &[Rule] = &[Rule::on("MatMul", "shared-input", shared_input)];
 

@@ -42,17 +42,14 @@
 use crate::ir::patch::{Rule, RuleContext, Src};
 use crate::ir::{Attribute, Graph, NodeId, Operator, Outlet, Patch, Tensor};
 use crate::passes::toolkit::{pair, Pair};
-use crate::passes::{DataUse, PassInfo, RulePass};
+use crate::passes::{PassInfo, RulePass};
 use anyhow::Result;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "fuse-reshape",
-    summary: "collapse Reshape/Flatten chains and cancelling Squeeze/Unsqueeze pairs",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build: |_| RulePass::boxed(RULES, "fused"),
-};
+pub const INFO: PassInfo = PassInfo::exact(
+    "fuse-reshape",
+    "collapse Reshape/Flatten chains and cancelling Squeeze/Unsqueeze pairs",
+    |_| RulePass::boxed(RULES, "fused"),
+);
 
 pub const RULES: &[Rule] = &[
     Rule::on("Reshape", "reshape-of-reshape", reshape_of_reshape),
@@ -80,7 +77,10 @@ enum Inner {
 }
 
 impl Inner {
-    fn of(g: &Graph, mid: Outlet) -> Option<(Inner, Outlet)> {
+    /// The shape-only producer `mid` of node `id`'s first input, what it
+    /// does, and its input `x`: `(inner, mid, x)`.
+    fn below(g: &Graph, id: NodeId) -> Option<(Inner, Outlet, Outlet)> {
+        let mid = g.input(id, 0)?;
         let op = g.op(mid.node)?;
         let x = g.input(mid.node, 0)?;
         let inner = if op.is("Reshape") {
@@ -99,7 +99,7 @@ impl Inner {
         } else {
             return None;
         };
-        Some((inner, x))
+        Some((inner, mid, x))
     }
 
     fn rank(&self) -> Option<usize> {
@@ -158,10 +158,7 @@ fn reshape_of_reshape(
     id: NodeId,
     op: &Operator,
 ) -> Result<Option<Patch>> {
-    let Some(mid) = g.input(id, 0) else {
-        return Ok(None);
-    };
-    let Some((inner, x)) = Inner::of(g, mid) else {
+    let Some((inner, mid, x)) = Inner::below(g, id) else {
         return Ok(None);
     };
     let Some(shape_in) = g.input(id, 1) else {
@@ -203,10 +200,7 @@ fn flatten_of_reshape(
     id: NodeId,
     op: &Operator,
 ) -> Result<Option<Patch>> {
-    let Some(mid) = g.input(id, 0) else {
-        return Ok(None);
-    };
-    let Some((inner, x)) = Inner::of(g, mid) else {
+    let Some((inner, mid, x)) = Inner::below(g, id) else {
         return Ok(None);
     };
     let Some(rank) = inner.rank() else {
@@ -217,7 +211,6 @@ fn flatten_of_reshape(
     let Some(axis) = usize::try_from(axis).ok().filter(|&a| a <= rank) else {
         return Ok(None);
     };
-    let out = Outlet::new(id, 0);
     let mut patch = Patch::new("");
     match (&inner, axis) {
         (_, 0) => {
@@ -243,13 +236,7 @@ fn flatten_of_reshape(
                 (None, Some(q)) => [-1, q],
                 (None, None) => return Ok(None),
             };
-            let name = g.outlet_name(out).to_string();
-            let c = patch.add_const(&format!("{name}.shape"), Tensor::from_i64(vec![2], &shape));
-            let reshape = Operator::new("Reshape", 2, vec![]);
-            let node = g.node(id).name.clone();
-            let r = patch.add_op(node, reshape, vec![Some(x.into()), Some(c)], &[&name]);
-            patch.shunt(out, Src::New { index: r, slot: 0 });
-            patch.remove(id);
+            replace_by_reshape(&mut patch, g, id, x, &shape, vec![]);
         }
     }
     if g.sole_user(mid).is_some() {
@@ -400,24 +387,33 @@ fn squeeze_of_reshape(
             .map(|i| shape[i])
             .collect()
     };
-    let out = Outlet::new(id, 0);
     let mut patch = Patch::new("");
-    let name = g.outlet_name(out).to_string();
-    let dims = vec![new_shape.len() as i64];
-    let c = patch.add_const(&format!("{name}.shape"), Tensor::from_i64(dims, &new_shape));
-    let reshape = Operator::new("Reshape", 2, inner.attributes.clone());
-    let r = patch.add_op(
-        g.node(id).name.clone(),
-        reshape,
-        vec![Some(x.into()), Some(c)],
-        &[&name],
-    );
-    patch.shunt(out, Src::New { index: r, slot: 0 });
-    patch.remove(id);
+    replace_by_reshape(&mut patch, g, id, x, &new_shape, inner.attributes.clone());
     if g.sole_user(mid).is_some() {
         patch.remove(mid.node);
     }
     Ok(Some(patch))
+}
+
+/// Replaces node `id` by `Reshape(x, shape)` (with `attributes`), which
+/// takes its name and its output's.
+fn replace_by_reshape(
+    patch: &mut Patch,
+    g: &Graph,
+    id: NodeId,
+    x: Outlet,
+    shape: &[i64],
+    attributes: Vec<Attribute>,
+) {
+    let out = Outlet::new(id, 0);
+    let name = g.outlet_name(out).to_string();
+    let dims = vec![shape.len() as i64];
+    let c = patch.add_const(&format!("{name}.shape"), Tensor::from_i64(dims, shape));
+    let reshape = Operator::new("Reshape", 2, attributes);
+    let node = g.node(id).name.clone();
+    let r = patch.add_op(node, reshape, vec![Some(x.into()), Some(c)], &[&name]);
+    patch.shunt(out, Src::New { index: r, slot: 0 });
+    patch.remove(id);
 }
 
 #[cfg(test)]
@@ -426,7 +422,7 @@ mod tests {
     use crate::ir::{
         diff::model_diff, Attribute, DataType, Model, Outlet, Tensor, TypeInfo, ValueInfo,
     };
-    use crate::passes::testing::{check, rewrite};
+    use crate::passes::testing::{check, op_types, rewrite};
 
     const PASS: &str = "fuse-reshape";
 
@@ -459,15 +455,11 @@ mod tests {
     fn reshape_of_unsqueeze_of_reshape() {
         let m = tf2onnx_conv1d(&[-1, 1, 1, 12]);
         let after = check("fuse-reshape__unsqueeze-chain", &m, &format!("{PASS},dce"));
-        assert_eq!(
-            crate::passes::testing::op_types(&after),
-            ["Reshape", "Relu"]
-        );
+        assert_eq!(op_types(&after), ["Reshape", "Relu"]);
         // A copying 0 needs the Unsqueeze's dims, which no type says here:
         // only the Unsqueeze joins the first Reshape.
         let after = rewrite(&tf2onnx_conv1d(&[0, 1, 1, 12]), PASS);
-        let ops = crate::passes::testing::op_types(&after);
-        assert_eq!(ops, ["Reshape", "Reshape", "Relu"]);
+        assert_eq!(op_types(&after), ["Reshape", "Reshape", "Relu"]);
     }
 
     #[test]
@@ -491,8 +483,7 @@ mod tests {
             &model,
             &format!("{PASS},dce"),
         );
-        let ops = crate::passes::testing::op_types(&after);
-        assert_eq!(ops, ["Reshape", "Reshape", "Relu"]);
+        assert_eq!(op_types(&after), ["Reshape", "Reshape", "Relu"]);
     }
 
     fn reshapes(s1: &[i64], s2: &[i64]) -> Model {

@@ -44,18 +44,14 @@
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{DataType, Graph, NodeId, Operator, Outlet, Patch, Tensor};
 use crate::passes::toolkit::{remove_dead_consts, replace_const, sole_use};
-use crate::passes::{DataUse, PassInfo, RulePass};
+use crate::passes::{PassInfo, RulePass};
 use anyhow::Result;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "fuse-scale",
-    summary:
-        "fold a constant Mul/Div on the input of a Conv/ConvTranspose/Gemm/MatMul into its weights",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build: |_| RulePass::boxed(RULES, "fused"),
-};
+pub const INFO: PassInfo = PassInfo::exact(
+    "fuse-scale",
+    "fold a constant Mul/Div on the input of a Conv/ConvTranspose/Gemm/MatMul into its weights",
+    |_| RulePass::boxed(RULES, "fused"),
+);
 
 pub const RULES: &[Rule] = &[
     Rule::on("Conv", "conv", layer),

@@ -29,18 +29,16 @@
 //! **Options:** none.
 
 use crate::ir::patch::{Rule, RuleContext};
+use crate::ir::shape_value::clamp;
 use crate::ir::{Attribute, Graph, NodeId, Operator, Outlet, Patch, Tensor};
-use crate::passes::{DataUse, PassInfo, RulePass};
+use crate::passes::{PassInfo, RulePass};
 use anyhow::Result;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "fuse-slice",
-    summary: "merge Slice(Slice(x)) with constant parameters into one Slice",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build: |_| RulePass::boxed(RULES, "fused"),
-};
+pub const INFO: PassInfo = PassInfo::exact(
+    "fuse-slice",
+    "merge Slice(Slice(x)) with constant parameters into one Slice",
+    |_| RulePass::boxed(RULES, "fused"),
+);
 
 pub const RULES: &[Rule] = &[Rule::on("Slice", "slice-of-slice", slice_of_slice)];
 
@@ -104,16 +102,6 @@ impl SliceParams {
             .collect();
         Some(SliceParams { x, axes, attrs })
     }
-}
-
-/// A bound of a step-1 slice on a dim of length `len`, as an offset in `[0, len]`.
-fn clamp(bound: i64, len: i64) -> i64 {
-    let b = if bound < 0 {
-        bound.saturating_add(len)
-    } else {
-        bound
-    };
-    b.clamp(0, len)
 }
 
 /// The two slices of one axis of length `len` (steps 1) as one.

@@ -27,17 +27,14 @@
 use crate::ir::patch::{Rule, RuleContext};
 use crate::ir::{Attribute, Graph, NodeId, Operator, Outlet, Patch};
 use crate::passes::toolkit::{pair, Pair};
-use crate::passes::{DataUse, PassInfo, RulePass};
+use crate::passes::{PassInfo, RulePass};
 use anyhow::Result;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "fuse-transpose",
-    summary: "merge Transpose chains into one Transpose (or none)",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build: |_| RulePass::boxed(RULES, "fused"),
-};
+pub const INFO: PassInfo = PassInfo::exact(
+    "fuse-transpose",
+    "merge Transpose chains into one Transpose (or none)",
+    |_| RulePass::boxed(RULES, "fused"),
+);
 
 pub const RULES: &[Rule] = &[Rule::on(
     "Transpose",

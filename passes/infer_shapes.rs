@@ -31,25 +31,18 @@
 //! **Options:** none.
 
 use crate::ir::{Graph, Model, Outlet, Patch};
-use crate::passes::{DataUse, PassInfo};
-use crate::pipeline::{Options, Pass, PassContext};
+use crate::passes::PassInfo;
+use crate::pipeline::{Pass, PassContext};
 use crate::runtime::{InferredTypes, ValueType};
 use anyhow::Result;
 use serde_json::json;
 use std::collections::HashMap;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "infer-shapes",
-    summary: "record inferred types and shapes of intermediate values (value_info), from tract",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build,
-};
-
-fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(InferShapes))
-}
+pub const INFO: PassInfo = PassInfo::exact(
+    "infer-shapes",
+    "record inferred types and shapes of intermediate values (value_info), from tract",
+    |_| Ok(Box::new(InferShapes)),
+);
 
 struct InferShapes;
 
@@ -178,26 +171,9 @@ fn annotate(g: &Graph, types: &HashMap<&str, &ValueType>) -> (Patch, Counts) {
 
 #[cfg(test)]
 mod tests {
-    use crate::ir::build::ModelBuilder;
-    use crate::ir::{DataType, Dim, DimValue, Model, Tensor, TypeInfo, TypeKind, ValueInfo};
+    use crate::ir::build::{f32_type, ModelBuilder};
+    use crate::ir::{DataType, Model, Tensor, TypeInfo, TypeKind, ValueInfo};
     use crate::pipeline::Pipeline;
-
-    fn f32_type(dims: &[&str]) -> TypeInfo {
-        let dim = |d: &&str| Dim {
-            value: match d.parse() {
-                Ok(n) => DimValue::Known(n),
-                Err(_) => DimValue::Param(d.to_string()),
-            },
-            denotation: None,
-        };
-        TypeInfo {
-            kind: TypeKind::Tensor {
-                elem: Some(DataType::FLOAT),
-                shape: Some(dims.iter().map(dim).collect()),
-            },
-            denotation: None,
-        }
-    }
 
     /// x: f32[batch, 4]; a = MatMul(x, W); s = Shape(a); b = Relu(a) (typed
     /// in the file as f32 of unknown rank); y = Identity(b), a graph output.

@@ -31,19 +31,17 @@
 //! them be).
 
 use crate::ir::{constant_value, Graph, Model, NodeId, NodeKind, Outlet, Patch};
-use crate::passes::{DataUse, PassInfo};
+use crate::passes::PassInfo;
 use crate::pipeline::{Options, Pass, PassContext};
 use anyhow::Result;
 use serde_json::json;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "lift-constants",
-    summary: "Constant nodes become initializers (weights become visible to the other passes)",
-    exact: true,
-    data: DataUse::None,
-    options: Opts::TABLE,
+pub const INFO: PassInfo = PassInfo::exact(
+    "lift-constants",
+    "Constant nodes become initializers (weights become visible to the other passes)",
     build,
-};
+)
+.with_options(Opts::TABLE);
 
 crate::pass_options! {
     /// Shared with `fuse`, which passes it on.

@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 /// A pass that is only its rules: it applies them to a fixpoint in every
 /// graph (subgraphs included) and reports how many patches applied, under
-/// `count`. Such a pass's `build` is `|_| RulePass::boxed(RULES, "fused")`.
+/// `count`. Such a pass's `build` is `|_| RulePass::boxed(RULES, "fused")`
+/// (see [`PassInfo::exact`]).
 pub(crate) struct RulePass {
     rules: &'static [Rule],
     count: &'static str,
@@ -76,6 +77,32 @@ pub struct PassInfo {
     pub data: DataUse,
     pub options: &'static [OptionInfo],
     pub build: fn(&Options) -> Result<Box<dyn Pass>>,
+}
+
+impl PassInfo {
+    /// An exact pass with no options that uses no data, as most are: a
+    /// rule-only pass is `PassInfo::exact(name, summary, |_|
+    /// RulePass::boxed(RULES, "fused"))`.
+    pub const fn exact(
+        name: &'static str,
+        summary: &'static str,
+        build: fn(&Options) -> Result<Box<dyn Pass>>,
+    ) -> PassInfo {
+        PassInfo {
+            name,
+            summary,
+            exact: true,
+            data: DataUse::None,
+            options: &[],
+            build,
+        }
+    }
+
+    /// The same pass, with these options (its `pass_options!` table).
+    pub const fn with_options(mut self, options: &'static [OptionInfo]) -> PassInfo {
+        self.options = options;
+        self
+    }
 }
 
 /// Declares the pass modules and lists their `INFO`s in [`PASSES`].

@@ -21,23 +21,16 @@
 //! **Options:** none.
 
 use crate::ir::Model;
-use crate::passes::{DataUse, PassInfo};
-use crate::pipeline::{Options, Pass, PassContext};
+use crate::passes::PassInfo;
+use crate::pipeline::{Pass, PassContext};
 use anyhow::Result;
 use serde_json::json;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "strip-debug",
-    summary: "remove each operator's doc_string and metadata_props (exporters' stack traces)",
-    exact: true,
-    data: DataUse::None,
-    options: &[],
-    build,
-};
-
-fn build(_: &Options) -> Result<Box<dyn Pass>> {
-    Ok(Box::new(StripDebug))
-}
+pub const INFO: PassInfo = PassInfo::exact(
+    "strip-debug",
+    "remove each operator's doc_string and metadata_props (exporters' stack traces)",
+    |_| Ok(Box::new(StripDebug)),
+);
 
 struct StripDebug;
 

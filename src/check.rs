@@ -184,16 +184,18 @@ impl Pair<'_> {
 }
 
 impl<'a> Pair<'a> {
-    fn load(
-        engine: Engine,
-        original: &Model,
-        loaded: Option<Loaded<'a>>,
-        optimised: &Model,
-        shapes: &InputShapes,
-        threads: usize,
-    ) -> Result<Pair<'a>> {
+    /// `check`'s two models, pinned to `shapes`.
+    fn load(check: Check<'a>, shapes: &InputShapes) -> Result<Pair<'a>> {
+        let Check {
+            engine,
+            original,
+            loaded,
+            optimised,
+            settings,
+            ..
+        } = check;
         let options = ort::Options {
-            threads,
+            threads: settings.threads,
             profile: None,
         };
         let before = match loaded.filter(|l| l.shapes == shapes) {
@@ -220,11 +222,9 @@ fn of_the_rewrite(engine: Engine, what: &str, e: &anyhow::Error) -> anyhow::Erro
 fn check_in(check: Check) -> Result<RuntimeReport> {
     let Check {
         engine,
-        original,
-        loaded,
-        optimised,
         data,
         settings,
+        ..
     } = check;
     let groups = data.groups();
     let mut defaulted = BTreeSet::new();
@@ -237,14 +237,7 @@ fn check_in(check: Check) -> Result<RuntimeReport> {
         .map(|(k, _)| k);
     // Both models on `shapes`, noting the dims the runtime defaulted.
     let load_pair = |shapes: &InputShapes, defaulted: &mut BTreeSet<String>| -> Result<Pair> {
-        let pair = Pair::load(
-            engine,
-            original,
-            loaded,
-            optimised,
-            shapes,
-            settings.threads,
-        )?;
+        let pair = Pair::load(check, shapes)?;
         defaulted.extend(pair.before().defaulted_dims().iter().cloned());
         Ok(pair)
     };

@@ -273,26 +273,17 @@ fn inspect_shows_where_weights_live() {
 fn a_model_tract_cannot_run_is_still_rewritten_and_says_so() {
     require_suite();
     let dir = tempfile::tempdir().unwrap();
-    let (out, report) = (dir.path().join("vad.onnx"), dir.path().join("r.json"));
-    let input = model_path("silero-vad");
-    let o = onnx_opt(&[
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--passes",
+    let (o, r) = run_reported(
+        "silero-vad",
+        dir.path(),
         "lift-constants,dce",
-        "--verify",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+        &["--verify"],
+    );
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(
         table.contains("verify (tract): NOT RUN: original model: tract cannot run this model"),
         "{table}"
     );
-    assert!(out.exists());
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert!(r["verify"]["ok"].is_null());
     assert!(r["verify"]["skipped"]
         .as_str()
@@ -307,20 +298,8 @@ fn a_model_tract_cannot_run_is_still_rewritten_and_says_so() {
 fn data_passes_run_without_data_when_none_is_given() {
     require_suite();
     let dir = tempfile::tempdir().unwrap();
-    let (out, report) = (dir.path().join("vad.onnx"), dir.path().join("r.json"));
-    let input = model_path("silero-vad");
-    let o = onnx_opt(&[
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--passes",
-        "prune-channels",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (o, r) = run_reported("silero-vad", dir.path(), "prune-channels", &[]);
     assert!(!stderr(&o).contains("random"), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["passes"][0]["details"]["refit"], false);
 }
 

@@ -89,6 +89,34 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Runs the onnx-opt binary on the model `model` with `passes` and `extra`
+/// arguments, writing `out.onnx` and the report `r.json` into `dir`, which
+/// must succeed: the run and its report.
+pub fn run_reported(
+    model: &str,
+    dir: &Path,
+    passes: &str,
+    extra: &[&str],
+) -> (Output, serde_json::Value) {
+    let (out, report) = (dir.join("out.onnx"), dir.join("r.json"));
+    let input = model_path(model);
+    let mut args = vec![
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--passes",
+        passes,
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let o = onnx_opt(&args);
+    assert!(o.status.success(), "{model} {extra:?}: {}", stderr(&o));
+    assert!(out.exists());
+    let r = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    (o, r)
+}
+
 /// A `.npy` (version 1.0, C order) of `descr` ('<f4', '<i8', ...) holding `data`.
 pub fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     onnx_opt::data::npy::write(descr, false, shape, data)

@@ -24,24 +24,7 @@ fn npz(path: &Path, arrays: &[(&str, Vec<u8>)]) {
 /// Runs `model` round trip (or `passes`) with --verify and a report;
 /// returns the report.
 fn run_ok(model: &str, dir: &Path, passes: &str, extra: &[&str]) -> Value {
-    let out = dir.join("out.onnx");
-    let report = dir.join("r.json");
-    let input = model_path(model);
-    let mut args = vec![
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--passes",
-        passes,
-        "--verify",
-        "--report",
-        report.to_str().unwrap(),
-    ];
-    args.extend(extra);
-    let o = onnx_opt(&args);
-    assert!(o.status.success(), "{model} {extra:?}: {}", stderr(&o));
-    assert!(out.exists());
-    serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap()
+    run_reported(model, dir, passes, &[&["--verify"], extra].concat()).1
 }
 
 fn s(p: &Path) -> &str {

@@ -41,7 +41,7 @@ mod tests;
 
 use crate::ir::patch::{rewrite_to_fixpoint, Rule, RuleContext, Src};
 use crate::ir::{Attribute, Graph, Model, NodeId, Operator, Outlet, Patch, Tensor};
-use crate::passes::{DataUse, PassInfo};
+use crate::passes::PassInfo;
 use crate::pipeline::{Options, Pass, PassContext};
 use anyhow::{ensure, Result};
 use patterns::{
@@ -49,15 +49,12 @@ use patterns::{
 };
 use serde_json::json;
 
-pub const INFO: PassInfo = PassInfo {
-    name: "fuse-activation",
-    summary:
-        "fuse written-out HardSwish, HardSigmoid, Gelu and LayerNormalization into their ONNX ops",
-    exact: true,
-    data: DataUse::None,
-    options: Opts::TABLE,
+pub const INFO: PassInfo = PassInfo::exact(
+    "fuse-activation",
+    "fuse written-out HardSwish, HardSigmoid, Gelu and LayerNormalization into their ONNX ops",
     build,
-};
+)
+.with_options(Opts::TABLE);
 
 crate::pass_options! {
     /// Shared with `fuse`, which passes it on.

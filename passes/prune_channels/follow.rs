@@ -85,6 +85,16 @@ impl Analysis {
             );
             Ok(())
         };
+        // Channels reach the first input only, not the parameters after it.
+        let only_first_laden = || -> Result<()> {
+            ensure!(
+                ins.iter()
+                    .skip(1)
+                    .all(|o| o.is_none_or(|o| !self.layouts.contains_key(&o))),
+                "channels reach a parameter"
+            );
+            Ok(())
+        };
         let mut f = Follow::default();
         let t = op.op_type.as_str();
         match t {
@@ -248,12 +258,7 @@ impl Analysis {
             }
             "Resize" | "Upsample" => {
                 if let Some(l) = lay(0) {
-                    ensure!(
-                        ins.iter()
-                            .skip(1)
-                            .all(|o| o.is_none_or(|o| !self.layouts.contains_key(&o))),
-                        "channels reach a parameter"
-                    );
+                    only_first_laden()?;
                     ensure!(ins.get(3).copied().flatten().is_none(), "Resize by sizes");
                     let slot = if t == "Upsample" || ins.len() == 2 {
                         1
@@ -267,12 +272,7 @@ impl Analysis {
             }
             "Pad" => {
                 if let Some(l) = lay(0) {
-                    ensure!(
-                        ins.iter()
-                            .skip(1)
-                            .all(|o| o.is_none_or(|o| !self.layouts.contains_key(&o))),
-                        "channels reach a parameter"
-                    );
+                    only_first_laden()?;
                     ensure!(ins.get(3).copied().flatten().is_none(), "Pad with axes");
                     let pads = match op.attr_ints("pads") {
                         Some(p) => p.to_vec(),
@@ -348,12 +348,7 @@ impl Analysis {
             }
             "Split" => {
                 if let Some(l) = lay(0) {
-                    ensure!(
-                        ins.iter()
-                            .skip(1)
-                            .all(|o| o.is_none_or(|o| !self.layouts.contains_key(&o))),
-                        "channels reach a parameter"
-                    );
+                    only_first_laden()?;
                     let axis = op.attr_int("axis", 0);
                     let axis = if axis < 0 { axis + l.rank as i64 } else { axis };
                     let n = g.node(id).outputs.len();

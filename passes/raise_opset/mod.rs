@@ -85,7 +85,7 @@ use crate::ir::{
     AttrValue, Attribute, DataType, Graph, Model, NodeId, Operator, Outlet, Patch, Tensor,
     TensorData,
 };
-use crate::passes::{DataUse, PassInfo};
+use crate::passes::PassInfo;
 use crate::pipeline::{Options, Pass, PassContext};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
@@ -101,15 +101,12 @@ use crate::ir::rank::{ranks, Ranks};
 use convert::*;
 use table::{change, schema_changes};
 
-pub const INFO: PassInfo = PassInfo {
-    name: "raise-opset",
-    summary:
-        "raise the ai.onnx opset (default to 13), converting operators whose signature changed",
-    exact: true,
-    data: DataUse::None,
-    options: Opts::TABLE,
+pub const INFO: PassInfo = PassInfo::exact(
+    "raise-opset",
+    "raise the ai.onnx opset (default to 13), converting operators whose signature changed",
     build,
-};
+)
+.with_options(Opts::TABLE);
 
 crate::pass_options! {
     struct Opts {

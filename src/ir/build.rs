@@ -124,3 +124,23 @@ impl ModelBuilder {
         Ok(self.model)
     }
 }
+
+/// A float tensor type with dims as a fixture writes them: numbers,
+/// `dim_param` names, or `?` for unknown.
+pub fn f32_type(dims: &[&str]) -> TypeInfo {
+    let dim = |d: &&str| Dim {
+        value: match (d.parse(), *d) {
+            (Ok(n), _) => DimValue::Known(n),
+            (_, "?") => DimValue::Unknown,
+            _ => DimValue::Param(d.to_string()),
+        },
+        denotation: None,
+    };
+    TypeInfo {
+        kind: TypeKind::Tensor {
+            elem: Some(DataType::FLOAT),
+            shape: Some(dims.iter().map(dim).collect()),
+        },
+        denotation: None,
+    }
+}

@@ -11,6 +11,7 @@ mod dtype;
 mod graph;
 pub mod memo;
 mod model;
+pub mod op_kinds;
 mod opaque;
 pub mod parse;
 pub mod patch;

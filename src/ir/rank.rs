@@ -3,7 +3,7 @@
 //! often leave intermediate values untyped; `raise-opset` needs ranks to
 //! convert axis-dependent operators.
 
-use super::{constant::constant_value, Graph, Outlet, Tensor};
+use super::{constant::constant_value, op_kinds::BROADCAST, Graph, Outlet, Tensor};
 use anyhow::Result;
 use std::collections::HashMap;
 
@@ -95,27 +95,6 @@ pub fn rank(g: &Graph, v: Outlet, ranks: &Ranks) -> Option<i64> {
         "Tile",
         "CumSum",
         "Split",
-    ];
-    const BROADCAST: &[&str] = &[
-        "Add",
-        "Sub",
-        "Mul",
-        "Div",
-        "Pow",
-        "Max",
-        "Min",
-        "Sum",
-        "Mean",
-        "Where",
-        "Equal",
-        "Greater",
-        "Less",
-        "GreaterOrEqual",
-        "LessOrEqual",
-        "And",
-        "Or",
-        "Xor",
-        "Mod",
     ];
     let t = op.op_type.as_str();
     if SAME.contains(&t) {

@@ -82,8 +82,9 @@ fn const_ints(g: &Graph, v: Option<Outlet>) -> Option<Vec<i64>> {
     (t.dims.len() <= 1 && is_int(t.dtype)).then(|| t.to_i64().ok())?
 }
 
-/// A Slice bound clamped to `[0, len]` (ONNX's rule for positive steps).
-fn clamp(bound: i64, len: i64) -> i64 {
+/// A Slice bound (negative: from the end) on a dim of length `len`, as an
+/// offset in `[0, len]` (ONNX's rule for positive steps).
+pub fn clamp(bound: i64, len: i64) -> i64 {
     let b = if bound < 0 {
         bound.saturating_add(len)
     } else {
@@ -268,27 +269,8 @@ fn arithmetic(op: &str, a: &ShapeValue, b: &ShapeValue) -> Option<ShapeValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::build::ModelBuilder;
-    use crate::ir::{Attribute, Dim, Model, Tensor, TypeInfo};
-
-    fn ty(dims: &[&str]) -> TypeInfo {
-        let mut t = TypeInfo::tensor(DataType::FLOAT, &[]);
-        if let TypeKind::Tensor { shape, .. } = &mut t.kind {
-            *shape = Some(
-                dims.iter()
-                    .map(|d| Dim {
-                        value: match (d.parse(), *d) {
-                            (Ok(n), _) => DimValue::Known(n),
-                            (_, "?") => DimValue::Unknown,
-                            _ => DimValue::Param(d.to_string()),
-                        },
-                        denotation: None,
-                    })
-                    .collect(),
-            );
-        }
-        t
-    }
+    use crate::ir::build::{f32_type, ModelBuilder};
+    use crate::ir::{Attribute, Model, Tensor};
 
     fn ints(b: &mut ModelBuilder, name: &str, v: &[i64]) -> Outlet {
         b.init(name, Tensor::from_i64(vec![v.len() as i64], v))
@@ -316,8 +298,8 @@ mod tests {
         let un = b.op("Unsqueeze", &[ga, ax], vec![], "un");
         let gb = b.op("Gather", &[sb, i1], vec![], "gb");
         let mut m = b.build().unwrap();
-        m.graph.inputs[0].info.ty = Some(ty(&["N", "?", "4"]));
-        m.graph.inputs[1].info.ty = Some(ty(&["N", "3"]));
+        m.graph.inputs[0].info.ty = Some(f32_type(&["N", "?", "4"]));
+        m.graph.inputs[1].info.ty = Some(f32_type(&["N", "3"]));
         (m, vec![sa, sb, c64, un, gb])
     }
 
@@ -352,13 +334,13 @@ mod tests {
     #[test]
     fn unknown_dims_of_different_values_differ() {
         let (mut m, _) = model();
-        m.graph.inputs[1].info.ty = Some(ty(&["?", "3"]));
+        m.graph.inputs[1].info.ty = Some(f32_type(&["?", "3"]));
         let g = &m.graph;
         let a = dims(g, g.find_value("a").unwrap()).unwrap();
         let b = dims(g, g.find_value("b").unwrap()).unwrap();
         assert_ne!(a[1], b[0]);
         // An empty dim_param is no symbol.
-        m.graph.inputs[1].info.ty = Some(ty(&["", "3"]));
+        m.graph.inputs[1].info.ty = Some(f32_type(&["", "3"]));
         let g = &m.graph;
         assert!(matches!(
             dims(g, g.find_value("b").unwrap()).unwrap()[0],
@@ -392,7 +374,7 @@ mod tests {
         let big = b.init("big", Tensor::from_i64(vec![], &[1 << 31]));
         let over = b.op("Mul", &[four, big], vec![], "over");
         let mut m = b.build().unwrap();
-        m.graph.inputs[0].info.ty = Some(ty(&["N", "?", "4"]));
+        m.graph.inputs[0].info.ty = Some(f32_type(&["N", "?", "4"]));
         let g = &m.graph;
         let sv = |o| shape_value(g, o);
         let big_n = SymInt::Param("N".into());

@@ -4,6 +4,7 @@
 //! makes 2, ...). Unknown stays unknown: a rule needing a rank then checks
 //! only what holds for any rank.
 
+use crate::ir::op_kinds::{BROADCAST, SAME_DIMS, SAME_RANK};
 use crate::ir::{Graph, NodeId, NodeKind, Operator, Outlet};
 use std::collections::HashMap;
 
@@ -11,107 +12,6 @@ use std::collections::HashMap;
 pub struct Ranks {
     found: HashMap<Outlet, usize>,
 }
-
-/// Operators whose first output has the rank of their first input.
-const SAME_AS_FIRST: &[&str] = &[
-    "Abs",
-    "Acos",
-    "Acosh",
-    "Asin",
-    "Asinh",
-    "Atan",
-    "Atanh",
-    "AveragePool",
-    "BatchNormalization",
-    "Cast",
-    "CastLike",
-    "Ceil",
-    "Celu",
-    "Clip",
-    "Concat",
-    "Conv",
-    "ConvTranspose",
-    "Cos",
-    "Cosh",
-    "CumSum",
-    "DepthToSpace",
-    "DequantizeLinear",
-    "Dropout",
-    "Elu",
-    "Erf",
-    "Exp",
-    "Floor",
-    "Gelu",
-    "GlobalAveragePool",
-    "GlobalLpPool",
-    "GlobalMaxPool",
-    "HardSigmoid",
-    "HardSwish",
-    "Hardmax",
-    "Identity",
-    "InstanceNormalization",
-    "IsInf",
-    "IsNaN",
-    "LRN",
-    "LayerNormalization",
-    "LeakyRelu",
-    "Log",
-    "LogSoftmax",
-    "LpNormalization",
-    "LpPool",
-    "MaxPool",
-    "Mish",
-    "Neg",
-    "Not",
-    "Pad",
-    "QuantizeLinear",
-    "Reciprocal",
-    "Relu",
-    "Resize",
-    "Round",
-    "Selu",
-    "Shrink",
-    "Sigmoid",
-    "Sign",
-    "Sin",
-    "Sinh",
-    "Slice",
-    "Softmax",
-    "Softplus",
-    "Softsign",
-    "SpaceToDepth",
-    "Sqrt",
-    "Tan",
-    "Tanh",
-    "ThresholdedRelu",
-    "Tile",
-    "Transpose",
-    "Trilu",
-];
-
-/// Broadcasting operators: the largest rank of their inputs.
-const BROADCAST: &[&str] = &[
-    "Add",
-    "And",
-    "Div",
-    "Equal",
-    "Greater",
-    "GreaterOrEqual",
-    "Less",
-    "LessOrEqual",
-    "Max",
-    "Mean",
-    "Min",
-    "Mod",
-    "Mul",
-    "Or",
-    "PRelu",
-    "Pow",
-    "Sub",
-    "Sum",
-    "Where",
-    "Xor",
-];
 
 impl Ranks {
     /// The rank of a value: declared, else propagated.
@@ -132,9 +32,13 @@ impl Ranks {
         }
         let input = |k: usize| g.input(id, k).and_then(|o| self.of(g, o));
         let t = op.op_type.as_str();
-        let rank = if SAME_AS_FIRST.contains(&t) {
+        // MeanVarianceNormalization keeps its dims, but its rank has only
+        // ever come from `learn` (the dims); PRelu broadcasts its slope.
+        let rank = if (SAME_DIMS.contains(&t) && t != "MeanVarianceNormalization")
+            || SAME_RANK.contains(&t)
+        {
             input(0)
-        } else if BROADCAST.contains(&t) {
+        } else if BROADCAST.contains(&t) || t == "PRelu" {
             (0..op.arity)
                 .map(input)
                 .collect::<Option<Vec<_>>>()

@@ -20,6 +20,7 @@ mod ops;
 
 use super::ranks::const_values;
 use super::schema::Schema;
+use crate::ir::op_kinds::{BROADCAST, SAME_DIMS};
 use crate::ir::{Graph, NodeId, Operator, Outlet};
 use ops::{
     broadcast, concat, constant_dims, matmul, product, reduce, reshape, squeeze, window_dims,
@@ -34,95 +35,8 @@ pub struct Shapes {
     found: HashMap<Outlet, Dims>,
 }
 
-/// Operators whose first output has the dims of their first input.
-const SAME_AS_FIRST: &[&str] = &[
-    "Abs",
-    "Acos",
-    "Acosh",
-    "Asin",
-    "Asinh",
-    "Atan",
-    "Atanh",
-    "BatchNormalization",
-    "Cast",
-    "CastLike",
-    "Ceil",
-    "Celu",
-    "Clip",
-    "Cos",
-    "Cosh",
-    "CumSum",
-    "DequantizeLinear",
-    "Dropout",
-    "Elu",
-    "Erf",
-    "Exp",
-    "Floor",
-    "Gelu",
-    "HardSigmoid",
-    "HardSwish",
-    "Hardmax",
-    "Identity",
-    "InstanceNormalization",
-    "IsInf",
-    "IsNaN",
-    "LRN",
-    "LayerNormalization",
-    "LeakyRelu",
-    "Log",
-    "LogSoftmax",
-    "LpNormalization",
-    "MeanVarianceNormalization",
-    "Mish",
-    "Neg",
-    "Not",
-    "QuantizeLinear",
-    "Reciprocal",
-    "Relu",
-    "Round",
-    "Selu",
-    "Shrink",
-    "Sigmoid",
-    "Sign",
-    "Sin",
-    "Sinh",
-    "Softmax",
-    "Softplus",
-    "Softsign",
-    "Sqrt",
-    "Tan",
-    "Tanh",
-    "ThresholdedRelu",
-    "Trilu",
-];
-
-/// Operators broadcasting all their inputs (numpy rules) from the opsets
-/// where they do (before, some took a `broadcast` attribute).
-const BROADCAST: &[&str] = &[
-    "Add",
-    "And",
-    "BitShift",
-    "BitwiseAnd",
-    "BitwiseOr",
-    "BitwiseXor",
-    "Div",
-    "Equal",
-    "Greater",
-    "GreaterOrEqual",
-    "Less",
-    "LessOrEqual",
-    "Max",
-    "Mean",
-    "Min",
-    "Mod",
-    "Mul",
-    "Or",
-    "Pow",
-    "Sub",
-    "Sum",
-    "Where",
-    "Xor",
-];
+/// Broadcasting bitwise operators, besides [`BROADCAST`].
+const BITWISE: &[&str] = &["BitShift", "BitwiseAnd", "BitwiseOr", "BitwiseXor"];
 
 impl Shapes {
     /// A value's dims: the declared ones, each unknown dim filled in from
@@ -196,7 +110,7 @@ fn infer(
     let t = op.op_type.as_str();
     let konst = |k: usize| g.input(id, k).and_then(|o| const_values(g, o));
     let one = |d: Option<Dims>| Ok(vec![d]);
-    if SAME_AS_FIRST.contains(&t) {
+    if SAME_DIMS.contains(&t) {
         // Dropout's mask and MaxPool-like second outputs share the dims;
         // BatchNormalization's and LayerNormalization's others do not.
         let d = input(0);
@@ -205,7 +119,8 @@ fn infer(
             _ => vec![d],
         });
     }
-    if BROADCAST.contains(&t) && s.since >= 8 {
+    // Before opset 8, some of them took a `broadcast` attribute.
+    if (BROADCAST.contains(&t) || BITWISE.contains(&t)) && s.since >= 8 {
         let all: Option<Vec<Dims>> = (0..op.arity).map(input).collect();
         return match all {
             Some(all) => broadcast(&all).map(|d| vec![Some(d)]),
