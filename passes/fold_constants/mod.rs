@@ -32,20 +32,18 @@
 //! README list them).
 
 use crate::ir::{DataType, Graph, Model, NodeId, Operator, Outlet, Patch, Tensor};
-use crate::passes::{DataUse, PassInfo};
+use crate::passes::PassInfo;
 use crate::pipeline::{Options, Pass, PassContext};
 use anyhow::{ensure, Result};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 
-pub const INFO: PassInfo = PassInfo {
-    name: "fold-constants",
-    summary: "evaluate constant-only subgraphs and static Shape/Size once, in tract",
-    exact: true,
-    data: DataUse::None,
-    options: Opts::TABLE,
+pub const INFO: PassInfo = PassInfo::exact(
+    "fold-constants",
+    "evaluate constant-only subgraphs and static Shape/Size once, in tract",
     build,
-};
+)
+.with_options(Opts::TABLE);
 
 crate::pass_options! {
     struct Opts {
