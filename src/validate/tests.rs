@@ -573,6 +573,26 @@ fn dims_that_do_not_broadcast_or_multiply_are_refused() {
     assert!(e.contains("inner dims 8 and 4 differ"), "{e}");
 }
 
+/// Before opset 7 a binary operator broadcasts only with `broadcast=1`,
+/// and ONNX then gives the output the first input's dims, where tract
+/// broadcasts both ways: a model relying on numpy broadcasting there was
+/// accepted and written with dims onnx's checker refuses (found by
+/// `benches/fuzz.rs`: a mutant moved to opset 1).
+#[test]
+fn legacy_binary_operators_broadcast_only_when_told() {
+    let bias = || vec![Tensor::from_f32(vec![8], &[1.0; 8])];
+    let e = error(&one_op_at(6, "Add", &bias(), vec![]));
+    assert!(
+        e.contains("(Add): its inputs' dims [1, 3, 8, 8] and [8] differ: before opset 7"),
+        "{e}"
+    );
+    let told = vec![Attribute::int("broadcast", 1)];
+    assert_eq!(validate(&one_op_at(6, "Add", &bias(), told)), Ok(()));
+    assert_eq!(validate(&one_op_at(7, "Add", &bias(), vec![])), Ok(()));
+    let same = [Tensor::from_f32(vec![1, 3, 8, 8], &[1.0; 192])];
+    assert_eq!(validate(&one_op_at(6, "Add", &same, vec![])), Ok(()));
+}
+
 /// Ranks learnt from carried dims reach the rules: a Transpose of a
 /// ConstantOfShape-sized sum whose perm is one too long (found by fuzzing).
 #[test]

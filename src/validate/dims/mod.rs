@@ -119,6 +119,28 @@ fn infer(
             _ => vec![d],
         });
     }
+    // Before opset 7, the binary ones broadcast only with `broadcast=1`
+    // (onto the first input, whose dims the output has); without it both
+    // inputs have one shape (ONNX's inference then gives the first input's
+    // dims, where tract broadcasts: found by `benches/fuzz.rs`).
+    if BROADCAST.contains(&t) && s.since < 7 && op.arity == 2 {
+        let (a, b) = (input(0), input(1));
+        if let (Some(a), Some(b)) = (&a, &b) {
+            let differ = a.len() != b.len()
+                || a.iter()
+                    .zip(b)
+                    .any(|(x, y)| matches!((x, y), (Some(x), Some(y)) if x != y));
+            if differ && op.attr_int("broadcast", 0) == 0 {
+                return Err(format!(
+                    "its inputs' dims {} and {} differ: before opset 7 they must be one \
+                     shape, unless broadcast=1",
+                    show(a),
+                    show(b)
+                ));
+            }
+        }
+        return one(a);
+    }
     // Before opset 8, some of them took a `broadcast` attribute.
     if (BROADCAST.contains(&t) || BITWISE.contains(&t)) && s.since >= 8 {
         let all: Option<Vec<Dims>> = (0..op.arity).map(input).collect();
