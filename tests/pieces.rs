@@ -1,4 +1,4 @@
-//! Long models load and run in pieces (`src/runtime/load/pieces.rs`). No
+//! Long models load and run in pieces (`src/runtime/load/pieces/`). No
 //! suite model is long enough to be cut, so each one tract runs is cut here
 //! into pieces of 40 nodes and must compute, on its realistic sample, what
 //! it computes whole: the constants, shape computations, subgraphs and

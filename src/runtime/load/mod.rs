@@ -1,7 +1,7 @@
 //! Loading an ONNX model into tract, pinning its input shapes, running it.
 //!
 //! The parts: this file holds [`Model`] (load, run) and [`Outputs`];
-//! `pieces.rs` long models, loaded and run in pieces;
+//! `pieces/` long models, loaded and run in pieces;
 //! `shapes.rs` the inputs (the user's [`InputShapes`], the declared
 //! [`Dim`]s and the pinned [`InputSpec`]s); `precheck.rs` what is refused
 //! before tract sees the model (local functions, unsupported operators,
@@ -123,7 +123,7 @@ impl Model {
     }
 
     /// [`Model::load`] in pieces of `piece_nodes` nodes, whatever the
-    /// model's length (`load` cuts only long models, see `pieces.rs`): to
+    /// model's length (`load` cuts only long models, see `pieces/`): to
     /// check on any model that its pieces compute what it does. An error
     /// when the model cannot be cut.
     pub fn load_in_pieces(
@@ -179,7 +179,7 @@ impl Model {
         // tract's optimiser is quadratic in the node count (each patch it
         // applies scans every node name: 10 s for a 1,000-node chain, minutes
         // for 10,000), its typing pass is too, more gently: long models are
-        // cut into pieces, each optimised (see `pieces.rs`); one that cannot
+        // cut into pieces, each optimised (see `pieces/`); one that cannot
         // be cut runs whole, typed only (the same results, slower per run).
         let long = node_count(graph) > OPTIMIZE_UP_TO_NODES;
         let own: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
@@ -313,7 +313,7 @@ impl Model {
     }
 }
 
-/// A model tract can run: whole, or in pieces (a long one, see `pieces.rs`).
+/// A model tract can run: whole, or in pieces (a long one, see `pieces/`).
 #[derive(Debug, Clone)]
 enum Plan {
     Whole(Arc<TypedRunnableModel>),
