@@ -12,13 +12,12 @@ the standard library only.
 import argparse
 import os
 import struct
-import sys
 import zlib
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_inputs import smooth_image  # noqa: E402
+# Run as a script: Python puts this folder first on the path.
+from make_inputs import smooth_image
 
 
 def write_png(path, rgb):
