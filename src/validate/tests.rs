@@ -73,6 +73,15 @@ fn windows_need_positive_strides_and_consistent_lengths() {
     assert!(e.contains("pads has 2 entries"), "{e}");
     let e = error(&one_op("MaxPool", &[], vec![]));
     assert!(e.contains("kernel_shape is required"), "{e}");
+    // A window wider than the padded input (x is 8x8; found by fuzzing).
+    let dilated = vec![Attribute::ints("dilations", &[i32::MAX as i64, 1])];
+    let e = error(&one_op("Conv", &[conv_weight()], dilated));
+    assert!(
+        e.contains("its window spans 4294967295 at spatial axis 0, more than its padded input's 8"),
+        "{e}"
+    );
+    let whole = vec![Attribute::ints("kernel_shape", &[8, 8])];
+    assert_eq!(validate(&one_op("AveragePool", &[], whole)), Ok(()));
 }
 
 #[test]
@@ -571,6 +580,20 @@ fn dims_that_do_not_broadcast_or_multiply_are_refused() {
         vec![],
     ));
     assert!(e.contains("inner dims 8 and 4 differ"), "{e}");
+    // Gemm's inner dims, with transB (found by fuzzing: a Flatten of 12
+    // into a 16-row weight).
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[1, 12]);
+    let w = b.init("w", Tensor::from_f32(vec![5, 16], &[0.5; 80]));
+    let y = b.op("Gemm", &[x, w], vec![Attribute::int("transB", 1)], "y");
+    b.output(y, DataType::FLOAT);
+    let e = error(&b.build().unwrap());
+    assert!(
+        e.contains(
+            "(Gemm): its inputs [1, 12] and [5, 16] do not multiply: inner dims 12 and 16 differ"
+        ),
+        "{e}"
+    );
 }
 
 /// Before opset 7 a binary operator broadcasts only with `broadcast=1`,

@@ -159,8 +159,20 @@ fn infer(
                 d.filter(|d| d.len() == 2)
                     .and_then(|d| d[if trans { 1 - k } else { k }])
             };
-            let m = pick(input(0), op.attr_int("transA", 0) != 0, 0);
-            let n = pick(input(1), op.attr_int("transB", 0) != 0, 1);
+            let (a, b) = (input(0), input(1));
+            let (trans_a, trans_b) = (op.attr_int("transA", 0) != 0, op.attr_int("transB", 0) != 0);
+            let (m, n) = (pick(a.clone(), trans_a, 0), pick(b.clone(), trans_b, 1));
+            let (k_a, k_b) = (pick(a.clone(), trans_a, 1), pick(b.clone(), trans_b, 0));
+            if let (Some(x), Some(y)) = (k_a, k_b) {
+                if x == y {
+                    return one(Some(vec![m, n]));
+                }
+                return Err(format!(
+                    "its inputs {} and {} do not multiply: inner dims {x} and {y} differ",
+                    show(&a.unwrap_or_default()),
+                    show(&b.unwrap_or_default())
+                ));
+            }
             one(Some(vec![m, n]))
         }
         "Conv" | "MaxPool" | "AveragePool" | "LpPool" => {
@@ -181,7 +193,9 @@ fn infer(
             };
             let spatial = kernel
                 .filter(|k| k.len() == x.len() - 2)
-                .and_then(|k| window_dims(op, &x[2..], &k));
+                .map(|k| window_dims(op, &x[2..], &k))
+                .transpose()?
+                .flatten();
             let mut out = vec![x[0], channels];
             match spatial {
                 Some(sp) => out.extend(sp),

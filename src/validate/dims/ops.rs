@@ -84,15 +84,35 @@ pub(super) fn product(dims: &[Option<i64>]) -> Option<i64> {
 
 /// Spatial output dims of a convolution or pool (no `ceil_mode`): per dim
 /// `floor((in + pads - dilation·(kernel-1) - 1) / stride) + 1`, or
-/// `ceil(in / stride)` under `auto_pad` SAME_*.
+/// `ceil(in / stride)` under `auto_pad` SAME_*. A window larger than its
+/// padded input is refused: no runtime computes it (found by
+/// `benches/fuzz.rs`: a dilation of 2^31 - 1).
 pub(super) fn window_dims(
     op: &Operator,
     x: &[Option<i64>],
     kernel: &[Option<i64>],
-) -> Option<Dims> {
+) -> Result<Option<Dims>, String> {
     if op.attr_int("ceil_mode", 0) != 0 {
-        return None;
+        return Ok(None);
     }
+    let mut larger = None;
+    let dims = spatial_dims(op, x, kernel, &mut larger);
+    match larger {
+        Some((axis, span, room)) => Err(format!(
+            "its window spans {span} at spatial axis {axis}, more than its padded input's {room}"
+        )),
+        None => Ok(dims),
+    }
+}
+
+/// [`window_dims`]' arithmetic; `larger` is set to (axis, window, padded
+/// input) where the window does not fit.
+fn spatial_dims(
+    op: &Operator,
+    x: &[Option<i64>],
+    kernel: &[Option<i64>],
+    larger: &mut Option<(usize, i128, i128)>,
+) -> Option<Dims> {
     let n = x.len();
     let list = |name: &str, default: i64, len: usize| -> Option<Vec<i64>> {
         match op.attr_ints(name) {
@@ -127,6 +147,7 @@ pub(super) fn window_dims(
                     let span = dilations[i] as i128 * (k - 1) + 1;
                     let room = d as i128 + pad - span;
                     if room < 0 {
+                        larger.get_or_insert((i, span, d as i128 + pad));
                         return None;
                     }
                     room / stride + 1
