@@ -410,6 +410,11 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
             cx.data = Some(data);
         }
     }
+    // The original stays compiled only for the check that runs it: without
+    // one, its weights (tract packs its own copy) leave before the passes.
+    if !(args.verify || args.bench) {
+        loaded = None;
+    }
     let passes = pipeline
         .run(&mut model, &cx, &mut |name| {
             progress.set_message(format!("pass {name}"))
