@@ -39,6 +39,25 @@ pub struct Calibration {
     pub engine: OnceLock<Engine>,
 }
 
+/// A model loaded by [`Calibration::load_model`]: one runner per shape group.
+pub struct Loaded {
+    runners: Vec<Runner>,
+}
+
+impl Loaded {
+    /// The runtime it runs in.
+    pub fn engine(&self) -> Option<Engine> {
+        self.runners.first().map(Runner::engine)
+    }
+}
+
+/// Outputs by sample index, every sample run.
+fn in_order(out: Vec<Option<Outputs>>) -> Result<Vec<Outputs>> {
+    out.into_iter()
+        .map(|o| o.context("a sample belongs to no shape group"))
+        .collect()
+}
+
 /// Opens `path` (see `data::Dataset::open`) for `model`, with the
 /// `--input-shape` overrides in `user`.
 pub fn open_data(
@@ -134,7 +153,8 @@ impl Calibration {
     }
 
     /// `count` seeded random samples that `model` runs on, and the model
-    /// loaded by `exec::load_any` at their shapes. Symbolic dims are 1 unless
+    /// loaded by `exec::load_any` at their shapes when it had to be run to
+    /// know (a symbolic dim was defaulted). Symbolic dims are 1 unless
     /// pinned; a model that fails there (a convolution wider than its input,
     /// an STFT frame longer than the signal, a stride-32 detector) is tried
     /// with its unpinned dims other than batch at each size of
@@ -147,16 +167,25 @@ impl Calibration {
         shapes: &InputShapes,
         seed: u64,
         count: usize,
-    ) -> Result<(Calibration, Runner)> {
+    ) -> Result<(Calibration, Option<Runner>)> {
+        // With every dim pinned or fixed there is nothing to grow, nor to
+        // run: the model is not loaded (it may be long, ONNX Runtime's load
+        // quadratic, or large, tract's copy of its weights a second one).
+        let declared = exec::declared_inputs(model, shapes)?;
+        let defaulted = |spec: &InputSpec| {
+            shapes.get(&spec.name).is_none()
+                && spec.declared.iter().any(|d| !matches!(d, Dim::Fixed(_)))
+        };
+        if !declared.iter().any(defaulted) {
+            return Ok((
+                Calibration::random_of(&declared, shapes, seed, count)?,
+                None,
+            ));
+        }
         let rt = exec::load_any(model, shapes, &[])?;
         let c = Calibration::random_from(&rt, shapes, seed, count)?;
-        // With every dim pinned or fixed there is nothing to grow (nor to
-        // run here: the model may be long, ONNX Runtime's load quadratic).
-        if rt.defaulted_dims().is_empty() {
-            return Ok((c, rt));
-        }
         let at_one = match runs_everywhere(model, &rt, shapes, &c.samples[0]) {
-            Ok(()) => return Ok((c, rt)),
+            Ok(()) => return Ok((c, Some(rt))),
             Err(e) => e,
         };
         for size in RANDOM_DIM_LADDER {
@@ -179,7 +208,7 @@ impl Calibration {
                         c.source,
                         pinned.join(" ")
                     );
-                    return Ok((c, rt));
+                    return Ok((c, Some(rt)));
                 }
             }
         }
@@ -198,13 +227,24 @@ impl Calibration {
         seed: u64,
         count: usize,
     ) -> Result<Calibration> {
+        let mut c = Calibration::random_of(rt.inputs(), shapes, seed, count)?;
+        c.engine = OnceLock::from(rt.engine());
+        Ok(c)
+    }
+
+    /// `count` seeded random samples for `inputs` (a model's, pinned).
+    fn random_of(
+        inputs: &[InputSpec],
+        shapes: &InputShapes,
+        seed: u64,
+        count: usize,
+    ) -> Result<Calibration> {
         let samples = (0..count.max(1) as u64)
-            .map(|k| Sample::random(rt.inputs(), seed + k))
+            .map(|k| Sample::random(inputs, seed + k))
             .collect::<Result<Vec<_>>>()?;
         // Unpinned dims stay unpinned: loading defaults them to 1 again, and says so.
         let mut c = Calibration::of(samples, shapes.clone(), format!("random, seed {seed}"));
         c.random = true;
-        c.engine = OnceLock::from(rt.engine());
         Ok(c)
     }
 
@@ -293,63 +333,74 @@ impl Calibration {
     /// Runs `model` on every sample (one pinned model per shape group) with
     /// `extra` values as outputs too; outputs in sample order.
     pub fn run(&self, model: &Model, extra: &[String]) -> Result<Vec<Outputs>> {
-        self.run_in(None, model, extra)
-    }
-
-    /// [`Calibration::run`] in `engine` (`None`: the chosen runtime), for a
-    /// judgement that belongs to one runtime: the runtimes do not compute
-    /// quantized models alike.
-    pub fn run_in(
-        &self,
-        engine: Option<Engine>,
-        model: &Model,
-        extra: &[String],
-    ) -> Result<Vec<Outputs>> {
         let mut out: Vec<Option<Outputs>> = vec![None; self.samples.len()];
-        for (shapes, members) in &self.groups {
-            let rt = self.load_in(engine, model, shapes, extra)?;
-            let group: Vec<Sample> = members.iter().map(|&i| self.samples[i].clone()).collect();
-            for (&i, o) in members.iter().zip(rt.run_many(&group)?) {
-                out[i] = Some(o);
-            }
+        for (slot, (shapes, _)) in self.groups.iter().enumerate() {
+            let rt = self.load_in(None, model, shapes, extra)?;
+            self.run_group(&rt, slot, &mut out)?;
         }
-        out.into_iter()
-            .map(|o| o.context("a sample belongs to no shape group"))
-            .collect()
+        in_order(out)
     }
 
-    /// Times each of `candidates` against `base` in ONNX Runtime (one
-    /// thread, as deployed per core), on the first samples of the largest
-    /// shape group, runs alternated in this process after warm-up (see
-    /// `runtime::bench`). `None` when ONNX Runtime is not installed.
-    pub fn time_in_ort(
-        &self,
-        base: &Model,
-        candidates: &[&Model],
-        runs: usize,
-    ) -> Result<Option<Vec<runtime::BenchResult>>> {
-        if runtime::ort::environment().is_err() {
-            return Ok(None);
+    /// Loads `model` once per shape group in `engine` (`None`: the chosen
+    /// runtime), to be run on every sample ([`Calibration::run_loaded`]) and
+    /// timed ([`Calibration::time_loaded`]) without loading it again: ONNX
+    /// Runtime's session creation grows faster than the model (7 s for a
+    /// 17,000-node int8 chain, 57 s for 50,000).
+    pub fn load_model(&self, engine: Option<Engine>, model: &Model) -> Result<Loaded> {
+        let runners = self
+            .groups
+            .iter()
+            .map(|(shapes, _)| self.load_in(engine, model, shapes, &[]))
+            .collect::<Result<_>>()?;
+        Ok(Loaded { runners })
+    }
+
+    /// Runs a model of [`Calibration::load_model`] on every sample; outputs in
+    /// sample order.
+    pub fn run_loaded(&self, loaded: &Loaded) -> Result<Vec<Outputs>> {
+        let mut out: Vec<Option<Outputs>> = vec![None; self.samples.len()];
+        for (slot, rt) in loaded.runners.iter().enumerate() {
+            self.run_group(rt, slot, &mut out)?;
         }
-        let Some((shapes, members)) = self.groups.iter().max_by_key(|(_, m)| m.len()) else {
+        in_order(out)
+    }
+
+    /// Runs shape group `slot`'s samples on `rt`, into `out` by sample index.
+    fn run_group(&self, rt: &Runner, slot: usize, out: &mut [Option<Outputs>]) -> Result<()> {
+        let members = &self.groups[slot].1;
+        let group: Vec<Sample> = members.iter().map(|&i| self.samples[i].clone()).collect();
+        for (&i, o) in members.iter().zip(rt.run_many(&group)?) {
+            out[i] = Some(o);
+        }
+        Ok(())
+    }
+
+    /// Times `candidate` against `base` (both from [`Calibration::load_model`],
+    /// in the same runtime) on the first samples of the largest shape
+    /// group, runs alternated in this process after warm-up (see
+    /// `runtime::bench`).
+    pub fn time_loaded(
+        &self,
+        base: &Loaded,
+        candidate: &Loaded,
+        runs: usize,
+    ) -> Result<runtime::BenchResult> {
+        let Some(slot) = (0..self.groups.len()).max_by_key(|&g| self.groups[g].1.len()) else {
             bail!("no samples to time on");
         };
-        let samples: Vec<Sample> = members
+        let samples: Vec<Sample> = self.groups[slot]
+            .1
             .iter()
             .take(4)
             .map(|&i| self.samples[i].clone())
             .collect();
-        let options = runtime::ort::Options::default();
-        let load = |m: &Model| exec::load_in(Engine::Ort, m, shapes, &[], &options);
-        let base = load(base).context("loading the float model in ONNX Runtime")?;
-        candidates
-            .iter()
-            .map(|c| {
-                let c = load(c).context("loading a candidate in ONNX Runtime")?;
-                runtime::bench(&base, &c, &samples, 3, runs)
-            })
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+        runtime::bench(
+            &base.runners[slot],
+            &candidate.runners[slot],
+            &samples,
+            3,
+            runs,
+        )
     }
 
     /// Runs `model` on every sample and returns, for each name in `values`
@@ -487,7 +538,10 @@ graph g
         assert!(c.source.contains("x=1,1,32,32"), "{}", c.source);
         for sample in &c.samples {
             assert_eq!(sample.get("x").unwrap().shape(), [1, 1, 32, 32]);
-            rt.run(sample).unwrap();
+            rt.as_ref()
+                .expect("loaded: its dims were grown")
+                .run(sample)
+                .unwrap();
         }
     }
 

@@ -11,13 +11,16 @@ use crate::runtime::{self, Engine, InputShapes, Runner, Sample};
 use anyhow::{Context, Result};
 use std::collections::{HashMap, HashSet};
 
-/// Loads a model into tract with `extra_outputs` (intermediate values) exposed.
+/// Loads a model into tract with `extra_outputs` (intermediate values)
+/// exposed. Its weights are read from the input file where they still lie
+/// there (`encode_for_runtime`): no encoded copy of them is made.
 pub fn load(
     model: &Model,
     shapes: &InputShapes,
     extra_outputs: &[String],
 ) -> Result<runtime::Model> {
-    runtime::Model::load_owned(tract_bytes(model)?, shapes, extra_outputs)
+    let (bytes, dir) = crate::onnx::encode_for_runtime(&for_tract(model)?)?;
+    runtime::Model::load_owned(bytes, dir.as_deref(), shapes, extra_outputs)
 }
 
 /// The ONNX bytes [`load`] hands to tract (see [`for_tract`]).
@@ -43,9 +46,18 @@ pub fn load_in(
         Engine::Tract => Ok(Runner::Tract(load(model, shapes, extra_outputs)?)),
         // ONNX Runtime takes the model as written: duplicate node names and
         // sparse initializers are fine there.
+        // Its weights are read from the input file where they still lie
+        // there (`encode_for_runtime`).
         Engine::Ort => {
-            let bytes = crate::onnx::encode(model)?;
-            Runner::load(Engine::Ort, &bytes, shapes, extra_outputs, options)
+            let (bytes, dir) = crate::onnx::encode_for_runtime(model)?;
+            let session = runtime::ort::Session::load(
+                &bytes,
+                dir.as_deref(),
+                shapes,
+                extra_outputs,
+                options,
+            )?;
+            Ok(Runner::Ort(session))
         }
     }
 }
@@ -418,6 +430,83 @@ pub fn type_info(t: &runtime::ValueType) -> TypeInfo {
 mod tests {
     use super::*;
     use crate::pipeline::Pipeline;
+
+    /// A weight still in the mapped input file reaches the runtimes as a
+    /// reference into it, and they compute what they compute from a copy;
+    /// a weight the passes made, or a file replaced since, is copied.
+    #[test]
+    fn weights_in_the_input_file_are_passed_by_reference() {
+        use crate::ir::build::ModelBuilder;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.onnx");
+        let (k, n) = (1024, 512); // 2 MiB of weights: the file is mapped
+        let weights: Vec<f32> = (0..k * n)
+            .map(|i| ((i % 97) as f32 - 48.0) / 97.0)
+            .collect();
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[1, k as i64]);
+        let w = b.init("w", Tensor::from_f32(vec![k as i64, n as i64], &weights));
+        let y = b.op("MatMul", &[x, w], vec![], "y");
+        b.output(y, DataType::FLOAT);
+        crate::onnx::save(&b.build().unwrap(), &path, &Default::default()).unwrap();
+        let model = crate::onnx::load(&path).unwrap();
+
+        let (bytes, folder) = crate::onnx::encode_for_runtime(&model).unwrap();
+        assert!(
+            bytes.len() < 4096,
+            "{} bytes: the weight was copied",
+            bytes.len()
+        );
+        assert_eq!(folder, Some(dir.path().canonicalize().unwrap()));
+
+        let sample =
+            runtime::Sample::random(&declared_inputs(&model, &InputShapes::new()).unwrap(), 0)
+                .unwrap();
+        let inline = runtime::Model::load(
+            &crate::onnx::encode(&model).unwrap(),
+            &InputShapes::new(),
+            &[],
+        )
+        .unwrap()
+        .run(&sample)
+        .unwrap();
+        let referenced = load(&model, &InputShapes::new(), &[])
+            .unwrap()
+            .run(&sample)
+            .unwrap();
+        assert_eq!(referenced, inline);
+        if runtime::ort::environment().is_ok() {
+            let ort = load_in(
+                Engine::Ort,
+                &model,
+                &InputShapes::new(),
+                &[],
+                &Default::default(),
+            )
+            .unwrap()
+            .run(&sample)
+            .unwrap();
+            let max = crate::runtime::compare(&ort, &inline).unwrap();
+            assert!(max.iter().all(|o| o.max_rel_err < 1e-5), "{max:?}");
+        }
+
+        // A weight the passes made is not in the file.
+        let mut changed = model.clone();
+        let w = changed.graph.find_value("w").unwrap();
+        let scaled: Vec<f32> = weights.iter().map(|v| v * 2.0).collect();
+        changed.graph.node_mut(w.node).kind =
+            NodeKind::Initializer(Tensor::from_f32(vec![k as i64, n as i64], &scaled));
+        let (bytes, folder) = crate::onnx::encode_for_runtime(&changed).unwrap();
+        assert!(bytes.len() > k * n * 4 && folder.is_none());
+
+        // The file replaced since it was mapped: its bytes are not named.
+        // (Replaced, not truncated: a mapped file truncated faults on read.)
+        let other = dir.path().join("other.onnx");
+        std::fs::write(&other, b"replaced").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let (bytes, folder) = crate::onnx::encode_for_runtime(&model).unwrap();
+        assert!(bytes.len() > k * n * 4 && folder.is_none());
+    }
 
     /// ONNX's ConstantOfShape without `value` makes f32 zeros; tract-onnx
     /// alone makes f64, which folding and inference then wrote into models.

@@ -361,11 +361,11 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     };
     let plan = DataPlan::open(&model, &shapes, &options)?;
 
-    // The original as `exec::load_any` compiles it, once, with the random
-    // samples it runs on: calibration and judging without data use them,
-    // and `--verify`/`--bench` in tract run it (until issue 13, each of the
-    // three compiled it).
-    let mut loaded: Option<(Calibration, runtime::Runner)> = None;
+    // The random samples the original runs on, made once, with the original
+    // as `exec::load_any` compiled it when making them needed a run (a
+    // symbolic dim defaulted): calibration and judging without data use
+    // them, and `--verify`/`--bench` in tract run it.
+    let mut loaded: Option<(Calibration, Option<runtime::Runner>)> = None;
     let mut cx = pipeline::PassContext::default();
     // Why the passes run without data, when they do: a pass that then fails
     // for want of data reports this first cause, not only its own symptom.
@@ -493,9 +493,11 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
             progress.set_message(format!("running the models in {engine}"));
             let r = match &judged {
                 Ok(data) => {
-                    let loaded = loaded.as_ref().map(|(random, runner)| check::Loaded {
-                        shapes: &random.groups[0].0,
-                        runner,
+                    let loaded = loaded.as_ref().and_then(|(random, runner)| {
+                        Some(check::Loaded {
+                            shapes: &random.groups[0].0,
+                            runner: runner.as_ref()?,
+                        })
                     });
                     check::Check {
                         engine,
@@ -563,10 +565,11 @@ fn over_tolerance(v: &VerifyReport) -> String {
 }
 
 /// Random samples the original runs on, made the first time (with the
-/// original loaded at their shapes, kept in `slot` for the check); `model`
+/// original, when it was loaded at their shapes, kept in `slot` for the
+/// check); `model`
 /// is the same each time: the original.
 fn random_once(
-    slot: &mut Option<(Calibration, runtime::Runner)>,
+    slot: &mut Option<(Calibration, Option<runtime::Runner>)>,
     model: &onnx_opt::ir::Model,
     shapes: &InputShapes,
     seed: u64,

@@ -16,6 +16,7 @@
 
 use super::calibrate::flat;
 use super::*;
+use crate::runtime::BenchResult;
 
 /// Timed runs per candidate (after warm-up), alternated with the float model.
 const RUNS: usize = 15;
@@ -47,59 +48,101 @@ impl Measured {
 const FLOW_SLACK: f64 = 1.5;
 const FLOW_ABS: f64 = 0.01;
 
+/// What judging the candidates found (see [`Quant::judge`]).
+pub(super) struct Judged {
+    /// The accuracy guard's report (`null` when it had nothing to judge).
+    pub guard: serde_json::Value,
+    /// Each kept candidate's timing against the float model, in order;
+    /// `None` when nothing was timed.
+    pub timed: Option<Vec<BenchResult>>,
+}
+
 impl Quant {
-    /// Measures every candidate's output error against `float` on the
-    /// calibration samples and drops the flowing forms that lose clearly
-    /// more than int8 in the layers only (the last candidate).
-    pub(super) fn guard_accuracy(
+    /// Judges the candidates, each loaded once for both judgements:
+    /// - the accuracy guard (when there is a choice): each candidate's
+    ///   output error against `float` on the calibration samples; a flowing
+    ///   form that loses clearly more than int8 in the layers only is
+    ///   dropped, untimed;
+    /// - when `time` and ONNX Runtime is installed, each kept candidate's
+    ///   speed against `float` there.
+    pub(super) fn judge(
         &self,
         data: &Calibration,
         float: &Model,
         candidates: &mut Vec<Candidate>,
-    ) -> Result<serde_json::Value> {
+        time: bool,
+    ) -> Result<Judged> {
+        let ort = crate::runtime::ort::environment().is_ok();
+        let (guard, time) = (candidates.len() > 1, time && ort);
+        if !guard && !time {
+            return Ok(Judged {
+                guard: serde_json::Value::Null,
+                timed: None,
+            });
+        }
         // Judged where the model will run: ONNX Runtime's int8 kernels and
         // tract's float emulation of QDQ do not round alike.
-        let engine = crate::runtime::ort::environment()
-            .is_ok()
-            .then_some(crate::runtime::Engine::Ort);
-        let run = |m: &Model| data.run_in(engine, m, &[]);
-        let want = flat(&run(float).context("running the float model")?)?;
-        for c in candidates.iter_mut() {
-            let got = flat(&run(&c.model).context("running a quantized form")?)?;
-            c.err = Some(quantize::rel_l2(&got, &want));
+        let engine = ort.then_some(crate::runtime::Engine::Ort);
+        let base = data
+            .load_model(engine, float)
+            .context("loading the float model")?;
+        let want = match guard {
+            true => Some(flat(&data.run_loaded(&base).context("running the float model")?)?),
+            false => None,
+        };
+        // The reference, int8 in the layers only, first: the flowing forms
+        // are judged against its error.
+        let mut order: Vec<usize> = (0..candidates.len()).collect();
+        order.sort_by_key(|&i| candidates[i].form.flow);
+        let mut reference = None;
+        let mut timed: Vec<Option<BenchResult>> = vec![None; candidates.len()];
+        let mut refused = vec![false; candidates.len()];
+        for i in order {
+            let c = &mut candidates[i];
+            let loaded = data
+                .load_model(engine, &c.model)
+                .context("loading a quantized form")?;
+            if let Some(want) = &want {
+                let got = data
+                    .run_loaded(&loaded)
+                    .context("running a quantized form")?;
+                let err = quantize::rel_l2(&flat(&got)?, want);
+                c.err = Some(err);
+                if !c.form.flow {
+                    reference.get_or_insert(err);
+                } else if err > FLOW_SLACK * reference.unwrap_or(f64::INFINITY) + FLOW_ABS {
+                    refused[i] = true;
+                    continue;
+                }
+            }
+            if time {
+                timed[i] = Some(data.time_loaded(&base, &loaded, RUNS)?);
+            }
         }
-        let reference = candidates
-            .iter()
-            .find(|c| !c.form.flow)
-            .and_then(|c| c.err)
-            .unwrap_or(f64::INFINITY);
-        let bound = FLOW_SLACK * reference + FLOW_ABS;
-        let errors: Vec<serde_json::Value> = candidates
-            .iter()
-            .map(|c| json!({ "form": c.form.describe(), "rel_err": c.err }))
-            .collect();
-        let before = candidates.len();
-        candidates.retain(|c| !c.form.flow || c.err.is_some_and(|e| e <= bound));
-        Ok(json!({
-            "outputs_rel_err": errors,
-            "flowing_forms_dropped": before - candidates.len(),
-            "rule": format!("a flowing form must lose at most {FLOW_SLACK}× what int8 in the layers only loses, + {FLOW_ABS}"),
-            "runtime": engine.map_or("the calibration runtime".to_string(), |e| e.to_string()),
-        }))
+        let guard = guard.then(|| {
+            let errors: Vec<serde_json::Value> = candidates
+                .iter()
+                .map(|c| json!({ "form": c.form.describe(), "rel_err": c.err }))
+                .collect();
+            json!({
+                "outputs_rel_err": errors,
+                "flowing_forms_dropped": refused.iter().filter(|&&r| r).count(),
+                "rule": format!("a flowing form must lose at most {FLOW_SLACK}× what int8 in the layers only loses, + {FLOW_ABS}"),
+                "runtime": engine.map_or("the calibration runtime".to_string(), |e| e.to_string()),
+            })
+        });
+        let mut refused = refused.into_iter();
+        candidates.retain(|_| !refused.next().unwrap_or(false));
+        Ok(Judged {
+            guard: guard.unwrap_or(serde_json::Value::Null),
+            // Every kept candidate was timed; the refused ones were not.
+            timed: time.then(|| timed.into_iter().flatten().collect()),
+        })
     }
 
-    /// Times `candidates` against `float` in ONNX Runtime and keeps the
-    /// fastest (see the module's rule).
-    pub(super) fn choose(
-        &self,
-        data: &Calibration,
-        float: &Model,
-        candidates: &[Candidate],
-    ) -> Result<Measured> {
-        let models: Vec<&Model> = candidates.iter().map(|c| &c.model).collect();
-        let Some(timed) = data.time_in_ort(float, &models, RUNS)? else {
-            return Ok(Measured::not("ONNX Runtime is not installed"));
-        };
+    /// Keeps the fastest of the timed `candidates` (see the module's rule);
+    /// `timed[i]` is candidate i's timing against the float model.
+    pub(super) fn choose(&self, candidates: &[Candidate], timed: &[BenchResult]) -> Measured {
         let speedups: Vec<f64> = timed.iter().map(|t| t.speedup).collect();
         let mut chosen = 0;
         for (i, &s) in speedups.iter().enumerate().skip(1) {
@@ -126,7 +169,7 @@ impl Quant {
         };
         let forms: Vec<serde_json::Value> = candidates
             .iter()
-            .zip(&timed)
+            .zip(timed)
             .map(|(c, t)| {
                 json!({
                     "form": c.form.describe(),
@@ -136,7 +179,7 @@ impl Quant {
             })
             .collect();
         let float_ms = timed[0].a.median_ms;
-        Ok(Measured {
+        Measured {
             chosen: kept,
             report: json!({
                 "cost_model": format!("measured in ONNX Runtime (1 thread, {RUNS} alternated runs, median)"),
@@ -148,7 +191,7 @@ impl Quant {
                 },
                 "same_without_timing": same_without_timing,
             }),
-        })
+        }
     }
 }
 

@@ -74,7 +74,7 @@ use crate::pipeline::{List, Options, Pass, PassContext, Pipeline};
 use crate::quantize::{self, Grid, Method};
 use anyhow::{bail, ensure, Context, Result};
 use forms::{Candidate, Form};
-use measure::Measured;
+use measure::{Judged, Measured};
 
 mod analysis;
 mod calibrate;
@@ -408,22 +408,27 @@ impl Pass for Quant {
             let layers = if form.min_k == 0 { &every } else { &layers };
             candidates.push(self.quantized(model, layers, &grids, &lossy, *form)?);
         }
-        let guard = match data {
-            Some(d) if candidates.len() > 1 => self.guard_accuracy(d, model, &mut candidates)?,
-            _ => serde_json::Value::Null,
+        let timing = self.measure
+            && self.target == Target::Ort
+            && candidates.iter().any(|c| !c.layers.is_empty());
+        let judged = match data {
+            Some(d) => self.judge(d, model, &mut candidates, timing)?,
+            None => Judged {
+                guard: serde_json::Value::Null,
+                timed: None,
+            },
         };
-        let measured = match data {
-            Some(d)
-                if self.measure
-                    && self.target == Target::Ort
-                    && candidates.iter().any(|c| !c.layers.is_empty()) =>
-            {
-                self.choose(d, model, &candidates)?
-            }
-            _ => Measured::not(if self.target == Target::Ort && self.measure {
-                "nothing to time"
+        let guard = judged.guard;
+        let measured = match judged.timed {
+            Some(timed) => self.choose(&candidates, &timed),
+            None => Measured::not(if !timing {
+                if self.target == Target::Ort && self.measure {
+                    "nothing to time"
+                } else {
+                    "not asked (measure=false, or a target other than ort)"
+                }
             } else {
-                "not asked (measure=false, or a target other than ort)"
+                "ONNX Runtime is not installed"
             }),
         };
         let Some(chosen) = measured.chosen.map(|i| candidates.swap_remove(i)) else {

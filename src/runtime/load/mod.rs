@@ -31,7 +31,9 @@ use tract_onnx::prelude::{
 use pieces::{Pieces, PIECE_NODES};
 use precheck::{check_extra_outputs, precheck, visit_graph};
 pub use shapes::{declared_inputs, spelled, Dim, InputShapes, InputSpec};
-pub(in crate::runtime) use shapes::{decode_model, graph_of, graph_of_mut, input_specs};
+pub(in crate::runtime) use shapes::{
+    decode_edges, decode_model, graph_of, graph_of_mut, input_specs, ModelEdges,
+};
 
 /// The outputs of one run, in the model's output order (then the extra
 /// outputs requested at load time).
@@ -101,14 +103,16 @@ impl Model {
         Model::load_with_dir(bytes, None, shapes, extra_outputs)
     }
 
-    /// [`Model::load`] of bytes the caller no longer needs: they are freed
-    /// once decoded, so that a large model's load holds fewer copies of it.
+    /// [`Model::load_with_dir`] of bytes the caller no longer needs: they
+    /// are freed once decoded, so that a large model's load holds fewer
+    /// copies of it.
     pub fn load_owned(
         bytes: Vec<u8>,
+        model_dir: Option<&Path>,
         shapes: &InputShapes,
         extra_outputs: &[String],
     ) -> Result<Model> {
-        Model::load_cut(Cow::Owned(bytes), None, shapes, extra_outputs, None)
+        Model::load_cut(Cow::Owned(bytes), model_dir, shapes, extra_outputs, None)
     }
 
     /// Like [`Model::load`], with the directory that external data paths are
@@ -158,7 +162,8 @@ impl Model {
 
         precheck(&proto, graph, &framework, model_dir)?;
         check_extra_outputs(graph, extra_outputs)?;
-        let (inputs, pin_notes) = input_specs(graph, shapes)?;
+        let initializers = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let (inputs, pin_notes) = input_specs(&graph.input, &initializers, shapes)?;
 
         let dir = match model_dir {
             Some(d) => Some(

@@ -141,8 +141,65 @@ pub struct InputSpec {
 /// `shapes` (symbolic dims at 1). Lets the data pin symbolic dims before
 /// the model is loaded.
 pub fn declared_inputs(bytes: &[u8], shapes: &InputShapes) -> Result<Vec<InputSpec>> {
-    let proto = decode_model(bytes)?;
-    Ok(input_specs(graph_of(&proto), shapes)?.0)
+    let edges = decode_edges(bytes)?;
+    Ok(input_specs(&edges.input, &edges.initializer_names(), shapes)?.0)
+}
+
+/// A model's graph at its edges: what it declares as inputs and outputs,
+/// and its initializers' names. Decoded without the rest: prost copies
+/// every field it decodes, and a 200 MB model's weights would be copied
+/// only to be dropped.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(in crate::runtime) struct Edges {
+    #[prost(message, repeated, tag = "5")]
+    initializer: Vec<Named>,
+    #[prost(message, repeated, tag = "11")]
+    pub input: Vec<pb::ValueInfoProto>,
+    #[prost(message, repeated, tag = "12")]
+    pub output: Vec<pb::ValueInfoProto>,
+}
+
+/// A `TensorProto` reduced to its name (field 8).
+#[derive(Clone, PartialEq, prost::Message)]
+struct Named {
+    #[prost(string, tag = "8")]
+    name: String,
+}
+
+/// A `ModelProto` reduced to its graph's [`Edges`] (field 7). Encoded and
+/// appended to a model's bytes, it adds outputs: protobuf merges a message
+/// read twice, appending to repeated fields.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(in crate::runtime) struct ModelEdges {
+    #[prost(message, optional, tag = "7")]
+    graph: Option<Edges>,
+}
+
+impl ModelEdges {
+    /// The bytes that, appended to a model's, add `outputs` to its graph.
+    pub(in crate::runtime) fn adding_outputs(outputs: Vec<pb::ValueInfoProto>) -> Vec<u8> {
+        use prost::Message;
+        let graph = Edges {
+            output: outputs,
+            ..Default::default()
+        };
+        ModelEdges { graph: Some(graph) }.encode_to_vec()
+    }
+}
+
+impl Edges {
+    pub(in crate::runtime) fn initializer_names(&self) -> HashSet<&str> {
+        self.initializer.iter().map(|t| t.name.as_str()).collect()
+    }
+}
+
+/// The [`Edges`] of an ONNX file, refused as [`decode_model`] refuses.
+pub(in crate::runtime) fn decode_edges(bytes: &[u8]) -> Result<Edges> {
+    use prost::Message;
+    ModelEdges::decode(bytes)
+        .map_err(|e| anyhow!("not a valid ONNX model (protobuf decoding failed): {e:#}"))?
+        .graph
+        .ok_or_else(|| anyhow!("not a valid ONNX model: it has no graph"))
 }
 
 /// An ONNX file decoded into tract's protobuf types, refused when it has no
@@ -175,17 +232,16 @@ pub(in crate::runtime) fn graph_of_mut(proto: &mut pb::ModelProto) -> &mut pb::G
         .expect("decode_model refuses a model without a graph")
 }
 
-/// The graph inputs that are not initializers, with their pinned shapes,
+/// The graph inputs (`inputs`) that are not `initializers`, with their pinned shapes,
 /// and notes on which symbolic dims were set to 1.
 pub(in crate::runtime) fn input_specs(
-    graph: &pb::GraphProto,
+    inputs: &[pb::ValueInfoProto],
+    initializers: &HashSet<&str>,
     shapes: &InputShapes,
 ) -> Result<(Vec<InputSpec>, Vec<String>)> {
-    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let mut specs = Vec::new();
     let mut notes = Vec::new();
-    for input in graph
-        .input
+    for input in inputs
         .iter()
         .filter(|i| !initializers.contains(i.name.as_str()))
     {

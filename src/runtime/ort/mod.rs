@@ -17,13 +17,12 @@ mod profile;
 pub use profile::{parse as parse_profile, NodeTime, Profile};
 
 use super::inputs::Sample;
-use super::load::{decode_model, graph_of_mut, input_specs, InputShapes, InputSpec, Outputs};
+use super::load::{decode_edges, input_specs, InputShapes, InputSpec, ModelEdges, Outputs};
 use super::tensor::{ElemType, Tensor};
 use super::Refusal;
 use anyhow::{anyhow, bail, Context, Result};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, TensorElementType};
-use prost::Message;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use tract_onnx::pb;
@@ -177,25 +176,29 @@ impl Session {
         options: &Options,
     ) -> Result<Session> {
         let env = environment()?;
-        let mut proto = decode_model(bytes)?;
-        let graph = graph_of_mut(&mut proto);
-        let (inputs, defaulted) = input_specs(graph, shapes)?;
-        let mut output_names: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+        let edges = decode_edges(bytes)?;
+        let (inputs, defaulted) = input_specs(&edges.input, &edges.initializer_names(), shapes)?;
+        let mut output_names: Vec<String> = edges.output.iter().map(|o| o.name.clone()).collect();
         let model_outputs = output_names.len();
+        let mut added = vec![];
         for name in extra_outputs {
             if !output_names.contains(name) {
                 output_names.push(name.clone());
                 // A graph output without a type: ONNX Runtime infers it.
-                graph.output.push(pb::ValueInfoProto {
+                added.push(pb::ValueInfoProto {
                     name: name.clone(),
                     ..Default::default()
                 });
             }
         }
-        let bytes = if output_names.len() > model_outputs {
-            proto.encode_to_vec()
+        // The caller's bytes as they are, or, with outputs added, followed
+        // by a message that adds them (never a decoded copy of the model).
+        let with_outputs;
+        let bytes = if added.is_empty() {
+            bytes
         } else {
-            bytes.to_vec()
+            with_outputs = [bytes, &ModelEdges::adding_outputs(added)].concat();
+            &with_outputs[..]
         };
         let failed = |e: ort::Error| Refusal::OrtCannotLoad.because(anyhow!("{e}"));
         let mut builder = ort::session::Session::builder(env)
@@ -217,20 +220,17 @@ impl Session {
                 .with_profiling(prefix)
                 .map_err(|e| failed(e.into()))?;
         }
-        let session = match model_dir {
-            // External data is read relative to the model file, so the
-            // session reads a file written next to it.
-            Some(dir) => {
-                let file = tempfile::Builder::new()
-                    .suffix(".onnx")
-                    .tempfile_in(dir)
-                    .with_context(|| format!("writing a temporary model in {}", dir.display()))?;
-                std::fs::write(file.path(), &bytes)?;
-                builder.commit_from_file(file.path())
-            }
-            None => builder.commit_from_memory(&bytes),
+        if let Some(dir) = model_dir {
+            // External data is read from `dir`, in place: no copy of the
+            // model is written anywhere.
+            let dir = dir
+                .to_str()
+                .with_context(|| format!("the folder {} is not valid UTF-8", dir.display()))?;
+            builder = builder
+                .with_config_entry("session.model_external_initializers_file_folder_path", dir)
+                .map_err(|e| failed(e.into()))?;
         }
-        .map_err(failed)?;
+        let session = builder.commit_from_memory(bytes).map_err(failed)?;
         Ok(Session {
             session: Mutex::new(session),
             inputs,
