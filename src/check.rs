@@ -35,6 +35,18 @@ pub struct Settings {
     pub threads: usize,
 }
 
+/// Bytes of the original's outputs verification keeps to run the two
+/// models one after the other (see `check_in`).
+const REFERENCES_BUDGET: usize = 256 << 20;
+
+/// Bytes of a run's outputs.
+fn output_bytes(outputs: &runtime::Outputs) -> usize {
+    outputs
+        .iter()
+        .map(|(_, t)| t.len() * t.elem_type().size_of())
+        .sum()
+}
+
 /// Samples the bench cycles through (held in memory).
 pub const BENCH_SAMPLES: usize = 32;
 
@@ -176,39 +188,52 @@ enum Original<'a> {
 
 impl Pair<'_> {
     fn before(&self) -> &Runner {
-        match &self.before {
-            Original::Compiled(r) => r,
-            Original::Loaded(r) => r,
-        }
+        self.before.runner()
     }
 }
 
 impl<'a> Pair<'a> {
     /// `check`'s two models, pinned to `shapes`.
     fn load(check: Check<'a>, shapes: &InputShapes) -> Result<Pair<'a>> {
-        let Check {
-            engine,
-            original,
-            loaded,
-            optimised,
-            settings,
-            ..
-        } = check;
-        let options = ort::Options {
-            threads: settings.threads,
-            profile: None,
-        };
-        let before = match loaded.filter(|l| l.shapes == shapes) {
+        let before = Original::load(check, shapes)?;
+        let after = load_optimised(check, shapes)?;
+        Ok(Pair { before, after })
+    }
+}
+
+impl<'a> Original<'a> {
+    /// `check`'s original pinned to `shapes`: the caller's when it was
+    /// loaded at those shapes, else compiled here.
+    fn load(check: Check<'a>, shapes: &InputShapes) -> Result<Original<'a>> {
+        Ok(match check.loaded.filter(|l| l.shapes == shapes) {
             Some(l) => Original::Loaded(l.runner),
             None => Original::Compiled(
-                exec::load_in(engine, original, shapes, &[], &options).context("original model")?,
+                exec::load_in(check.engine, check.original, shapes, &[], &options(check))
+                    .context("original model")?,
             ),
-        };
-        // The original runs, so the optimised model must too: a failure here
-        // is an error of the rewrite, never a reason to skip verification.
-        let after = exec::load_in(engine, optimised, shapes, &[], &options)
-            .map_err(|e| of_the_rewrite(engine, "load", &e))?;
-        Ok(Pair { before, after })
+        })
+    }
+
+    fn runner(&self) -> &Runner {
+        match self {
+            Original::Compiled(r) => r,
+            Original::Loaded(r) => r,
+        }
+    }
+}
+
+/// `check`'s optimised model pinned to `shapes`. The original runs, so the
+/// optimised model must too: a failure here is an error of the rewrite,
+/// never a reason to skip verification.
+fn load_optimised(check: Check, shapes: &InputShapes) -> Result<Runner> {
+    exec::load_in(check.engine, check.optimised, shapes, &[], &options(check))
+        .map_err(|e| of_the_rewrite(check.engine, "load", &e))
+}
+
+fn options(check: Check) -> ort::Options {
+    ort::Options {
+        threads: check.settings.threads,
+        profile: None,
     }
 }
 
@@ -248,35 +273,83 @@ fn check_in(check: Check) -> Result<RuntimeReport> {
         let mut silent = BTreeSet::new();
         let mut acc = (Accuracy::default(), Accuracy::default());
         for (k, (shapes, members)) in groups.iter().enumerate() {
-            let pair = load_pair(shapes, &mut defaulted)?;
+            let keep = settings.bench && Some(k) == bench_group;
+            let before = Original::load(check, shapes)?;
+            defaulted.extend(before.runner().defaulted_dims().iter().cloned());
+            // One model at a time where nothing needs both (the bench
+            // does): the original's outputs are kept, up to
+            // REFERENCES_BUDGET bytes, and it is dropped before the
+            // optimised model loads, so a large model's check holds one
+            // copy of its weights, not two. Past the budget, both run
+            // sample by sample.
+            let mut before = Some(before);
+            let mut after = None;
+            let mut pending: Vec<(usize, runtime::Outputs)> = vec![];
+            let mut held = 0;
             let mut per_sample = Vec::new();
+            let mut judge =
+                |i: usize, s: &Sample, reference: &runtime::Outputs, got: &runtime::Outputs| {
+                    if let Some(labels) = data.labels(i) {
+                        let first = |o: &runtime::Outputs| -> Result<Vec<f32>> {
+                            o.iter()
+                                .next()
+                                .context("the model has no output")?
+                                .1
+                                .to_f32_vec()
+                        };
+                        let at = || format!("{}: accuracy", s.source());
+                        acc.0.add(&first(reference)?, labels).with_context(at)?;
+                        acc.1.add(&first(got)?, labels).with_context(at)?;
+                    }
+                    per_sample.push(runtime::compare(reference, got)?);
+                    anyhow::Ok(())
+                };
+            let run_after = |after: &Runner, s: &Sample| {
+                after.run(s).map_err(|e| of_the_rewrite(engine, "run", &e))
+            };
             for &i in members {
                 let s = data.sample(i)?;
-                let reference = pair.before().run(&s).context("original model")?;
-                let got = (pair.after.run(&s)).map_err(|e| of_the_rewrite(engine, "run", &e))?;
+                let original = before.as_ref().expect("dropped only after the last sample");
+                let reference = original.runner().run(&s).context("original model")?;
                 for (name, t) in reference.iter() {
                     if t.to_f32_vec().is_ok_and(|v| v.iter().all(|&x| x == 0.0)) {
                         silent.insert(name.to_string());
                     }
                 }
-                if let Some(labels) = data.labels(i) {
-                    let first = |o: &runtime::Outputs| -> Result<Vec<f32>> {
-                        o.iter()
-                            .next()
-                            .context("the model has no output")?
-                            .1
-                            .to_f32_vec()
-                    };
-                    let at = || format!("{}: accuracy", s.source());
-                    acc.0.add(&first(&reference)?, labels).with_context(at)?;
-                    acc.1.add(&first(&got)?, labels).with_context(at)?;
+                let bytes = output_bytes(&reference);
+                if after.is_none() && !keep && held + bytes <= REFERENCES_BUDGET {
+                    held += bytes;
+                    pending.push((i, reference));
+                    continue;
                 }
-                per_sample.push(runtime::compare(&reference, &got)?);
+                if after.is_none() {
+                    after = Some(load_optimised(check, shapes)?);
+                }
+                let after = after.as_ref().expect("loaded");
+                for (j, reference) in pending.drain(..) {
+                    let s = data.sample(j)?;
+                    let got = run_after(after, &s)?;
+                    judge(j, &s, &reference, &got)?;
+                }
+                let got = run_after(after, &s)?;
+                judge(i, &s, &reference, &got)?;
+            }
+            if after.is_none() {
+                if !keep {
+                    before = None; // the original's weights go before the optimised model's come
+                }
+                let loaded = load_optimised(check, shapes)?;
+                for (j, reference) in pending.drain(..) {
+                    let s = data.sample(j)?;
+                    let got = run_after(&loaded, &s)?;
+                    judge(j, &s, &reference, &got)?;
+                }
+                after = Some(loaded);
             }
             samples += per_sample.len();
             per_group.push(runtime::aggregate(&per_sample)?);
-            if settings.bench && Some(k) == bench_group {
-                kept = Some(pair);
+            if let (true, Some(before), Some(after)) = (keep, before, after) {
+                kept = Some(Pair { before, after });
             }
         }
         if !silent.is_empty() {
