@@ -87,7 +87,9 @@ impl Quant {
             .load_model(engine, float)
             .context("loading the float model")?;
         let want = match guard {
-            true => Some(flat(&data.run_loaded(&base).context("running the float model")?)?),
+            true => Some(flat(
+                &data.run_loaded(&base).context("running the float model")?,
+            )?),
             false => None,
         };
         // The reference, int8 in the layers only, first: the flowing forms
