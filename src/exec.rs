@@ -30,7 +30,8 @@ pub fn tract_bytes(model: &Model) -> Result<Vec<u8>> {
 
 /// The inputs `model` declares (see [`runtime::declared_inputs`]).
 pub fn declared_inputs(model: &Model, shapes: &InputShapes) -> Result<Vec<runtime::InputSpec>> {
-    runtime::declared_inputs(&crate::onnx::encode(&for_tract(model)?)?, shapes)
+    let (bytes, _) = crate::onnx::encode_for_runtime(&for_tract(model)?)?;
+    runtime::declared_inputs(&bytes, shapes)
 }
 
 /// Loads a model into `engine` with `extra_outputs` exposed; `options` are
@@ -50,13 +51,16 @@ pub fn load_in(
         // there (`encode_for_runtime`).
         Engine::Ort => {
             let (bytes, dir) = crate::onnx::encode_for_runtime(model)?;
-            let session = runtime::ort::Session::load(
-                &bytes,
-                dir.as_deref(),
-                shapes,
-                extra_outputs,
-                options,
-            )?;
+            let load = |bytes: &[u8], dir| {
+                runtime::ort::Session::load(bytes, dir, shapes, extra_outputs, options)
+            };
+            let session = match load(&bytes, dir.as_deref()) {
+                // A reference this ONNX Runtime could not follow (one older
+                // than the folder setting, a folder it refuses): the
+                // weights are copied, as they always were.
+                Err(_) if dir.is_some() => load(&crate::onnx::encode(model)?, None),
+                other => other,
+            }?;
             Ok(Runner::Ort(session))
         }
     }

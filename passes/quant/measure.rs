@@ -86,11 +86,11 @@ impl Quant {
         let base = data
             .load_model(engine, float)
             .context("loading the float model")?;
-        let want = match guard {
-            true => Some(flat(
-                &data.run_loaded(&base).context("running the float model")?,
-            )?),
-            false => None,
+        let want = if guard {
+            let outputs = data.run_loaded(&base).context("running the float model")?;
+            Some(flat(&outputs)?)
+        } else {
+            None
         };
         // The reference, int8 in the layers only, first: the flowing forms
         // are judged against its error.

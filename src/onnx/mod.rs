@@ -171,9 +171,11 @@ pub fn encode_for_runtime(model: &Model) -> Result<(Vec<u8>, Option<PathBuf>)> {
             else {
                 continue;
             };
-            let (Some(dir), Some(name)) =
-                (path.parent(), path.file_name().and_then(|n| n.to_str()))
-            else {
+            // Runtimes take the folder and the name as UTF-8.
+            let (Some(dir), Some(name)) = (
+                path.parent().filter(|d| d.to_str().is_some()),
+                path.file_name().and_then(|n| n.to_str()),
+            ) else {
                 continue;
             };
             // One folder for every reference: the runtime reads them all there.
