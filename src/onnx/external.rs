@@ -269,18 +269,9 @@ pub fn write(
         out.write_all(&vec![0u8; pad as usize])?;
         offset += pad;
         out.write_all(raw)?;
-        let entry = |k: &str, v: String| pb::StringStringEntryProto {
-            key: Some(k.to_string()),
-            value: Some(v),
-        };
-        t.external_data = vec![
-            entry("location", file_name.clone()),
-            entry("offset", offset.to_string()),
-            entry("length", raw.len().to_string()),
-        ];
-        offset += raw.len() as u64;
-        t.raw_data = None;
-        t.data_location = Some(EXTERNAL);
+        let length = raw.len();
+        refer(t, &file_name, offset, length);
+        offset += length as u64;
         Ok(())
     })
     .context("cannot write external data")?;
@@ -288,4 +279,20 @@ pub fn write(
         .map_err(|e| e.into_error())
         .context("cannot write external data")?;
     Ok((file_name, tmp))
+}
+
+/// Makes `t` a reference to `length` bytes at `offset` of the file
+/// `location` (relative to the model's folder) instead of holding them.
+pub(super) fn refer(t: &mut pb::TensorProto, location: &str, offset: u64, length: usize) {
+    let entry = |k: &str, v: String| pb::StringStringEntryProto {
+        key: Some(k.to_string()),
+        value: Some(v),
+    };
+    t.external_data = vec![
+        entry("location", location.to_string()),
+        entry("offset", offset.to_string()),
+        entry("length", length.to_string()),
+    ];
+    t.raw_data = None;
+    t.data_location = Some(EXTERNAL);
 }

@@ -182,17 +182,8 @@ pub fn encode_for_runtime(model: &Model) -> Result<(Vec<u8>, Option<PathBuf>)> {
             if *folder.get_or_insert_with(|| dir.to_path_buf()) != dir {
                 continue;
             }
-            let entry = |key: &str, value: String| proto::StringStringEntryProto {
-                key: Some(key.to_string()),
-                value: Some(value),
-            };
-            t.external_data = vec![
-                entry("location", name.to_string()),
-                entry("offset", offset.to_string()),
-                entry("length", data.len().to_string()),
-            ];
-            t.data_location = Some(proto::tensor_proto::DataLocation::External as i32);
-            t.raw_data = None;
+            let length = data.len();
+            external::refer(t, name, offset as u64, length);
         }
     }
     let len = proto.encoded_len();
