@@ -44,13 +44,6 @@ pub struct Loaded {
     runners: Vec<Runner>,
 }
 
-impl Loaded {
-    /// The runtime it runs in.
-    pub fn engine(&self) -> Option<Engine> {
-        self.runners.first().map(Runner::engine)
-    }
-}
-
 /// Outputs by sample index, every sample run.
 fn in_order(out: Vec<Option<Outputs>>) -> Result<Vec<Outputs>> {
     out.into_iter()

@@ -35,14 +35,13 @@ pub struct Settings {
     pub threads: usize,
 }
 
-/// Bytes of the original's outputs verification keeps to run the two
-/// models one after the other (see `check_in`).
-const REFERENCES_BUDGET: usize = 256 << 20;
+/// Bytes of samples and of the original's outputs verification keeps to
+/// run the two models one after the other (see `check_in`).
+const KEPT_BUDGET: usize = 256 << 20;
 
-/// Bytes of a run's outputs.
-fn output_bytes(outputs: &runtime::Outputs) -> usize {
-    outputs
-        .iter()
+/// Bytes of some tensors (a sample's inputs, a run's outputs).
+fn tensor_bytes<'t>(tensors: impl Iterator<Item = (&'t str, &'t runtime::Tensor)>) -> usize {
+    tensors
         .map(|(_, t)| t.len() * t.elem_type().size_of())
         .sum()
 }
@@ -277,78 +276,68 @@ fn check_in(check: Check) -> Result<RuntimeReport> {
             let before = Original::load(check, shapes)?;
             defaulted.extend(before.runner().defaulted_dims().iter().cloned());
             // One model at a time where nothing needs both (the bench
-            // does): the original's outputs are kept, up to
-            // REFERENCES_BUDGET bytes, and it is dropped before the
-            // optimised model loads, so a large model's check holds one
-            // copy of its weights, not two. Past the budget, both run
-            // sample by sample.
+            // does): the samples and the original's outputs are kept, up to
+            // KEPT_BUDGET bytes, and the original is dropped before the
+            // optimised model loads, so a large model's check holds one copy
+            // of its weights, not two. Past the budget, both run in turn on
+            // each sample.
             let mut before = Some(before);
-            let mut after = None;
-            let mut pending: Vec<(usize, runtime::Outputs)> = vec![];
+            let mut after: Option<Runner> = None;
+            let mut pending: Vec<(usize, Sample, runtime::Outputs)> = vec![];
             let mut held = 0;
             let mut per_sample = Vec::new();
-            let mut judge =
-                |i: usize, s: &Sample, reference: &runtime::Outputs, got: &runtime::Outputs| {
-                    if let Some(labels) = data.labels(i) {
-                        let first = |o: &runtime::Outputs| -> Result<Vec<f32>> {
-                            o.iter()
-                                .next()
-                                .context("the model has no output")?
-                                .1
-                                .to_f32_vec()
-                        };
-                        let at = || format!("{}: accuracy", s.source());
-                        acc.0.add(&first(reference)?, labels).with_context(at)?;
-                        acc.1.add(&first(got)?, labels).with_context(at)?;
+            // Runs the optimised model on the pending samples and compares.
+            let mut settle =
+                |after: &Runner, pending: &mut Vec<(usize, Sample, runtime::Outputs)>| {
+                    for (i, s, reference) in pending.drain(..) {
+                        let got = after
+                            .run(&s)
+                            .map_err(|e| of_the_rewrite(engine, "run", &e))?;
+                        if let Some(labels) = data.labels(i) {
+                            let first = |o: &runtime::Outputs| -> Result<Vec<f32>> {
+                                o.iter()
+                                    .next()
+                                    .context("the model has no output")?
+                                    .1
+                                    .to_f32_vec()
+                            };
+                            let at = || format!("{}: accuracy", s.source());
+                            acc.0.add(&first(&reference)?, labels).with_context(at)?;
+                            acc.1.add(&first(&got)?, labels).with_context(at)?;
+                        }
+                        per_sample.push(runtime::compare(&reference, &got)?);
                     }
-                    per_sample.push(runtime::compare(reference, got)?);
                     anyhow::Ok(())
                 };
-            let run_after = |after: &Runner, s: &Sample| {
-                after.run(s).map_err(|e| of_the_rewrite(engine, "run", &e))
-            };
             for &i in members {
                 let s = data.sample(i)?;
-                let original = before.as_ref().expect("dropped only after the last sample");
+                let original = before.as_ref().expect("dropped after the last sample");
                 let reference = original.runner().run(&s).context("original model")?;
                 for (name, t) in reference.iter() {
                     if t.to_f32_vec().is_ok_and(|v| v.iter().all(|&x| x == 0.0)) {
                         silent.insert(name.to_string());
                     }
                 }
-                let bytes = output_bytes(&reference);
-                if after.is_none() && !keep && held + bytes <= REFERENCES_BUDGET {
-                    held += bytes;
-                    pending.push((i, reference));
-                    continue;
-                }
-                if after.is_none() {
+                held += tensor_bytes(s.iter()) + tensor_bytes(reference.iter());
+                pending.push((i, s, reference));
+                if after.is_none() && (keep || held > KEPT_BUDGET) {
                     after = Some(load_optimised(check, shapes)?);
                 }
-                let after = after.as_ref().expect("loaded");
-                for (j, reference) in pending.drain(..) {
-                    let s = data.sample(j)?;
-                    let got = run_after(after, &s)?;
-                    judge(j, &s, &reference, &got)?;
+                if let Some(after) = &after {
+                    settle(after, &mut pending)?;
                 }
-                let got = run_after(after, &s)?;
-                judge(i, &s, &reference, &got)?;
             }
             if after.is_none() {
                 if !keep {
-                    before = None; // the original's weights go before the optimised model's come
+                    before = None; // its weights go before the optimised model's come
                 }
-                let loaded = load_optimised(check, shapes)?;
-                for (j, reference) in pending.drain(..) {
-                    let s = data.sample(j)?;
-                    let got = run_after(&loaded, &s)?;
-                    judge(j, &s, &reference, &got)?;
-                }
-                after = Some(loaded);
+                after = Some(load_optimised(check, shapes)?);
             }
+            let after = after.expect("loaded");
+            settle(&after, &mut pending)?;
             samples += per_sample.len();
             per_group.push(runtime::aggregate(&per_sample)?);
-            if let (true, Some(before), Some(after)) = (keep, before, after) {
+            if let (true, Some(before)) = (keep, before) {
                 kept = Some(Pair { before, after });
             }
         }

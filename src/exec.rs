@@ -23,7 +23,8 @@ pub fn load(
     runtime::Model::load_owned(bytes, dir.as_deref(), shapes, extra_outputs)
 }
 
-/// The ONNX bytes [`load`] hands to tract (see [`for_tract`]).
+/// The ONNX bytes of the model tract runs (see [`for_tract`]), every
+/// tensor inline, as a file holds them.
 pub fn tract_bytes(model: &Model) -> Result<Vec<u8>> {
     crate::onnx::encode(&for_tract(model)?)
 }
