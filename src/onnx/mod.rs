@@ -149,10 +149,11 @@ fn remember_mapped(path: &Path, bytes: &Bytes) {
 const REFERENCE_ABOVE: usize = 64 << 10;
 
 /// Encodes a model for a runtime that reads external data relative to a
-/// folder (ONNX Runtime): initializers whose bytes still lie in the file
-/// `load` mapped become references into it (location, offset, length), so
-/// the runtime reads the weights from the page cache instead of from a
-/// second copy in memory (a 201 MB MLP's `fuse,quant`: one copy fewer).
+/// folder (tract, ONNX Runtime): main-graph initializers whose bytes still
+/// lie in the file `load` mapped become references into it (location,
+/// offset, length), so the runtime reads the weights from the page cache
+/// instead of from a second copy in memory (a 201 MB MLP's `fuse,quant`:
+/// one copy fewer).
 /// Returns the bytes and the folder the references are relative to
 /// (`None`: every tensor is inline, as [`encode`] writes it).
 pub fn encode_for_runtime(model: &Model) -> Result<(Vec<u8>, Option<PathBuf>)> {
