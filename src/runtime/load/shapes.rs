@@ -195,11 +195,9 @@ impl Edges {
 
 /// The [`Edges`] of an ONNX file, refused as [`decode_model`] refuses.
 pub(in crate::runtime) fn decode_edges(bytes: &[u8]) -> Result<Edges> {
-    use prost::Message;
-    ModelEdges::decode(bytes)
-        .map_err(|e| anyhow!("not a valid ONNX model (protobuf decoding failed): {e:#}"))?
+    decode_as::<ModelEdges>(bytes)?
         .graph
-        .ok_or_else(|| anyhow!("not a valid ONNX model: it has no graph"))
+        .ok_or_else(|| anyhow!(NO_GRAPH))
 }
 
 /// An ONNX file decoded into tract's protobuf types, refused when it has no
@@ -207,13 +205,21 @@ pub(in crate::runtime) fn decode_edges(bytes: &[u8]) -> Result<Edges> {
 /// bytes where they are: tract's `proto_model_for_read` first copies them
 /// into a buffer of its own.
 pub(in crate::runtime) fn decode_model(bytes: &[u8]) -> Result<pb::ModelProto> {
-    use prost::Message;
-    let proto = pb::ModelProto::decode(bytes)
-        .map_err(|e| anyhow!("not a valid ONNX model (protobuf decoding failed): {e:#}"))?;
+    let proto: pb::ModelProto = decode_as(bytes)?;
     if proto.graph.is_none() {
-        bail!("not a valid ONNX model: it has no graph");
+        bail!(NO_GRAPH);
     }
     Ok(proto)
+}
+
+/// What a model without a graph is refused with.
+const NO_GRAPH: &str = "not a valid ONNX model: it has no graph";
+
+/// `bytes` decoded as `M` (a model, or the part of one `M` reads), refused
+/// as not ONNX when protobuf cannot read them.
+fn decode_as<M: prost::Message + Default>(bytes: &[u8]) -> Result<M> {
+    M::decode(bytes)
+        .map_err(|e| anyhow!("not a valid ONNX model (protobuf decoding failed): {e:#}"))
 }
 
 /// The graph of a model from [`decode_model`].
