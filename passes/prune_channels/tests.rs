@@ -69,7 +69,7 @@ fn node(m: &Model, name: &str) -> NodeId {
 
 #[test]
 fn tied_groups_shrink_consistently() {
-    let passes = "prune-channels{ratio=0.5,min-channels=4}";
+    let passes = "prune-channels{ratio=0.5,min-channels=4,align=1}";
     let (out, _) = check_inexact("prune-channels__tied", &tied(), passes);
     // {a, b} are tied through the residual Add (and dw follows a): 8 -> 4.
     assert_eq!(weight_dims(&out, "a"), [4, 4, 3, 3]);
@@ -128,7 +128,7 @@ fn removing_dead_channels_changes_nothing() {
     let e = zeroed_conv(&mut b, cat, &[4, 16, 3, 3], 1, &[], "e");
     b.output(e, DataType::FLOAT);
     let model = b.build().unwrap();
-    let passes = "prune-channels{ratio=0.5,min-channels=4}";
+    let passes = "prune-channels{ratio=0.5,min-channels=4,align=1}";
     let (out, err) = check_inexact("prune-channels__dead-channels", &model, passes);
     assert!(err <= 1e-5, "max_rel_err {err:e}");
     assert_eq!(weight_dims(&out, "e"), [4, 8, 3, 3]);
@@ -148,7 +148,7 @@ fn unfollowed_uses_leave_the_group_alone() {
     b.output(flat, DataType::FLOAT);
     b.output(e, DataType::FLOAT);
     let model = b.build().unwrap();
-    let passes = "prune-channels{ratio=0.25,min-channels=4}";
+    let passes = "prune-channels{ratio=0.25,min-channels=4,align=1}";
     let (out, _) = check_inexact("prune-channels__reshape-blocks", &model, passes);
     assert_eq!(weight_dims(&out, "a"), [8, 4, 3, 3]);
     assert_eq!(weight_dims(&out, "b"), [6, 8, 3, 3]);
@@ -331,7 +331,7 @@ fn split_parts_shrink_and_sizes_follow_the_opset() {
             2,
         ),
     ];
-    let passes = "prune-channels{ratio=0.5,min-channels=2}";
+    let passes = "prune-channels{ratio=0.5,min-channels=2,align=1}";
     for &(name, opset, sizes, form, exposed, want, a_out, d_out) in rows {
         let model = split_model(opset, sizes, form, exposed);
         let (out, _) = check_inexact(&format!("prune-channels__{name}"), &model, passes);
@@ -380,7 +380,7 @@ fn split_dead_channels_are_removed_exactly() {
         b.output(c0, DataType::FLOAT);
         b.output(c1, DataType::FLOAT);
         let model = b.build().unwrap();
-        let passes = "prune-channels{ratio=0.5,min-channels=2}";
+        let passes = "prune-channels{ratio=0.5,min-channels=2,align=1}";
         let out = crate::passes::testing::rewrite(&model, passes);
         let err = crate::passes::testing::max_rel_err(&model, &out);
         assert!(err <= 1e-5, "opset {opset}: max_rel_err {err:e}");
@@ -414,7 +414,7 @@ fn a_tie_cuts_the_other_side_to_match() {
     b.output(e, DataType::FLOAT);
     let model = b.build().unwrap();
     let mut out = model.clone();
-    let report = Pipeline::parse("prune-channels{ratio=0.5,min-channels=2}")
+    let report = Pipeline::parse("prune-channels{ratio=0.5,min-channels=2,align=1}")
         .unwrap()
         .run(&mut out, &Default::default(), &mut |_| {})
         .unwrap();
@@ -452,7 +452,7 @@ fn split_sizes_that_are_not_constant_leave_the_group_alone() {
         b.output(y, DataType::FLOAT);
     }
     let mut m = b.build().unwrap();
-    let report = Pipeline::parse("prune-channels{ratio=0.5,min-channels=2}")
+    let report = Pipeline::parse("prune-channels{ratio=0.5,min-channels=2,align=1}")
         .unwrap()
         .run(&mut m, &Default::default(), &mut |_| {})
         .unwrap();
@@ -466,7 +466,7 @@ fn split_sizes_that_are_not_constant_leave_the_group_alone() {
 
 #[test]
 fn same_input_same_output() {
-    let passes = "prune-channels{ratio=0.4,min-channels=2,norm=l2}";
+    let passes = "prune-channels{ratio=0.4,min-channels=2,norm=l2,align=1}";
     let a = crate::passes::testing::rewrite(&tied(), passes);
     let b = crate::passes::testing::rewrite(&tied(), passes);
     assert_eq!(
@@ -483,6 +483,8 @@ fn bad_options_are_clear_errors() {
         ("prune-channels{ratio=half}", "ratio='half' is not valid"),
         ("prune-channels{norm=l3}", "norm='l3' is not valid"),
         ("prune-channels{min-channels=-1}", "min-channels='-1'"),
+        ("prune-channels{align=0}", "align='0' is not valid"),
+        ("prune-channels{align=16|x}", "align='x' is not valid"),
     ] {
         let err = Pipeline::parse(passes).err().expect(passes);
         let msg = format!("{err:#}");
@@ -511,7 +513,7 @@ mod refit_tests {
                 .unwrap();
             (m, r[0].details.clone())
         };
-        let passes = "prune-channels{ratio=0.5,min-channels=4}";
+        let passes = "prune-channels{ratio=0.5,min-channels=4,align=1}";
         let (plain, d) = run(passes, &PassContext::default());
         assert_eq!(d["refit"], false);
         assert!(
@@ -552,11 +554,70 @@ fn a_group_that_overflows_the_channels_leaves_the_group_alone() {
     let y = conv(&mut b, a, ("wc", &[3, 4, 3, 3]), 1 << 62, "c");
     b.output(y, DataType::FLOAT);
     let mut m = b.build().unwrap();
-    let report = Pipeline::parse("prune-channels{ratio=0.5,min-channels=2}")
+    let report = Pipeline::parse("prune-channels{ratio=0.5,min-channels=2,align=1}")
         .unwrap()
         .run(&mut m, &Default::default(), &mut |_| {})
         .unwrap();
     let left = report[0].details["left_alone"].to_string();
     assert!(left.contains("overflows the input channels"), "{left}");
     assert_eq!(weight_dims(&m, "a"), [16, 4, 3, 3]);
+}
+
+#[test]
+fn kept_counts_are_the_nearest_multiple_of_align() {
+    // (size, ratio, align) -> kept
+    for (size, ratio, align, want) in [
+        (512, 0.3, 8, 360), // 358.4 -> 360
+        (256, 0.3, 8, 176), // 179.2 -> 176
+        (128, 0.3, 8, 88),  // 89.6 -> 88
+        (64, 0.3, 8, 48),   // 44.8 -> 48
+        (90, 0.3, 8, 64),   // 63 -> 64
+        (12, 0.5, 8, 8),    // 6 -> at least one multiple
+        (24, 0.5, 8, 16),   // 12: a tie keeps more
+        (90, 0.0, 8, 90),   // ratio 0 removes nothing, aligned or not
+        (45, 0.2, 1, 36),   // align=1: the ratio itself
+        (512, 0.3, 16, 352),
+    ] {
+        assert_eq!(
+            super::kept_count(size, ratio, align),
+            want,
+            "{size} {ratio} {align}"
+        );
+    }
+}
+
+#[test]
+fn small_groups_take_the_finer_multiple() {
+    let align = [16, 8];
+    for (size, want) in [(512, 16), (64, 16), (63, 8), (32, 8), (16, 8), (4, 8)] {
+        assert_eq!(super::alignment(size, &align), want, "{size}");
+    }
+    assert_eq!(super::alignment(16, &[1]), 1);
+}
+
+#[test]
+fn kept_channels_are_aligned_and_a_group_rounding_back_to_its_size_is_reported() {
+    // a: 24 channels at ratio 0.3 keep 16 (16.8, rounded to a multiple of
+    // 8); e: 8 channels (5.6 -> 8) keep all of them, and the report says why.
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[1, 4, 8, 8]);
+    let a = conv(&mut b, x, ("wa", &[24, 4, 3, 3]), 1, "a");
+    let ya = conv(&mut b, a, ("wya", &[3, 24, 3, 3]), 1, "ya");
+    b.output(ya, DataType::FLOAT);
+    let e = conv(&mut b, x, ("we", &[8, 4, 3, 3]), 1, "e");
+    let ye = conv(&mut b, e, ("wye", &[3, 8, 3, 3]), 1, "ye");
+    b.output(ye, DataType::FLOAT);
+    let mut m = b.build().unwrap();
+    let report = Pipeline::parse("prune-channels{ratio=0.3,align=8}")
+        .unwrap()
+        .run(&mut m, &Default::default(), &mut |_| {})
+        .unwrap();
+    assert_eq!(weight_dims(&m, "a"), [16, 4, 3, 3]);
+    assert_eq!(weight_dims(&m, "ya"), [3, 16, 3, 3]);
+    assert_eq!(weight_dims(&m, "e"), [8, 4, 3, 3]);
+    let left = report[0].details["left_alone"].to_string();
+    assert!(
+        left.contains("ratio removes no channel once rounded to a multiple of 8"),
+        "{left}"
+    );
 }
