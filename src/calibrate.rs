@@ -403,22 +403,62 @@ impl Calibration {
         if values.is_empty() {
             return Ok(vec![]);
         }
-        let outputs = self
-            .run(model, values)
-            .context("loading the model to capture calibration values")?;
+        let per_sample = self.sweep(model, values, |_, tensors| {
+            Ok(tensors.iter().map(|&t| t.clone()).collect::<Vec<_>>())
+        })?;
         let mut captured: Vec<Vec<runtime::Tensor>> = vec![vec![]; values.len()];
-        for outputs in outputs {
-            // By name through a map: thousands of values are captured at once
-            // on long models, and `Outputs::get` is a linear search.
-            let by_name: HashMap<&str, &runtime::Tensor> = outputs.iter().collect();
-            for (name, slot) in values.iter().zip(captured.iter_mut()) {
-                let t = by_name
-                    .get(name.as_str())
-                    .with_context(|| format!("calibration value {name} was not produced"))?;
-                slot.push((*t).clone());
+        for tensors in per_sample {
+            for (slot, t) in captured.iter_mut().zip(tensors) {
+                slot.push(t);
             }
         }
         Ok(captured)
+    }
+
+    /// Runs `model` on every sample with `values` (of the main graph) as
+    /// outputs, and hands each sample's tensors, in `values` order, to `f`
+    /// as soon as that sample has run: only the samples in flight are held
+    /// (tract runs them in parallel), so statistics over many samples of
+    /// large values stay in bounded memory. `f`'s results in sample order.
+    pub fn sweep<T: Send>(
+        &self,
+        model: &Model,
+        values: &[String],
+        f: impl Fn(usize, &[&runtime::Tensor]) -> Result<T> + Sync,
+    ) -> Result<Vec<T>> {
+        use rayon::prelude::*;
+        let mut out: Vec<Option<T>> = (0..self.samples.len()).map(|_| None).collect();
+        for (shapes, members) in &self.groups {
+            let rt = self
+                .load_in(None, model, shapes, values)
+                .context("loading the model to capture calibration values")?;
+            let one = |&i: &usize| -> Result<(usize, T)> {
+                let outputs = rt.run(&self.samples[i])?;
+                // By name through a map: thousands of values are captured at
+                // once on long models, and `Outputs::get` is a linear search.
+                let by_name: HashMap<&str, &runtime::Tensor> = outputs.iter().collect();
+                let tensors = values
+                    .iter()
+                    .map(|name| {
+                        by_name
+                            .get(name.as_str())
+                            .copied()
+                            .with_context(|| format!("calibration value {name} was not produced"))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((i, f(i, &tensors)?))
+            };
+            let done: Vec<(usize, T)> = match rt.engine() {
+                Engine::Tract => members.par_iter().map(one).collect::<Result<_>>()?,
+                Engine::Ort => members.iter().map(one).collect::<Result<_>>()?,
+            };
+            for (i, t) in done {
+                out[i] = Some(t);
+            }
+        }
+        out.into_iter()
+            .map(|t| t.context("a sample belongs to no shape group"))
+            .collect()
     }
 }
 

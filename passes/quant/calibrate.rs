@@ -2,12 +2,21 @@
 //! each layer's sensitivity for `fallback`.
 
 use super::*;
+use crate::quantize::{AbsHistogram, Range};
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 impl Quant {
     /// Each planned activation's grid and calibrated range, from its values
-    /// on every sample (captured in tract, a bounded batch of values at a
-    /// time).
+    /// on every sample. The model runs a sample at a time with many values
+    /// as outputs (batches of at most `CAPTURE_BUDGET` bytes a sample), and
+    /// each sample's values are reduced as soon as it has run, so memory
+    /// does not grow with the samples and each batch costs one run per
+    /// sample per sweep: (1) the range; (2) with percentile or entropy, the
+    /// |x| histogram over it; (3) what the grid loses on the values. Before,
+    /// the values of every sample were held, in batches bounded over all
+    /// samples: a 640×640 detector's large activations took a batch each,
+    /// and 32 samples ran about 20 times over (138 s).
     pub(super) fn calibrate(
         &self,
         model: &Model,
@@ -15,56 +24,89 @@ impl Quant {
         names: &[String],
         act: Act,
     ) -> Result<Grids> {
-        let mut grids = BTreeMap::new();
         let sizes = sample_bytes(model, data, names)?;
-        for (batch, used) in capture_batches(names, &sizes, data.samples.len()) {
-            // A value too large to hold on every sample is calibrated on
-            // samples spread over the data, as many as the budget holds.
-            let subset = (used < data.samples.len()).then_some(used);
-            let captured = match subset {
-                Some(n) => data
-                    .subset(&crate::data::spread(data.samples.len(), n))
-                    .capture(model, batch)?,
-                None => data.capture(model, batch)?,
-            };
-            let calibrated: Vec<Calibrated> = captured
-                .par_iter()
-                .map(|samples| -> Result<Calibrated> {
-                    let values: Vec<Vec<f32>> = samples
-                        .iter()
-                        .map(|t| t.to_f32_vec())
-                        .collect::<Result<_>>()?;
-                    let slices: Vec<&[f32]> = values.iter().map(Vec::as_slice).collect();
-                    let (lo, hi) = quantize::activation_range(&slices, self.method);
-                    let grid = match act {
-                        Act::S8 => Grid::symmetric(lo.abs().max(hi.abs()), 8),
-                        Act::U8 => Grid::asymmetric_u8(lo, hi),
-                    };
-                    let (mut diff, mut norm) = (0f64, 0f64);
-                    for &x in values.iter().flatten() {
-                        let d = (x - grid.dequantize(grid.quantize(x))) as f64;
-                        diff += d * d;
-                        norm += (x as f64) * (x as f64);
-                    }
-                    let err = if norm > 0.0 {
-                        (diff / norm).sqrt()
-                    } else {
-                        0.0
-                    };
-                    Ok(Calibrated {
-                        grid,
-                        lo,
-                        hi,
-                        err,
-                        subset,
+        let batches = capture_batches(names, &sizes, rayon::current_num_threads());
+        let mut ranges = vec![Range::default(); names.len()];
+        for &(start, batch) in &batches {
+            let per_sample = data.sweep(model, batch, |_, tensors| {
+                tensors
+                    .iter()
+                    .map(|&t| {
+                        let mut r = Range::default();
+                        r.observe(&t.f32s()?);
+                        Ok(r)
                     })
-                })
-                .collect::<Result<_>>()?;
-            for (name, c) in batch.iter().zip(calibrated) {
-                grids.insert(name.clone(), c);
+                    .collect::<Result<Vec<Range>>>()
+            })?;
+            for sample in per_sample {
+                for (k, r) in sample.iter().enumerate() {
+                    ranges[start + k].merge(r);
+                }
             }
         }
-        Ok(grids)
+        let mut hists: Vec<AbsHistogram> = ranges.iter().map(AbsHistogram::new).collect();
+        if self.method != Method::MinMax {
+            for &(start, batch) in &batches {
+                // Counts add exactly in any order: merged as samples finish.
+                let merged: Vec<Mutex<&mut AbsHistogram>> = hists[start..start + batch.len()]
+                    .iter_mut()
+                    .map(Mutex::new)
+                    .collect();
+                data.sweep(model, batch, |_, tensors| {
+                    for (k, &t) in tensors.iter().enumerate() {
+                        let mut h = AbsHistogram::new(&ranges[start + k]);
+                        h.observe(&t.f32s()?);
+                        merged[k]
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .merge(&h);
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        let grids: Vec<(f32, f32, Grid)> = ranges
+            .iter()
+            .zip(&hists)
+            .map(|(r, h)| {
+                let (lo, hi) = h.clip(r, self.method);
+                let grid = match act {
+                    Act::S8 => Grid::symmetric(lo.abs().max(hi.abs()), 8),
+                    Act::U8 => Grid::asymmetric_u8(lo, hi),
+                };
+                (lo, hi, grid)
+            })
+            .collect();
+        let mut lost = vec![(0f64, 0f64); names.len()];
+        for &(start, batch) in &batches {
+            let per_sample = data.sweep(model, batch, |_, tensors| {
+                tensors
+                    .par_iter()
+                    .enumerate()
+                    .map(|(k, &t)| Ok(grids[start + k].2.loss(&t.f32s()?)))
+                    .collect::<Result<Vec<_>>>()
+            })?;
+            // Summed in sample order: the same bits on every run.
+            for sample in per_sample {
+                for (k, (diff, norm)) in sample.into_iter().enumerate() {
+                    lost[start + k].0 += diff;
+                    lost[start + k].1 += norm;
+                }
+            }
+        }
+        Ok(names
+            .iter()
+            .zip(grids)
+            .zip(lost)
+            .map(|((name, (lo, hi, grid)), (diff, norm))| {
+                let err = if norm > 0.0 {
+                    (diff / norm).sqrt()
+                } else {
+                    0.0
+                };
+                (name.clone(), Calibrated { grid, lo, hi, err })
+            })
+            .collect())
     }
 
     /// The grid of the planned value `name`: calibrated, shared with the
@@ -137,11 +179,11 @@ impl Quant {
     }
 }
 
-/// Bytes of captured values one run may return (all samples). A load per
-/// fixed count of values made calibration quadratic on long models (a
-/// 100k-node chain has 33k activations to capture); batches bounded by
+/// Bytes of captured values the samples in flight may hold at once. A
+/// load per fixed count of values made calibration quadratic on long models
+/// (a 100k-node chain has 33k activations to capture); batches bounded by
 /// bytes take one run for many small values and stay bounded for large ones.
-const CAPTURE_BUDGET: usize = 256 << 20;
+const CAPTURE_BUDGET: usize = 512 << 20;
 
 /// Each value's f32 bytes on one sample: from its dims when the graph knows
 /// them, else measured on the first sample (a size guessed without the
@@ -179,39 +221,28 @@ fn sample_bytes(model: &Model, data: &Calibration, names: &[String]) -> Result<V
         .collect())
 }
 
-/// `names` in consecutive batches of at most `CAPTURE_BUDGET` bytes over
-/// `samples` samples, each with the samples it is captured on: all, or for
-/// a value over the budget alone, as many as the budget holds.
+/// `names` in consecutive batches, each with the index of its first name,
+/// holding at most `CAPTURE_BUDGET` bytes over `in_flight` samples run at
+/// once (a value over that alone is a batch of its own).
 fn capture_batches<'a>(
     names: &'a [String],
     sizes: &[usize],
-    samples: usize,
-) -> Vec<(&'a [String], usize)> {
-    let samples = samples.max(1);
-    let total = |i: usize| sizes[i].saturating_mul(samples);
-    let mut ranges = vec![];
+    in_flight: usize,
+) -> Vec<(usize, &'a [String])> {
+    let total = |i: usize| sizes[i].saturating_mul(in_flight.max(1));
+    let mut batches = vec![];
     let (mut start, mut bytes) = (0, 0usize);
     for i in 0..names.len() {
         if i > start && bytes.saturating_add(total(i)) > CAPTURE_BUDGET {
-            ranges.push((start, i, bytes));
+            batches.push((start, &names[start..i]));
             (start, bytes) = (i, 0);
         }
         bytes = bytes.saturating_add(total(i));
     }
     if start < names.len() {
-        ranges.push((start, names.len(), bytes));
+        batches.push((start, &names[start..]));
     }
-    ranges
-        .into_iter()
-        .map(|(start, end, bytes)| {
-            // Only a batch of one value can be over the budget.
-            let used = match bytes > CAPTURE_BUDGET {
-                true => (CAPTURE_BUDGET / sizes[start].max(1)).clamp(1, samples),
-                false => samples,
-            };
-            (&names[start..end], used)
-        })
-        .collect()
+    batches
 }
 
 /// Every output of every sample, in order, as one f32 vector: what the
@@ -231,22 +262,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_value_too_large_for_every_sample_is_captured_on_fewer() {
-        let names: Vec<String> = ["a", "b", "big", "c"].map(String::from).into();
+    fn batches_hold_the_budget_over_the_samples_in_flight() {
+        let names: Vec<String> = ["a", "b", "big", "c", "d"].map(String::from).into();
         let mb = 1 << 20;
-        // 1000 samples: a and b take 100 MB each, big 10 GB, c 1 GB.
-        let batches = capture_batches(&names, &[100 * 1024, 100 * 1024, 10 * mb, mb], 1000);
-        let got: Vec<(Vec<&str>, usize)> = batches
+        // Two samples in flight: a and b take 100 MB each, big 600 MB alone.
+        let batches = capture_batches(&names, &[50 * mb, 50 * mb, 300 * mb, mb, mb], 2);
+        let got: Vec<(usize, Vec<&str>)> = batches
             .iter()
-            .map(|(b, n)| (b.iter().map(String::as_str).collect(), *n))
+            .map(|(start, b)| (*start, b.iter().map(String::as_str).collect()))
             .collect();
         assert_eq!(
             got,
-            vec![
-                (vec!["a", "b"], 1000),
-                (vec!["big"], 25), // 256 MB of 10 MB samples
-                (vec!["c"], 256),
-            ]
+            vec![(0, vec!["a", "b"]), (2, vec!["big"]), (3, vec!["c", "d"])]
         );
     }
 }

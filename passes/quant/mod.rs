@@ -287,9 +287,6 @@ struct Calibrated {
     hi: f32,
     /// ‖x − dq(q(x))‖ / ‖x‖ over the calibration samples.
     err: f64,
-    /// The samples the range came from, when fewer than all: a value too
-    /// large to hold on every sample (see `calibrate::capture_batches`).
-    subset: Option<usize>,
 }
 
 /// An activation that gets a Q→DQ pair (or a constant read through a
@@ -462,11 +459,7 @@ impl Pass for Quant {
                 .filter_map(|(_, v)| {
                     let name = model.graph.outlet_name(*v);
                     grids.get(name).filter(|_| chosen.acts.contains_key(name)).map(|c| {
-                        let mut v = json!({ "value": name, "range": [c.lo, c.hi], "scale": c.grid.scale, "zero_point": c.grid.zero_point, "grid_err": c.err });
-                        if let Some(n) = c.subset {
-                            v["calibrated_on_samples"] = json!(n);
-                        }
-                        v
+                        json!({ "value": name, "range": [c.lo, c.hi], "scale": c.grid.scale, "zero_point": c.grid.zero_point, "grid_err": c.err })
                     })
                 })
                 .collect();

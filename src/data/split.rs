@@ -24,9 +24,6 @@ pub fn holdout(n: usize, fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<us
     Ok((keep, out))
 }
 
-/// Splits sample indices `0..n` into `k` folds of sizes differing by at
-/// most one, by a seeded shuffle; each fold keeps dataset order. Fold `i`
-/// is judged by a model calibrated on the others.
 /// `n` of the positions `0..len`, evenly spread (all of them when `n >= len`):
 /// a subset that still covers the whole of ordered data.
 pub fn spread(len: usize, n: usize) -> Vec<usize> {
@@ -34,6 +31,9 @@ pub fn spread(len: usize, n: usize) -> Vec<usize> {
     (0..n).map(|i| i * len / n).collect()
 }
 
+/// Splits sample indices `0..n` into `k` folds of sizes differing by at
+/// most one, by a seeded shuffle; each fold keeps dataset order. Fold `i`
+/// is judged by a model calibrated on the others.
 pub fn folds(n: usize, k: usize, seed: u64) -> Result<Vec<Vec<usize>>> {
     if k < 2 {
         bail!("--folds must be at least 2, got {k}");

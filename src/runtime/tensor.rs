@@ -339,6 +339,22 @@ impl Tensor {
         })
     }
 
+    /// The elements in row-major order as f32: borrowed when the tensor
+    /// holds f32 (calibration reads every activation of every sample), else
+    /// converted as [`Tensor::to_f32_vec`] does.
+    pub fn f32s(&self) -> Result<std::borrow::Cow<'_, [f32]>> {
+        if self.elem_type == ElemType::F32 {
+            if let Ok(s) = self
+                .value
+                .try_as_plain_ram()
+                .and_then(|r| r.as_slice::<f32>())
+            {
+                return Ok(std::borrow::Cow::Borrowed(s));
+            }
+        }
+        Ok(std::borrow::Cow::Owned(self.to_f32_vec()?))
+    }
+
     /// The elements in row-major order, converted to f32 (bools as 0/1).
     pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
         let t = self
