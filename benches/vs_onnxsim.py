@@ -137,7 +137,10 @@ def main():
     names = ([] if args.holdout else GENERATED) + suite
     if args.models:
         names = [n for n in names if n in args.models] or args.models
-    tmp = tempfile.mkdtemp()
+    # Removed when the bench ends, however it ends: a left-behind folder per
+    # run (1.5 GB on the suite) once filled the disk CI builds on.
+    workdir = tempfile.TemporaryDirectory()
+    tmp = workdir.name
     failures = []
     rows = []
     print("nodes: subgraphs included; ms: end to end (load+rewrite+save) / the rewrite alone; err: max_rel_err in onnxruntime; floor: the model's rounding floor; ORT ms: median latency of each output in ONNX Runtime")
