@@ -562,6 +562,41 @@ graph g
 ";
 
     #[test]
+    fn a_sweep_reduces_each_sample_and_returns_them_in_sample_order() {
+        // Two shape groups whose samples interleave: 0 and 2 of width 2,
+        // 1 and 3 of width 3; each sample is reduced to the sum of r.
+        let text = "model ir=8 opsets=[ai.onnx=17]
+graph g
+  input x: f32[1,w]
+  r = Relu(x)
+  y = Neg(r)
+  output y: f32[..]
+";
+        let model = model_from_text(text).unwrap();
+        let sample = |i: usize, w: usize| {
+            let values: Vec<f32> = (0..w).map(|k| (i * 10 + k) as f32).collect();
+            Sample::new(format!("s{i}"))
+                .with("x", runtime::Tensor::from_f32(&[1, w], &values).unwrap())
+        };
+        let c = Calibration {
+            samples: vec![sample(0, 2), sample(1, 3), sample(2, 2), sample(3, 3)],
+            groups: vec![
+                (InputShapes::parse(&["x=1,2"]).unwrap(), vec![0, 2]),
+                (InputShapes::parse(&["x=1,3"]).unwrap(), vec![1, 3]),
+            ],
+            source: "test".into(),
+            random: false,
+            engine: OnceLock::new(),
+        };
+        let got = c
+            .sweep(&model, &["r".to_string()], |i, tensors| {
+                Ok((i, tensors[0].f32s()?.iter().sum::<f32>()))
+            })
+            .unwrap();
+        assert_eq!(got, vec![(0, 1.0), (1, 33.0), (2, 41.0), (3, 93.0)]);
+    }
+
+    #[test]
     fn random_samples_grow_the_dims_a_model_cannot_run_at_1() {
         let model = model_from_text(CONV).unwrap();
         let (c, rt) = Calibration::random_runnable(&model, &InputShapes::new(), 0, 2).unwrap();
