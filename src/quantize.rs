@@ -190,22 +190,6 @@ const BINS: usize = 2048;
 /// Quantized levels on one side of zero the entropy method compares against.
 const LEVELS: usize = 128;
 
-/// The range `[lo, hi]` of one activation over its values on every
-/// calibration sample.
-pub fn activation_range(samples: &[&[f32]], method: Method) -> (f32, f32) {
-    let mut range = Range::default();
-    for s in samples {
-        range.observe(s);
-    }
-    let mut hist = AbsHistogram::new(&range);
-    if method != Method::MinMax {
-        for s in samples {
-            hist.observe(s);
-        }
-    }
-    hist.clip(&range, method)
-}
-
 /// The finite extremes of an activation's values, gathered a sample at a
 /// time (merging is exact in any order).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -376,6 +360,22 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The calibrated range of one activation over its values on every
+    /// sample, by the sweeps `quant`'s calibration makes.
+    fn activation_range(samples: &[&[f32]], method: Method) -> (f32, f32) {
+        let mut range = Range::default();
+        for s in samples {
+            range.observe(s);
+        }
+        let mut hist = AbsHistogram::new(&range);
+        if method != Method::MinMax {
+            for s in samples {
+                hist.observe(s);
+            }
+        }
+        hist.clip(&range, method)
+    }
 
     #[test]
     fn loss_is_what_quantize_and_dequantize_lose() {
