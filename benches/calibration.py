@@ -33,10 +33,12 @@ SAMPLES = 32
 
 # onnxruntime's quantizer in a child process, so that its peak memory is its own.
 ORT_QUANTIZE = """
-import sys, numpy as np
+import os, sys, numpy as np
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 src, cal, out, pre = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "pre"
+# quant_pre_process writes sym_shape_infer_temp.onnx into the working folder
+os.chdir(os.path.dirname(out))
 x = np.load(cal, mmap_mode="r")
 class Reader(CalibrationDataReader):
     def __init__(self):
