@@ -98,6 +98,31 @@ impl Grid {
     }
 }
 
+/// Mantissa bits a calibrated bound keeps (see [`snap_outward`]).
+const BOUND_BITS: u32 = 12;
+
+/// `x` with its magnitude rounded up to [`BOUND_BITS`] mantissa bits (a
+/// relative step of 1/4096, far finer than 8 bits resolve; never narrower,
+/// so nothing more is clipped). Activations computed on different CPUs
+/// differ in their last bits (tract's AVX2 and AVX-512 kernels sum in other
+/// orders), and raw calibrated bounds carried that into the scales: the
+/// same model and data gave other bytes on another machine
+/// (0.97381806 vs 0.97381794). Snapped, they agree unless a bound lies
+/// within that noise of a step's edge.
+pub fn snap_outward(x: f32) -> f32 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let mask = (1u32 << (23 - BOUND_BITS)) - 1;
+    let bits = x.abs().to_bits();
+    let up = if bits & mask == 0 {
+        bits
+    } else {
+        (bits | mask) + 1
+    };
+    f32::from_bits(up).copysign(x)
+}
+
 /// A scale of zero (an all-zero channel, a constant tensor) is not a valid
 /// ONNX scale; any positive one represents zeros exactly.
 fn positive_scale(s: f32) -> f32 {
@@ -417,6 +442,21 @@ mod tests {
         // Half to even, as ONNX QuantizeLinear.
         assert_eq!(g.quantize(0.25), 2);
         assert_eq!(g.quantize(0.35), 4);
+    }
+
+    #[test]
+    fn snapped_bounds_widen_by_less_than_a_step_and_absorb_last_bit_noise() {
+        for x in [0.97381806f32, -1.9476361, 3.0e-5, 6.0, -0.001] {
+            let s = snap_outward(x);
+            assert!(s.abs() >= x.abs() && s.signum() == x.signum(), "{x} -> {s}");
+            assert!((s - x).abs() <= x.abs() / 4096.0, "{x} -> {s}");
+            assert_eq!(snap_outward(s), s, "a snapped bound stays put");
+        }
+        // The two CPUs' bounds of one activation.
+        assert_eq!(snap_outward(0.97381806), snap_outward(0.97381794));
+        assert_eq!(snap_outward(1.9476361), snap_outward(1.9476359));
+        assert_eq!(snap_outward(0.0), 0.0);
+        assert_eq!(snap_outward(6.0), 6.0);
     }
 
     #[test]

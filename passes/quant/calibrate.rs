@@ -2,7 +2,7 @@
 //! each layer's sensitivity for `fallback`.
 
 use super::*;
-use crate::quantize::{AbsHistogram, Range};
+use crate::quantize::{snap_outward, AbsHistogram, Range};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -70,6 +70,8 @@ impl Quant {
             .zip(&hists)
             .map(|(r, h)| {
                 let (lo, hi) = h.clip(r, self.method);
+                // The same bytes whatever CPU computed the activations.
+                let (lo, hi) = (snap_outward(lo), snap_outward(hi));
                 let grid = match act {
                     Act::S8 => Grid::symmetric(lo.abs().max(hi.abs()), 8),
                     Act::U8 => Grid::asymmetric_u8(lo, hi),
