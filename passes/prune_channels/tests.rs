@@ -69,7 +69,7 @@ fn node(m: &Model, name: &str) -> NodeId {
 
 #[test]
 fn tied_groups_shrink_consistently() {
-    let passes = "prune-channels{ratio=0.5,min-channels=4,align=1}";
+    let passes = "prune-channels{ratio=0.5,min-channels=4,align=1,measure=false}";
     let (out, _) = check_inexact("prune-channels__tied", &tied(), passes);
     // {a, b} are tied through the residual Add (and dw follows a): 8 -> 4.
     assert_eq!(weight_dims(&out, "a"), [4, 4, 3, 3]);
@@ -128,7 +128,7 @@ fn removing_dead_channels_changes_nothing() {
     let e = zeroed_conv(&mut b, cat, &[4, 16, 3, 3], 1, &[], "e");
     b.output(e, DataType::FLOAT);
     let model = b.build().unwrap();
-    let passes = "prune-channels{ratio=0.5,min-channels=4,align=1}";
+    let passes = "prune-channels{ratio=0.5,min-channels=4,align=1,measure=false}";
     let (out, err) = check_inexact("prune-channels__dead-channels", &model, passes);
     assert!(err <= 1e-5, "max_rel_err {err:e}");
     assert_eq!(weight_dims(&out, "e"), [4, 8, 3, 3]);
@@ -513,7 +513,7 @@ mod refit_tests {
                 .unwrap();
             (m, r[0].details.clone())
         };
-        let passes = "prune-channels{ratio=0.5,min-channels=4,align=1}";
+        let passes = "prune-channels{ratio=0.5,min-channels=4,align=1,measure=false}";
         let (plain, d) = run(passes, &PassContext::default());
         assert_eq!(d["refit"], false);
         assert!(
@@ -620,4 +620,46 @@ fn kept_channels_are_aligned_and_a_group_rounding_back_to_its_size_is_reported()
         left.contains("ratio removes no channel once rounded to a multiple of 8"),
         "{left}"
     );
+}
+
+#[test]
+fn a_group_its_multiple_moves_far_from_the_ratio_is_left_alone() {
+    // 32 channels at 0.3 want 22.4: in multiples of 16 that is 16, more
+    // than an eighth of the group (4) away, so the group stays whole; at
+    // 0.5 it keeps 16 exactly. (size, ratio, keep) -> strays
+    for (size, ratio, keep, want) in [
+        (32, 0.3, 16, true),
+        (32, 0.5, 16, false),
+        (16, 0.3, 8, true), // 11.2 -> 8
+        (48, 0.3, 32, false),
+        (512, 0.3, 352, false),
+    ] {
+        assert_eq!(
+            super::strays(size, ratio, keep),
+            want,
+            "{size} {ratio} {keep}"
+        );
+    }
+    let build = || {
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[1, 4, 8, 8]);
+        let a = conv(&mut b, x, ("wa", &[32, 4, 3, 3]), 1, "a");
+        let ya = conv(&mut b, a, ("wya", &[3, 32, 3, 3]), 1, "ya");
+        b.output(ya, DataType::FLOAT);
+        b.build().unwrap()
+    };
+    let mut m = build();
+    let report = Pipeline::parse("prune-channels{ratio=0.3,align=16}")
+        .unwrap()
+        .run(&mut m, &Default::default(), &mut |_| {})
+        .unwrap();
+    assert_eq!(weight_dims(&m, "a"), [32, 4, 3, 3]);
+    let left = report[0].details["left_alone"].to_string();
+    assert!(left.contains("strays more than an eighth"), "{left}");
+    let mut m = build();
+    Pipeline::parse("prune-channels{ratio=0.5,align=16}")
+        .unwrap()
+        .run(&mut m, &Default::default(), &mut |_| {})
+        .unwrap();
+    assert_eq!(weight_dims(&m, "a"), [16, 4, 3, 3]);
 }

@@ -16,15 +16,8 @@
 
 use super::calibrate::flat;
 use super::*;
+use crate::passes::toolkit::timing::{self, RUNS};
 use crate::runtime::BenchResult;
-
-/// Timed runs per candidate (after warm-up), alternated with the float model.
-const RUNS: usize = 15;
-
-/// A form other than the first (int8 with flow) is kept only when it is
-/// this much faster, and int8 only when it is this much faster than float:
-/// noise must not decide.
-const MARGIN: f64 = 1.03;
 
 /// What the timing decided.
 pub(super) struct Measured {
@@ -79,7 +72,7 @@ impl Quant {
         candidates: &mut Vec<Candidate>,
         time: bool,
     ) -> Result<Judged> {
-        let ort = crate::runtime::ort::environment().is_ok();
+        let ort = timing::ort_installed();
         let (guard, time) = (candidates.len() > 1, time && ort);
         if !guard && !time {
             return Ok(Judged {
@@ -160,14 +153,8 @@ impl Quant {
     /// `timed[i]` is candidate i's timing against the float model.
     pub(super) fn choose(&self, candidates: &[Candidate], timed: &[BenchResult]) -> Measured {
         let speedups: Vec<f64> = timed.iter().map(|t| t.speedup).collect();
-        let mut chosen = 0;
-        for (i, &s) in speedups.iter().enumerate().skip(1) {
-            if s > speedups[chosen] * MARGIN {
-                chosen = i;
-            }
-        }
         // Float is kept unless int8 is clearly faster: never slower than float.
-        let kept = (speedups[chosen] >= MARGIN).then_some(chosen);
+        let kept = timing::fastest(&speedups);
         let same_without_timing = match kept {
             None => "leave quant out of --passes".to_string(),
             Some(i) => {
@@ -198,7 +185,7 @@ impl Quant {
         Measured {
             chosen: kept,
             report: json!({
-                "cost_model": format!("measured in ONNX Runtime (1 thread, {RUNS} alternated runs, median)"),
+                "cost_model": timing::cost_model(),
                 "float_ms": float_ms,
                 "forms": forms,
                 "kept": match kept {

@@ -37,12 +37,20 @@
 //! `group`); a depthwise one never pays (K = kh·kw, N = 1). A layer is split only when `K·N ≥ min-gain·r·(K+N)`, so no split
 //! ever adds work. Every layer considered is reported, split or not, and why.
 //!
+//! **Measured, not assumed** (`measure`): fewer multiply-adds need not run
+//! faster (two thin Convs where one stood, a rank off the runtime's blocks).
+//! With ONNX Runtime installed, the split model is timed there against the
+//! given one (`toolkit::timing`, on `--inputs` or random samples), and the
+//! given model is handed back unless the split is faster; the report gives
+//! the speedup and the options that give the same model without timing.
+//!
 //! **Options:** declared once in `Opts` below (`onnx-opt passes` and the
 //! README list them); the rank comes from `rank` if set, else `ratio` if set,
 //! else `energy`.
 
 use crate::ir::{Attribute, DataType, Graph, Model, NodeId, Operator, Outlet, Patch, Tensor};
 use crate::linalg;
+use crate::passes::toolkit::timing;
 use crate::passes::{name_matches, select_layers, DataUse, PassInfo};
 use crate::pipeline::{List, Options, Pass, PassContext, Pipeline};
 use anyhow::{bail, ensure, Context, Result};
@@ -63,7 +71,7 @@ pub const INFO: PassInfo = PassInfo {
     name: "svd",
     summary: "split Gemm/MatMul/Conv layers in two low-rank ones (W ≈ UΣVᵀ) where it saves work",
     exact: false,
-    data: DataUse::IfGiven,
+    data: DataUse::Runs,
     options: Opts::TABLE,
     build,
 };
@@ -84,6 +92,8 @@ crate::pass_options! {
         min_params: usize = "min-params", "16384", "leave layers with fewer weights alone";
         fit: String = "fit", "auto",
             "auto: fit each layer to its outputs on --inputs when given; weights: never";
+        measure: bool = "measure", "true",
+            "with ONNX Runtime installed, time the split model there against the given one and hand the given one back unless the split is faster";
     }
 }
 
@@ -101,6 +111,7 @@ struct Svd {
     skip: Vec<String>,
     min_params: usize,
     fit_data: bool,
+    measure: bool,
     lift: Pipeline,
 }
 
@@ -148,6 +159,7 @@ fn build(o: &Options) -> Result<Box<dyn Pass>> {
         skip: o.skip.0,
         min_params: o.min_params,
         fit_data,
+        measure: o.measure,
         lift: Pipeline::parse("lift-constants")?,
     }))
 }
@@ -206,6 +218,13 @@ enum Outcome {
 
 impl Pass for Svd {
     fn run(&self, model: &mut Model, cx: &PassContext) -> Result<serde_json::Value> {
+        // Timed in ONNX Runtime when asked, with samples to time on and the
+        // library found; the model as it came is then kept to hand back.
+        let timed_data = cx
+            .data
+            .as_ref()
+            .filter(|_| self.measure && timing::ort_installed());
+        let given = timed_data.map(|_| model.clone());
         self.lift.run_nested(model, cx)?;
         let (layers, mut report) = self.candidates(&model.graph);
         let data = cx.data.as_ref().filter(|d| self.fit_data && !d.random);
@@ -267,9 +286,52 @@ impl Pass for Svd {
             }
             report.push(entry);
         }
+        let calibration = data.map_or("none".to_string(), |d| {
+            format!("{} ({} samples)", d.source, d.samples.len())
+        });
+        let measured = match (timed_data, given) {
+            (Some(data), Some(given)) if split > 0 => {
+                let timed = timing::time_in_ort(data, &given, std::slice::from_ref(model))
+                    .context("timing the split model in ONNX Runtime")?;
+                let t = &timed[0];
+                let measured = json!({
+                    "cost_model": timing::cost_model(),
+                    "given_ms": t.a.median_ms,
+                    "split_ms": t.b.median_ms,
+                    "speedup": t.speedup,
+                    "same_without_timing": if timing::fastest(&[t.speedup]).is_some() {
+                        "measure=false"
+                    } else {
+                        "leave svd out of --passes"
+                    },
+                });
+                if timing::fastest(&[t.speedup]).is_none() {
+                    // Splitting does not pay where the model runs: the
+                    // model goes back as it came; the layers say what a
+                    // split would have been.
+                    *model = given;
+                    return Ok(json!({
+                        "split": 0,
+                        "kept": "the given model: the split model was not faster in ONNX Runtime",
+                        "would_split": split,
+                        "measured": measured,
+                        "calibration": calibration,
+                        "layers": report,
+                    }));
+                }
+                measured
+            }
+            _ => json!({ "cost_model": format!("static ({})", match () {
+                _ if !self.measure => "not asked: measure=false",
+                _ if cx.data.is_none() => "no samples to time on",
+                _ if !timing::ort_installed() => "ONNX Runtime is not installed",
+                _ => "nothing to time: no layer is split",
+            }) }),
+        };
         Ok(json!({
             "split": split,
-            "calibration": data.map_or("none".to_string(), |d| format!("{} ({} samples)", d.source, d.samples.len())),
+            "measured": measured,
+            "calibration": calibration,
             "layers": report,
         }))
     }

@@ -252,6 +252,7 @@ fn conv_input_windows_times_the_weights_are_the_conv_outputs() {
             skip: vec![],
             min_params: 0,
             fit_data: true,
+            measure: false,
             lift: Pipeline::parse("").unwrap(),
         };
         let (layers, _) = picker.candidates(&model.graph);

@@ -109,7 +109,8 @@ impl Pipeline {
         let need = |d: DataUse| match d {
             DataUse::None => 0,
             DataUse::IfGiven => 1,
-            DataUse::Required => 2,
+            DataUse::Runs => 2,
+            DataUse::Required => 3,
         };
         self.steps
             .iter()

@@ -5,8 +5,9 @@
 //! with int8), each one `--passes` string; then, per layer, the fastest
 //! form that lost too much with its most sensitive layers kept in float
 //! (`quant{exclude=...}`), so that the answer is always a plain pass list.
-//! Timing is tune's job: every quant form is written with `measure=false`,
-//! which also makes the string reproduce the same bytes without timing.
+//! Timing is tune's job: every quant and prune-channels form is written
+//! with `measure=false`, which also makes the string reproduce the same
+//! bytes without timing.
 
 use crate::pipeline::{format_pipeline, parse_pipeline, PassSpec};
 use crate::runtime::Engine;
@@ -88,10 +89,12 @@ pub fn forms(space: &Space, engine: Engine) -> Vec<String> {
     }
     let mut lossy = vec![];
     if space.prune_channels {
-        lossy.extend(PRUNE_RATIOS.map(|r| spec("prune-channels", &[("ratio", r)])));
+        lossy.extend(
+            PRUNE_RATIOS.map(|r| spec("prune-channels", &[("measure", "false"), ("ratio", r)])),
+        );
     }
     if space.svd {
-        lossy.extend(SVD_ENERGIES.map(|e| spec("svd", &[("energy", e)])));
+        lossy.extend(SVD_ENERGIES.map(|e| spec("svd", &[("energy", e), ("measure", "false")])));
     }
     for pass in lossy {
         out.push(format_pipeline(&[fuse.clone(), pass.clone()]));
