@@ -96,8 +96,9 @@ def held_out(exe, tmp, names, ratio, runs):
         x = [ms[0] / m for m in ms]
         print(f"| {name} | {choice} | {own} | {ms[0]:.2f} -> {ms[1]:.2f} ({x[1]:.2f}x) | {x[2]:.2f}x | {x[3]:.2f}x | {x[4]:.2f}x |",
               flush=True)
-        # The pass's own timing and this one differ by noise: a clear loss only.
-        if x[1] < 0.97:
+        # The pass's own timing and this one differ by noise: a clear loss
+        # only, and none when the pass handed the given model back.
+        if not isinstance(measured["kept"], str) and x[1] < 0.97:
             failed.append(f"{name}: the kept model runs {x[1]:.2f}x the fused one in ONNX Runtime")
     return failed
 
