@@ -196,10 +196,7 @@ impl Pass for PruneChannels {
     fn run(&self, model: &mut Model, cx: &PassContext) -> Result<serde_json::Value> {
         // Timed in ONNX Runtime when asked, with samples to time on and the
         // library found; the model as it came is then kept to hand back.
-        let timed_data = cx
-            .data
-            .as_ref()
-            .filter(|_| self.measure && timing::ort_installed());
+        let timed_data = timing::samples(self.measure, cx);
         let given = timed_data.map(|_| model.clone());
         self.lift.run_nested(model, cx)?;
         let g = &model.graph;
@@ -246,12 +243,7 @@ impl Pass for PruneChannels {
             }
             _ => (
                 Some(0),
-                json!({ "cost_model": format!("static ({})", match () {
-                    _ if !self.measure => "not asked: measure=false",
-                    _ if cx.data.is_none() => "no samples to time on",
-                    _ if !timing::ort_installed() => "ONNX Runtime is not installed",
-                    _ => "nothing to time: no group is pruned",
-                }) }),
+                timing::not_timed(self.measure, cx, "nothing to time: no group is pruned"),
             ),
         };
         let Some(chosen) = chosen else {

@@ -220,10 +220,7 @@ impl Pass for Svd {
     fn run(&self, model: &mut Model, cx: &PassContext) -> Result<serde_json::Value> {
         // Timed in ONNX Runtime when asked, with samples to time on and the
         // library found; the model as it came is then kept to hand back.
-        let timed_data = cx
-            .data
-            .as_ref()
-            .filter(|_| self.measure && timing::ort_installed());
+        let timed_data = timing::samples(self.measure, cx);
         let given = timed_data.map(|_| model.clone());
         self.lift.run_nested(model, cx)?;
         let (layers, mut report) = self.candidates(&model.graph);
@@ -294,18 +291,15 @@ impl Pass for Svd {
                 let timed = timing::time_in_ort(data, &given, std::slice::from_ref(model))
                     .context("timing the split model in ONNX Runtime")?;
                 let t = &timed[0];
+                let pays = timing::fastest(&[t.speedup]).is_some();
                 let measured = json!({
                     "cost_model": timing::cost_model(),
                     "given_ms": t.a.median_ms,
                     "split_ms": t.b.median_ms,
                     "speedup": t.speedup,
-                    "same_without_timing": if timing::fastest(&[t.speedup]).is_some() {
-                        "measure=false"
-                    } else {
-                        "leave svd out of --passes"
-                    },
+                    "same_without_timing": if pays { "measure=false" } else { "leave svd out of --passes" },
                 });
-                if timing::fastest(&[t.speedup]).is_none() {
+                if !pays {
                     // Splitting does not pay where the model runs: the
                     // model goes back as it came; the layers say what a
                     // split would have been.
@@ -321,12 +315,7 @@ impl Pass for Svd {
                 }
                 measured
             }
-            _ => json!({ "cost_model": format!("static ({})", match () {
-                _ if !self.measure => "not asked: measure=false",
-                _ if cx.data.is_none() => "no samples to time on",
-                _ if !timing::ort_installed() => "ONNX Runtime is not installed",
-                _ => "nothing to time: no layer is split",
-            }) }),
+            _ => timing::not_timed(self.measure, cx, "nothing to time: no layer is split"),
         };
         Ok(json!({
             "split": split,

@@ -7,6 +7,7 @@
 
 use crate::calibrate::Calibration;
 use crate::ir::Model;
+use crate::pipeline::PassContext;
 use crate::runtime::{BenchResult, Engine};
 use anyhow::{Context, Result};
 
@@ -27,6 +28,24 @@ pub(crate) fn cost_model() -> String {
 /// Whether ONNX Runtime's library is found: without it, nothing is timed.
 pub(crate) fn ort_installed() -> bool {
     crate::runtime::ort::environment().is_ok()
+}
+
+/// The samples to time on: `cx`'s, when `measure` asks for timing and ONNX
+/// Runtime is installed.
+pub(crate) fn samples(measure: bool, cx: &PassContext) -> Option<&Calibration> {
+    cx.data.as_ref().filter(|_| measure && ort_installed())
+}
+
+/// The report's `cost_model` when nothing was timed, and why; `nothing`
+/// says why there was nothing to time.
+pub(crate) fn not_timed(measure: bool, cx: &PassContext, nothing: &str) -> serde_json::Value {
+    let why = match () {
+        _ if !measure => "not asked: measure=false",
+        _ if cx.data.is_none() => "no samples to time on",
+        _ if !ort_installed() => "ONNX Runtime is not installed",
+        _ => nothing,
+    };
+    serde_json::json!({ "cost_model": format!("static ({why})") })
 }
 
 /// The candidate to keep, given each one's speedup over the given model (the

