@@ -112,6 +112,7 @@ impl Fuse {
         cx: &PassContext,
         lift: bool,
         tail: &mut Option<(u64, usize)>,
+        corrected: &mut Vec<serde_json::Value>,
     ) -> Result<(Vec<PassReport>, ModelStats)> {
         let mut typed = |model: &mut Model| -> Result<Vec<PassReport>> {
             let known = tail
@@ -176,7 +177,10 @@ impl Fuse {
                         .recv()
                         .unwrap_or_else(|_| Err(anyhow!("type inference panicked")))
                 });
-                infer_shapes::record(model, inferred)?;
+                let details = infer_shapes::record(model, inferred)?;
+                if let Some(c) = details["outputs_corrected"].as_array() {
+                    corrected.extend(c.iter().cloned());
+                }
                 reports.extend(typed(model)?);
                 Ok((reports, before))
             })();
@@ -192,8 +196,10 @@ impl Pass for Fuse {
         let mut rounds = 0;
         let mut parts: Vec<serde_json::Value> = vec![];
         let mut tail = None;
+        let mut corrected = vec![];
         loop {
-            let (reports, before) = self.round(model, cx, rounds == 0, &mut tail)?;
+            let (reports, before) =
+                self.round(model, cx, rounds == 0, &mut tail, &mut corrected)?;
             rounds += 1;
             parts.extend(reports.into_iter().filter(|r| r.nodes_before != r.nodes_after).map(|r| {
                 json!({ "round": rounds, "pass": r.name, "nodes_removed": r.nodes_before - r.nodes_after.min(r.nodes_before) })
@@ -202,6 +208,11 @@ impl Pass for Fuse {
                 break;
             }
         }
-        Ok(json!({ "rounds": rounds, "changes": parts }))
+        let mut details = json!({ "rounds": rounds, "changes": parts });
+        if !corrected.is_empty() {
+            // A wrong output declaration the inferred types replaced.
+            details["outputs_corrected"] = json!(corrected);
+        }
+        Ok(details)
     }
 }

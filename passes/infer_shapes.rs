@@ -20,7 +20,14 @@
 //! an unknown dim or rank, recorded when tract could not tell, is replaced
 //! when tract now can say every dim: after a Reshape's shape became
 //! constant, say);
-//! graph outputs keep their declaration; values whose element type tract cannot infer stay untyped.
+//! graph outputs keep their declaration, unless it contradicts what the
+//! graph computes (another rank, or another number for a dim): exporters
+//! write such declarations (a CRNN declaring `[1, seqlen]` for a
+//! `[seqlen, 1, 8210]` output) and ONNX Runtime only warns at run time, but
+//! onnx's checker refuses the file once the values before it are typed, so
+//! the inferred type replaces it and the details name it
+//! (`outputs_corrected`); values whose element type tract cannot infer stay
+//! untyped.
 //! Subgraphs (`If`, `Loop`, `Scan` bodies) are not annotated. When tract's
 //! analysis fails on some nodes, the types it did find are recorded and the
 //! reason is in the details (`incomplete`); when tract cannot read the model
@@ -30,7 +37,7 @@
 //!
 //! **Options:** none.
 
-use crate::ir::{Graph, Model, Outlet, Patch};
+use crate::ir::{text, DimValue, Graph, Model, Outlet, Patch, TypeInfo, TypeKind};
 use crate::passes::PassInfo;
 use crate::pipeline::{Pass, PassContext};
 use crate::runtime::{InferredTypes, ValueType};
@@ -86,6 +93,9 @@ pub(crate) fn record(
         "static": counts.static_shape,
         "untyped": counts.untyped,
     });
+    if !counts.corrected.is_empty() {
+        details["outputs_corrected"] = json!(counts.corrected);
+    }
     if let Some(why) = inferred.incomplete {
         details["incomplete"] = json!(why);
     }
@@ -97,8 +107,7 @@ pub(crate) fn record(
 }
 
 /// A type that says each dim (a number or a symbol), or not a tensor's.
-fn complete(t: &crate::ir::TypeInfo) -> bool {
-    use crate::ir::{DimValue, TypeKind};
+fn complete(t: &TypeInfo) -> bool {
     match &t.kind {
         TypeKind::Tensor {
             shape: Some(dims), ..
@@ -137,6 +146,8 @@ struct Counts {
     static_shape: usize,
     /// Untyped values tract knows no element type of.
     untyped: usize,
+    /// Graph outputs whose declaration contradicted the inferred type.
+    corrected: Vec<serde_json::Value>,
 }
 
 /// A patch typing every untyped operator output of `g` found in `types`.
@@ -166,7 +177,38 @@ fn annotate(g: &Graph, types: &HashMap<&str, &ValueType>) -> (Patch, Counts) {
             patch.set_type(outlet, ty);
         }
     }
+    for (index, output) in g.outputs.iter().enumerate() {
+        let name = g.outlet_name(output.outlet);
+        let Some(ty) = types.get(name) else { continue };
+        let ty = crate::exec::type_info(ty);
+        let Some(declared) = output.info.ty.as_ref().filter(|d| contradicts(d, &ty)) else {
+            continue;
+        };
+        counts.corrected.push(json!({
+            "output": name,
+            "declared": text::type_text(Some(declared)),
+            "computes": text::type_text(Some(&ty)),
+        }));
+        patch.declare_output(index, ty);
+    }
     (patch, counts)
+}
+
+/// Whether two tensor types cannot describe the same value: their ranks,
+/// or a dim both give as a number, differ (a symbol may be any number).
+fn contradicts(declared: &TypeInfo, inferred: &TypeInfo) -> bool {
+    let shape = |t: &TypeInfo| match &t.kind {
+        TypeKind::Tensor { shape, .. } => shape.clone(),
+        _ => None,
+    };
+    let (Some(a), Some(b)) = (shape(declared), shape(inferred)) else {
+        return false;
+    };
+    a.len() != b.len()
+        || a.iter().zip(&b).any(|(x, y)| match (&x.value, &y.value) {
+            (DimValue::Known(x), DimValue::Known(y)) => x != y,
+            _ => false,
+        })
 }
 
 #[cfg(test)]
@@ -247,6 +289,34 @@ mod tests {
             crate::ir::text::model_to_text(&m)
         };
         assert_eq!(text(&m), text(&before));
+    }
+
+    #[test]
+    fn an_output_declaration_the_graph_contradicts_is_replaced() {
+        let cases = [
+            // Another rank; another number for a dim: replaced.
+            (&["batch", "4", "1"][..], Some("f32[batch,4]")),
+            (&["batch", "5"][..], Some("f32[batch,4]")),
+            // Another symbol is no contradiction: kept.
+            (&["n", "4"][..], None),
+        ];
+        for (declared, corrected) in cases {
+            let mut m = model();
+            m.graph.outputs[0].info.ty = Some(f32_type(declared));
+            let d = run(&mut m, "infer-shapes");
+            let now = crate::ir::text::type_text(m.graph.outputs[0].info.ty.as_ref());
+            match corrected {
+                Some(want) => {
+                    assert_eq!(now, want, "{declared:?}");
+                    assert_eq!(d["outputs_corrected"][0]["output"], "y", "{d}");
+                    assert_eq!(d["outputs_corrected"][0]["computes"], want, "{d}");
+                }
+                None => {
+                    assert_eq!(m.graph.outputs[0].info.ty, Some(f32_type(declared)));
+                    assert!(d.get("outputs_corrected").is_none(), "{d}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -448,6 +448,25 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
             )
         });
     }
+    // A declaration the graph contradicts was replaced: the user hears of it.
+    for p in &passes {
+        for c in p.details["outputs_corrected"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            progress.suspend(|| {
+                eprintln!(
+                    "warning: pass {}: output {} was declared {} but computes {}; its \
+                     declaration now says so",
+                    p.name,
+                    c["output"].as_str().unwrap_or("?"),
+                    c["declared"].as_str().unwrap_or("?"),
+                    c["computes"].as_str().unwrap_or("?")
+                )
+            });
+        }
+    }
     let after_bytes = onnx::encoded_len(&model)?;
 
     let mut report = Report {

@@ -32,6 +32,7 @@ pub struct Patch {
     handovers: Vec<(Outlet, Src)>,
     removals: Vec<NodeId>,
     types: Vec<(Outlet, TypeInfo)>,
+    declarations: Vec<(usize, TypeInfo)>,
     constants: Vec<NodeId>,
 }
 
@@ -46,6 +47,7 @@ impl Patch {
             handovers: vec![],
             removals: vec![],
             types: vec![],
+            declarations: vec![],
             constants: vec![],
         }
     }
@@ -172,6 +174,11 @@ impl Patch {
         self.types.push((outlet, ty));
     }
 
+    /// Declares graph output `index` (in `g.outputs`) as of type `ty`.
+    pub fn declare_output(&mut self, index: usize, ty: TypeInfo) {
+        self.declarations.push((index, ty));
+    }
+
     /// Stops declaring an initializer as a graph input, so that nothing can
     /// override it: it becomes a constant. Changes no computation of a model
     /// whose users never fed that input (IR < 4 says they cannot).
@@ -188,6 +195,7 @@ impl Patch {
             && self.handovers.is_empty()
             && self.removals.is_empty()
             && self.types.is_empty()
+            && self.declarations.is_empty()
     }
 
     pub fn apply(self, g: &mut Graph) -> Result<()> {
@@ -224,6 +232,13 @@ impl Patch {
             );
             let v = &mut g.node_mut(outlet.node).outputs[outlet.slot];
             v.info.get_or_insert_with(ValueInfo::default).ty = Some(ty);
+        }
+        for (index, ty) in self.declarations {
+            let output = g.outputs.get_mut(index);
+            output
+                .context("declares a graph output that does not exist")?
+                .info
+                .ty = Some(ty);
         }
         // Names are chosen before anything changes, against the graph's names
         // (borrowed); the names of nodes this patch removes are free, so a

@@ -125,3 +125,24 @@ def test_the_measured_choice_is_reproduced_without_timing(name, tmp_path):
     code, log = sh(ONNX_OPT, model_path(name), "-o", again, "--passes", passes, "--inputs", calib)
     assert code == 0, log
     assert open(again, "rb").read() == open(tmp_path / "measured.onnx", "rb").read(), passes
+
+
+def test_an_output_declared_wrong_by_its_exporter_is_corrected(tmp_path):
+    """ddddocr's CRNN declares its output f32[1,seqlen] and computes
+    [seqlen,1,8210]; once quant raises it to opset 14 and the values before
+    it are typed, onnx's checker refuses the contradiction. The declaration
+    takes the computed type, and the user is told."""
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    np.savez(calib / "1.npz", **feeds("ddddocr-crnn", 1))
+    out = tmp_path / "q.onnx"
+    code, log = sh(ONNX_OPT, model_path("ddddocr-crnn"), "-o", out, "--passes", "fuse,quant{measure=false}",
+                   "--inputs", calib)
+    assert code == 0, log
+    assert "output 387 was declared f32[1,seqlen] but computes f32[?,1,8210]" in log, log
+    code, log = judge("check", out)
+    assert code == 0, log
+    dims = [d.dim_value or d.dim_param for d in onnx.load(out).graph.output[0].type.tensor_type.shape.dim]
+    assert dims[1:] == [1, 8210], dims
+    held_out = feeds("ddddocr-crnn", 0)
+    assert outputs(out, held_out)[0].shape == outputs(model_path("ddddocr-crnn"), held_out)[0].shape
