@@ -43,7 +43,7 @@ use crate::passes::DataUse;
 use crate::pipeline::{PassContext, PassReport, Pipeline};
 use crate::runtime::{self, InputShapes, Runner, Sample};
 use anyhow::{Context, Result};
-use record::Resume;
+use record::{Resume, Spent};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -322,19 +322,29 @@ impl Search<'_> {
     /// cross-validate `VALIDATIONS` typical candidates (k-1 more builds and
     /// judgements each) and build the output.
     fn has_time(&self) -> bool {
-        let mut done: Vec<f64> = self.candidates.iter().map(|c| c.seconds).collect();
-        done.sort_by(f64::total_cmp);
-        // The median: one slow form (a model timed at 3 ms) must not eat the search.
-        let each = done.get(done.len() / 2).copied().unwrap_or(0.0);
-        let reserve = self.validation_cost(each, VALIDATIONS);
-        self.elapsed().as_secs_f64() + each + reserve <= self.settings.budget.as_secs_f64()
+        let parts: Vec<Spent> = self.candidates.iter().map(Candidate::parts).collect();
+        // Medians: one slow form (a model timed at 3 ms) must not eat the search.
+        let median = |part: fn(&Spent) -> f64| {
+            let mut v: Vec<f64> = parts.iter().map(part).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        let step = median(|s| s.build + s.judge + s.time);
+        let typical = Spent {
+            build: median(|s| s.build),
+            judge: median(|s| s.judge),
+            time: 0.0,
+        };
+        let reserve = self.validation_cost(&typical, VALIDATIONS);
+        self.elapsed().as_secs_f64() + step + reserve <= self.settings.budget.as_secs_f64()
     }
 
     /// Seconds to cross-validate `validations` candidates whose search step
-    /// took `each` (k-1 more builds and judgements apiece) and build the output.
-    fn validation_cost(&self, each: f64, validations: f64) -> f64 {
+    /// spent `s` (k-1 more builds and judgements apiece, no timing) and to
+    /// build the output (a build on all the samples).
+    fn validation_cost(&self, s: &Spent, validations: f64) -> f64 {
         let folds = self.settings.folds as f64;
-        each * ((folds - 1.0) * validations + self.output_build_scale())
+        (s.build + s.judge) * (folds - 1.0) * validations + s.build * self.output_build_scale()
     }
 
     /// The output's build against a candidate's: it calibrates on all the
@@ -350,7 +360,7 @@ impl Search<'_> {
     /// judgements, each at most as long as its search step) and the output
     /// built.
     fn can_validate(&self, k: usize) -> bool {
-        let cost = self.validation_cost(self.candidates[k].seconds, 1.0);
+        let cost = self.validation_cost(&self.candidates[k].parts(), 1.0);
         self.elapsed().as_secs_f64() + cost <= self.settings.budget.as_secs_f64()
     }
 
@@ -429,15 +439,18 @@ impl Search<'_> {
         self.judge.calibration(&idx, source)
     }
 
-    /// `passes` calibrated without fold `fold`, judged on it.
-    fn judge_fold(&self, passes: &str, fold: usize) -> Result<(Model, Score)> {
+    /// `passes` calibrated without fold `fold`, judged on it; the seconds
+    /// the build and the judgement took.
+    fn judge_fold(&self, passes: &str, fold: usize) -> Result<(Model, Score, [f64; 2])> {
+        let t0 = Instant::now();
         let (model, _) = build(self.original, passes, Some(self.calibration_without(fold)))?;
         let file = self.scratch.join("candidate.onnx");
         let model = self.write_for_command(model, &file)?;
+        let built = t0.elapsed().as_secs_f64();
         let metric = self
             .judge
             .evaluate(&model, &self.folds[fold], Some(&file))?;
-        Ok((model, metric))
+        Ok((model, metric, [built, t0.elapsed().as_secs_f64() - built]))
     }
 
     fn evaluate(&self, passes: &str, stage: &str) -> Candidate {
@@ -451,7 +464,8 @@ impl Search<'_> {
     }
 
     fn measure(&self, c: &mut Candidate) -> Result<()> {
-        let (model, score) = self.judge_fold(&c.passes, 0)?;
+        let (model, score, [build, judge]) = self.judge_fold(&c.passes, 0)?;
+        (c.spent.build, c.spent.judge) = (build, judge);
         let original = self.original_folds[0];
         c.metric = Some(score.value);
         c.lost_of = score.lost_of.map(|(l, n)| [l, n]);
@@ -471,6 +485,7 @@ impl Search<'_> {
                 (same.latency_ms, same.original_latency_ms, same.speedup);
             return Ok(());
         }
+        let t0 = Instant::now();
         let rt = self.judge.load(&model, &self.timing_shapes)?;
         let b = runtime::bench(
             &self.base,
@@ -484,6 +499,7 @@ impl Search<'_> {
         // Paired ratios: the machine may be shared (see `runtime::bench`).
         c.speedup = Some(b.paired_speedup);
         c.speedup_spread = Some(b.paired_spread);
+        c.spent.time = t0.elapsed().as_secs_f64();
         Ok(())
     }
 

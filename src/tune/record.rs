@@ -46,8 +46,23 @@ pub struct Candidate {
     /// An earlier candidate that built the same model (its timing is reused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub same_as: Option<String>,
-    /// Wall time spent on it (building, judging, timing).
+    /// Wall time spent on it (building, judging, timing, cross-validating).
     pub seconds: f64,
+    /// Where the search step's time went: what the budget's estimates of
+    /// a cross-validation and of the output's build are made of.
+    #[serde(default)]
+    pub spent: Spent,
+}
+
+/// A search step's wall time, by part (seconds).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct Spent {
+    /// Running the passes (calibration included) on the search fold's data.
+    pub build: f64,
+    /// Judging the model on the search fold.
+    pub judge: f64,
+    /// Timing it against the original.
+    pub time: f64,
 }
 
 /// One fold of the cross-validation: the candidate calibrated on the other
@@ -83,6 +98,20 @@ impl Candidate {
             model_hash: None,
             same_as: None,
             seconds: 0.0,
+            spent: Spent::default(),
+        }
+    }
+
+    /// The search step's parts; a record without them (an older
+    /// `--resume`) counts its whole time as building.
+    pub fn parts(&self) -> Spent {
+        let s = self.spent;
+        match s.build + s.judge + s.time > 0.0 {
+            true => s,
+            false => Spent {
+                build: self.seconds,
+                ..Spent::default()
+            },
         }
     }
 
