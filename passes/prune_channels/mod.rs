@@ -88,6 +88,7 @@ use crate::ir::{DataType, DimValue, Graph, Model, NodeId, Outlet, Patch, Tensor,
 use crate::passes::toolkit::timing;
 use crate::passes::{DataUse, PassInfo};
 use crate::pipeline::{List, Options, Pass, PassContext, Pipeline};
+use crate::runtime::Engine;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -237,7 +238,7 @@ impl Pass for PruneChannels {
         }
         let (chosen, measured) = match (timed_data, &given) {
             (Some(data), Some(given)) if !plans[0].kept.is_empty() => {
-                let timed = timing::time_in_ort(data, given, &pruned_models)
+                let timed = timing::time_in(Engine::Ort, data, given, &pruned_models)
                     .context("timing the pruned model in ONNX Runtime")?;
                 self.choose(&plans, &timed)
             }

@@ -114,7 +114,7 @@ impl PruneChannels {
         (
             chosen,
             json!({
-                "cost_model": timing::cost_model(),
+                "cost_model": timing::cost_model(crate::runtime::Engine::Ort),
                 "given_ms": timed.first().map(|t| t.a.median_ms),
                 "forms": forms,
                 "kept": chosen.map_or(json!("the given model"), |i| forms[i].clone()),

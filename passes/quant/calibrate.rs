@@ -162,7 +162,12 @@ impl Quant {
             .map(|layer| -> Result<(String, f64)> {
                 let mut m = model.clone();
                 let mut patch = Patch::new(format!("quant: {}", layer.name));
-                self.quantize_weights(&m.graph, std::slice::from_ref(layer), &mut patch)?;
+                self.quantize_weights(
+                    &m.graph,
+                    std::slice::from_ref(layer),
+                    self.weight_bits(),
+                    &mut patch,
+                )?;
                 for (name, pair) in self.plan(
                     &m.graph,
                     std::slice::from_ref(layer),

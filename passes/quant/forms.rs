@@ -5,11 +5,13 @@
 
 use super::*;
 
-/// A quantized form: which layers, and whether int8 flows between them.
+/// A quantized form: which layers, whether int8 flows between them, and
+/// the weights' bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Form {
     pub(super) flow: bool,
     pub(super) min_k: usize,
+    pub(super) bits: u32,
 }
 
 /// One quantized form of the model.
@@ -38,6 +40,7 @@ impl Quant {
         let own = Form {
             flow: self.flow,
             min_k: self.min_k,
+            bits: self.weight_bits(),
         };
         let mut forms = vec![own];
         if self.target != Target::Ort || !data || self.weight_only {
@@ -66,7 +69,7 @@ impl Quant {
         let mut m = model.clone();
         let acts = self.plan(&m.graph, layers, form.flow, lossy);
         let mut patch = Patch::new("quant");
-        let weights = self.quantize_weights(&m.graph, layers, &mut patch)?;
+        let weights = self.quantize_weights(&m.graph, layers, form.bits, &mut patch)?;
         for (name, pair) in &acts {
             let grid = self.grid_of(&m.graph, name, pair, grids)?;
             self.add_pair(&m.graph, &mut patch, name, pair, &grid)?;

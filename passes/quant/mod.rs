@@ -42,6 +42,19 @@
 //!   per-tensor weights and uint8 activations kept from layer to layer
 //!   (`qop.rs`): the one quantized form tract runs faster than float.
 //!
+//! **Measured where it runs** (`measure`, on by default): `target=ort`
+//! times its int8 forms against the float model in ONNX Runtime when it is
+//! installed (`measure.rs`), `target=tract` its QLinear form in tract; the
+//! fastest is kept, float included. tract's int8 kernels pay on some CPUs
+//! only: mlp-lowrank's ran 1.5× faster than float on an AVX-512 VNNI Xeon
+//! and 50× slower on an AVX2 EPYC. With `bits=auto`, `target=ort` also
+//! measures 7-bit weights against 8-bit ones: ONNX Runtime's u8×s8 kernels
+//! on CPUs without VNNI sum pairs of products in 16 bits, which 8-bit
+//! weights can overflow (silero's held-out error 0.52 with 8 bits, 0.14
+//! with 7, on such a CPU), so 7 bits are kept where they lose clearly less.
+//! Measured choices depend on the machine; the report gives the options
+//! that give the same model without measuring (`same_without_timing`).
+//!
 //! A model below opset 13 is raised to 14 first (see `raise-opset`) and
 //! its activation patterns fused, so that a written-out HardSwish becomes
 //! one operator between int8 layers; the report says so.
@@ -74,7 +87,7 @@ use crate::pipeline::{List, Options, Pass, PassContext, Pipeline};
 use crate::quantize::{self, Grid, Method};
 use anyhow::{bail, ensure, Context, Result};
 use forms::{Candidate, Form};
-use measure::{Judged, Measured};
+use measure::{Judged, Measured, Rebuild};
 
 mod analysis;
 mod calibrate;
@@ -109,8 +122,8 @@ crate::pass_options! {
             "activation ranges: minmax, percentile or entropy (KL)";
         percentile: f64 = "percentile", "99.999",
             "for method=percentile: clip |x| at this percentile of the calibration values";
-        bits: u32 = "bits", "8",
-            "weight bits, 2..=8 (stored in int8); activations are 8-bit";
+        bits: String = "bits", "auto",
+            "weight bits, 2..=8 (stored in int8); activations are 8-bit. auto: 8, or 7 with target=ort where ONNX Runtime's int8 kernels on this CPU lose precision with 8 (measured: without VNNI they sum pairs of u8×s8 products in 16 bits, which 8-bit weights can overflow; onnxruntime's reduce_range)";
         per_channel: bool = "per-channel", "true",
             "one weight scale per output channel (false: one per tensor)";
         ops: List = "ops", "Conv|ConvTranspose|Gemm|MatMul",
@@ -130,7 +143,7 @@ crate::pass_options! {
         fallback: usize = "fallback", "0",
             "measure every layer's sensitivity and keep the K most sensitive in float";
         measure: bool = "measure", "true",
-            "target=ort: time the int8 forms (flowing, in the layers only, every layer) against the float model in ONNX Runtime when it is installed and keep the fastest, float included; the report gives the options that give the same model without timing";
+            "time the int8 forms against the float model where they run and keep the fastest, float included: target=ort in ONNX Runtime when it is installed (flowing, in the layers only, every layer), target=tract in tract (whose int8 kernels pay on some CPUs only); the report gives the options that give the same model without timing";
     }
 }
 
@@ -173,7 +186,8 @@ struct Quant {
     max_act_err: f64,
     act: Act,
     method: Method,
-    bits: u32,
+    /// `None`: auto (see the option).
+    bits: Option<u32>,
     per_channel: bool,
     ops: Vec<String>,
     flow: bool,
@@ -215,8 +229,17 @@ fn build(o: &Options) -> Result<Box<dyn Pass>> {
         "entropy" => Method::Entropy,
         other => bail!("method={other} must be minmax, percentile or entropy"),
     };
-    let bits = o.bits;
-    ensure!((2..=8).contains(&bits), "bits={bits} must be in 2..=8");
+    let bits = match o.bits.as_str() {
+        "auto" => None,
+        n => {
+            let bits: u32 = n
+                .parse()
+                .ok()
+                .filter(|b| (2..=8).contains(b))
+                .with_context(|| format!("bits={n} must be auto or in 2..=8"))?;
+            Some(bits)
+        }
+    };
     for op in o.ops.iter() {
         ensure!(
             ["Conv", "ConvTranspose", "Gemm", "MatMul"].contains(&op.as_str()),
@@ -319,6 +342,13 @@ enum GridFrom {
 /// model gives the same patch).
 type ActPlan = BTreeMap<String, Pair>;
 
+impl Quant {
+    /// The weights' bits unless measured otherwise (`bits=auto`: 8).
+    fn weight_bits(&self) -> u32 {
+        self.bits.unwrap_or(8)
+    }
+}
+
 impl Pass for Quant {
     fn run(&self, model: &mut Model, cx: &PassContext) -> Result<serde_json::Value> {
         // Handed back unchanged if int8 does not pay (weights share their bytes).
@@ -334,7 +364,8 @@ impl Pass for Quant {
         };
         let (mut layers, mut report) = self.candidates(&model.graph, self.min_k);
         if self.target == Target::Tract {
-            return self.run_qop(model, cx, layers, report, opset, raised);
+            let raised = raised.map(|r| json!({ "from": opset, "to": RAISE_TO, "rewritten": r }));
+            return self.run_qop(model, given, cx, layers, report, raised);
         }
         let data = if self.weight_only {
             None
@@ -408,14 +439,21 @@ impl Pass for Quant {
         let timing = self.measure
             && self.target == Target::Ort
             && candidates.iter().any(|c| !c.layers.is_empty());
+        // bits=auto: 7-bit weights are measured against 8-bit ones.
+        let rebuild = |form: Form| {
+            let layers = if form.min_k == 0 { &every } else { &layers };
+            self.quantized(model, layers, &grids, &lossy, form)
+        };
+        let probe = (self.bits.is_none() && timing).then_some(&rebuild as Rebuild);
         let judged = match data {
-            Some(d) => self.judge(d, model, &mut candidates, timing)?,
+            Some(d) => self.judge(d, model, &mut candidates, timing, probe)?,
             None => Judged {
                 guard: serde_json::Value::Null,
                 timed: None,
+                weights: serde_json::Value::Null,
             },
         };
-        let guard = judged.guard;
+        let (guard, weight_bits) = (judged.guard, judged.weights);
         let measured = match judged.timed {
             Some(timed) => self.choose(&candidates, &timed),
             None => Measured::not(if !timing {
@@ -438,6 +476,7 @@ impl Pass for Quant {
                 "target": self.target.name(),
                 "format": "float (int8 did not pay)",
                 "measured": measured.report,
+                "weight_bits": weight_bits,
                 "layers_quantized": 0,
                 "layers": report,
             }));
@@ -476,7 +515,7 @@ impl Pass for Quant {
         let bytes_after = int8_bytes(&model.graph);
         entries.extend(report);
         let quantized = layers.len();
-        Ok(json!({
+        let mut details = json!({
             "target": self.target.name(),
             "format": "qdq",
             "opset_raised": raised.map(|r| json!({ "from": opset, "to": RAISE_TO, "rewritten": r })),
@@ -491,7 +530,11 @@ impl Pass for Quant {
             "int8_also": flows,
             "weight_bytes": { "before": bytes_before, "after": bytes_after },
             "layers": entries,
-        }))
+        });
+        if !weight_bits.is_null() {
+            details["weight_bits"] = weight_bits;
+        }
+        Ok(details)
     }
 }
 
@@ -528,52 +571,4 @@ fn int8_bytes(g: &Graph) -> usize {
         .filter(|t| t.dtype == DataType::INT8)
         .map(Tensor::byte_len)
         .sum()
-}
-
-impl Quant {
-    /// `format=qop`: lower what can be lowered to QLinearConv (see `qop.rs`).
-    fn run_qop(
-        &self,
-        model: &mut Model,
-        cx: &PassContext,
-        layers: Vec<Layer>,
-        mut report: Vec<serde_json::Value>,
-        opset: i64,
-        raised: Option<serde_json::Value>,
-    ) -> Result<serde_json::Value> {
-        let data = cx.data.as_ref().context(
-            "quant needs calibration samples (the CLI provides --inputs or random ones)",
-        )?;
-        let g = &model.graph;
-        let mut lowered = vec![];
-        for layer in &layers {
-            match qop::lowering(g, layer, self.bits, self.max_weight_err) {
-                Ok(l) => lowered.push(l),
-                Err(why) => {
-                    report.push(json!({ "layer": layer.name, "op": layer.op, "kept": why }))
-                }
-            }
-        }
-        let grids = self.calibrate(model, data, &qop::values(g, &lowered), Act::U8)?;
-        let (patch, mut entries, enters, leaves) = qop::lower(&model.graph, &lowered, &grids)?;
-        patch
-            .apply(&mut model.graph)
-            .context("lowering to QLinear operators")?;
-        let bytes_after = int8_bytes(&model.graph);
-        entries.extend(report);
-        Ok(json!({
-            "target": self.target.name(),
-            "format": "qop",
-            "opset_raised": raised.map(|r| json!({ "from": opset, "to": RAISE_TO, "rewritten": r })),
-            "activations": "uint8 asymmetric, kept between lowered layers",
-            "method": self.method.name(),
-            "calibration": format!("{} ({} samples)", data.source, data.samples.len()),
-            "layers_quantized": lowered.len(),
-            "left_in_subgraphs": in_subgraphs(&model.graph, &self.ops),
-            "enter_int8": enters,
-            "leave_int8": leaves,
-            "weight_bytes": { "after": bytes_after },
-            "layers": entries,
-        }))
-    }
 }

@@ -4,12 +4,13 @@
 use super::*;
 
 impl Quant {
-    /// Replaces each layer's weight by int8 values read through a
-    /// DequantizeLinear; returns a report entry per layer.
+    /// Replaces each layer's weight by `bits`-bit values (stored in int8)
+    /// read through a DequantizeLinear; returns a report entry per layer.
     pub(super) fn quantize_weights(
         &self,
         g: &Graph,
         layers: &[Layer],
+        bits: u32,
         patch: &mut Patch,
     ) -> Result<BTreeMap<NodeId, serde_json::Value>> {
         // A weight shared by several layers is quantized once (per tensor if
@@ -30,7 +31,7 @@ impl Quant {
             let t = g.const_tensor(w).expect("a constant weight");
             let name = g.outlet_name(w).to_string();
             let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
-            let q = quantize::quantize_weight(&t.to_f32()?, &dims, axis, self.bits)
+            let q = quantize::quantize_weight(&t.to_f32()?, &dims, axis, bits)
                 .with_context(|| format!("weight {name}"))?;
             let channels = q.scales.len() as i64;
             let shape = if axis.is_some() {

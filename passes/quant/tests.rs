@@ -492,7 +492,7 @@ fn bad_options_are_refused_with_the_reason() {
     for (passes, want) in [
         ("quant{act=s16}", "act=s16 must be auto, s8 or u8"),
         ("quant{method=mse}", "method=mse must be"),
-        ("quant{bits=9}", "bits=9 must be in 2..=8"),
+        ("quant{bits=9}", "bits=9 must be auto or in 2..=8"),
         (
             "quant{method=percentile,percentile=20}",
             "percentile=20 must be in (50, 100]",

@@ -53,6 +53,7 @@ use crate::linalg;
 use crate::passes::toolkit::timing;
 use crate::passes::{name_matches, select_layers, DataUse, PassInfo};
 use crate::pipeline::{List, Options, Pass, PassContext, Pipeline};
+use crate::runtime::Engine;
 use anyhow::{bail, ensure, Context, Result};
 use faer::Mat;
 use rayon::prelude::*;
@@ -288,12 +289,12 @@ impl Pass for Svd {
         });
         let measured = match (timed_data, given) {
             (Some(data), Some(given)) if split > 0 => {
-                let timed = timing::time_in_ort(data, &given, std::slice::from_ref(model))
+                let timed = timing::time_in(Engine::Ort, data, &given, std::slice::from_ref(model))
                     .context("timing the split model in ONNX Runtime")?;
                 let t = &timed[0];
                 let pays = timing::fastest(&[t.speedup]).is_some();
                 let measured = json!({
-                    "cost_model": timing::cost_model(),
+                    "cost_model": timing::cost_model(Engine::Ort),
                     "given_ms": t.a.median_ms,
                     "split_ms": t.b.median_ms,
                     "speedup": t.speedup,

@@ -2,8 +2,9 @@
 //! the runtime's kernels and the CPU (int8 with or without VNNI; channel
 //! counts on or off ONNX Runtime's convolution blocks of 8 or 16), so the
 //! passes that make such rewrites time what they made against the model
-//! they were given, in ONNX Runtime, and keep the fastest: never a model
-//! slower than the given one.
+//! they were given, in the target runtime (ONNX Runtime; tract for
+//! `quant{target=tract}`), and keep the fastest: never a model slower than
+//! the given one.
 
 use crate::calibrate::Calibration;
 use crate::ir::Model;
@@ -21,8 +22,12 @@ pub(crate) const RUNS: usize = 15;
 pub(crate) const MARGIN: f64 = 1.03;
 
 /// How the timing was done, for the reports.
-pub(crate) fn cost_model() -> String {
-    format!("measured in ONNX Runtime (1 thread, {RUNS} alternated runs, median)")
+pub(crate) fn cost_model(engine: Engine) -> String {
+    let runtime = match engine {
+        Engine::Ort => "ONNX Runtime",
+        Engine::Tract => "tract",
+    };
+    format!("measured in {runtime} (1 thread, {RUNS} alternated runs, median)")
 }
 
 /// Whether ONNX Runtime's library is found: without it, nothing is timed.
@@ -63,24 +68,24 @@ pub(crate) fn fastest(speedups: &[f64]) -> Option<usize> {
         .then_some(chosen)
 }
 
-/// Times every candidate against `given` in ONNX Runtime on `data`'s samples
+/// Times every candidate against `given` in `engine` on `data`'s samples
 /// (each model loaded once, runs alternated in this process).
-pub(crate) fn time_in_ort(
+pub(crate) fn time_in(
+    engine: Engine,
     data: &Calibration,
     given: &Model,
     candidates: &[Model],
 ) -> Result<Vec<BenchResult>> {
-    let engine = Some(Engine::Ort);
     let base = data
-        .load_model(engine, given)
-        .context("loading the given model in ONNX Runtime")?;
+        .load_model(Some(engine), given)
+        .with_context(|| format!("loading the given model in {engine}"))?;
     candidates
         .iter()
         .enumerate()
         .map(|(i, c)| {
             let loaded = data
-                .load_model(engine, c)
-                .with_context(|| format!("loading candidate {i} in ONNX Runtime"))?;
+                .load_model(Some(engine), c)
+                .with_context(|| format!("loading candidate {i} in {engine}"))?;
             data.time_loaded(&base, &loaded, RUNS)
         })
         .collect()
