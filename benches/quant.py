@@ -14,10 +14,13 @@ Accuracy: relative L2 error and cosine of the outputs against the float model;
 speed: onnxruntime, 1 thread, all forms interleaved in this process, median.
 The verdict checks issue 14's bar: `ours` at most 0.95x the time of the
 fastest `quantize_static` form and at most 1.0x `fused`, with a relative
-error no larger than that of the most accurate `quantize_static` form.
+error no larger than that of the most accurate `quantize_static` form. A
+`quantize_static` output unrelated to float's (held-out cosine < 0.1) has
+failed and is not compared; `ours` byte-identical to `fused` (int8 did not
+pay) is the fused model, not timed against itself.
 
-Then `target=tract` in tract on the MatMul-heavy generated model (mlp-lowrank,
-batch 64): never slower than float (the pass times its int8 form in tract
+Then `target=tract` in tract on the MatMul-heavy generated model (mlp-lowrank;
+files of 64 rows, which onnx-opt reads as 64 samples, timed a row a run): never slower than float (the pass times its int8 form in tract
 and hands float back where it does not pay); issue 14's 1.5x is printed.
 
 Every onnx-opt output must pass onnx.checker (full check) and run in
@@ -48,6 +51,9 @@ from tests.pyhelpers import ROOT, errors, onnx_opt, outputs, session, time_inter
 CACHE = os.path.join(ROOT, "models", "cache")
 # Two timings of one model differ by up to 3% on a shared 2-core machine.
 NOISE = 0.97
+# A quantize_static output whose held-out cosine to float is below this
+# computes something else (the IR-3 light-* models: 0.00): it failed.
+UNRELATED = 0.1
 # (model, input shape overrides): the suite models tract runs, and the generated ones.
 MODELS = [
     ("cnn", {}),
@@ -122,7 +128,7 @@ def ort_quantize(src, dst, calib, tmp, pre_process):
 
 
 def qop_in_tract(args, tmp):
-    """quant{target=tract} on mlp-lowrank (4x1024^2 + head), batch 64, in tract."""
+    """quant{target=tract} on mlp-lowrank (4x1024^2 + head), files of 64 rows, in tract."""
     from models import generate
 
     src = os.path.join(CACHE, "mlp-lowrank.onnx")
@@ -144,7 +150,7 @@ def qop_in_tract(args, tmp):
     quant = next(p for p in r["passes"] if p["name"] == "quant")["details"]
     m = quant.get("measured", {})
     timed = "; ".join(f"{f['form']} {f['speedup']:.2f}x" for f in m.get("forms", []))
-    print(f"\nquant{{target=tract}} in tract, mlp-lowrank batch 64: {b['before_ms']['median']:.2f} -> "
+    print(f"\nquant{{target=tract}} in tract, mlp-lowrank (a row a run): {b['before_ms']['median']:.2f} -> "
           f"{b['after_ms']['median']:.2f} ms, {b['speedup']:.2f}x; held-out cosine {v['cosine']:.5f}, "
           f"top-1 {v['top1_agreement']}; the pass timed {timed or 'nothing'} and kept {m.get('kept', '?')}")
     if b["speedup"] < 1.5:
@@ -227,10 +233,10 @@ def main():
                         failures.append(f"{name} {form}: does not load in onnxruntime: {str(e)[:150]}")
             ref = outputs_on(sessions["float"], held)
             ms = dict(zip(sessions, time_interleaved(list(sessions.values()), held[0], args.runs)))
-            acc = {}
+            acc, cosines = {}, {}
             for form, sess in sessions.items():
                 rel, cos = errors(ref, outputs_on(sess, held)) if form != "float" else (0.0, 1.0)
-                acc[form] = rel
+                acc[form], cosines[form] = rel, cos
                 mib = os.path.getsize(forms[form]) / 2**20
                 label = form
                 if form == "ours":
@@ -240,6 +246,10 @@ def main():
                 print(f"| {name} | {label} | {mib:.2f} | {rel:.4f} | {cos:.5f} | {ms[form]:.3f} | "
                       f"{ms['float'] / ms[form]:.2f}x |", flush=True)
             qs = [f for f in ("qs", "qs-pre") if f in ms]
+            for f in [f for f in qs if cosines[f] < UNRELATED]:
+                # It runs, but computes something else: quantize_static failed.
+                notes.append(f"{f}'s output is unrelated to float's (cosine {cosines[f]:.2f})")
+                qs.remove(f)
             if "ours" in ms:
                 checks = []
                 if qs:
@@ -249,7 +259,11 @@ def main():
                                    f"time {ms['ours'] / ms[fastest]:.2f}x of {fastest}"))
                     checks.append((acc["ours"] <= acc[accurate] * 1.001,
                                    f"rel_l2 {acc['ours']:.4f} vs {accurate} {acc[accurate]:.4f}"))
-                if "fused" in ms:
+                same = "fused" in forms and open(forms["ours"], "rb").read() == open(forms["fused"], "rb").read()
+                if same:
+                    # Two timings of one file differ by noise only.
+                    checks.append((True, "the fused model itself (int8 did not pay)"))
+                elif "fused" in ms:
                     checks.append((ms["ours"] <= ms["fused"], f"time {ms['ours'] / ms['fused']:.2f}x of fused"))
                 verdict = "ok" if all(c for c, _ in checks) else "MISSED"
                 verdicts.append(f"{name}: {verdict}: " + "; ".join(t for _, t in checks) +

@@ -46,8 +46,8 @@
 //! times its int8 forms against the float model in ONNX Runtime when it is
 //! installed (`measure.rs`), `target=tract` its QLinear form in tract; the
 //! fastest is kept, float included. tract's int8 kernels pay on some CPUs
-//! only: mlp-lowrank's ran 1.5× faster than float on an AVX-512 VNNI Xeon
-//! and 50× slower on an AVX2 EPYC. With `bits=auto`, `target=ort` also
+//! only: mlp-lowrank's ran 1.16× faster than float on an AVX-512 VNNI Xeon
+//! and 40× slower on an AVX2 EPYC. With `bits=auto`, `target=ort` also
 //! measures 7-bit weights against 8-bit ones: ONNX Runtime's u8×s8 kernels
 //! on CPUs without VNNI sum pairs of products in 16 bits, which 8-bit
 //! weights can overflow (silero's held-out error 0.52 with 8 bits, 0.14
@@ -481,6 +481,17 @@ impl Pass for Quant {
                 "layers": report,
             }));
         };
+        if chosen.layers.is_empty() && chosen.acts.is_empty() {
+            // Nothing to quantize: the model goes back as it came, not
+            // raised to a newer opset for nothing.
+            *model = given;
+            return Ok(json!({
+                "target": self.target.name(),
+                "format": "float (no layer to quantize)",
+                "layers_quantized": 0,
+                "layers": report,
+            }));
+        }
         if chosen.form.min_k != self.min_k {
             // Every layer quantized: what min-k left in float is no longer.
             layers = chosen.layers.clone();
