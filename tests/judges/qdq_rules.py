@@ -4,7 +4,9 @@
 Why: TensorRT builds an int8 engine from Q/DQ nodes only when they follow its
 rules; a model that breaks them fails to build or silently runs in float.
 Checked statically, without TensorRT (not installable here):
-  - default-domain opset >= 13 (per-axis DequantizeLinear);
+  - default-domain opset >= 13 when the model holds QuantizeLinear or
+    DequantizeLinear (per-axis DequantizeLinear; a float model is not held
+    to it);
   - every QuantizeLinear/DequantizeLinear has its scale and zero point as
     initializers; scales finite and > 0; zero points all 0 (symmetric);
     8-bit integer types only (no blocked or 4-bit forms);
@@ -43,7 +45,8 @@ def output_axis(node, rank):
 def violations(model, weight_only=False):
     found = []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < 13:
+    qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+    if opset < 13 and qdq:
         found.append(f"opset {opset} < 13")
     g = model.graph
     inits = {t.name: t for t in g.initializer}

@@ -99,6 +99,12 @@ def test_qdq_rules_judge_catches_what_tensorrt_refuses(tmp_path):
                     a.i = 1
             break
     assert any("output channels are on 0" in v for v in violations(m))
+    # Per-axis DequantizeLinear needs opset 13; a float model is not held to it.
+    float_model = onnx.load(model_path("cnn"))
+    for model in (m, float_model):
+        next(o for o in model.opset_import if o.domain in ("", "ai.onnx")).version = 12
+    assert "opset 12 < 13" in violations(m)
+    assert not any("opset" in v for v in violations(float_model))
 
 
 @pytest.mark.parametrize("name,target", [("ppocr-cls", "ort"), ("mlp", "ort"), ("silero-16k-sequence", "ort"), ("mlp", "tract")])
