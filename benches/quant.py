@@ -243,9 +243,8 @@ def main():
                 mib = os.path.getsize(forms[form]) / 2**20
                 label = form
                 if form == "ours":
-                    m = next((p["details"].get("measured", {}) for p in report["ours"].get("passes", [])
-                              if p.get("name") == "quant"), {})
-                    label = f"ours ({m.get('kept', 'int8')})"
+                    q = next((p["details"] for p in report["ours"].get("passes", []) if p.get("name") == "quant"), {})
+                    label = f"ours ({q.get('measured', {}).get('kept') or q.get('format', '?')})"
                 print(f"| {name} | {label} | {mib:.2f} | {rel:.4f} | {cos:.5f} | {ms[form]:.3f} | "
                       f"{ms['float'] / ms[form]:.2f}x |", flush=True)
             qs = [f for f in ("qs", "qs-pre") if f in ms]
