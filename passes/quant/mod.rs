@@ -86,7 +86,7 @@ use crate::passes::{name_matches, select_layers, DataUse, PassInfo};
 use crate::pipeline::{List, Options, Pass, PassContext, Pipeline};
 use crate::quantize::{self, Grid, Method};
 use anyhow::{bail, ensure, Context, Result};
-use forms::{Candidate, Form};
+use forms::{Bits, Candidate, Form};
 use measure::{Judged, Measured, Rebuild};
 
 mod analysis;
@@ -123,7 +123,7 @@ crate::pass_options! {
         percentile: f64 = "percentile", "99.999",
             "for method=percentile: clip |x| at this percentile of the calibration values";
         bits: String = "bits", "auto",
-            "weight bits, 2..=8 (stored in int8); activations are 8-bit. auto: 8, or 7 with target=ort where ONNX Runtime's int8 kernels on this CPU lose precision with 8 (measured: without VNNI they sum pairs of u8×s8 products in 16 bits, which 8-bit weights can overflow; onnxruntime's reduce_range)";
+            "weight bits, 2..=8 (stored in int8), or first-N: N in the first layers (those that read the model's inputs), 8 in the others; activations are 8-bit. auto: 8, or with target=ort first-7 or 7 where ONNX Runtime's int8 kernels on this CPU lose precision with 8 (measured: without VNNI they sum pairs of u8×s8 products in 16 bits, which 8-bit weights can overflow; onnxruntime's reduce_range)";
         per_channel: bool = "per-channel", "true",
             "one weight scale per output channel (false: one per tensor)";
         ops: List = "ops", "Conv|ConvTranspose|Gemm|MatMul",
@@ -187,7 +187,7 @@ struct Quant {
     act: Act,
     method: Method,
     /// `None`: auto (see the option).
-    bits: Option<u32>,
+    bits: Option<Bits>,
     per_channel: bool,
     ops: Vec<String>,
     flow: bool,
@@ -231,14 +231,10 @@ fn build(o: &Options) -> Result<Box<dyn Pass>> {
     };
     let bits = match o.bits.as_str() {
         "auto" => None,
-        n => {
-            let bits: u32 = n
-                .parse()
-                .ok()
-                .filter(|b| (2..=8).contains(b))
-                .with_context(|| format!("bits={n} must be auto or in 2..=8"))?;
-            Some(bits)
-        }
+        n => Some(
+            Bits::parse(n)
+                .with_context(|| format!("bits={n} must be auto, N or first-N, N in 2..=8"))?,
+        ),
     };
     for op in o.ops.iter() {
         ensure!(
@@ -294,6 +290,9 @@ struct Layer {
     weight: Option<(usize, Outlet, usize)>,
     /// Products summed per output element.
     k: usize,
+    /// No Conv, ConvTranspose, Gemm or MatMul computes its activations,
+    /// directly or through other operators: it reads the model's inputs.
+    first: bool,
 }
 
 /// Inputs (node, slot) that read a value.
@@ -343,9 +342,29 @@ enum GridFrom {
 type ActPlan = BTreeMap<String, Pair>;
 
 impl Quant {
+    /// The report of a model handed back as it came (`format` says why),
+    /// with `also`'s fields.
+    fn given_back(
+        &self,
+        format: &str,
+        layers: Vec<serde_json::Value>,
+        also: serde_json::Value,
+    ) -> serde_json::Value {
+        let mut report = json!({
+            "target": self.target.name(),
+            "format": format,
+            "layers_quantized": 0,
+            "layers": layers,
+        });
+        if let (Some(r), serde_json::Value::Object(also)) = (report.as_object_mut(), also) {
+            r.extend(also);
+        }
+        report
+    }
+
     /// The weights' bits unless measured otherwise (`bits=auto`: 8).
-    fn weight_bits(&self) -> u32 {
-        self.bits.unwrap_or(8)
+    fn weight_bits(&self) -> Bits {
+        self.bits.unwrap_or(Bits::all(8))
     }
 }
 
@@ -472,25 +491,14 @@ impl Pass for Quant {
             report.extend(layers.iter().map(|l| {
                 json!({ "layer": l.name, "op": l.op, "kept": "float: the int8 model ran slower in ONNX Runtime" })
             }));
-            return Ok(json!({
-                "target": self.target.name(),
-                "format": "float (int8 did not pay)",
-                "measured": measured.report,
-                "weight_bits": weight_bits,
-                "layers_quantized": 0,
-                "layers": report,
-            }));
+            let also = json!({ "measured": measured.report, "weight_bits": weight_bits });
+            return Ok(self.given_back("float (int8 did not pay)", report, also));
         };
         if chosen.layers.is_empty() && chosen.acts.is_empty() {
             // Nothing to quantize: the model goes back as it came, not
             // raised to a newer opset for nothing.
             *model = given;
-            return Ok(json!({
-                "target": self.target.name(),
-                "format": "float (no layer to quantize)",
-                "layers_quantized": 0,
-                "layers": report,
-            }));
+            return Ok(self.given_back("float (no layer to quantize)", report, json!({})));
         }
         if chosen.form.min_k != self.min_k {
             // Every layer quantized: what min-k left in float is no longer.

@@ -50,7 +50,7 @@ impl Quant {
         let g = &model.graph;
         let mut lowered = vec![];
         for layer in &layers {
-            match lowering(g, layer, self.weight_bits(), self.max_weight_err) {
+            match lowering(g, layer, self.weight_bits().of(layer), self.max_weight_err) {
                 Ok(l) => lowered.push(l),
                 Err(why) => {
                     report.push(json!({ "layer": layer.name, "op": layer.op, "kept": why }))
@@ -60,12 +60,7 @@ impl Quant {
         if lowered.is_empty() {
             // Nothing to lower: the model goes back as it came.
             *model = given;
-            return Ok(json!({
-                "target": self.target.name(),
-                "format": "float (no layer to quantize)",
-                "layers_quantized": 0,
-                "layers": report,
-            }));
+            return Ok(self.given_back("float (no layer to quantize)", report, json!({})));
         }
         let grids = self.calibrate(model, data, &values(g, &lowered), Act::U8)?;
         let (patch, mut entries, enters, leaves) = lower(&model.graph, &lowered, &grids)?;
@@ -83,13 +78,8 @@ impl Quant {
             report.extend(lowered.iter().map(|l| {
                 json!({ "layer": l.name(), "kept": "float: the int8 model ran slower in tract" })
             }));
-            return Ok(json!({
-                "target": self.target.name(),
-                "format": "float (int8 did not pay in tract)",
-                "measured": measured,
-                "layers_quantized": 0,
-                "layers": report,
-            }));
+            let also = json!({ "measured": measured });
+            return Ok(self.given_back("float (int8 did not pay in tract)", report, also));
         }
         let bytes_after = int8_bytes(&model.graph);
         entries.extend(report);

@@ -4,30 +4,32 @@
 use super::*;
 
 impl Quant {
-    /// Replaces each layer's weight by `bits`-bit values (stored in int8)
-    /// read through a DequantizeLinear; returns a report entry per layer.
+    /// Replaces each layer's weight by values of its `bits` (stored in
+    /// int8) read through a DequantizeLinear; returns a report entry per
+    /// layer.
     pub(super) fn quantize_weights(
         &self,
         g: &Graph,
         layers: &[Layer],
-        bits: u32,
+        bits: Bits,
         patch: &mut Patch,
     ) -> Result<BTreeMap<NodeId, serde_json::Value>> {
         // A weight shared by several layers is quantized once (per tensor if
-        // their axes differ).
-        let mut shared: BTreeMap<Outlet, (Option<usize>, Readers)> = BTreeMap::new();
+        // their axes differ, with the fewest bits any of them asks for).
+        let mut shared: BTreeMap<Outlet, (Option<usize>, u32, Readers)> = BTreeMap::new();
         for layer in layers {
             if let Some((slot, w, axis)) = layer.weight {
                 let axis = self.per_channel.then_some(axis);
-                let e = shared.entry(w).or_insert((axis, vec![]));
+                let e = shared.entry(w).or_insert((axis, 8, vec![]));
                 if e.0 != axis {
                     e.0 = None;
                 }
-                e.1.push((layer.node, slot));
+                e.1 = e.1.min(bits.of(layer));
+                e.2.push((layer.node, slot));
             }
         }
         let mut out = BTreeMap::new();
-        for (w, (axis, readers)) in shared {
+        for (w, (axis, bits, readers)) in shared {
             let t = g.const_tensor(w).expect("a constant weight");
             let name = g.outlet_name(w).to_string();
             let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
@@ -79,10 +81,13 @@ impl Quant {
                 .scales
                 .iter()
                 .fold((f32::INFINITY, 0f32), |(lo, hi), &s| (lo.min(s), hi.max(s)));
-            let entry = json!({
+            let mut entry = json!({
                 "name": name, "axis": axis, "channels": channels,
                 "scale_range": [lo, hi], "rel_err": q.rel_err,
             });
+            if bits != 8 {
+                entry["bits"] = json!(bits);
+            }
             for (node, _) in readers {
                 out.insert(node, entry.clone());
             }

@@ -121,6 +121,33 @@ fn neck() -> Model {
     b.build().unwrap()
 }
 
+/// A detector's box head: Conv → Split into two halves along channels;
+/// one half Softmax (over channels, float: see `QLINEAR`) → 1×1 Conv, the
+/// other a 1×1 Conv.
+fn head() -> Model {
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[1, 8, 6, 6]);
+    let c1 = conv(&mut b, x, "conv1", 16, 8, 3, 1);
+    let split = b.init("split", Tensor::from_i64(vec![2], &[8, 8]));
+    let halves = b.op_n(
+        "Split",
+        &[Some(c1), Some(split)],
+        vec![Attribute::int("axis", 1)],
+        &["half0", "half1"],
+    );
+    let p = b.op(
+        "Softmax",
+        &[halves[0]],
+        vec![Attribute::int("axis", 1)],
+        "probs",
+    );
+    let y = conv(&mut b, p, "dfl", 4, 8, 1, 1);
+    let z = conv(&mut b, halves[1], "cls", 4, 8, 1, 1);
+    b.output(y, DataType::FLOAT);
+    b.output(z, DataType::FLOAT);
+    b.build().unwrap()
+}
+
 fn gemm(trans_b: bool) -> Model {
     let (k, n) = (24, 12);
     let mut b = ModelBuilder::new(13);
@@ -222,6 +249,13 @@ fn qdq_rewrites_are_pinned_and_close_to_the_float_model() {
             neck(),
             "quant{measure=false,min-k=0}",
             0.12,
+        ),
+        // 0.138 with flow=false too.
+        (
+            "quant__head-ort",
+            head(),
+            "quant{measure=false,min-k=0}",
+            0.15,
         ),
         (
             "quant__mlp-s8",
@@ -388,6 +422,62 @@ fn on_ort_int8_flows_through_what_onnxruntime_runs_in_int8() {
 }
 
 #[test]
+fn on_ort_int8_flows_through_split() {
+    let out = rewrite_with_data(&head(), "quant{measure=false,min-k=0}", 4);
+    let g = &out.graph;
+    let split = g
+        .node_ids()
+        .find(|&id| g.op(id).is_some_and(|op| op.is("Split")))
+        .unwrap();
+    let dq = g.input(split, 0).unwrap().node;
+    assert!(g.op(dq).unwrap().is("DequantizeLinear"), "Split reads int8");
+    let grid = |id| g.input(id, 1).unwrap();
+    // The half a Conv reads is quantized on the Split's input's grid.
+    let q = g.consumers(Outlet::new(split, 1))[0].0;
+    assert!(g.op(q).unwrap().is("QuantizeLinear"));
+    assert_eq!(
+        g.const_tensor(grid(q)).unwrap().to_f32().unwrap(),
+        g.const_tensor(grid(dq)).unwrap().to_f32().unwrap(),
+    );
+    // The half the Softmax reads stays float (see `QLINEAR`).
+    let readers = g.consumers(Outlet::new(split, 0));
+    assert_eq!(readers.len(), 1);
+    assert!(g.op(readers[0].0).unwrap().is("Softmax"));
+    let d = details(&head(), "quant{measure=false,min-k=0}");
+    assert_eq!(d["int8_also"], serde_json::json!({ "Split": 1 }));
+}
+
+#[test]
+fn first_layers_are_those_no_layer_feeds() {
+    // conv1 reads the model's input; dw and conv2 read what conv1 computes.
+    let d = details(&cnn(), "quant{measure=false,min-k=0,bits=first-7}");
+    let bits: Vec<(String, serde_json::Value)> = d["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["layer"].as_str().unwrap().to_string(),
+                l["weight"]["bits"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        bits,
+        [
+            ("conv1".to_string(), serde_json::json!(7)),
+            ("dw".to_string(), serde_json::Value::Null),
+            ("conv2".to_string(), serde_json::Value::Null),
+        ]
+    );
+    let seven = |m: &Model| weight_of(m, "Conv").2.iter().all(|&q| q.abs() <= 63);
+    let out = rewrite_with_data(&cnn(), "quant{measure=false,min-k=0,bits=first-7}", 4);
+    assert!(seven(&out), "conv1's weights on a 7-bit grid");
+    let out = rewrite_with_data(&cnn(), "quant{measure=false,min-k=0}", 4);
+    assert!(!seven(&out), "8 bits by default");
+}
+
+#[test]
 fn layers_where_int8_does_not_pay_stay_float_and_are_reported() {
     let d = details(&cnn(), "quant{measure=false,min-k=16}");
     let layers = d["layers"].as_array().unwrap();
@@ -492,7 +582,12 @@ fn bad_options_are_refused_with_the_reason() {
     for (passes, want) in [
         ("quant{act=s16}", "act=s16 must be auto, s8 or u8"),
         ("quant{method=mse}", "method=mse must be"),
-        ("quant{bits=9}", "bits=9 must be auto or in 2..=8"),
+        (
+            "quant{bits=9}",
+            "bits=9 must be auto, N or first-N, N in 2..=8",
+        ),
+        ("quant{bits=first-1}", "bits=first-1 must be"),
+        ("quant{bits=last-7}", "bits=last-7 must be"),
         (
             "quant{method=percentile,percentile=20}",
             "percentile=20 must be in (50, 100]",
