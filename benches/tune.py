@@ -63,6 +63,8 @@ FIXED = [
     "fuse,quant{flow=false,measure=false}",
     "fuse,quant{measure=false,method=percentile}",
     "fuse,quant{measure=false,min-k=0}",
+    "fuse,quant{bits=first-7,measure=false}",
+    "fuse,quant{bits=7,measure=false}",
 ]
 NOISE = 0.97
 TUNE_SEEDS, JUDGE_SEEDS, FRESH_SEEDS = 1, 5000, 100000

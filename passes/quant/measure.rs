@@ -274,7 +274,7 @@ fn probe_bits(
     let eight = error(&c.model)?;
     c.err = Some(eight);
     let form = c.form;
-    let has_first = c.layers.iter().any(|l| l.first && l.weight.is_some());
+    let has_first = has_first_layer(c);
     let mut report = serde_json::Map::new();
     report.insert("8".into(), json!(eight));
     let (mut kept, mut kept_err, mut built) = (Bits::all(8), eight, None);
@@ -292,7 +292,9 @@ fn probe_bits(
     }
     if let Some(built) = built {
         for (i, c) in candidates.iter_mut().enumerate() {
-            if i != probed {
+            // A form without a first layer in int8 is the same model with
+            // first-7: it keeps its name (and the options that give it).
+            if i != probed && (kept.first == kept.rest || has_first_layer(c)) {
                 *c = rebuild(Form {
                     bits: kept,
                     ..c.form
@@ -306,6 +308,11 @@ fn probe_bits(
         "outputs_rel_err": report,
         "rule": format!("8-bit weights, then 7-bit ones in the first layers, then everywhere, each step taken when the form with the most layers in int8 loses {SATURATION_GAIN}× less with it in ONNX Runtime, + {SATURATION_ABS} (its int8 kernels saturate on CPUs without VNNI)"),
     }))
+}
+
+/// `c` quantizes the weights of one of the model's first layers.
+fn has_first_layer(c: &Candidate) -> bool {
+    c.layers.iter().any(|l| l.first && l.weight.is_some())
 }
 
 /// Fewer weight bits pay when their error (`fewer`, relative L2 of the

@@ -27,7 +27,8 @@ pub(crate) fn cost_model(engine: Engine) -> String {
         Engine::Ort => "ONNX Runtime",
         Engine::Tract => "tract",
     };
-    format!("measured in {runtime} (1 thread, {RUNS} alternated runs, median)")
+    let least = crate::calibrate::MIN_TIMED_MS / 1e3;
+    format!("measured in {runtime} (1 thread, alternated runs, at least {RUNS} and {least} s a model, median)")
 }
 
 /// Whether ONNX Runtime's library is found: without it, nothing is timed.
