@@ -403,15 +403,29 @@ def characters(task):
     raise SystemExit(f"{path}: no CHARSET_BETA")
 
 
+# The tasks whose judge counts characters (prints K/N).
+COUNTED = ("ppocr-rec", "ddddocr-crnn")
+
+
+def counts(task, model, folder):
+    """A recogniser's characters right and in all on the samples in
+    `folder`: (characters − edits, characters), floored at 0."""
+    folder = folder.rstrip("/")
+    chars = characters(task)
+    truth = json.load(open(folder + "-truth.json"))
+    outs = _outputs(model, folder)
+    edits = sum(_edits(ctc_greedy(o.reshape(-1, o.shape[-1]), chars), t) for o, t in zip(outs, truth))
+    n = sum(len(t) for t in truth)
+    return max(0, n - edits), n
+
+
 def score(task, model, folder):
     """The task metric of `model` on the samples in `folder` (written by `write`)."""
     folder = folder.rstrip("/")
+    if task in COUNTED:
+        right, n = counts(task, model, folder)
+        return 100.0 * right / n
     outs = _outputs(model, folder)
-    if task in ("ppocr-rec", "ddddocr-crnn"):
-        chars = characters(task)
-        truth = json.load(open(folder + "-truth.json"))
-        edits = sum(_edits(ctc_greedy(o.reshape(-1, o.shape[-1]), chars), t) for o, t in zip(outs, truth))
-        return 100.0 * max(0.0, 1.0 - edits / sum(len(t) for t in truth))
     if task == "ppocr-det":
         masks = np.load(folder + "-masks.npz")
         # Precision: marked pixels inside some line's ink box; recall: kernel
@@ -469,7 +483,12 @@ def loss_bound(lost, rows, confidence=0.95):
 
 if __name__ == "__main__":
     if sys.argv[1] == "score":  # the --metric-cmd form: prints the metric as the last line
-        print(f"{score(sys.argv[2], sys.argv[3], sys.argv[4]):.4f}")
+        task, model, folder = sys.argv[2:5]
+        if task in COUNTED:
+            # Characters right of all: tune bounds the loss from these counts.
+            print("%d/%d" % counts(task, model, folder))
+        else:
+            print(f"{score(task, model, folder):.4f}")
     else:
         task, seed, count, folder = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
         write(task, range(seed, seed + count), folder)

@@ -307,3 +307,47 @@ fn a_metric_command_judges_every_candidate_and_its_failure_is_shown() {
         stderr(&failing)
     );
 }
+
+#[test]
+fn a_metric_command_that_counts_is_held_to_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("rows.npy");
+    f32_npy(&data, &[8, 256], 16);
+    let (out, json) = (dir.path().join("out.onnx"), dir.path().join("r.json"));
+    // 300 units: an int8 model gets 2 wrong, 0.67 points, within --max-drop
+    // 1 as a point estimate; but 2 lost of 300 allow 2.1 points at 95%.
+    let judge = "grep -q DequantizeLinear {model} && echo 298/300 || echo 300/300";
+    let o = onnx_opt(&tune_args(
+        &model_path("mlp"),
+        &out,
+        &data,
+        "fuse,quant",
+        "2",
+        &[
+            "--runs",
+            "5",
+            "--metric-cmd",
+            judge,
+            "--max-drop",
+            "1",
+            "--report",
+            s(&json),
+        ],
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = report(&json);
+    assert_eq!(r["original"]["metric"], 100.0);
+    let candidates = r["candidates"].as_array().unwrap();
+    // (A quant form that built the fused model again is `same_as` it.)
+    let int8: Vec<&Value> = candidates
+        .iter()
+        .filter(|c| c["passes"].as_str().unwrap().contains("quant"))
+        .filter(|c| c["error"].is_null() && c["same_as"].is_null())
+        .collect();
+    assert!(!int8.is_empty(), "{candidates:?}");
+    for c in &int8 {
+        assert_eq!(c["lost_of"], serde_json::json!([2, 300]), "{c}");
+        assert_ne!(c["validated"], true, "{c}");
+    }
+    assert_eq!(r["chosen"]["passes"], "fuse");
+}

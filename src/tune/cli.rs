@@ -56,7 +56,8 @@ pub struct JudgeArgs {
     #[arg(long, value_name = "NAME")]
     pub metric: Option<String>,
     /// Your own metric: a shell command in which {model} is replaced by a candidate's path;
-    /// its last stdout line is the metric (higher is better), e.g. character accuracy.
+    /// its last stdout line is the metric (higher is better), e.g. character accuracy, or
+    /// K/N (K units of N right, read as 100·K/N): with counts, tune bounds the loss at 95%.
     #[arg(long, value_name = "CMD")]
     pub metric_cmd: Option<String>,
     /// Where latency and the metric are measured: ort (ONNX Runtime) or tract.

@@ -25,7 +25,8 @@ pub enum Metric {
     Agreement,
     Cosine,
     Snr,
-    /// A shell command with `{model}` in it; its last stdout line is the metric.
+    /// A shell command with `{model}` in it; its last stdout line is the
+    /// metric: a number, or `K/N` (see [`CommandMetric`]).
     Command(String),
 }
 
@@ -137,8 +138,9 @@ fn class_rows(outputs: &Outputs) -> Option<usize> {
 }
 
 /// A metric's value on some samples and, for the metrics that count rows
-/// (top-1, top-5, agreement), the rows the candidate lost against the
-/// original, net of those it gained, out of how many.
+/// (top-1, top-5, agreement; a `--metric-cmd` that prints `K/N`), the
+/// rows (or units) the candidate lost against the original, net of those
+/// it gained, out of how many.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Score {
     pub value: f64,
@@ -157,6 +159,8 @@ pub struct Judge {
     group_of: Vec<usize>,
     /// The original model's outputs, sample by sample.
     reference: Vec<Outputs>,
+    /// The units a `--metric-cmd` that counts found right on the original.
+    command_original: OnceLock<Option<usize>>,
 }
 
 impl Judge {
@@ -188,6 +192,7 @@ impl Judge {
             shapes,
             group_of,
             reference: vec![],
+            command_original: OnceLock::new(),
         };
         let all: Vec<usize> = (0..judge.samples.len()).collect();
         judge.reference = judge
@@ -303,7 +308,13 @@ impl Judge {
     /// The original model's metric on samples `idx`.
     pub fn original(&self, idx: &[usize], original_file: &Path) -> Result<f64> {
         match &self.metric {
-            Metric::Command(cmd) => run_command(cmd, original_file),
+            Metric::Command(cmd) => {
+                let m = run_command(cmd, original_file)?;
+                // The command judges its own data: the same on every call.
+                self.command_original
+                    .get_or_init(|| m.counts.map(|(k, _)| k));
+                Ok(m.value)
+            }
             m if m.needs_reference() => Ok(self.best()),
             _ => self.score(&self.reference_of(idx), idx),
         }
@@ -314,10 +325,14 @@ impl Judge {
     pub fn evaluate(&self, model: &Model, idx: &[usize], file: Option<&Path>) -> Result<Score> {
         if let Metric::Command(cmd) = &self.metric {
             let file = file.context("--metric-cmd needs the candidate written to a file")?;
-            let value = run_command(cmd, file)?;
+            let m = run_command(cmd, file)?;
+            let original = self.command_original.get().copied().flatten();
             return Ok(Score {
-                value,
-                lost_of: None,
+                value: m.value,
+                lost_of: m
+                    .counts
+                    .zip(original)
+                    .map(|((k, n), k0)| (k0.saturating_sub(k), n)),
             });
         }
         let outputs = self.run(model, idx)?;
@@ -427,9 +442,26 @@ fn argmax(row: &[f32]) -> usize {
     best
 }
 
+/// What a `--metric-cmd` printed last: a number, or `K/N`, K units of N
+/// right (characters, words, boxes), whose value is 100·K/N and whose
+/// counts let tune bound the loss as it does for labelled rows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CommandMetric {
+    pub value: f64,
+    pub counts: Option<(usize, usize)>,
+}
+
+impl Judge {
+    /// Whether every fold is judged on the same data (a `--metric-cmd`
+    /// judges its own): their counts are then not independent.
+    pub fn same_data_every_fold(&self) -> bool {
+        matches!(self.metric, Metric::Command(_))
+    }
+}
+
 /// Runs `--metric-cmd` with `{model}` replaced by `file`; its last stdout
 /// line is the metric. A failing command's stderr tail is the error.
-pub fn run_command(cmd: &str, file: &Path) -> Result<f64> {
+pub fn run_command(cmd: &str, file: &Path) -> Result<CommandMetric> {
     let quoted = format!("'{}'", file.display().to_string().replace('\'', r"'\''"));
     let line = cmd.replace("{model}", &quoted);
     let out = std::process::Command::new("sh")
@@ -449,11 +481,22 @@ pub fn run_command(cmd: &str, file: &Path) -> Result<f64> {
         .rev()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("");
-    last.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|x| x.is_finite())
-        .with_context(|| format!("--metric-cmd: its last output line {last:?} is not a number"))
+    let last = last.trim();
+    let counts = last.split_once('/').and_then(|(k, n)| {
+        let (k, n) = (
+            k.trim().parse::<usize>().ok()?,
+            n.trim().parse::<usize>().ok()?,
+        );
+        (n > 0 && k <= n).then_some((k, n))
+    });
+    let value = match counts {
+        Some((k, n)) => Some(100.0 * k as f64 / n as f64),
+        None => last.parse::<f64>().ok().filter(|x| x.is_finite()),
+    };
+    let value = value.with_context(|| {
+        format!("--metric-cmd: its last output line {last:?} is not a number or K/N")
+    })?;
+    Ok(CommandMetric { value, counts })
 }
 
 #[cfg(test)]
@@ -494,12 +537,16 @@ mod tests {
     #[test]
     fn a_command_metric_is_its_last_line() {
         let file = Path::new("/tmp/some model's.onnx");
-        assert_eq!(
-            run_command("echo x; echo {model} >/dev/null; echo 0.75", file).unwrap(),
-            0.75
-        );
+        let m = run_command("echo x; echo {model} >/dev/null; echo 0.75", file).unwrap();
+        assert_eq!((m.value, m.counts), (0.75, None));
+        // K/N: 423 of 428 characters right.
+        let m = run_command("echo 423/428", file).unwrap();
+        assert_eq!(m.counts, Some((423, 428)));
+        assert!((m.value - 98.8317757).abs() < 1e-6, "{}", m.value);
         let e = run_command("echo bad >&2; exit 3", file).unwrap_err();
         assert!(format!("{e:#}").contains("bad"), "{e:#}");
-        assert!(run_command("echo 12abc", file).is_err());
+        for bad in ["12abc", "5/4", "1/0", "a/3", "inf"] {
+            assert!(run_command(&format!("echo {bad}"), file).is_err(), "{bad}");
+        }
     }
 }

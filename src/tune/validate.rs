@@ -65,6 +65,11 @@ impl Search<'_> {
             };
             let folds = self.cross_validate(&c.passes, first)?;
             let bound = self.bound(&c.passes, &folds);
+            // A --metric-cmd counts its own units (characters, boxes...).
+            let rows = match self.judge.same_data_every_fold() {
+                true => "units",
+                false => "rows",
+            };
             let c = &mut self.candidates[k];
             c.seconds += t0.elapsed().as_secs_f64();
             let every_fold = folds.iter().all(|f| f.meets);
@@ -73,9 +78,9 @@ impl Search<'_> {
             c.folds = folds;
             if let (Some(b), true) = (bound.filter(|b| !b.meets), every_fold) {
                 let note = format!(
-                    "{}: met A_min on every fold ({} of {} rows lost), but its loss could \
+                    "{}: met A_min on every fold ({} of {} {rows} lost), but its loss could \
                      still be {:.2} points at 95% confidence; more data would prove it (a \
-                     1-point loss needs about 300 rows judged without one)",
+                     1-point loss needs about 300 {rows} judged without one)",
                     c.passes, b.lost, b.rows, b.drop
                 );
                 self.notes.push(note);
@@ -119,12 +124,21 @@ impl Search<'_> {
     /// For a lossy candidate judged by counting rows: the 95% upper bound on
     /// its loss in points, pooled over the folds (see `bound`), and whether
     /// the original's pooled metric less that bound still meets A_min.
-    /// Exact pipelines change outputs by rounding only and need none.
+    /// Folds that all judge the same data (a `--metric-cmd`'s own) are not
+    /// pooled: the worst one is bounded. Exact pipelines change outputs by
+    /// rounding only and need none.
     fn bound(&self, passes: &str, folds: &[Fold]) -> Option<PooledBound> {
         if Pipeline::parse(passes).is_ok_and(|p| p.is_exact()) {
             return None;
         }
-        let counts: Vec<[usize; 2]> = folds.iter().map(|f| f.lost_of).collect::<Option<_>>()?;
+        let mut counts: Vec<[usize; 2]> = folds.iter().map(|f| f.lost_of).collect::<Option<_>>()?;
+        if self.judge.same_data_every_fold() {
+            counts = counts
+                .into_iter()
+                .max_by_key(|c| c[0])
+                .into_iter()
+                .collect();
+        }
         let (lost, rows) = counts
             .iter()
             .fold((0, 0), |(l, n), [fl, fn_]| (l + fl, n + fn_));
