@@ -151,14 +151,15 @@ impl Quant {
     }
 }
 
-/// The operators that are layers (Conv, ConvTranspose, Gemm, MatMul) or
-/// read what one computes, directly or through others.
+/// The operators that are layers (of a type in [`LAYER_OPS`], quantized
+/// or not) or read what one computes, directly or through others.
 fn fed_by_layers(g: &Graph) -> std::collections::HashSet<NodeId> {
     let mut fed = std::collections::HashSet::new();
     for id in g.op_order().unwrap_or_default() {
         let Some(op) = g.op(id) else { continue };
-        let is_layer = ["Conv", "ConvTranspose", "Gemm", "MatMul"].contains(&op.op_type.as_str());
-        if is_layer || g.inputs(id).iter().flatten().any(|v| fed.contains(&v.node)) {
+        if LAYER_OPS.contains(&op.op_type.as_str())
+            || g.inputs(id).iter().flatten().any(|v| fed.contains(&v.node))
+        {
             fed.insert(id);
         }
     }

@@ -179,6 +179,9 @@ enum Act {
 /// instead of four).
 const RAISE_TO: i64 = 14;
 
+/// The operator types quant can quantize: its layers.
+const LAYER_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul"];
+
 struct Quant {
     after_raise: Pipeline,
     target: Target,
@@ -238,7 +241,7 @@ fn build(o: &Options) -> Result<Box<dyn Pass>> {
     };
     for op in o.ops.iter() {
         ensure!(
-            ["Conv", "ConvTranspose", "Gemm", "MatMul"].contains(&op.as_str()),
+            LAYER_OPS.contains(&op.as_str()),
             "ops may hold Conv, ConvTranspose, Gemm, MatMul (got {op})"
         );
     }
