@@ -23,10 +23,9 @@ use std::sync::OnceLock;
 /// model does not run with them at 1 (see [`Calibration::random_runnable`]).
 pub const RANDOM_DIM_LADDER: [usize; 4] = [32, 128, 512, 2048];
 
-/// A timed model runs at least this long in [`Calibration::time_loaded`]...
+/// A timed model runs at least this long in [`Calibration::time_loaded`]
+/// (in at most [`runtime::MAX_TIMED_RUNS`] runs).
 pub const MIN_TIMED_MS: f64 = 250.0;
-/// ...in at most this many runs.
-pub const MAX_TIMED_RUNS: usize = 2000;
 
 /// Samples to calibrate on, held in memory.
 #[derive(Clone)]
@@ -377,7 +376,7 @@ impl Calibration {
     /// in the same runtime) on the first samples of the largest shape
     /// group, runs alternated in this process after warm-up (see
     /// `runtime::bench`): at least `runs`, and for a fast model as many as
-    /// take it [`MIN_TIMED_MS`] (at most [`MAX_TIMED_RUNS`]).
+    /// take it [`MIN_TIMED_MS`] (see [`runtime::runs_for`]).
     pub fn time_loaded(
         &self,
         base: &Loaded,
@@ -394,12 +393,10 @@ impl Calibration {
             .map(|&i| self.samples[i].clone())
             .collect();
         let (a, b) = (&base.runners[slot], &candidate.runners[slot]);
-        // The warm-up sizes the timing: a fast model gets the runs that
-        // take it about MIN_TIMED_MS (15 runs of a 0.07 ms model take 1 ms,
-        // within one hiccup of a shared machine).
+        // The warm-up sizes the timing.
         let warm = runtime::bench(a, b, &samples, 0, 3)?;
-        let per_run = warm.a.median_ms.max(warm.b.median_ms).max(1e-4);
-        let runs = runs.max(((MIN_TIMED_MS / per_run) as usize).min(MAX_TIMED_RUNS));
+        let per_run = warm.a.median_ms.max(warm.b.median_ms);
+        let runs = runtime::runs_for(per_run, MIN_TIMED_MS, runs);
         runtime::bench(a, b, &samples, 0, runs)
     }
 

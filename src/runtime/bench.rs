@@ -40,6 +40,18 @@ pub struct BenchResult {
     pub paired_spread: [f64; 2],
 }
 
+/// Timed runs never exceed this many, however fast the model.
+pub const MAX_TIMED_RUNS: usize = 2000;
+
+/// How many timed runs a model that takes `per_run_ms` a run needs to run
+/// `target_ms` in all: at least `least`, at most [`MAX_TIMED_RUNS`] (or
+/// `least` when that is more). A fast model timed over a few runs is timed
+/// over a millisecond, within one hiccup of a shared machine.
+pub fn runs_for(per_run_ms: f64, target_ms: f64, least: usize) -> usize {
+    let wanted = (target_ms / per_run_ms.max(1e-4)).ceil() as usize;
+    wanted.min(MAX_TIMED_RUNS).max(least)
+}
+
 /// Times `a` against `b` in this process, each in the runtime it was
 /// loaded in (both in the same one).
 ///

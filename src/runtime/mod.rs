@@ -30,7 +30,7 @@ mod tensor;
 #[cfg(test)]
 mod testutil;
 
-pub use bench::{bench, bench_ort, bench_tract, BenchResult, Timing};
+pub use bench::{bench, bench_ort, bench_tract, runs_for, BenchResult, Timing, MAX_TIMED_RUNS};
 pub use compare::{aggregate, compare, OutputMetrics, SNR_CAP_DB};
 pub use error::{refusal, tract_panicked, Refusal, RuntimeError};
 pub use infer::{infer_types, infer_types_then, InferredTypes, ValueType};

@@ -127,7 +127,7 @@ const CALIBRATION_SAMPLES: usize = 300;
 const VALIDATIONS: f64 = 2.0;
 
 /// Timed runs for models like `base`: enough for [`TIMING_SECONDS`] of
-/// runs per model (at most 2000), and at least `least`.
+/// runs per model (see [`runtime::runs_for`]), and at least `least`.
 pub(crate) fn timing_runs(
     base: &Runner,
     samples: &[Sample],
@@ -135,10 +135,11 @@ pub(crate) fn timing_runs(
     least: usize,
 ) -> Result<usize> {
     let probe = runtime::bench(base, base, samples, warmup, least.clamp(1, 5))?;
-    let per_run = (probe.a.median_ms / 1e3).max(1e-6);
-    Ok(((TIMING_SECONDS / 2.0 / per_run).ceil() as usize)
-        .min(2000)
-        .max(least))
+    Ok(runtime::runs_for(
+        probe.a.median_ms,
+        TIMING_SECONDS * 1e3 / 2.0,
+        least,
+    ))
 }
 
 /// A digest of the model's bytes, to recognise two candidates that are
