@@ -348,6 +348,15 @@ fn a_metric_command_that_counts_is_held_to_the_bound() {
     for c in &int8 {
         assert_eq!(c["lost_of"], serde_json::json!([2, 300]), "{c}");
         assert_ne!(c["validated"], true, "{c}");
+        // Every fold judges the command's own 300 units: the search fold's
+        // bound already rules it out, so no other fold is built or judged.
+        if c["validated"] == false {
+            assert_eq!(c["folds"].as_array().unwrap().len(), 1, "{c}");
+        }
     }
     assert_eq!(r["chosen"]["passes"], "fuse");
+    eprintln!(
+        "{}",
+        serde_json::to_string_pretty(&r["candidates"]).unwrap()
+    );
 }
