@@ -142,6 +142,8 @@ crate::pass_options! {
             "keep in float every layer and operator that reads or writes a value its 8-bit grid loses more of (relative L2 over the calibration samples): a range an 8-bit grid cannot hold";
         fallback: usize = "fallback", "0",
             "measure every layer's sensitivity and keep the K most sensitive in float";
+        samples: usize = "samples", "300",
+            "calibrate on at most this many of the given samples, spread evenly over them (NNCF's default subset size): ranges settle long before, and calibration time grows with every sample; 0: all";
         measure: bool = "measure", "true",
             "time the int8 forms against the float model where they run and keep the fastest, float included: target=ort in ONNX Runtime when it is installed (flowing, in the layers only, every layer), target=tract in tract (whose int8 kernels pay on some CPUs only); the report gives the options that give the same model without timing";
     }
@@ -199,6 +201,8 @@ struct Quant {
     weight_only: bool,
     min_k: usize,
     fallback: usize,
+    /// At most this many calibration samples (0: all).
+    samples: usize,
     prepare: Pipeline,
 }
 
@@ -272,6 +276,7 @@ fn build(o: &Options) -> Result<Box<dyn Pass>> {
         weight_only: o.weight_only,
         min_k: o.min_k,
         fallback,
+        samples: o.samples,
         prepare: Pipeline::parse(if qop {
             // Bias Adds folded into Gemms: the QLinear form carries the bias.
             "fuse,infer-shapes"
@@ -373,6 +378,17 @@ impl Quant {
 
 impl Pass for Quant {
     fn run(&self, model: &mut Model, cx: &PassContext) -> Result<serde_json::Value> {
+        let capped;
+        let cx = match &cx.data {
+            Some(d) if self.samples > 0 && d.samples.len() > self.samples => {
+                let idx = crate::data::spread(d.samples.len(), self.samples);
+                capped = PassContext {
+                    data: Some(d.subset(&idx)),
+                };
+                &capped
+            }
+            _ => cx,
+        };
         // Handed back unchanged if int8 does not pay (weights share their bytes).
         let given = model.clone();
         self.prepare.run_nested(model, cx)?;

@@ -570,6 +570,33 @@ fn the_same_input_gives_the_same_bytes() {
 }
 
 #[test]
+fn samples_caps_the_calibration_at_an_even_spread() {
+    let model = mlp();
+    let data = crate::calibrate::Calibration::random(&model, &Default::default(), 5, 12).unwrap();
+    let run = |passes: &str, data: crate::calibrate::Calibration| {
+        let mut m = model.clone();
+        let r = Pipeline::parse(passes)
+            .unwrap()
+            .run(&mut m, &PassContext { data: Some(data) }, &mut |_| {})
+            .unwrap();
+        (
+            crate::onnx::encode(&m).unwrap(),
+            r[0].details["calibration"].clone(),
+        )
+    };
+    let q = "quant{measure=false,min-k=0";
+    let (capped, said) = run(&format!("{q},samples=4}}"), data.clone());
+    let (spread, _) = run(&format!("{q},samples=0}}"), data.subset(&[0, 3, 6, 9]));
+    let (all, _) = run(&format!("{q},samples=0}}"), data);
+    assert!(capped == spread, "samples=4 of 12 is samples 0, 3, 6, 9");
+    assert!(capped != all, "calibrated on all 12, the ranges differ");
+    assert!(
+        said.as_str().unwrap().contains("4 of its 12 samples"),
+        "{said}"
+    );
+}
+
+#[test]
 fn weight_only_needs_no_data() {
     let out = rewrite(&mlp(), "quant{measure=false,weight-only=true,min-k=0}");
     let ops = op_types(&out);

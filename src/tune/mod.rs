@@ -115,10 +115,11 @@ const TIMING_SECONDS: f64 = 0.4;
 const MARGIN: f64 = 1.03;
 
 /// Candidates calibrate on at most this many samples, spread evenly over
-/// the calibration folds (NNCF's default subset is 300): calibration time
-/// grows with the samples (quant: 23 s on 1200 PP-OCR cls lines, 1 s on
-/// 23), and a search that spends its budget calibrating validates nothing.
-/// OUT is still built on all the data, as the plain command does.
+/// the calibration folds (NNCF's default subset, and quant's own `samples`
+/// cap): calibration time grows with the samples (quant: 23 s on 1200
+/// PP-OCR cls lines, 1 s on 23), and a search that spends its budget
+/// calibrating validates nothing. OUT is built on all the data, as the
+/// plain command does.
 const CALIBRATION_SAMPLES: usize = 300;
 
 /// Cross-validations the search keeps time for: the fastest lossy candidate
@@ -322,7 +323,7 @@ impl Search<'_> {
     /// Whether another candidate fits in the budget, keeping time to
     /// cross-validate `VALIDATIONS` typical candidates (k-1 more builds and
     /// judgements each) and build the output.
-    fn has_time(&self) -> bool {
+    fn has_time(&self, next: &str) -> bool {
         let parts: Vec<Spent> = self.candidates.iter().map(Candidate::parts).collect();
         // Medians: one slow form (a model timed at 3 ms) must not eat the search.
         let median = |part: fn(&Spent) -> f64| {
@@ -336,42 +337,50 @@ impl Search<'_> {
             judge: median(|s| s.judge),
             time: 0.0,
         };
-        let reserve = self.validation_cost(&typical, VALIDATIONS);
+        let reserve = self.validation_cost(&typical, VALIDATIONS, next);
         self.elapsed().as_secs_f64() + step + reserve <= self.settings.budget.as_secs_f64()
     }
 
-    /// Seconds to cross-validate `validations` candidates whose search step
-    /// spent `s` (k-1 more builds and judgements apiece, no timing) and to
-    /// build the output (a build on all the samples).
-    fn validation_cost(&self, s: &Spent, validations: f64) -> f64 {
+    /// Seconds to cross-validate `validations` candidates like `passes`
+    /// whose search step spent `s` (k-1 more builds and judgements apiece,
+    /// no timing) and to build the output (a build on all the samples).
+    fn validation_cost(&self, s: &Spent, validations: f64, passes: &str) -> f64 {
         let folds = self.settings.folds as f64;
-        (s.build + s.judge) * (folds - 1.0) * validations + s.build * self.output_build_scale()
+        (s.build + s.judge) * (folds - 1.0) * validations
+            + s.build * self.output_build_scale(passes)
     }
 
     /// The output's build against a candidate's: it calibrates on all the
-    /// samples, a candidate on at most [`CALIBRATION_SAMPLES`] of k-1 folds.
-    fn output_build_scale(&self) -> f64 {
+    /// samples, a candidate on at most [`CALIBRATION_SAMPLES`] of k-1 folds;
+    /// quant itself calibrates on at most as many (its `samples`), so a
+    /// pipeline whose one data use is quant builds the output as fast.
+    fn output_build_scale(&self, passes: &str) -> f64 {
         let all: usize = self.folds.iter().map(Vec::len).sum();
         let largest = self.folds.iter().map(Vec::len).max().unwrap_or(0);
-        let candidate = (all - largest).clamp(1, CALIBRATION_SAMPLES);
-        (all as f64 / candidate as f64).max(1.0)
+        let mut all = all as f64;
+        let candidate = (all as usize - largest).clamp(1, CALIBRATION_SAMPLES) as f64;
+        if space::only_lossy_step_is_quant(passes) {
+            all = all.min(CALIBRATION_SAMPLES as f64);
+        }
+        (all / candidate).max(1.0)
     }
 
     /// Whether candidate `k` can still be cross-validated (k-1 builds and
     /// judgements, each at most as long as its search step) and the output
     /// built.
     fn can_validate(&self, k: usize) -> bool {
-        let cost = self.validation_cost(&self.candidates[k].parts(), 1.0);
+        let c = &self.candidates[k];
+        let cost = self.validation_cost(&c.parts(), 1.0, &c.passes);
         self.elapsed().as_secs_f64() + cost <= self.settings.budget.as_secs_f64()
     }
 
     /// Whether the search should go on; notes why not.
-    fn go_on(&mut self) -> bool {
+    fn go_on(&mut self, next: &str) -> bool {
         if crate::onnx::interrupted() {
             self.note_once("interrupted: the search stopped; the best so far is validated");
             return false;
         }
-        if !self.has_time() {
+        if !self.has_time(next) {
             self.note_once("the budget ran short: the search stopped early");
             return false;
         }
@@ -390,7 +399,7 @@ impl Search<'_> {
         forms.sort_by_key(|f| !self.first.contains(f));
         self.progress.set_length(forms.len() as u64);
         for passes in forms {
-            if !self.go_on() {
+            if !self.go_on(&passes) {
                 break;
             }
             self.try_candidate(&passes, "form")?;
@@ -510,5 +519,20 @@ impl Search<'_> {
             crate::onnx::save(&model, file, &Default::default())?;
         }
         Ok(model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The output's build is only as fast as a candidate's (see
+    /// `output_build_scale`) while quant caps its samples where tune does.
+    #[test]
+    fn candidates_calibrate_on_as_many_samples_as_quant_does() {
+        let samples = crate::passes::quant::INFO
+            .options
+            .iter()
+            .find(|o| o.name == "samples")
+            .expect("quant's samples option");
+        assert_eq!(samples.default.parse(), Ok(super::CALIBRATION_SAMPLES));
     }
 }

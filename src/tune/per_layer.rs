@@ -30,7 +30,7 @@ impl Search<'_> {
         else {
             return Ok(false);
         };
-        if !self.go_on() {
+        if !self.go_on(&base) {
             return Ok(false);
         }
         let ranked = match self.sensitivity(&base) {
@@ -48,7 +48,7 @@ impl Search<'_> {
         };
         let (mut failed, mut met) = (0usize, None);
         let mut k = 1;
-        while k <= ranked.len() && self.go_on() {
+        while k <= ranked.len() && self.go_on(&base) {
             self.progress.inc_length(1);
             let i = self.try_candidate(&exclude(k), "per-layer")?;
             let c = &self.candidates[i];
@@ -64,7 +64,7 @@ impl Search<'_> {
         }
         if let Some(mut hi) = met {
             let mut lo = failed;
-            while hi - lo > 1 && self.go_on() {
+            while hi - lo > 1 && self.go_on(&base) {
                 let mid = (lo + hi) / 2;
                 self.progress.inc_length(1);
                 let i = self.try_candidate(&exclude(mid), "per-layer")?;
