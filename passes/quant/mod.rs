@@ -143,7 +143,7 @@ crate::pass_options! {
         fallback: usize = "fallback", "0",
             "measure every layer's sensitivity and keep the K most sensitive in float";
         samples: usize = "samples", "300",
-            "calibrate on at most this many of the given samples, spread evenly over them (NNCF's default subset size): ranges settle long before, and calibration time grows with every sample; 0: all";
+            "calibrate on at most this many of the given samples, spread evenly over them (NNCF's default subset size; calibration time grows with every sample); 0: all";
         measure: bool = "measure", "true",
             "time the int8 forms against the float model where they run and keep the fastest, float included: target=ort in ONNX Runtime when it is installed (flowing, in the layers only, every layer), target=tract in tract (whose int8 kernels pay on some CPUs only); the report gives the options that give the same model without timing";
     }
