@@ -207,83 +207,89 @@ struct Quant {
 }
 
 fn build(o: &Options) -> Result<Box<dyn Pass>> {
-    let o = Opts::parse(o)?;
-    let target = match o.target.as_str() {
-        "ort" => Target::Ort,
-        "trt" => Target::Trt,
-        "tract" => Target::Tract,
-        other => bail!("target={other} must be ort, trt or tract"),
-    };
-    let act = match (o.act.as_str(), target) {
-        ("auto", Target::Trt) | ("s8", _) => Act::S8,
-        ("auto", _) | ("u8", _) => Act::U8,
-        (other, _) => bail!("act={other} must be auto, s8 or u8"),
-    };
-    ensure!(
+    Ok(Box::new(Quant::new(o)?))
+}
+
+impl Quant {
+    fn new(o: &Options) -> Result<Quant> {
+        let o = Opts::parse(o)?;
+        let target = match o.target.as_str() {
+            "ort" => Target::Ort,
+            "trt" => Target::Trt,
+            "tract" => Target::Tract,
+            other => bail!("target={other} must be ort, trt or tract"),
+        };
+        let act = match (o.act.as_str(), target) {
+            ("auto", Target::Trt) | ("s8", _) => Act::S8,
+            ("auto", _) | ("u8", _) => Act::U8,
+            (other, _) => bail!("act={other} must be auto, s8 or u8"),
+        };
+        ensure!(
         !(target == Target::Tract && act == Act::S8),
         "target=tract keeps u8 activations (tract's s8 QLinear path is slow): act=s8 does not apply"
     );
-    let method = match o.method.as_str() {
-        "minmax" => Method::MinMax,
-        "percentile" => {
-            let p = o.percentile;
+        let method = match o.method.as_str() {
+            "minmax" => Method::MinMax,
+            "percentile" => {
+                let p = o.percentile;
+                ensure!(
+                    p > 50.0 && p <= 100.0,
+                    "percentile={p} must be in (50, 100]"
+                );
+                Method::Percentile(p)
+            }
+            "entropy" => Method::Entropy,
+            other => bail!("method={other} must be minmax, percentile or entropy"),
+        };
+        let bits = match o.bits.as_str() {
+            "auto" => None,
+            n => Some(
+                Bits::parse(n)
+                    .with_context(|| format!("bits={n} must be auto, N or first-N, N in 2..=8"))?,
+            ),
+        };
+        for op in o.ops.iter() {
             ensure!(
-                p > 50.0 && p <= 100.0,
-                "percentile={p} must be in (50, 100]"
+                LAYER_OPS.contains(&op.as_str()),
+                "ops may hold Conv, ConvTranspose, Gemm, MatMul (got {op})"
             );
-            Method::Percentile(p)
         }
-        "entropy" => Method::Entropy,
-        other => bail!("method={other} must be minmax, percentile or entropy"),
-    };
-    let bits = match o.bits.as_str() {
-        "auto" => None,
-        n => Some(
-            Bits::parse(n)
-                .with_context(|| format!("bits={n} must be auto, N or first-N, N in 2..=8"))?,
-        ),
-    };
-    for op in o.ops.iter() {
+        let qop = target == Target::Tract;
+        let fallback = o.fallback;
         ensure!(
-            LAYER_OPS.contains(&op.as_str()),
-            "ops may hold Conv, ConvTranspose, Gemm, MatMul (got {op})"
+            !(qop && fallback > 0),
+            "fallback is measured on the QDQ form of ort and trt; not with target=tract"
         );
+        let max_weight_err = o.max_weight_err;
+        ensure!(
+            max_weight_err > 0.0,
+            "max-weight-err={max_weight_err} must be > 0"
+        );
+        Ok(Quant {
+            after_raise: Pipeline::parse("fuse-activation,infer-shapes")?,
+            target,
+            max_weight_err,
+            max_act_err: o.max_act_err,
+            act,
+            method,
+            bits,
+            per_channel: o.per_channel,
+            ops: o.ops.0,
+            flow: o.flow,
+            measure: o.measure,
+            exclude: o.exclude.0,
+            weight_only: o.weight_only,
+            min_k: o.min_k,
+            fallback,
+            samples: o.samples,
+            prepare: Pipeline::parse(if qop {
+                // Bias Adds folded into Gemms: the QLinear form carries the bias.
+                "fuse,infer-shapes"
+            } else {
+                "lift-constants,fuse-bn,infer-shapes"
+            })?,
+        })
     }
-    let qop = target == Target::Tract;
-    let fallback = o.fallback;
-    ensure!(
-        !(qop && fallback > 0),
-        "fallback is measured on the QDQ form of ort and trt; not with target=tract"
-    );
-    let max_weight_err = o.max_weight_err;
-    ensure!(
-        max_weight_err > 0.0,
-        "max-weight-err={max_weight_err} must be > 0"
-    );
-    Ok(Box::new(Quant {
-        after_raise: Pipeline::parse("fuse-activation,infer-shapes")?,
-        target,
-        max_weight_err,
-        max_act_err: o.max_act_err,
-        act,
-        method,
-        bits,
-        per_channel: o.per_channel,
-        ops: o.ops.0,
-        flow: o.flow,
-        measure: o.measure,
-        exclude: o.exclude.0,
-        weight_only: o.weight_only,
-        min_k: o.min_k,
-        fallback,
-        samples: o.samples,
-        prepare: Pipeline::parse(if qop {
-            // Bias Adds folded into Gemms: the QLinear form carries the bias.
-            "fuse,infer-shapes"
-        } else {
-            "lift-constants,fuse-bn,infer-shapes"
-        })?,
-    }))
 }
 
 /// A layer to quantize.
@@ -374,6 +380,30 @@ impl Quant {
     fn weight_bits(&self) -> Bits {
         self.bits.unwrap_or(Bits::all(8))
     }
+
+    /// The values the plans of `forms` give a calibrated grid (their own,
+    /// or the one they share), sorted.
+    fn calibrated_by_plans(
+        &self,
+        g: &Graph,
+        forms: &[Form],
+        layers: &[Layer],
+        every: &[Layer],
+        lossy: &BTreeSet<String>,
+    ) -> Vec<String> {
+        let mut names: Vec<String> = forms
+            .iter()
+            .flat_map(|f| self.plan(g, if f.min_k == 0 { every } else { layers }, f.flow, lossy))
+            .filter_map(|(n, p)| match p.grid {
+                GridFrom::Calibrated => Some(n),
+                GridFrom::SameAs(root) => Some(root),
+                GridFrom::Constant => None,
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
 }
 
 impl Pass for Quant {
@@ -414,36 +444,45 @@ impl Pass for Quant {
         };
         // Calibrate every activation any plan may quantize.
         let forms = self.forms(&model.graph, data.is_some(), layers.len());
-        let every = self.candidates(&model.graph, 0).0;
-        let layers_of = |f: &Form| if f.min_k == 0 { &every } else { &layers };
-        let mut to_calibrate: Vec<String> = forms
-            .iter()
-            .flat_map(|f| self.plan(&model.graph, layers_of(f), f.flow, &Default::default()))
-            .filter(|(_, p)| p.grid == GridFrom::Calibrated)
-            .map(|(n, _)| n)
-            .collect();
-        to_calibrate.sort();
-        to_calibrate.dedup();
-        let grids = match data {
-            Some(d) => self.calibrate(model, d, &to_calibrate, self.act)?,
-            None => BTreeMap::new(),
-        };
-        // A range an 8-bit grid cannot hold stays float, with what reads it.
-        let lossy = analysis::lossy(&grids, self.max_act_err);
-        let mut every = every;
-        for set in [&mut layers, &mut every] {
-            set.retain(|l| {
-                match analysis::reads_lossy(&model.graph, l, self.target, &grids, self.max_act_err)
-                {
-                    Some(why) => {
-                        if !report.iter().any(|e| e["layer"] == l.name.as_str()) {
-                            report.push(json!({ "layer": l.name, "op": l.op, "kept": why }));
+        let mut every = self.candidates(&model.graph, 0).0;
+        let mut grids = Grids::new();
+        let mut lossy = BTreeSet::new();
+        // A value left float (its range lossy) can put an operator after it
+        // on a grid of its own, which the first plans shared: calibrate
+        // until the plans read only calibrated values (PP-OCR det with
+        // method=entropy: a Resize output).
+        loop {
+            let missing: Vec<String> = self
+                .calibrated_by_plans(&model.graph, &forms, &layers, &every, &lossy)
+                .into_iter()
+                .filter(|n| !grids.contains_key(n))
+                .collect();
+            let Some(d) = data.filter(|_| !missing.is_empty()) else {
+                break;
+            };
+            grids.extend(self.calibrate(model, d, &missing, self.act)?);
+            // A range an 8-bit grid cannot hold stays float, with what reads it.
+            lossy = analysis::lossy(&grids, self.max_act_err);
+            for set in [&mut layers, &mut every] {
+                set.retain(|l| {
+                    let why = analysis::reads_lossy(
+                        &model.graph,
+                        l,
+                        self.target,
+                        &grids,
+                        self.max_act_err,
+                    );
+                    match why {
+                        Some(why) => {
+                            if !report.iter().any(|e| e["layer"] == l.name.as_str()) {
+                                report.push(json!({ "layer": l.name, "op": l.op, "kept": why }));
+                            }
+                            false
                         }
-                        false
+                        None => true,
                     }
-                    None => true,
-                }
-            });
+                });
+            }
         }
         let mut sensitivity = BTreeMap::new();
         if self.fallback > 0 && !layers.is_empty() {

@@ -597,6 +597,52 @@ fn samples_caps_the_calibration_at_an_even_spread() {
 }
 
 #[test]
+fn a_lossy_value_can_leave_a_moved_value_on_a_grid_of_its_own() {
+    // conv1 → Sigmoid (`s`) → MaxPool → Resize (`up`) share s's grid; Add
+    // reads `up` and conv2's output. With s's range lossy (left float),
+    // the Add still reads `up` in int8, now on a grid of its own, which the
+    // first calibration round did not capture: quant calibrates until its
+    // plans read only calibrated values (PP-OCR det with method=entropy
+    // failed with "value ... was not calibrated").
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[1, 8, 8, 8]);
+    let c1 = conv(&mut b, x, "conv1", 8, 8, 3, 1);
+    let s = b.op("Sigmoid", &[c1], vec![], "s");
+    let pool = vec![
+        Attribute::ints("kernel_shape", &[2, 2]),
+        Attribute::ints("strides", &[2, 2]),
+    ];
+    let p = b.op("MaxPool", &[s], pool, "pool");
+    let roi = b.init("roi", Tensor::from_f32(vec![0], &[]));
+    let scales = b.init("scales", Tensor::from_f32(vec![4], &[1.0, 1.0, 2.0, 2.0]));
+    let up = b.op("Resize", &[p, roi, scales], vec![], "up");
+    let c2 = conv(&mut b, x, "conv2", 8, 8, 3, 1);
+    let sum = b.op("Add", &[up, c2], vec![], "sum");
+    let y = conv(&mut b, sum, "head", 8, 8, 1, 1);
+    b.output(y, DataType::FLOAT);
+    let mut model = b.build().unwrap();
+    let cx = PassContext { data: None };
+    Pipeline::parse("infer-shapes")
+        .unwrap()
+        .run(&mut model, &cx, &mut |_| {})
+        .unwrap();
+    let given = std::collections::BTreeMap::from([("min-k".to_string(), "0".to_string())]);
+    let options = crate::pipeline::Options::new(super::Opts::TABLE, &given).unwrap();
+    let q = super::Quant::new(&options).unwrap();
+    let g = &model.graph;
+    let forms = q.forms(g, true, 0);
+    let every = q.candidates(g, 0).0;
+    let plans = |lossy: &[&str]| {
+        let lossy = lossy.iter().map(|n| n.to_string()).collect();
+        q.calibrated_by_plans(g, &forms, &every, &every, &lossy)
+    };
+    let (first, then) = (plans(&[]), plans(&["s"]));
+    let has = |names: &[String], n: &str| names.iter().any(|m| m == n);
+    assert!(has(&first, "s") && !has(&first, "up"), "{first:?}");
+    assert!(has(&then, "up"), "{then:?}");
+}
+
+#[test]
 fn weight_only_needs_no_data() {
     let out = rewrite(&mlp(), "quant{measure=false,weight-only=true,min-k=0}");
     let ops = op_types(&out);
