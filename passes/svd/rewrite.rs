@@ -12,10 +12,18 @@ impl Svd {
     ) -> Patch {
         let id = layer.node;
         let op = g.op(id).expect("an operator");
+        // Read from the graph as it is now, not from the analysis: a layer
+        // split before this one has rewired x, and the node ids its patch
+        // freed may hold new nodes (PP-OCR det: a Conv read the weight
+        // factor of the next split through its predecessor's old id).
+        let (x, weight) = (
+            g.input(id, 0).expect("checked: x"),
+            g.input(id, 1).expect("checked: weight"),
+        );
         let (a, b) = (factors[0].0.as_ref(), factors[0].1.as_ref());
         let r = a.ncols() as i64;
         let (k, n) = (layer.k as i64, layer.n as i64);
-        let wname = g.outlet_name(layer.weight).to_string();
+        let wname = g.outlet_name(weight).to_string();
         let y = Outlet::new(id, 0);
         let yname = g.outlet_name(y).to_string();
         let mut patch = Patch::new(format!("svd: {}", layer.name));
@@ -52,7 +60,7 @@ impl Svd {
                 (first, second, wa, wb)
             }
             Kind::Conv(spatial, groups) => {
-                let w = g.const_tensor(layer.weight).expect("checked");
+                let w = g.const_tensor(weight).expect("checked");
                 let mut dims_a = w.dims.clone();
                 dims_a[0] = r * groups as i64;
                 let mut dims_b = vec![n * groups as i64, r];
@@ -87,7 +95,7 @@ impl Svd {
         let t = patch.add_op(
             Some(format!("{}_svd_a", layer.name)),
             first,
-            vec![Some(layer.x.into()), Some(wa)],
+            vec![Some(x.into()), Some(wa)],
             &[&format!("{yname}_low_rank")],
         );
         let mut inputs = vec![Some(Patch::out(t, 0)), Some(wb)];
@@ -103,7 +111,7 @@ impl Svd {
         patch.shunt(y, Patch::out(out, 0));
         patch.remove(id);
         // The old weight goes unless something else uses it (the bias stays).
-        let w = layer.weight;
+        let w = weight;
         if !g.is_graph_output(w) && g.consumers(w).iter().all(|&(user, _)| user == id) {
             patch.remove(w.node);
         }

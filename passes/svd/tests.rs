@@ -336,3 +336,33 @@ fn a_group_past_any_dim_is_skipped_not_multiplied() {
     let m = b.build().unwrap();
     assert_eq!(ops(&rewrite(&m, "svd{min-params=0}")), ops(&m));
 }
+
+#[test]
+fn a_layer_fed_by_a_split_layer_reads_its_new_output() {
+    // x → MatMul w1 → MatMul w2: splitting the first rewires the second's
+    // input and frees node ids the second's patch reuses. The second once
+    // read its own weight factor where its input should be (PP-OCR det's
+    // split model failed in ONNX Runtime: "Input channels C is not equal to
+    // kernel channels * group").
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[2, 48]);
+    let w1 = b.init("w1", Tensor::from_f32(vec![48, 40], &rank4(48, 40, 3)));
+    let h = b.op("MatMul", &[x, w1], vec![], "h");
+    let w2 = b.init("w2", Tensor::from_f32(vec![40, 32], &rank4(40, 32, 5)));
+    let y = b.op("MatMul", &[h, w2], vec![], "y");
+    b.output(y, DataType::FLOAT);
+    let model = b.build().unwrap();
+    let out = rewrite(&model, EXACT);
+    assert_eq!(ops(&out), ["MatMul"; 4]);
+    let g = &out.graph;
+    for id in g.op_order().unwrap() {
+        let x = g.input(id, 0).unwrap();
+        assert!(
+            g.const_tensor(x).is_none(),
+            "{} reads a constant",
+            g.outlet_name(x)
+        );
+    }
+    let err = max_rel_err(&model, &out);
+    assert!(err <= 1e-5, "max_rel_err {err:e}");
+}
