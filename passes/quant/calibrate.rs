@@ -171,7 +171,7 @@ impl Quant {
                 for (name, pair) in self.plan(
                     &m.graph,
                     std::slice::from_ref(layer),
-                    self.flow,
+                    self.flows(),
                     &Default::default(),
                 ) {
                     let grid = self.grid_of(&m.graph, &name, &pair, grids)?;

@@ -87,14 +87,15 @@ pub(super) struct Candidate {
 }
 
 impl Quant {
-    /// The forms to build: the options' own; for target=ort int8 in the
-    /// layers only (the accuracy guard's reference, and a form to time),
+    /// The forms to build: the options' own; for target=ort with flow=auto,
+    /// int8 in the layers only (the accuracy guard's reference, and a form
+    /// to time),
     /// and, when they are to be timed in ONNX Runtime, every layer in int8
     /// (a small layer between int8 neighbours can cost more in float, with
     /// a round trip around it, than in int8).
     pub(super) fn forms(&self, g: &Graph, data: bool, layers: usize) -> Vec<Form> {
         let own = Form {
-            flow: self.flow,
+            flow: self.flows(),
             min_k: self.min_k,
             bits: self.weight_bits(),
         };
@@ -107,7 +108,7 @@ impl Quant {
             forms.push(Form { min_k: 0, ..own });
         }
         // The accuracy guard compares flowing forms with this one.
-        if self.flow && layers > 0 {
+        if self.flow == Flow::Auto && layers > 0 {
             forms.push(Form { flow: false, ..own });
         }
         forms

@@ -211,7 +211,8 @@ impl Quant {
             Some(i) => {
                 let f = candidates[i].form;
                 let mut options = vec![];
-                if f.flow != self.flow {
+                // The guard's choice pinned: no guard runs on a rerun.
+                if self.flow == Flow::Auto || f.flow != self.flows() {
                     options.push(format!("flow={}", f.flow));
                 }
                 if f.min_k != self.min_k {

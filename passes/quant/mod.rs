@@ -33,7 +33,10 @@
 //!   (Reshape, Transpose, Slice, MaxPool, Resize...) pass their input's grid
 //!   on unchanged, so that ONNX Runtime finds whole `DQ → op → Q` groups and
 //!   runs them as int8 kernels instead of paying a dequantize-quantize round
-//!   trip around each float operator.
+//!   trip around each float operator. With `flow=auto` (default) an
+//!   accuracy guard keeps int8 in the layers only where flowing loses
+//!   clearly more on the calibration samples (`measure.rs`); the report's
+//!   `flowing` says which, and `flow=true|false` names it.
 //! - `trt`: TensorRT's explicit-quantization rules: activations symmetric
 //!   int8 (zero point 0, scale = amax/127) on the layers' inputs (and both
 //!   inputs of residual Adds), weights symmetric per channel, scales and
@@ -128,8 +131,8 @@ crate::pass_options! {
             "one weight scale per output channel (false: one per tensor)";
         ops: List = "ops", "Conv|ConvTranspose|Gemm|MatMul",
             "operator types to quantize";
-        flow: bool = "flow", "true",
-            "let int8 flow between layers: target=ort quantizes the Add, Mul, Concat, pools, Resize, Sigmoid, LeakyRelu and data movement (Reshape, Transpose, Slice...) a quantized value reaches, so ONNX Runtime runs them in int8; target=trt quantizes both inputs of residual Adds fed by a quantized layer";
+        flow: String = "flow", "auto",
+            "let int8 flow between layers: target=ort quantizes the Add, Mul, Concat, pools, Resize, Sigmoid, LeakyRelu and data movement (Reshape, Transpose, Slice...) a quantized value reaches, so ONNX Runtime runs them in int8; target=trt quantizes both inputs of residual Adds fed by a quantized layer. auto: flowing, unless with target=ort it loses clearly more than int8 in the layers only on the calibration samples (its accuracy guard; the report says which form was kept); true: always flowing; false: int8 in the layers only";
         exclude: List = "exclude", "",
             "layers to keep in float: node or weight names, `*` matches any run (a|b*|*c)";
         weight_only: bool = "weight-only", "false",
@@ -170,6 +173,15 @@ impl Target {
     }
 }
 
+/// Whether int8 flows between layers (the `flow` option).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Flow {
+    /// Flowing unless the accuracy guard refuses it (target=ort).
+    Auto,
+    Always,
+    Never,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Act {
     S8,
@@ -195,7 +207,7 @@ struct Quant {
     bits: Option<Bits>,
     per_channel: bool,
     ops: Vec<String>,
-    flow: bool,
+    flow: Flow,
     measure: bool,
     exclude: Vec<String>,
     weight_only: bool,
@@ -254,6 +266,12 @@ impl Quant {
                 "ops may hold Conv, ConvTranspose, Gemm, MatMul (got {op})"
             );
         }
+        let flow = match o.flow.as_str() {
+            "auto" => Flow::Auto,
+            "true" => Flow::Always,
+            "false" => Flow::Never,
+            other => bail!("flow={other} must be auto, true or false"),
+        };
         let qop = target == Target::Tract;
         let fallback = o.fallback;
         ensure!(
@@ -275,7 +293,7 @@ impl Quant {
             bits,
             per_channel: o.per_channel,
             ops: o.ops.0,
-            flow: o.flow,
+            flow,
             measure: o.measure,
             exclude: o.exclude.0,
             weight_only: o.weight_only,
@@ -374,6 +392,12 @@ impl Quant {
             r.extend(also);
         }
         report
+    }
+
+    /// Whether the pass's own form lets int8 flow (`flow=auto` does,
+    /// unless the accuracy guard refuses it).
+    fn flows(&self) -> bool {
+        self.flow != Flow::Never
     }
 
     /// The weights' bits unless measured otherwise (`bits=auto`: 8).
@@ -605,6 +629,7 @@ impl Pass for Quant {
             "left_in_subgraphs": in_subgraphs(&model.graph, &self.ops),
             "activation_pairs": acts,
             "int8_also": flows,
+            "flowing": chosen.form.flow,
             "weight_bytes": { "before": bytes_before, "after": bytes_after },
             "layers": entries,
         });

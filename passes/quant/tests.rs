@@ -715,3 +715,33 @@ fn on_ort_int8_is_kept_only_where_it_pays_in_onnxruntime() {
         );
     }
 }
+
+#[test]
+fn flow_auto_is_the_form_its_guard_kept_named() {
+    // With data on target=ort, flow=auto lets the accuracy guard choose
+    // between int8 flowing and int8 in the layers only; the report names
+    // the choice, and flow=<it> builds the same bytes with no guard.
+    let run = |passes: &str| {
+        let mut m = neck();
+        let data =
+            crate::calibrate::Calibration::load(&m, &Default::default(), None, 7, 4).unwrap();
+        let reports = Pipeline::parse(passes)
+            .unwrap()
+            .run(&mut m, &PassContext { data: Some(data) }, &mut |_| {})
+            .unwrap();
+        let details = reports.last().unwrap().details.clone();
+        (crate::onnx::encode(&m).unwrap(), details)
+    };
+    let (auto, d) = run("quant{measure=false,min-k=0}");
+    let guard = &d["accuracy_guard"]["outputs_rel_err"];
+    assert_eq!(guard.as_array().map(Vec::len), Some(2), "{d}");
+    let flowing = d["flowing"].as_bool().expect("the report names the form");
+    let (pinned, p) = run(&format!("quant{{measure=false,min-k=0,flow={flowing}}}"));
+    assert_eq!(auto, pinned);
+    assert!(p["accuracy_guard"].is_null(), "no guard when pinned: {p}");
+    // And both forms are reachable by name.
+    let (other, o) = run(&format!("quant{{measure=false,min-k=0,flow={}}}", !flowing));
+    assert_ne!(auto, other);
+    assert_eq!(o["flowing"], !flowing);
+    assert!(Pipeline::parse("quant{flow=maybe}").is_err());
+}

@@ -198,8 +198,12 @@ pub fn tune(
     search.note_resolution();
     search.recall()?;
     search.run_forms()?;
-    record::mark_front(&mut search.candidates);
     let mut chosen = search.validate()?;
+    // Every candidate so far failed: the time kept for their validations
+    // is free (PP-OCR rec at 1 point left 60 s of 180 unused): search on.
+    while chosen.is_none() && search.run_forms()? > 0 {
+        chosen = search.validate()?;
+    }
     let speed = chosen.and_then(|k| search.candidates[k].speedup);
     if search.run_per_layer(speed.unwrap_or(0.0))? {
         chosen = search.validate()?;
@@ -232,6 +236,15 @@ pub fn build(
     crate::validate::validate(&model)
         .map_err(|e| anyhow::anyhow!("{e} (seen once the passes had inferred types)"))?;
     Ok((model, reports))
+}
+
+/// A candidate built on every fold but one and judged on that one.
+struct Judged {
+    model: Model,
+    reports: Vec<PassReport>,
+    score: Score,
+    /// Seconds building, then judging.
+    spent: [f64; 2],
 }
 
 struct Search<'a> {
@@ -326,7 +339,8 @@ impl Search<'_> {
 
     /// Whether another candidate fits in the budget, keeping time to
     /// cross-validate `VALIDATIONS` typical candidates (k-1 more builds and
-    /// judgements each) and build the output.
+    /// judgements each; one fewer for each that failed, at least one) and
+    /// build the output.
     fn has_time(&self, next: &str) -> bool {
         let parts: Vec<Spent> = self.candidates.iter().map(Candidate::parts).collect();
         // Medians: one slow form (a model timed at 3 ms) must not eat the search.
@@ -341,7 +355,14 @@ impl Search<'_> {
             judge: median(|s| s.judge),
             time: 0.0,
         };
-        let reserve = self.validation_cost(&typical, VALIDATIONS, next);
+        // A validation that failed has had its turn.
+        let failed = self
+            .candidates
+            .iter()
+            .filter(|c| c.validated == Some(false) && c.folds.len() > 1)
+            .count() as f64;
+        let validations = (VALIDATIONS - failed).max(1.0);
+        let reserve = self.validation_cost(&typical, validations, next);
         self.elapsed().as_secs_f64() + step + reserve <= self.settings.budget.as_secs_f64()
     }
 
@@ -397,28 +418,34 @@ impl Search<'_> {
         }
     }
 
-    fn run_forms(&mut self) -> Result<()> {
+    /// Tries the whole-model forms not tried yet, in order, while the
+    /// budget allows; returns how many it tried.
+    fn run_forms(&mut self) -> Result<usize> {
         let mut forms = space::forms(&self.settings.space, self.judge.engine());
+        forms.retain(|f| !self.candidates.iter().any(|c| c.is_named(f)));
         // A stale record's front goes first: it was best on the old data.
         forms.sort_by_key(|f| !self.first.contains(f));
-        self.progress.set_length(forms.len() as u64);
+        let done = self.progress.position();
+        self.progress.set_length(done + forms.len() as u64);
+        let mut tried = 0;
         for passes in forms {
             if !self.go_on(&passes) {
                 break;
             }
             self.try_candidate(&passes, "form")?;
+            tried += 1;
         }
-        Ok(())
+        Ok(tried)
     }
 
     /// Evaluates `passes` (or reuses its record) and keeps it, in
     /// `--resume`'s records too, so that a killed run loses nothing.
     fn try_candidate(&mut self, passes: &str, stage: &str) -> Result<usize> {
-        if let Some(k) = self.candidates.iter().position(|c| c.passes == passes) {
+        if let Some(k) = self.candidates.iter().position(|c| c.is_named(passes)) {
             return Ok(k);
         }
         self.progress.set_message(passes.to_string());
-        let recorded = self.recorded.iter().find(|c| c.passes == passes).cloned();
+        let recorded = self.recorded.iter().find(|c| c.is_named(passes)).cloned();
         let c = match recorded {
             Some(c) => {
                 self.reused += 1;
@@ -426,6 +453,10 @@ impl Search<'_> {
             }
             None => self.evaluate(passes, stage),
         };
+        // Pinned, it may be a form already tried.
+        if let Some(k) = self.candidates.iter().position(|o| o.passes == c.passes) {
+            return Ok(k);
+        }
         self.candidates.push(c);
         self.progress.inc(1);
         self.remember()?;
@@ -455,16 +486,22 @@ impl Search<'_> {
 
     /// `passes` calibrated without fold `fold`, judged on it; the seconds
     /// the build and the judgement took.
-    fn judge_fold(&self, passes: &str, fold: usize) -> Result<(Model, Score, [f64; 2])> {
+    fn judge_fold(&self, passes: &str, fold: usize) -> Result<Judged> {
         let t0 = Instant::now();
-        let (model, _) = build(self.original, passes, Some(self.calibration_without(fold)))?;
+        let (model, reports) = build(self.original, passes, Some(self.calibration_without(fold)))?;
         let file = self.scratch.join("candidate.onnx");
         let model = self.write_for_command(model, &file)?;
         let built = t0.elapsed().as_secs_f64();
         let metric = self
             .judge
             .evaluate(&model, &self.folds[fold], Some(&file))?;
-        Ok((model, metric, [built, t0.elapsed().as_secs_f64() - built]))
+        let judged = t0.elapsed().as_secs_f64() - built;
+        Ok(Judged {
+            model,
+            reports,
+            score: metric,
+            spent: [built, judged],
+        })
     }
 
     fn evaluate(&self, passes: &str, stage: &str) -> Candidate {
@@ -478,8 +515,16 @@ impl Search<'_> {
     }
 
     fn measure(&self, c: &mut Candidate) -> Result<()> {
-        let (model, score, [build, judge]) = self.judge_fold(&c.passes, 0)?;
+        let Judged {
+            model,
+            reports,
+            score,
+            spent: [build, judge],
+        } = self.judge_fold(&c.passes, 0)?;
         (c.spent.build, c.spent.judge) = (build, judge);
+        if let Some(pinned) = space::pin_flow(&c.passes, &reports) {
+            c.asked = Some(std::mem::replace(&mut c.passes, pinned));
+        }
         let original = self.original_folds[0];
         c.metric = Some(score.value);
         c.lost_of = score.lost_of.map(|(l, n)| [l, n]);

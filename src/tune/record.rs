@@ -11,6 +11,11 @@ pub struct Candidate {
     pub passes: String,
     /// `form` (whole model) or `per-layer` (layers kept in float).
     pub stage: String,
+    /// The pipeline the search asked for, when `passes` pins a choice
+    /// its build made on the search fold's data (quant's `flow=auto`), so
+    /// that every fold and the output build the same form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked: Option<String>,
     /// The metric on the search fold (judged by a model calibrated on the
     /// other folds), and the original's on the same samples.
     pub metric: Option<f64>,
@@ -82,6 +87,7 @@ impl Candidate {
         Candidate {
             passes: passes.into(),
             stage: stage.into(),
+            asked: None,
             metric: None,
             original_metric: None,
             latency_ms: None,
@@ -100,6 +106,12 @@ impl Candidate {
             seconds: 0.0,
             spent: Spent::default(),
         }
+    }
+
+    /// Whether it is what `passes` builds: its own string, or the one the
+    /// search asked for before its choice was pinned.
+    pub fn is_named(&self, passes: &str) -> bool {
+        self.passes == passes || self.asked.as_deref() == Some(passes)
     }
 
     /// The search step's parts; a record without them (an older

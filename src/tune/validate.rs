@@ -155,7 +155,7 @@ impl Search<'_> {
             let score = match (k, &built) {
                 (0, _) => first,
                 (_, Some(m)) => self.judge.evaluate(m, idx, Some(&file))?,
-                (_, None) => self.judge_fold(passes, k)?.1,
+                (_, None) => self.judge_fold(passes, k)?.score,
             };
             out.push(self.fold(k, score));
         }
