@@ -42,12 +42,23 @@ impl Measured {
 const FLOW_SLACK: f64 = 1.5;
 const FLOW_ABS: f64 = 0.01;
 
-/// The guard and the timing run on at most this many samples, spread over
-/// the data: each form runs on every one of them in ONNX Runtime, which was
-/// 16 s of the 26 `fuse,quant` took on PP-OCRv4 det at 640×640 with 32
-/// samples (11 s with 16). There, each form's error on 16 samples was within 3% of its
-/// error on all 32 (0.0558 vs 0.0546, 0.0535 vs 0.0527, 0.227 vs 0.220).
-const JUDGED_SAMPLES: usize = 16;
+/// The guard, the timing and `fallback`'s sensitivities run on at most
+/// this many samples, spread over the data: each form runs on every one of
+/// them in ONNX Runtime, which was 16 s of the 26 `fuse,quant` took on
+/// PP-OCRv4 det at 640×640 with 32 samples (11 s with 16). There, each
+/// form's error on 16 samples was within 3% of its error on all 32 (0.0558
+/// vs 0.0546, 0.0535 vs 0.0527, 0.227 vs 0.220).
+pub(super) const JUDGED_SAMPLES: usize = 16;
+
+/// `data`, or at most [`JUDGED_SAMPLES`] of its samples spread over it.
+pub(super) fn judged_samples(data: &Calibration) -> std::borrow::Cow<'_, Calibration> {
+    match data.samples.len() > JUDGED_SAMPLES {
+        true => std::borrow::Cow::Owned(
+            data.subset(&crate::data::spread(data.samples.len(), JUDGED_SAMPLES)),
+        ),
+        false => std::borrow::Cow::Borrowed(data),
+    }
+}
 
 /// With `bits=auto`, 7-bit weights (in the first layers, or in all)
 /// replace 8-bit ones when they lose this many times less in ONNX Runtime: its int8
@@ -107,13 +118,7 @@ impl Quant {
                 weights: serde_json::Value::Null,
             });
         }
-        let spread;
-        let data = if data.samples.len() > JUDGED_SAMPLES {
-            spread = data.subset(&crate::data::spread(data.samples.len(), JUDGED_SAMPLES));
-            &spread
-        } else {
-            data
-        };
+        let data = &*judged_samples(data);
         // Judged where the model will run: ONNX Runtime's int8 kernels and
         // tract's float emulation of QDQ do not round alike.
         let engine = ort.then_some(crate::runtime::Engine::Ort);

@@ -405,6 +405,11 @@ impl Quant {
         self.bits.unwrap_or(Bits::all(8))
     }
 
+    /// The plan of `layer` quantized alone (`fallback`'s sensitivity).
+    fn alone(&self, g: &Graph, layer: &Layer, lossy: &BTreeSet<String>) -> ActPlan {
+        self.plan(g, std::slice::from_ref(layer), self.flows(), lossy)
+    }
+
     /// The values the plans of `forms` give a calibrated grid (their own,
     /// or the one they share), sorted.
     fn calibrated_by_plans(
@@ -415,9 +420,17 @@ impl Quant {
         every: &[Layer],
         lossy: &BTreeSet<String>,
     ) -> Vec<String> {
+        // `fallback` measures each layer alone, whose plan can read a
+        // value the whole forms' plans share a grid from (PP-OCR rec with
+        // flow=true: a Transpose after a MatMul).
+        let alone = layers
+            .iter()
+            .filter(|_| self.fallback > 0)
+            .flat_map(|l| self.alone(g, l, lossy));
         let mut names: Vec<String> = forms
             .iter()
             .flat_map(|f| self.plan(g, if f.min_k == 0 { every } else { layers }, f.flow, lossy))
+            .chain(alone)
             .filter_map(|(n, p)| match p.grid {
                 GridFrom::Calibrated => Some(n),
                 GridFrom::SameAs(root) => Some(root),
@@ -511,7 +524,7 @@ impl Pass for Quant {
         let mut sensitivity = BTreeMap::new();
         if self.fallback > 0 && !layers.is_empty() {
             let d = data.context("fallback needs calibration data (not with weight-only)")?;
-            sensitivity = self.sensitivity(model, d, &layers, &grids)?;
+            sensitivity = self.sensitivity(model, d, &layers, &grids, &lossy)?;
             let mut ranked: Vec<(&String, &f64)> = sensitivity.iter().collect();
             ranked.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
             let keep: Vec<String> = ranked

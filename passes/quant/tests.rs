@@ -745,3 +745,21 @@ fn flow_auto_is_the_form_its_guard_kept_named() {
     assert_eq!(o["flowing"], !flowing);
     assert!(Pipeline::parse("quant{flow=maybe}").is_err());
 }
+
+#[test]
+fn fallback_measures_a_layer_alone_on_grids_of_its_own() {
+    // Flowing, the head's input (a Transpose's output) shares the grid of
+    // what int8 flowed from; measured alone, the head reads that value on
+    // a grid of its own, which must be calibrated too (PP-OCR rec with
+    // flow=true: "value transpose_45.tmp_0 was not calibrated").
+    let d = details(&neck(), "quant{fallback=1,flow=true,measure=false,min-k=0}");
+    let mut measured: Vec<&str> = d["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["sensitivity"].as_f64().is_some_and(|s| s > 0.0))
+        .filter_map(|l| l["layer"].as_str())
+        .collect();
+    measured.sort_unstable();
+    assert_eq!(measured, ["conv1", "conv2", "head"], "{d}");
+}
