@@ -36,6 +36,16 @@ pub(super) fn validation_order(candidates: &[Candidate]) -> Vec<usize> {
     order
 }
 
+/// The candidate `k` built the same model as on the search fold, when that
+/// one failed cross-validation.
+fn failed_twin(candidates: &[Candidate], k: usize) -> Option<String> {
+    let twin = candidates[k].same_as.as_deref()?;
+    candidates
+        .iter()
+        .any(|c| c.passes == twin && c.validated == Some(false))
+        .then(|| twin.to_string())
+}
+
 impl Search<'_> {
     /// Cross-validates the candidates meeting A_min on the search fold,
     /// fastest first; returns the first that meets it on every fold.
@@ -45,7 +55,7 @@ impl Search<'_> {
             if self.candidates[k].validated == Some(true) {
                 return Ok(Some(k)); // recorded
             }
-            if self.candidates[k].validated == Some(false) {
+            if self.candidates[k].validated == Some(false) || self.twin_failed(k) {
                 continue;
             }
             // Out of time, only exact candidates are still worth validating:
@@ -94,6 +104,23 @@ impl Search<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// Whether candidate `k` built the same model on the search fold as
+    /// one that failed cross-validation (PP-OCR rec: `bits=first-7` where
+    /// the first layer stays float); marks it and says so.
+    fn twin_failed(&mut self, k: usize) -> bool {
+        let Some(twin) = failed_twin(&self.candidates, k) else {
+            return false;
+        };
+        let note = format!(
+            "{}: not cross-validated: it built the same model as {twin} on the search fold, \
+             which failed cross-validation",
+            self.candidates[k].passes
+        );
+        self.notes.push(note);
+        self.candidates[k].validated = Some(false);
+        true
     }
 
     /// Whether lossy candidate `k` cannot pass, known from the search
@@ -232,5 +259,22 @@ mod tests {
         assert!(Goal::MaxDrop(1.0).meets(90.0, 89.0));
         assert!(!Goal::MaxDrop(1.0).meets(90.0, 88.9));
         assert!(Goal::MinMetric(95.0).meets(99.0, 95.0));
+    }
+
+    #[test]
+    fn a_twin_of_a_failed_candidate_is_not_validated_again() {
+        let mut failed = Candidate::new("fuse,quant{flow=true}", "form");
+        failed.validated = Some(false);
+        let mut twin = Candidate::new("fuse,quant{bits=first-7,flow=true}", "form");
+        twin.same_as = Some(failed.passes.clone());
+        let mut other = Candidate::new("fuse,quant{flow=false}", "form");
+        other.same_as = Some("fuse".into());
+        let candidates = [Candidate::new("fuse", "form"), failed, twin, other];
+        assert_eq!(
+            failed_twin(&candidates, 2).as_deref(),
+            Some("fuse,quant{flow=true}")
+        );
+        assert_eq!(failed_twin(&candidates, 3), None, "its twin did not fail");
+        assert_eq!(failed_twin(&candidates, 1), None);
     }
 }
