@@ -455,6 +455,7 @@ impl Search<'_> {
         };
         // Pinned, it may be a form already tried.
         if let Some(k) = self.candidates.iter().position(|o| o.passes == c.passes) {
+            self.progress.inc(1);
             return Ok(k);
         }
         self.candidates.push(c);
