@@ -85,8 +85,9 @@ pub fn forms(space: &Space, engine: Engine) -> Vec<String> {
             // them: quant's accuracy guard (flow=auto) judges them by the
             // outputs' relative L2, which can rank them the other way
             // (PP-OCR rec: flowing 1.1-1.7x the error of int8 in the
-            // layers only on nine 160-line calibrations, and 1.4 points
-            // of character accuracy better on 200 lines judged).
+            // layers only on nine calibrations, eight of them on 160 of
+            // its 200 lines, and 1.4 points of character accuracy better
+            // on 200 lines judged).
             variants[0] = vec![("flow", "true")];
             variants.insert(1, vec![("flow", "false")]);
             // ONNX Runtime's u8×s8 kernels without VNNI saturate with 8-bit
@@ -123,8 +124,8 @@ pub fn forms(space: &Space, engine: Engine) -> Vec<String> {
 /// `passes` with the flow its quant step chose on the search fold's data
 /// pinned (its report's `flowing`), when it left the choice to quant's
 /// accuracy guard (`flow=auto`): a guard judging on other folds' data can
-/// choose otherwise (PP-OCR rec: 2 of 9 calibrations on 160 of 200 lines
-/// dropped the flowing form), and the folds must judge one form.
+/// choose otherwise (PP-OCR rec: 2 of 8 calibrations on 160 of its 200
+/// lines dropped the flowing form), and the folds must judge one form.
 pub fn pin_flow(passes: &str, reports: &[PassReport]) -> Option<String> {
     let specs = parse_pipeline(passes).ok()?;
     let quant = specs.iter().find(|s| s.name == "quant")?;
