@@ -274,6 +274,17 @@ impl Calibration {
         }
     }
 
+    /// At most `n` of the samples, spread evenly over them; all of them
+    /// when they are no more.
+    pub fn at_most(&self, n: usize) -> std::borrow::Cow<'_, Calibration> {
+        match self.samples.len() > n {
+            true => {
+                std::borrow::Cow::Owned(self.subset(&crate::data::spread(self.samples.len(), n)))
+            }
+            false => std::borrow::Cow::Borrowed(self),
+        }
+    }
+
     /// The samples at `idx`, in their shape groups, run where these are.
     pub fn subset(&self, idx: &[usize]) -> Calibration {
         let at: HashMap<usize, usize> = idx.iter().enumerate().map(|(j, &i)| (i, j)).collect();

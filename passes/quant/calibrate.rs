@@ -158,7 +158,7 @@ impl Quant {
         grids: &Grids,
         lossy: &BTreeSet<String>,
     ) -> Result<BTreeMap<String, f64>> {
-        let data = &*super::measure::judged_samples(data);
+        let data = &*data.at_most(super::measure::JUDGED_SAMPLES);
         let reference = data.run(model, &[])?;
         let want = flat(&reference)?;
         layers

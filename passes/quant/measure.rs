@@ -50,16 +50,6 @@ const FLOW_ABS: f64 = 0.01;
 /// vs 0.0546, 0.0535 vs 0.0527, 0.227 vs 0.220).
 pub(super) const JUDGED_SAMPLES: usize = 16;
 
-/// `data`, or at most [`JUDGED_SAMPLES`] of its samples spread over it.
-pub(super) fn judged_samples(data: &Calibration) -> std::borrow::Cow<'_, Calibration> {
-    match data.samples.len() > JUDGED_SAMPLES {
-        true => std::borrow::Cow::Owned(
-            data.subset(&crate::data::spread(data.samples.len(), JUDGED_SAMPLES)),
-        ),
-        false => std::borrow::Cow::Borrowed(data),
-    }
-}
-
 /// With `bits=auto`, 7-bit weights (in the first layers, or in all)
 /// replace 8-bit ones when they lose this many times less in ONNX Runtime: its int8
 /// kernels saturate on this CPU. Where they do not, 7-bit weights lose
@@ -118,7 +108,7 @@ impl Quant {
                 weights: serde_json::Value::Null,
             });
         }
-        let data = &*judged_samples(data);
+        let data = &*data.at_most(JUDGED_SAMPLES);
         // Judged where the model will run: ONNX Runtime's int8 kernels and
         // tract's float emulation of QDQ do not round alike.
         let engine = ort.then_some(crate::runtime::Engine::Ort);

@@ -237,9 +237,9 @@ impl Quant {
             (other, _) => bail!("act={other} must be auto, s8 or u8"),
         };
         ensure!(
-        !(target == Target::Tract && act == Act::S8),
-        "target=tract keeps u8 activations (tract's s8 QLinear path is slow): act=s8 does not apply"
-    );
+            !(target == Target::Tract && act == Act::S8),
+            "target=tract keeps u8 activations (tract's s8 QLinear path is slow): act=s8 does not apply"
+        );
         let method = match o.method.as_str() {
             "minmax" => Method::MinMax,
             "percentile" => {
@@ -448,9 +448,8 @@ impl Pass for Quant {
         let capped;
         let cx = match &cx.data {
             Some(d) if self.samples > 0 && d.samples.len() > self.samples => {
-                let idx = crate::data::spread(d.samples.len(), self.samples);
                 capped = PassContext {
-                    data: Some(d.subset(&idx)),
+                    data: Some(d.at_most(self.samples).into_owned()),
                 };
                 &capped
             }
