@@ -10,7 +10,7 @@ use onnx_opt::ir::{diff::model_diff, verify::verify};
 use onnx_opt::onnx::{self, ExternalData, SaveOptions};
 use onnx_opt::passes::{DataUse, PASSES};
 use onnx_opt::pipeline::{self, Pipeline};
-use onnx_opt::report::{DataReport, FileStats, Report, Sizes, VerifyReport};
+use onnx_opt::report::{DataReport, FileStats, Report, RuntimeReport, Sizes, VerifyReport};
 use onnx_opt::runtime::{self, Engine, InputShapes};
 use onnx_opt::{inspect, profile};
 use std::path::{Path, PathBuf};
@@ -54,11 +54,12 @@ struct RunArgs {
     /// Time original and optimised model (in each --runtime; same process, alternating runs).
     #[arg(long)]
     bench: bool,
-    /// Runtimes for --verify and --bench: tract, ort (ONNX Runtime) or tract,ort. ONNX Runtime
-    /// is loaded from ORT_DYLIB_PATH, else from the onnxruntime Python package of the active
-    /// virtualenv or ./.venv.
-    #[arg(long, default_value = "tract", value_name = "LIST")]
-    runtime: String,
+    /// Runtimes for --verify and --bench: tract, ort (ONNX Runtime) or tract,ort. Default:
+    /// tract, then ONNX Runtime when tract cannot run the original model and ONNX Runtime is
+    /// found. ONNX Runtime is loaded from ORT_DYLIB_PATH, else from the onnxruntime Python
+    /// package of the active virtualenv or ./.venv.
+    #[arg(long, value_name = "LIST")]
+    runtime: Option<String>,
     /// ONNX Runtime's intra-op threads (tract runs on one).
     #[arg(long, default_value_t = 1, value_name = "N")]
     threads: usize,
@@ -317,7 +318,7 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
     );
     let pipeline = Pipeline::parse(&args.passes)?;
     let shapes = InputShapes::parse(&args.input_shapes)?;
-    let runtimes = Engine::parse_list(&args.runtime)?;
+    let runtimes = Engine::parse_list(args.runtime.as_deref().unwrap_or("tract"))?;
     if runtimes.contains(&Engine::Ort) && (args.verify || args.bench) {
         runtime::ort::environment()?;
     }
@@ -514,9 +515,9 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
                 random.as_ref().map(Judged::Memory)
             }
         };
-        for &engine in &runtimes {
+        let check_in = |engine: Engine| -> Result<RuntimeReport> {
             progress.set_message(format!("running the models in {engine}"));
-            let r = match &judged {
+            match &judged {
                 Ok(data) => {
                     let loaded = loaded.as_ref().and_then(|(random, runner)| {
                         Some(check::Loaded {
@@ -532,15 +533,38 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
                         data,
                         settings: &settings,
                     }
-                    .run()?
+                    .run()
                 }
-                Err(e) if check::skips(e) => check::skipped(engine, e, &settings),
+                Err(e) if check::skips(e) => Ok(check::skipped(engine, e, &settings)),
                 Err(e) => anyhow::bail!("{e:#}"),
+            }
+        };
+        // A check the user did not aim at one runtime runs where the model
+        // runs: ONNX Runtime, where most deploy, when tract cannot. tract
+        // panicking on the original (which passed validation) then counts
+        // as tract not running it; with no other runtime to check in, it
+        // stays an error.
+        let fallback = args.runtime.is_none() && runtime::ort::environment().is_ok();
+        for &engine in &runtimes {
+            let r = match check_in(engine) {
+                Err(e) if fallback && runtime::tract_panicked(&e) => {
+                    check::skipped(engine, &e, &settings)
+                }
+                r => r?,
             };
-            failed |= r.verify.as_ref().is_some_and(|v| v.ok == Some(false));
             report.runtimes.push(r);
         }
-        if let Some(first) = report.runtimes.first() {
+        let ran = |r: &RuntimeReport| r.verify.as_ref().is_none_or(|v| v.skipped.is_none());
+        if fallback && !report.runtimes.iter().any(ran) {
+            report.runtimes.push(check_in(Engine::Ort)?);
+        }
+        failed = report
+            .runtimes
+            .iter()
+            .any(|r| r.verify.as_ref().is_some_and(|v| v.ok == Some(false)));
+        // The report's verify and bench: the first runtime that ran the models.
+        let first = report.runtimes.iter().find(|r| ran(r));
+        if let Some(first) = first.or(report.runtimes.first()) {
             report.verify = first.verify.clone();
             report.bench = first.bench.clone();
         }
@@ -565,6 +589,22 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
                 over_tolerance(v)
             );
         }
+    }
+    // Asked to verify and nothing could run the original: said where errors go.
+    if let Some(why) = report
+        .verify
+        .as_ref()
+        .and_then(|v| v.skipped.as_ref())
+        .filter(|_| args.verify)
+    {
+        let ort = match args.runtime {
+            None if runtime::ort::environment().is_err() => {
+                "; ONNX Runtime, where it would have run next, was not found (pip install \
+                 onnxruntime, or set ORT_DYLIB_PATH)"
+            }
+            _ => "",
+        };
+        eprintln!("warning: --verify checked nothing: {why}{ort}");
     }
     if let Some(path) = &args.report {
         let json = serde_json::to_vec_pretty(&report)?;

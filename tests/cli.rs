@@ -269,21 +269,44 @@ fn inspect_shows_where_weights_live() {
     assert!(text.contains("opsets ai.onnx:13"), "{text}");
 }
 
+/// Without ONNX Runtime to run it instead, a model tract cannot run is
+/// rewritten unchecked, and the user hears so where warnings go (with
+/// ONNX Runtime found, tests/python/test_ort.py: it verifies there).
 #[test]
 fn a_model_tract_cannot_run_is_still_rewritten_and_says_so() {
     require_suite();
     let dir = tempfile::tempdir().unwrap();
-    let (o, r) = run_reported(
-        "silero-vad",
-        dir.path(),
-        "lift-constants,dce",
-        &["--verify"],
+    let (out, report) = (dir.path().join("out.onnx"), dir.path().join("r.json"));
+    let o = Command::new(env!("CARGO_BIN_EXE_onnx-opt"))
+        .args([
+            model_path("silero-vad").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--passes",
+            "lift-constants,dce",
+            "--verify",
+            "--report",
+            report.to_str().unwrap(),
+        ])
+        .env("ORT_DYLIB_PATH", dir.path().join("no-onnxruntime.so"))
+        .output()
+        .expect("runs");
+    let (table, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
     );
-    let table = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(out.exists());
     assert!(
         table.contains("verify (tract): NOT RUN: original model: tract cannot run this model"),
         "{table}"
     );
+    assert!(
+        err.contains("warning: --verify checked nothing: original model: tract cannot run")
+            && err.contains("ONNX Runtime, where it would have run next, was not found"),
+        "{err}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert!(r["verify"]["ok"].is_null());
     assert!(r["verify"]["skipped"]
         .as_str()

@@ -67,6 +67,30 @@ def test_verify_and_bench_report_each_runtime(tmp_path):
         assert b["speedup"] == pytest.approx(b["before_ms"]["median"] / b["after_ms"]["median"])
 
 
+# silero-vad: tract cannot type its If branches (of different shapes);
+# silero-op18-ifless: tract panics on it (at the random samples' length).
+@pytest.mark.parametrize("name,why", [("silero-vad", "tract cannot run this model"),
+                                      ("silero-op18-ifless", "tract panicked")])
+def test_verify_runs_in_ort_where_tract_cannot_run_the_model(name, why, tmp_path):
+    report = tmp_path / "r.json"
+    code, log = sh(ONNX_OPT, model_path(name), "-o", tmp_path / "o.onnx", "--passes", "fuse",
+                   "--verify", "--report", report)
+    assert code == 0, log
+    assert "verify (tract): NOT RUN" in log and why in log and "verify (ort): ok" in log, log
+    assert "checked nothing" not in log, log
+    r = json.loads(report.read_text())
+    assert [x["runtime"] for x in r["runtimes"]] == ["tract", "ort"]
+    assert r["verify"] == r["runtimes"][1]["verify"] and r["verify"]["ok"] is True
+    # Aimed at tract, the check stays there: a refusal is said, a panic is an error.
+    code, log = sh(ONNX_OPT, model_path(name), "-o", tmp_path / "o2.onnx", "--passes", "fuse",
+                   "--verify", "--runtime", "tract")
+    assert "verify (ort)" not in log, log
+    if name == "silero-vad":
+        assert code == 0 and "checked nothing" in log, log
+    else:
+        assert code == 1 and "tract panicked" in log and not (tmp_path / "o2.onnx").exists(), log
+
+
 def test_profile_sums_kernels_per_op_type_and_layer(tmp_path):
     report = tmp_path / "p.json"
     src = model_path("cnn")
