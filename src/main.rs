@@ -501,6 +501,7 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
             verify: args.verify,
             bench: args.bench,
             tolerance,
+            floor: args.tolerance.is_none(),
             warmup: args.warmup,
             runs: args.runs,
             threads: args.threads,

@@ -6,6 +6,7 @@ use crate::ir::ModelStats;
 use crate::pipeline::PassReport;
 use crate::runtime::{BenchResult, Engine, OutputMetrics};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 #[derive(Serialize, Debug)]
@@ -76,6 +77,10 @@ pub struct VerifyReport {
     /// Groups of samples of one shape, each run with its own pinned model.
     pub groups: usize,
     pub outputs: Vec<OutputMetrics>,
+    /// Each output's rounding floor (max_rel_err of the original against
+    /// itself with its layers' weights moved by one ulp), measured when an
+    /// exact pipeline's default tolerance was exceeded.
+    pub rounding_floor: Option<BTreeMap<String, f64>>,
     pub accuracy: Option<Accuracies>,
     pub skipped: Option<String>,
 }
@@ -206,9 +211,18 @@ impl RuntimeReport {
                     let _ = writeln!(out, "verify ({rt}): NOT RUN: {why}");
                 }
                 (None, ok) => {
+                    let floor = match v.rounding_floor {
+                        Some(_) => format!(
+                            ", or {}x the model's own rounding floor",
+                            crate::check::FLOOR_TIMES
+                        ),
+                        None => String::new(),
+                    };
                     let verdict = match (ok, v.tolerance) {
-                        (Some(true), Some(t)) => format!("ok (max_rel_err <= {t:e})"),
-                        (Some(false), Some(t)) => format!("FAILED (max_rel_err > {t:e})"),
+                        (Some(true), Some(t)) => format!("ok (max_rel_err <= {t:e}{floor})"),
+                        (Some(false), Some(t)) => {
+                            format!("FAILED (max_rel_err > {t:e}{floor})")
+                        }
                         _ => "measured (no tolerance: the pipeline is lossy; set --tolerance to enforce one)".into(),
                     };
                     let _ = writeln!(
@@ -229,6 +243,16 @@ impl RuntimeReport {
                             out,
                             "  {:<28} {:>10.3e} {:>10.3e} {:>10.6} {:>8.1} {:>6}",
                             o.name, o.max_abs_err, o.max_rel_err, o.cosine, o.snr_db, top1
+                        );
+                    }
+                    if let Some(floor) = &v.rounding_floor {
+                        let each: Vec<String> =
+                            floor.iter().map(|(o, f)| format!("{o} {f:.3e}")).collect();
+                        let _ = writeln!(
+                            out,
+                            "  rounding floor (the original against itself with its layers' \
+                             weights moved by one ulp): {}",
+                            each.join(", ")
                         );
                     }
                     if let Some(a) = &v.accuracy {

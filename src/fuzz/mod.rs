@@ -214,6 +214,7 @@ fn verify_in_tract(original: &Model, optimised: &Model) -> Result<bool> {
         verify: true,
         bench: false,
         tolerance: Some(1e-4),
+        floor: true,
         warmup: 0,
         runs: 0,
         threads: 1,

@@ -354,3 +354,42 @@ def test_svd_gives_the_same_bytes_whatever_the_thread_count(tmp_path):
     assert outputs[0] == outputs[1] == outputs[2]
     ops = [n.op_type for n in onnx.load(str(tmp_path / "svd0.onnx")).graph.node]
     assert ops.count("MatMul") == 5, ops  # two layers split, the head kept
+
+
+def test_verify_of_an_exact_rewrite_passes_within_the_models_rounding_floor(tmp_path):
+    # Sigmoid of logits near -12 computed from a Conv of magnitude ~1e3:
+    # folding the scale into the weights moves the outputs (about 1e-6) by
+    # 1e-2 relative, which the model's own rounding does too.
+    rng = np.random.default_rng(0)
+    c = 16
+    w = (rng.standard_normal((c, c, 3, 3)) * 30).astype(np.float32)
+    x = np.abs(rng.standard_normal((1, c, 8, 8))).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    conv = onnx.helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])
+    value = lambda name, shape: onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape)
+    opset = [onnx.helper.make_opsetid("", 13)]
+    plain = onnx.helper.make_model(onnx.helper.make_graph(
+        [conv], "conv", [value("x", [1, c, 8, 8])], [value("c", None)], [numpy_helper.from_array(w, "w")]),
+        opset_imports=opset)
+    onnx.save(plain, tmp_path / "conv.onnx")
+    s = np.float32(0.3)
+    shift = (-outputs(tmp_path / "conv.onnx", {"x": x})[0].max(axis=(0, 2, 3)) * s - 12)
+    model = onnx.helper.make_model(onnx.helper.make_graph(
+        [conv, onnx.helper.make_node("Mul", ["c", "s"], ["m"]), onnx.helper.make_node("Add", ["m", "shift"], ["b"]),
+         onnx.helper.make_node("Sigmoid", ["b"], ["y"])],
+        "tiny", [value("x", [1, c, 8, 8])], [value("y", [1, c, 8, 8])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(s), "s"),
+         numpy_helper.from_array(shift.astype(np.float32).reshape(1, c, 1, 1), "shift")]), opset_imports=opset)
+    onnx.save(model, tmp_path / "tiny.onnx")
+    report = tmp_path / "r.json"
+    code, log = sh(ONNX_OPT, tmp_path / "tiny.onnx", "-o", tmp_path / "o.onnx", "--passes", "fuse",
+                   "--verify", "--runtime", "tract", "--inputs", tmp_path / "x.npy", "--report", report)
+    assert code == 0, log
+    r = json.loads(report.read_text())["verify"]
+    err, floor = r["outputs"][0]["max_rel_err"], r["rounding_floor"]["y"]
+    assert 1e-4 < err <= 2 * floor, log
+    assert "2x the model's own rounding floor" in log, log
+    # A tolerance the user gives is kept as given.
+    code, log = sh(ONNX_OPT, tmp_path / "tiny.onnx", "-o", tmp_path / "o2.onnx", "--passes", "fuse",
+                   "--verify", "--runtime", "tract", "--inputs", tmp_path / "x.npy", "--tolerance", "1e-4")
+    assert code == 2 and "FAILED" in log and not (tmp_path / "o2.onnx").exists(), log
