@@ -27,6 +27,20 @@ pub const RANDOM_DIM_LADDER: [usize; 4] = [32, 128, 512, 2048];
 /// (in at most [`runtime::MAX_TIMED_RUNS`] runs).
 pub const MIN_TIMED_MS: f64 = 250.0;
 
+/// ... and at most about this long, past its first [`LEAST_RUNS`] runs: a
+/// run of DNSMOS in tract takes seconds, and 15 of them a minute a model.
+pub const MAX_TIMED_MS: f64 = 20_000.0;
+
+/// Timed runs a model gets however slow it is.
+pub const LEAST_RUNS: usize = 3;
+
+/// When the warm-up shows one model this many times slower than the other,
+/// and the slower one's run lasts [`MIN_TIMED_MS`], no noise of a shared
+/// machine closes the gap and the warm-up decides: tract's int8 kernels on
+/// an AVX2 CPU without VNNI ran DNSMOS's int8 form 17x slower than float
+/// (38 s a run), and timing it 15 times took over 10 minutes.
+pub const DECISIVE_GAP: f64 = 4.0;
+
 /// Samples to calibrate on, held in memory.
 #[derive(Clone)]
 pub struct Calibration {
@@ -387,7 +401,9 @@ impl Calibration {
     /// in the same runtime) on the first samples of the largest shape
     /// group, runs alternated in this process after warm-up (see
     /// `runtime::bench`): at least `runs`, and for a fast model as many as
-    /// take it [`MIN_TIMED_MS`] (see [`runtime::runs_for`]).
+    /// take it [`MIN_TIMED_MS`] (see [`runtime::runs_for`]); for a slow one
+    /// as many as fit in [`MAX_TIMED_MS`], at least [`LEAST_RUNS`]; none
+    /// past the warm-up when it shows a [`DECISIVE_GAP`].
     pub fn time_loaded(
         &self,
         base: &Loaded,
@@ -404,11 +420,13 @@ impl Calibration {
             .map(|&i| self.samples[i].clone())
             .collect();
         let (a, b) = (&base.runners[slot], &candidate.runners[slot]);
-        // The warm-up sizes the timing.
-        let warm = runtime::bench(a, b, &samples, 0, 3)?;
-        let per_run = warm.a.median_ms.max(warm.b.median_ms);
-        let runs = runtime::runs_for(per_run, MIN_TIMED_MS, runs);
-        runtime::bench(a, b, &samples, 0, runs)
+        // The warm-up (one untimed run each, then one timed) sizes the
+        // timing, or decides.
+        let warm = runtime::bench(a, b, &samples, 1, 1)?;
+        match timed_runs(warm.a.median_ms, warm.b.median_ms, runs) {
+            None => Ok(warm),
+            Some(runs) => runtime::bench(a, b, &samples, 0, runs),
+        }
     }
 
     /// Runs `model` on every sample and returns, for each name in `values`
@@ -561,6 +579,18 @@ fn grow_unpinned(
     changed.then_some(grown)
 }
 
+/// Timed runs after a warm-up that ran one model `a_ms` and the other
+/// `b_ms` (see [`Calibration::time_loaded`]), or `None` when the warm-up
+/// decides.
+fn timed_runs(a_ms: f64, b_ms: f64, asked: usize) -> Option<usize> {
+    let (fast, slow) = (a_ms.min(b_ms), a_ms.max(b_ms));
+    if slow >= DECISIVE_GAP * fast && slow >= MIN_TIMED_MS {
+        return None;
+    }
+    let fit = ((MAX_TIMED_MS / slow.max(1e-3)) as usize).max(LEAST_RUNS);
+    Some(runtime::runs_for(slow, MIN_TIMED_MS, asked.min(fit)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -705,5 +735,22 @@ graph g
         assert!(grow_unpinned(&specs[2..3], &InputShapes::new(), 32, None).is_none());
         let alone = grow_unpinned(&specs, &InputShapes::new(), 32, Some("image")).unwrap();
         assert_eq!(alone.iter().collect::<Vec<_>>(), [("image", &[1, 32][..])]);
+    }
+
+    /// The warm-up decides only a wide gap between slow runs; otherwise a
+    /// slow model gets the runs that fit the cap, a fast one the runs that
+    /// fill the minimum.
+    #[test]
+    fn the_warm_up_decides_only_a_wide_gap_between_slow_runs() {
+        // DNSMOS in tract: float 2.3 s, int8 38 s a run.
+        assert_eq!(timed_runs(2_300.0, 38_000.0, 15), None);
+        // A 40x gap between runs of microseconds: noise can do that.
+        assert_eq!(timed_runs(0.02, 0.8, 15), Some(313));
+        // 1.5 s and 2 s a run: 10 runs fit in 20 s.
+        assert_eq!(timed_runs(1_500.0, 2_000.0, 15), Some(10));
+        // 30 s a run: the least.
+        assert_eq!(timed_runs(30_000.0, 31_000.0, 15), Some(LEAST_RUNS));
+        // 5 ms a run: 50 runs fill 250 ms.
+        assert_eq!(timed_runs(4.0, 5.0, 15), Some(50));
     }
 }

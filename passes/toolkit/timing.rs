@@ -27,8 +27,13 @@ pub(crate) fn cost_model(engine: Engine) -> String {
         Engine::Ort => "ONNX Runtime",
         Engine::Tract => "tract",
     };
-    let least = crate::calibrate::MIN_TIMED_MS / 1e3;
-    format!("measured in {runtime} (1 thread, alternated runs, at least {RUNS} and {least} s a model, median)")
+    use crate::calibrate::{DECISIVE_GAP, LEAST_RUNS, MAX_TIMED_MS, MIN_TIMED_MS};
+    let (least, most) = (MIN_TIMED_MS / 1e3, MAX_TIMED_MS / 1e3);
+    format!(
+        "measured in {runtime} (1 thread, alternated runs, median; at least {RUNS} runs and \
+         {least} s a model, at most {most} s past {LEAST_RUNS} runs; a gap of {DECISIVE_GAP}x \
+         over {least} s in the warm-up decides)"
+    )
 }
 
 /// Whether ONNX Runtime's library is found: without it, nothing is timed.

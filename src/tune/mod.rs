@@ -270,6 +270,9 @@ struct Search<'a> {
     progress: &'a indicatif::ProgressBar,
 }
 
+/// The note of a search the budget stopped before every candidate was tried.
+const STOPPED_EARLY: &str = "the budget ran short: the search stopped early";
+
 impl Search<'_> {
     /// A fold of few rows cannot resolve a small A_min: say so.
     fn note_resolution(&mut self) {
@@ -406,7 +409,7 @@ impl Search<'_> {
             return false;
         }
         if !self.has_time(next) {
-            self.note_once("the budget ran short: the search stopped early");
+            self.note_once(STOPPED_EARLY);
             return false;
         }
         true
@@ -427,13 +430,18 @@ impl Search<'_> {
         forms.sort_by_key(|f| !self.first.contains(f));
         let done = self.progress.position();
         self.progress.set_length(done + forms.len() as u64);
-        let mut tried = 0;
+        let (mut tried, untried) = (0, forms.len());
         for passes in forms {
             if !self.go_on(&passes) {
                 break;
             }
             self.try_candidate(&passes, "form")?;
             tried += 1;
+        }
+        // Every form tried, after a stop and a failed validation (see
+        // `tune`): the search did not stop early after all.
+        if tried == untried {
+            self.notes.retain(|n| n != STOPPED_EARLY);
         }
         Ok(tried)
     }
