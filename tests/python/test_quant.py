@@ -155,3 +155,15 @@ def test_an_output_declared_wrong_by_its_exporter_is_corrected(tmp_path):
     assert dims[1:] == [1, 8210], dims
     held_out = feeds("ddddocr-crnn", 0)
     assert outputs(out, held_out)[0].shape == outputs(model_path("ddddocr-crnn"), held_out)[0].shape
+
+
+def test_target_tract_on_a_model_tract_cannot_run_is_not_timed_there(tmp_path):
+    # nakdimon's Loops: tract cannot run the given model, so quant calibrates
+    # in ONNX Runtime and has nothing to time against in tract.
+    report = tmp_path / "r.json"
+    code, log = sh(ONNX_OPT, model_path("nakdimon"), "-o", tmp_path / "o.onnx", "--passes",
+                   "fuse,quant{target=tract}", "--report", report)
+    assert code == 0, log
+    quant = [p for p in json.loads(report.read_text())["passes"] if p["name"] == "quant"][0]
+    assert quant["details"]["measured"]["cost_model"] == "static (tract cannot run the given model)", quant
+    onnx.checker.check_model(onnx.load(tmp_path / "o.onnx"), full_check=True)
