@@ -152,7 +152,8 @@ impl Check<'_> {
 
 /// Whether `error` says the runtime cannot run the original model, which
 /// skips the check. tract refusing the model (an operator it lacks) does;
-/// tract panicking on it does not: the model is broken.
+/// tract panicking on it does not: the model may be broken (the CLI lets
+/// ONNX Runtime check such a model instead, when the user named no runtime).
 pub fn skips(error: &anyhow::Error) -> bool {
     matches!(
         runtime::refusal(error),
