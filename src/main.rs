@@ -544,11 +544,11 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
         // runs: ONNX Runtime, where most deploy, when tract cannot. tract
         // panicking on the original (which passed validation) then counts
         // as tract not running it; with no other runtime to check in, it
-        // stays an error.
-        let fallback = args.runtime.is_none() && runtime::ort::environment().is_ok();
+        // stays an error. (ONNX Runtime is loaded only when it may serve.)
+        let fallback = || args.runtime.is_none() && runtime::ort::environment().is_ok();
         for &engine in &runtimes {
             let r = match check_in(engine) {
-                Err(e) if fallback && runtime::tract_panicked(&e) => {
+                Err(e) if runtime::tract_panicked(&e) && fallback() => {
                     check::skipped(engine, &e, &settings)
                 }
                 r => r?,
@@ -556,7 +556,7 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
             report.runtimes.push(r);
         }
         let ran = |r: &RuntimeReport| r.verify.as_ref().is_none_or(|v| v.skipped.is_none());
-        if fallback && !report.runtimes.iter().any(ran) {
+        if !report.runtimes.iter().any(ran) && fallback() {
             report.runtimes.push(check_in(Engine::Ort)?);
         }
         failed = report
