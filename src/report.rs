@@ -78,7 +78,7 @@ pub struct VerifyReport {
     pub groups: usize,
     pub outputs: Vec<OutputMetrics>,
     /// Each output's rounding floor (max_rel_err of the original against
-    /// itself with its layers' weights moved by one ulp), measured when an
+    /// itself with its layers' weights scaled by 1 ± 2⁻²³), measured when an
     /// exact pipeline's default tolerance was exceeded.
     pub rounding_floor: Option<BTreeMap<String, f64>>,
     pub accuracy: Option<Accuracies>,
@@ -251,7 +251,7 @@ impl RuntimeReport {
                         let _ = writeln!(
                             out,
                             "  rounding floor (the original against itself with its layers' \
-                             weights moved by one ulp): {}",
+                             weights scaled by 1±2^-23): {}",
                             each.join(", ")
                         );
                     }

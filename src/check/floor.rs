@@ -120,7 +120,7 @@ mod tests {
     /// Every f32 weight and bias of a layer moves by ε relative (one or
     /// two ulps, by where it lies in its binade); nothing else moves.
     #[test]
-    fn nudges_the_layers_weights_by_one_ulp_and_nothing_else() {
+    fn nudges_the_layers_weights_by_epsilon_and_nothing_else() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/cnn.onnx");
         let model = crate::onnx::load(&path).unwrap();
         let nudged = nudged(&model).unwrap();
