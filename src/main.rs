@@ -591,13 +591,14 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
             );
         }
     }
-    // Asked to verify and nothing could run the original: said where errors go.
-    if let Some(why) = report
-        .verify
-        .as_ref()
-        .and_then(|v| v.skipped.as_ref())
-        .filter(|_| args.verify)
-    {
+    // Asked to verify or time and nothing could run the original: said
+    // where errors go.
+    if let Some(why) = report.verify.as_ref().and_then(|v| v.skipped.as_ref()) {
+        let nothing = if args.verify {
+            "--verify checked nothing"
+        } else {
+            "--bench timed nothing"
+        };
         let ort = match args.runtime {
             None if runtime::ort::environment().is_err() => {
                 "; ONNX Runtime, where it would have run next, was not found (pip install \
@@ -605,7 +606,7 @@ fn optimise(args: &RunArgs) -> Result<ExitCode> {
             }
             _ => "",
         };
-        eprintln!("warning: --verify checked nothing: {why}{ort}");
+        eprintln!("warning: {nothing}: {why}{ort}");
     }
     if let Some(path) = &args.report {
         let json = serde_json::to_vec_pretty(&report)?;

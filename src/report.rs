@@ -83,6 +83,10 @@ pub struct VerifyReport {
     pub rounding_floor: Option<BTreeMap<String, f64>>,
     pub accuracy: Option<Accuracies>,
     pub skipped: Option<String>,
+    /// Whether `--verify` asked for this check; `false`: the record of a
+    /// runtime that could not run the models `--bench` alone asked for.
+    #[serde(skip)]
+    pub asked: bool,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -208,7 +212,8 @@ impl RuntimeReport {
         if let Some(v) = &self.verify {
             match (&v.skipped, v.ok) {
                 (Some(why), _) => {
-                    let _ = writeln!(out, "verify ({rt}): NOT RUN: {why}");
+                    let what = if v.asked { "verify" } else { "bench" };
+                    let _ = writeln!(out, "{what} ({rt}): NOT RUN: {why}");
                 }
                 (None, ok) => {
                     let floor = match v.rounding_floor {

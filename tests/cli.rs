@@ -270,48 +270,66 @@ fn inspect_shows_where_weights_live() {
 }
 
 /// Without ONNX Runtime to run it instead, a model tract cannot run is
-/// rewritten unchecked, and the user hears so where warnings go (with
-/// ONNX Runtime found, tests/python/test_ort.py: it verifies there).
+/// rewritten unchecked (or untimed), and the user hears so where warnings
+/// go (with ONNX Runtime found, tests/python/test_ort.py: it verifies
+/// there).
 #[test]
 fn a_model_tract_cannot_run_is_still_rewritten_and_says_so() {
     require_suite();
-    let dir = tempfile::tempdir().unwrap();
-    let (out, report) = (dir.path().join("out.onnx"), dir.path().join("r.json"));
-    let o = Command::new(env!("CARGO_BIN_EXE_onnx-opt"))
-        .args([
-            model_path("silero-vad").to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--passes",
-            "lift-constants,dce",
+    for (flag, line, warning) in [
+        (
             "--verify",
-            "--report",
-            report.to_str().unwrap(),
-        ])
-        .env("ORT_DYLIB_PATH", dir.path().join("no-onnxruntime.so"))
-        .output()
-        .expect("runs");
-    let (table, err) = (
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-    );
-    assert_eq!(o.status.code(), Some(0), "{err}");
-    assert!(out.exists());
-    assert!(
-        table.contains("verify (tract): NOT RUN: original model: tract cannot run this model"),
-        "{table}"
-    );
-    assert!(
-        err.contains("warning: --verify checked nothing: original model: tract cannot run")
-            && err.contains("ONNX Runtime, where it would have run next, was not found"),
-        "{err}"
-    );
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    assert!(r["verify"]["ok"].is_null());
-    assert!(r["verify"]["skipped"]
-        .as_str()
-        .unwrap()
-        .contains("tract cannot run this model"));
+            "verify (tract): NOT RUN",
+            "--verify checked nothing",
+        ),
+        ("--bench", "bench (tract): NOT RUN", "--bench timed nothing"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, report) = (dir.path().join("out.onnx"), dir.path().join("r.json"));
+        let o = Command::new(env!("CARGO_BIN_EXE_onnx-opt"))
+            .args([
+                model_path("silero-vad").to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--passes",
+                "lift-constants,dce",
+                flag,
+                "--report",
+                report.to_str().unwrap(),
+            ])
+            .env("ORT_DYLIB_PATH", dir.path().join("no-onnxruntime.so"))
+            .output()
+            .expect("runs");
+        let (table, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert_eq!(o.status.code(), Some(0), "{flag}: {err}");
+        assert!(out.exists(), "{flag}");
+        assert!(
+            table.contains(&format!(
+                "{line}: original model: tract cannot run this model"
+            )),
+            "{flag}: {table}"
+        );
+        assert!(
+            err.contains(&format!(
+                "warning: {warning}: original model: tract cannot run"
+            )) && err.contains("ONNX Runtime, where it would have run next, was not found"),
+            "{flag}: {err}"
+        );
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert!(r["verify"]["ok"].is_null(), "{flag}");
+        assert!(
+            r["verify"]["skipped"]
+                .as_str()
+                .unwrap()
+                .contains("tract cannot run this model"),
+            "{flag}"
+        );
+        assert!(r["bench"].is_null(), "{flag}");
+    }
 }
 
 /// A pass that fits to data when given some (prune-channels) runs from the

@@ -177,6 +177,7 @@ pub fn skipped(engine: Engine, error: &anyhow::Error, settings: &Settings) -> Ru
             rounding_floor: None,
             accuracy: None,
             skipped: Some(format!("{error:#}")),
+            asked: settings.verify,
         }),
         bench: None,
     }
@@ -391,6 +392,7 @@ fn check_in(check: Check) -> Result<RuntimeReport> {
                 .zip(acc.1.result())
                 .map(|(before, after)| Accuracies { before, after }),
             skipped: None,
+            asked: true,
         })
     } else {
         None
