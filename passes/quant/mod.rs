@@ -624,6 +624,7 @@ impl Pass for Quant {
             entries.push(entry);
         }
         let (acts, flows) = (chosen.acts.len(), chosen.flows);
+        let float_copies = float_copies_bytes(&model.graph, &layers, &chosen.weights);
         *model = chosen.model;
         let bytes_after = int8_bytes(&model.graph);
         entries.extend(report);
@@ -645,6 +646,9 @@ impl Pass for Quant {
             "weight_bytes": { "before": bytes_before, "after": bytes_after },
             "layers": entries,
         });
+        if float_copies > 0 {
+            details["weight_bytes"]["float_copies_kept"] = json!(float_copies);
+        }
         if !weight_bits.is_null() {
             details["weight_bits"] = weight_bits;
         }
@@ -674,6 +678,28 @@ fn float_weight_bytes(g: &Graph, layers: &[Layer]) -> usize {
     layers
         .iter()
         .filter_map(|l| l.weight.and_then(|(_, w, _)| g.const_tensor(w)))
+        .map(Tensor::byte_len)
+        .sum()
+}
+
+/// Bytes of the float weights of `layers` that stay beside their int8
+/// copy, for readers that are not quantized (see `quantize_weights`).
+fn float_copies_bytes(
+    g: &Graph,
+    layers: &[Layer],
+    weights: &BTreeMap<NodeId, serde_json::Value>,
+) -> usize {
+    let kept: BTreeSet<Outlet> = layers
+        .iter()
+        .filter(|l| {
+            weights
+                .get(&l.node)
+                .is_some_and(|w| w.get("float_copy_kept_for").is_some())
+        })
+        .filter_map(|l| l.weight.map(|(_, w, _)| w))
+        .collect();
+    kept.into_iter()
+        .filter_map(|w| g.const_tensor(w))
         .map(Tensor::byte_len)
         .sum()
 }

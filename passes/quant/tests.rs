@@ -763,3 +763,44 @@ fn fallback_measures_a_layer_alone_on_grids_of_its_own() {
     measured.sort_unstable();
     assert_eq!(measured, ["conv1", "conv2", "head"], "{d}");
 }
+
+/// A weight that a layer and a reader left in float share (tied
+/// embeddings: the same table gathered and multiplied) keeps its float
+/// copy for that reader, and the report says for whom and at what cost.
+#[test]
+fn a_weight_also_read_in_float_keeps_its_float_copy_and_says_so() {
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[4, 32]);
+    let table = Tensor::from_f32(vec![32, 48], &weights(5, 32, 48));
+    let w = b.init("table", table.clone());
+    let rows = b.init("rows", Tensor::from_i64(vec![2], &[0, 7]));
+    let y = b.op("MatMul", &[x, w], vec![], "head");
+    let e = b.op("Gather", &[w, rows], vec![], "embed");
+    b.output(y, DataType::FLOAT);
+    b.output(e, DataType::FLOAT);
+    let model = b.build().unwrap();
+
+    let passes = "quant{measure=false,min-k=0}";
+    let out = rewrite_with_data(&model, passes, 2);
+    assert_eq!(weight_of(&out, "MatMul").1, 48, "the MatMul reads int8");
+    let g = &out.graph;
+    let gather = g
+        .node_ids()
+        .find(|&id| g.op(id).is_some_and(|op| op.is("Gather")))
+        .unwrap();
+    let read = g.const_tensor(g.input(gather, 0).unwrap()).unwrap();
+    assert_eq!(read.to_f32().unwrap(), table.to_f32().unwrap());
+
+    let d = details(&model, passes);
+    assert_eq!(d["weight_bytes"]["float_copies_kept"], 32 * 48 * 4);
+    let head = d["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["layer"] == "head")
+        .unwrap();
+    assert_eq!(
+        head["weight"]["float_copy_kept_for"],
+        serde_json::json!(["embed"])
+    );
+}
