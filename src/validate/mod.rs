@@ -114,13 +114,15 @@ pub fn validate(model: &Model) -> Result<(), Invalid> {
     validate_graph(&model.graph, opset, &[])
 }
 
-/// One graph; `captures` holds the types of the values it captures from the
-/// enclosing graph, when known.
-fn validate_graph(
-    g: &Graph,
-    opset: Option<i64>,
-    captures: &[Option<schema::TypeCode>],
-) -> Result<(), Invalid> {
+/// What the enclosing graph knows of a value a subgraph captures.
+struct Captured {
+    ty: Option<schema::TypeCode>,
+    dims: Option<dims::Dims>,
+}
+
+/// One graph; `captures` holds what is known of the values it captures
+/// from the enclosing graph, in capture order.
+fn validate_graph(g: &Graph, opset: Option<i64>, captures: &[Captured]) -> Result<(), Invalid> {
     for input in &g.inputs {
         let name = &g.node(input.node).outputs[0].name;
         if let Some(ty) = &input.info.ty {
@@ -135,8 +137,18 @@ fn validate_graph(
         rule: format!("{e:#}"),
     })?;
     let mut ranks = ranks::Ranks::default();
-    let mut types = types::Types::with_captures(g, captures);
+    let codes: Vec<_> = captures.iter().map(|c| c.ty).collect();
+    let mut types = types::Types::with_captures(g, &codes);
+    // A captured value has the dims it has outside: a branch adding a
+    // [2, 8] capture to a [4, 8] declaration is refused as onnx refuses it.
     let mut shapes = dims::Shapes::default();
+    for (&id, c) in g.captures.iter().zip(captures) {
+        if let Some(d) = &c.dims {
+            let outlet = crate::ir::Outlet::new(id, 0);
+            shapes.learn(outlet, d.clone());
+            ranks.learn(outlet, d.len());
+        }
+    }
     for id in order {
         let node = g.node(id);
         match &node.kind {
@@ -159,7 +171,12 @@ fn validate_graph(
                         })?;
                     }
                 }
-                let mut outer = types::capture_types(g, id, &types).into_iter();
+                // Each subgraph takes its share of the node's implicit
+                // inputs, in the order of its graph attributes.
+                let mut outer = g.implicit_inputs(id).into_iter().map(|o| Captured {
+                    ty: types.of(g, o),
+                    dims: shapes.of(g, o),
+                });
                 for attr in &op.attributes {
                     attribute_tensors(&attr.value).map_err(|rule| Invalid {
                         at: at(),

@@ -160,13 +160,3 @@ impl Types {
         }
     }
 }
-
-/// The element types a node's subgraphs see for their captures, in the order
-/// of its graph attributes (each subgraph takes its share of the node's
-/// implicit inputs).
-pub fn capture_types(g: &Graph, id: NodeId, types: &Types) -> Vec<Option<TypeCode>> {
-    g.implicit_inputs(id)
-        .into_iter()
-        .map(|o| types.of(g, o))
-        .collect()
-}

@@ -8,6 +8,7 @@
 //! operators, broadcasting, MatMul/Gemm, convolutions and pools without
 //! `ceil_mode`, Flatten, Reshape/Expand/ConstantOfShape/Tile with constant
 //! shapes, Transpose, Concat, reductions, Squeeze/Unsqueeze, Gather, Shape.
+//! A subgraph sees the values it captures with the dims they have outside.
 //! An unknown dim (symbolic, negative, or not computed) is never refused.
 //! Besides a declared shape, two rules of the inference are refused on
 //! their own: dims that do not broadcast, and a MatMul whose inner dims differ.
@@ -20,6 +21,7 @@ mod ops;
 
 use super::ranks::const_values;
 use super::schema::Schema;
+use super::MAX_RANK;
 use crate::ir::op_kinds::{BROADCAST, SAME_DIMS};
 use crate::ir::{Graph, NodeId, Operator, Outlet};
 use ops::{
@@ -39,6 +41,11 @@ pub struct Shapes {
 const BITWISE: &[&str] = &["BitShift", "BitwiseAnd", "BitwiseOr", "BitwiseXor"];
 
 impl Shapes {
+    /// Records the dims of a value the graph does not compute (a capture).
+    pub fn learn(&mut self, outlet: Outlet, dims: Dims) {
+        self.found.insert(outlet, dims);
+    }
+
     /// A value's dims: the declared ones, each unknown dim filled in from
     /// what was carried forward.
     pub fn of(&self, g: &Graph, outlet: Outlet) -> Option<Dims> {
@@ -87,6 +94,17 @@ impl Shapes {
             self.found.insert(outlet, dims);
         }
         Ok(())
+    }
+}
+
+/// The dims a computed shape makes when only its length is known (a
+/// `Cast` of a `Concat` of shape values): that many unknown dims, which
+/// still fix the rank (rank rules such as Gemm's then apply), as in onnx's
+/// inference of Expand and ConstantOfShape.
+fn unknown_of_length(shape: Option<Dims>) -> Option<Dims> {
+    match shape?[..] {
+        [Some(n)] if (0..=MAX_RANK as i64).contains(&n) => Some(vec![None; n as usize]),
+        _ => None,
     }
 }
 
@@ -141,8 +159,11 @@ fn infer(
         }
         return one(a);
     }
-    // Before opset 8, some of them took a `broadcast` attribute.
-    if (BROADCAST.contains(&t) || BITWISE.contains(&t)) && s.since >= 8 {
+    // Numpy broadcasting from version 7 (Add, Mul, And, Equal...; Max,
+    // Min, Sum and Mean from 8: their version 6, taken before, is the
+    // legacy rule above). A `>= 8` here let Add-7, which serves opsets 7 to
+    // 12, through with dims that do not broadcast (found by fuzzing).
+    if (BROADCAST.contains(&t) || BITWISE.contains(&t)) && s.since >= 7 {
         let all: Option<Vec<Dims>> = (0..op.arity).map(input).collect();
         return match all {
             Some(all) => broadcast(&all).map(|d| vec![Some(d)]),
@@ -224,14 +245,23 @@ fn infer(
                 vec![product(a), product(b)]
             })
         })),
+        // A computed shape of known length says the rank here too, but
+        // onnx's inference does not use it, and exporters declare such
+        // outputs wrongly (ddddocr's CRNN: [1, seqlen] for a rank-3 value;
+        // its checker and ONNX Runtime accept the model).
         "Reshape" => one(konst(1).and_then(|shape| reshape(input(0), &shape, op))),
-        "ConstantOfShape" => one(konst(0).map(|v| v.into_iter().map(Some).collect())),
-        "Expand" => match (input(0), konst(1)) {
-            (Some(x), Some(shape)) => {
-                broadcast(&[x, shape.into_iter().map(Some).collect()]).map(|d| vec![Some(d)])
+        "ConstantOfShape" => one(konst(0)
+            .map(|v| v.into_iter().map(Some).collect())
+            .or_else(|| unknown_of_length(input(0)))),
+        "Expand" => {
+            let shape = konst(1)
+                .map(|v| v.into_iter().map(Some).collect())
+                .or_else(|| unknown_of_length(input(1)));
+            match (input(0), shape) {
+                (Some(x), Some(shape)) => broadcast(&[x, shape]).map(|d| vec![Some(d)]),
+                _ => one(None),
             }
-            _ => one(None),
-        },
+        }
         "Tile" => one(match (input(0), konst(1)) {
             (Some(x), Some(reps)) if reps.len() == x.len() => Some(
                 x.iter()

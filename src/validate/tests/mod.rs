@@ -421,8 +421,50 @@ fn legacy_binary_operators_broadcast_only_when_told() {
     let told = vec![Attribute::int("broadcast", 1)];
     assert_eq!(validate(&one_op_at(6, "Add", &bias(), told)), Ok(()));
     assert_eq!(validate(&one_op_at(7, "Add", &bias(), vec![])), Ok(()));
+    // From opset 7 (Add-7 serves 7 to 12) dims must broadcast.
+    let five = [Tensor::from_f32(vec![5], &[1.0; 5])];
+    for opset in [7, 11, 13] {
+        let e = error(&one_op_at(opset, "Add", &five, vec![]));
+        assert!(e.contains("do not broadcast"), "opset {opset}: {e}");
+    }
     let same = [Tensor::from_f32(vec![1, 3, 8, 8], &[1.0; 192])];
     assert_eq!(validate(&one_op_at(6, "Add", &same, vec![])), Ok(()));
+}
+
+/// A shape computed at run time still fixes the rank when its length is
+/// known: an Expand to `Cast(Shape(x))` is rank 3, which Gemm refuses
+/// (found by fuzzing: a magika Mul turned Gemm, fed through such an
+/// Expand). Not a Reshape's: onnx's inference leaves its rank unknown, and
+/// real models declare it wrongly (ddddocr's CRNN, accepted as it is).
+#[test]
+fn a_computed_shape_of_known_length_fixes_the_rank() {
+    for (op, shape_input) in [("Expand", 1), ("ConstantOfShape", 0)] {
+        let mut b = ModelBuilder::new(13);
+        let x = b.input("x", DataType::FLOAT, &[2, 3, 4]);
+        let s = b.op("Shape", &[x], vec![], "s");
+        let s = b.op("Cast", &[s], vec![Attribute::int("to", 7)], "cast");
+        let r = match shape_input {
+            0 => b.op(op, &[s], vec![], "r"),
+            _ => b.op(op, &[x, s], vec![], "r"),
+        };
+        let w = b.init("w", Tensor::from_f32(vec![4, 5], &[0.5; 20]));
+        let y = b.op("Gemm", &[r, w], vec![], "y");
+        b.output(y, DataType::FLOAT);
+        let e = error(&b.build().unwrap());
+        assert!(
+            e.contains("node 'y' (Gemm): input 0 has rank 3, Gemm takes rank 2"),
+            "{op}: {e}"
+        );
+    }
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[6, 4]);
+    let s = b.input("s", DataType::FLOAT, &[2, 3, 4]);
+    let shape = b.op("Shape", &[s], vec![], "shape");
+    let r = b.op("Reshape", &[x, shape], vec![], "r");
+    b.output(r, DataType::FLOAT);
+    let mut m = b.build().unwrap();
+    m.graph.outputs[0].info.ty = Some(TypeInfo::tensor(DataType::FLOAT, &[1, 24]));
+    assert_eq!(validate(&m), Ok(()), "a Reshape's declared rank stands");
 }
 
 /// Ranks learnt from carried dims reach the rules: a Transpose of a

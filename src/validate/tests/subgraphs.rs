@@ -196,3 +196,23 @@ fn graph_outputs_are_declared_as_their_values_are() {
     let e = error(&b.build().unwrap());
     assert!(e.contains("node 'y' (If) > graph output 'ek'"), "{e}");
 }
+
+/// A branch sees a captured value with the dims it has outside: a branch
+/// adding to a [2, 8] capture while declaring [4, 8] is refused, as onnx's
+/// checker refuses it (found by fuzzing: models/subgraph.onnx with its
+/// input's batch changed).
+#[test]
+fn captured_values_keep_their_dims_in_a_branch() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/subgraph.onnx");
+    let mut m = crate::onnx::load(std::path::Path::new(path)).unwrap();
+    assert_eq!(validate(&m), Ok(()));
+    m.graph.inputs[0].info.ty = Some(TypeInfo::tensor(DataType::FLOAT, &[2, 8]));
+    let e = error(&m);
+    assert!(
+        e.contains(
+            "node 'branch' (If) > node 'else.out' (Mul): output 0 'else.out' is declared \
+             [4, 8], but its inputs make it [2, 8]"
+        ),
+        "{e}"
+    );
+}
