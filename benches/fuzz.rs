@@ -8,9 +8,10 @@
 //! exit codes. Written outputs are judged by our own import + verifier +
 //! validation, and a sample of them by `onnx.checker` (full check) from
 //! `.venv` when it is there. Prints the counts (panics, signals,
-//! exit 0 with an invalid model, ...), the seeds and the time; exits
-//! non-zero when a panic, a signal or an invalid written model is found.
-//! Failing inputs are kept in `target/fuzz-failures/`.
+//! exit 0 with an invalid model, in-process runs over a minute, ...), the
+//! seeds and the time; exits non-zero when a panic, a signal, an invalid
+//! written model or such a slow run is found. Failing inputs are kept in
+//! `target/fuzz-failures/` (a slow run's while it still runs).
 
 use onnx_opt::fuzz::{self, Cmd, Rng};
 use std::path::{Path, PathBuf};
@@ -53,13 +54,16 @@ fn main() -> ExitCode {
     let mut spawned = Spawned::default();
     let mut to_check: Vec<PathBuf> = vec![];
     let start = Instant::now();
+    let watchdog = Watchdog::start(failures.clone());
     for i in 0..runs {
         let mut rng = Rng::new(first + i as u64);
         let (name, seed) = &seeds[i % seeds.len()];
         let k = (i / seeds.len()) % Cmd::ALL.len();
         let cmd = Cmd::ALL[k];
         let mutant = fuzz::mutate(seed, &mut rng);
+        watchdog.watch(format!("{name}-{}-{cmd:?}", first + i as u64), &mutant);
         let (outcome, written) = fuzz::run_keeping_output(&mutant, cmd);
+        watchdog.done();
         counts[k].add(&outcome);
         if outcome.is_failure() {
             let path = failures.join(format!("{name}-{}.onnx", first + i as u64));
@@ -144,6 +148,8 @@ fn main() -> ExitCode {
         "binary runs: {} (signals {}, exit 101 {}, exit 0 with an invalid output {}, timeouts {})",
         spawned.runs, spawned.signals, spawned.panics, spawned.invalid, spawned.timeouts
     );
+    let slow = watchdog.slow();
+    println!("in-process runs over {} s: {slow}", SLOW.as_secs());
     match checker {
         Some((checked, bad)) => println!(
             "onnx.checker(full_check) on {checked} written outputs: {} refused{}",
@@ -162,12 +168,68 @@ fn main() -> ExitCode {
             .unwrap_or_default()
             .trim()
     );
-    let bad =
-        total.panics + total.invalid_written + spawned.signals + spawned.panics + spawned.invalid;
+    let bad = total.panics
+        + total.invalid_written
+        + spawned.signals
+        + spawned.panics
+        + spawned.invalid
+        + slow;
     if bad == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// An in-process run this long is a finding (a hang cannot be killed in
+/// process: the mutant is kept while it still runs).
+const SLOW: Duration = Duration::from_secs(60);
+
+/// Keeps the mutant of an in-process run that outlasts [`SLOW`]
+/// (`target/fuzz-failures/slow-*.onnx`) and counts it.
+struct Watchdog {
+    state: std::sync::Arc<std::sync::Mutex<WatchState>>,
+}
+
+#[derive(Default)]
+struct WatchState {
+    /// The run under way: since when, its tag, its mutant.
+    current: Option<(Instant, String, Vec<u8>)>,
+    slow: usize,
+}
+
+impl Watchdog {
+    fn start(failures: PathBuf) -> Watchdog {
+        let state = std::sync::Arc::new(std::sync::Mutex::new(WatchState::default()));
+        let shared = state.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(5));
+            let mut s = shared.lock().unwrap();
+            let Some((since, tag, mutant)) = s.current.take_if(|c| c.0.elapsed() > SLOW) else {
+                continue;
+            };
+            let path = failures.join(format!("slow-{tag}.onnx"));
+            let _ = std::fs::write(&path, &mutant);
+            eprintln!(
+                "SLOW {tag}: still running after {:.0} s (kept as {})",
+                since.elapsed().as_secs_f64(),
+                path.display()
+            );
+            s.slow += 1;
+        });
+        Watchdog { state }
+    }
+
+    fn watch(&self, tag: String, mutant: &[u8]) {
+        self.state.lock().unwrap().current = Some((Instant::now(), tag, mutant.to_vec()));
+    }
+
+    fn done(&self) {
+        self.state.lock().unwrap().current = None;
+    }
+
+    fn slow(&self) -> usize {
+        self.state.lock().unwrap().slow
     }
 }
 

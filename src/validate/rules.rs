@@ -89,6 +89,17 @@ pub fn check(g: &Graph, id: NodeId, op: &Operator, s: &Schema, opset: i64, ranks
                 }
             }
         }
+        "Pad" => {
+            // Since opset 11 an input, before an attribute (`paddings` in 1).
+            let pads = g.input(id, 1).and_then(|o| const_values(g, o)).or_else(|| {
+                ["pads", "paddings"]
+                    .iter()
+                    .find_map(|n| Some(op.attr_ints(n)?.to_vec()))
+            });
+            if let Some(p) = pads {
+                padding_within(&p)?;
+            }
+        }
         "DepthToSpace" | "SpaceToDepth" => positive_int(op, "blocksize")?,
         "LRN" => positive_int(op, "size")?,
         _ => {}
@@ -200,6 +211,24 @@ fn attributes(op: &Operator, s: &Schema, opset: i64) -> Rule {
 /// Windowed operators (convolutions, pools): kernel, strides and dilations
 /// positive, pads >= 0, and their lengths agree with each other and the
 /// input's spatial rank.
+/// Padding alone sizes an output (and tract walks every padded position of
+/// a window before allocating it: Conv pads of 2^62 ran for hours, found by
+/// fuzzing): at most [`MAX_COMPUTED_ELEMENTS`] padded positions an axis.
+/// `pads` lists every axis's begin, then every axis's end, as ONNX does.
+fn padding_within(pads: &[i64]) -> Rule {
+    let half = pads.len() / 2;
+    for axis in 0..half {
+        let sum = pads[axis].max(0).saturating_add(pads[axis + half].max(0));
+        if sum as u64 > MAX_COMPUTED_ELEMENTS {
+            return Err(format!(
+                "pads={pads:?}: {sum} padded positions on axis {axis}, more than \
+                 {MAX_COMPUTED_ELEMENTS} (onnx-opt's limit)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn window(op: &Operator, rank: Option<usize>) -> Rule {
     let list = |name| op.attr_ints(name).map(|v| v.to_vec());
     let kernel = list("kernel_shape");
@@ -255,6 +284,7 @@ fn window(op: &Operator, rank: Option<usize>) -> Rule {
                 spatial.unwrap_or(0)
             ));
         }
+        padding_within(&p)?;
     }
     if op.attr("group").is_some() && op.attr_int("group", 1) < 1 {
         return Err(format!("group={} must be >= 1", op.attr_int("group", 1)));

@@ -56,6 +56,38 @@ fn arity_comes_from_the_schema_table() {
     );
 }
 
+/// Padding that alone would make more than 2^28 positions on an axis is
+/// refused: a Conv with pads of 2^62 ran in tract for hours (found by
+/// fuzzing silero-op18-ifless); the Pad operator's pads likewise.
+#[test]
+fn padding_is_bounded() {
+    let huge = 1i64 << 62;
+    let e = error(&one_op(
+        "Conv",
+        &[conv_weight()],
+        vec![Attribute::ints("pads", &[huge, 0, huge, 0])],
+    ));
+    assert!(
+        e.contains("padded positions on axis 0, more than 268435456"),
+        "{e}"
+    );
+    let ok = vec![Attribute::ints("pads", &[1, 1, 1, 1])];
+    assert_eq!(validate(&one_op("Conv", &[conv_weight()], ok)), Ok(()));
+    let pads = |p: &[i64]| [Tensor::from_i64(vec![8], p)];
+    let e = error(&one_op("Pad", &pads(&[0, 0, 0, huge, 0, 0, 0, 1]), vec![]));
+    assert!(e.contains("padded positions on axis 3"), "{e}");
+    // Negative pads crop: they add no positions.
+    let crop = pads(&[0, 0, -1, -1, 0, 0, -1, -1]);
+    assert_eq!(validate(&one_op("Pad", &crop, vec![])), Ok(()));
+    let e = error(&one_op_at(
+        2,
+        "Pad",
+        &[],
+        vec![Attribute::ints("pads", &[0, 0, 0, huge, 0, 0, 0, 0])],
+    ));
+    assert!(e.contains("padded positions on axis 3"), "{e}");
+}
+
 #[test]
 fn windows_need_positive_strides_and_consistent_lengths() {
     let e = error(&one_op(
