@@ -287,6 +287,13 @@ fn declared_shape(kind: &TypeKind) -> Result<(), String> {
     if dims.len() > MAX_RANK {
         return Err(format!("rank {} is above {MAX_RANK}", dims.len()));
     }
+    // -1 is how some exporters say "unknown"; below it, nothing.
+    if let Some(v) = dims.iter().find_map(|d| match d.value {
+        crate::ir::DimValue::Known(v) if v < -1 => Some(v),
+        _ => None,
+    }) {
+        return Err(format!("dim {v}: a dim is >= 0 (or -1 for unknown)"));
+    }
     let known = dims.iter().filter_map(|d| match d.value {
         crate::ir::DimValue::Known(v) if v > 0 => Some(v),
         _ => None,

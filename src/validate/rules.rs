@@ -20,7 +20,17 @@ pub fn check(g: &Graph, id: NodeId, op: &Operator, s: &Schema, opset: i64, ranks
     let t = op.op_type.as_str();
     match t {
         "Conv" | "ConvTranspose" | "ConvInteger" | "MaxPool" | "AveragePool" | "LpPool"
-        | "MaxUnpool" | "DeformConv" => window(op, rank(0))?,
+        | "MaxUnpool" | "DeformConv" => {
+            window(op, rank(0))?;
+            // A weight of one spatial dim per input spatial dim.
+            if matches!(t, "Conv" | "ConvTranspose" | "ConvInteger") {
+                if let (Some(x), Some(w)) = (rank(0), rank(1)) {
+                    if x != w {
+                        return Err(format!("its weight has rank {w}, its input rank {x}"));
+                    }
+                }
+            }
+        }
         "QLinearConv" => window(op, rank(0))?,
         "Flatten" => axis(op, rank(0), 0, 1)?,
         "Concat" | "Softmax" | "LogSoftmax" | "Hardmax" | "Gather" | "GatherElements"
@@ -43,7 +53,9 @@ pub fn check(g: &Graph, id: NodeId, op: &Operator, s: &Schema, opset: i64, ranks
                     op.arity
                 ));
             }
-            scan_body(op, n as usize, g.node(id).outputs.len())?;
+            // Scan 8 takes an (optional) sequence_lens before its states.
+            let before = usize::from(s.since == 8);
+            scan_body(op, n as usize, before, g.node(id).outputs.len())?;
         }
         "Constant" => {
             let values = op.attributes.iter().filter(|a| a.ref_attr_name.is_none());
@@ -397,14 +409,20 @@ fn loop_body(op: &Operator, outputs: usize) -> Rule {
 }
 
 /// A Scan body takes N states and M = `num_scan_inputs` scanned slices, as
-/// the node does, and gives N states and K scanned outputs, as the node
-/// does; the axes and directions lists, when given, have one entry per
-/// scanned input (M) or output (K).
-fn scan_body(op: &Operator, m: usize, node_outputs: usize) -> Rule {
+/// the node does (after its `before` other inputs), and gives N states and
+/// K scanned outputs, as the node does; the axes and directions lists, when
+/// given, have one entry per scanned input (M) or output (K).
+fn scan_body(op: &Operator, m: usize, before: usize, node_outputs: usize) -> Rule {
     let Some(AttrValue::Graph(body)) = op.attr("body").map(|a| &a.value) else {
         return Err("body is not a graph".into());
     };
     let (inputs, outputs) = (body.inputs.len(), body.outputs.len());
+    if op.arity != before + inputs {
+        return Err(format!(
+            "the node has {} inputs, its body {inputs}",
+            op.arity - before.min(op.arity)
+        ));
+    }
     if outputs != node_outputs {
         return Err(format!(
             "its body has {outputs} outputs, the node has {node_outputs}"

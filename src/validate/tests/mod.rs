@@ -88,6 +88,34 @@ fn padding_is_bounded() {
     assert!(e.contains("padded positions on axis 3"), "{e}");
 }
 
+/// A Conv's weight has the input's rank (found by fuzzing: an Add turned
+/// Conv, its rank-1 bias as the weight, written, then refused by onnx's
+/// checker).
+#[test]
+fn a_conv_weight_has_its_inputs_rank() {
+    let bias = Tensor::from_f32(vec![4], &[0.5; 4]);
+    let e = error(&one_op("Conv", &[bias], vec![]));
+    assert!(
+        e.contains("(Conv): its weight has rank 1, its input rank 4"),
+        "{e}"
+    );
+}
+
+/// A declared dim below -1 is refused; -1 is how some exporters say
+/// "unknown" (found by fuzzing: an input of [1, 3, -2, 8], written, then
+/// refused by onnx's checker).
+#[test]
+fn declared_dims_are_not_negative() {
+    for (dim, ok) in [(-2, false), (-1, true)] {
+        let mut m = one_op("Relu", &[], vec![]);
+        m.graph.inputs[0].info.ty = Some(TypeInfo::tensor(DataType::FLOAT, &[1, 3, dim, 8]));
+        match validate(&m) {
+            Err(e) if !ok => assert!(e.to_string().contains("dim -2: a dim is >= 0"), "{e}"),
+            r => assert_eq!(r.is_ok(), ok, "{dim}: {r:?}"),
+        }
+    }
+}
+
 #[test]
 fn windows_need_positive_strides_and_consistent_lengths() {
     let e = error(&one_op(

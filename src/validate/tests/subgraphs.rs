@@ -70,6 +70,12 @@ fn subgraph_errors_name_the_path() {
 /// s[2], x[3,2] -> Scan(body, num_scan_inputs=1, `attrs`) -> y; the body
 /// takes `body_inputs` values [2] and returns their sum once.
 fn scan(body_inputs: usize, attrs: Vec<Attribute>) -> Model {
+    scan_of(1, body_inputs, attrs)
+}
+
+/// A Scan of `states` [2] states and one scanned [3, 2] input whose body
+/// takes `body_inputs` values and gives their sum.
+fn scan_of(states: usize, body_inputs: usize, attrs: Vec<Attribute>) -> Model {
     let mut body = ModelBuilder::new(13);
     let ins: Vec<_> = (0..body_inputs)
         .map(|k| body.input(&format!("b{k}"), DataType::FLOAT, &[2]))
@@ -78,12 +84,14 @@ fn scan(body_inputs: usize, attrs: Vec<Attribute>) -> Model {
     body.output(sum, DataType::FLOAT);
     let body = body.build().unwrap().graph;
     let mut b = ModelBuilder::new(13);
-    let s = b.input("s", DataType::FLOAT, &[2]);
-    let x = b.input("x", DataType::FLOAT, &[3, 2]);
+    let mut inputs: Vec<_> = (0..states)
+        .map(|k| b.input(&format!("s{k}"), DataType::FLOAT, &[2]))
+        .collect();
+    inputs.push(b.input("x", DataType::FLOAT, &[3, 2]));
     let mut attrs = attrs;
     attrs.push(Attribute::int("num_scan_inputs", 1));
     attrs.push(Attribute::new("body", AttrValue::Graph(Box::new(body))));
-    let y = b.op("Scan", &[s, x], attrs, "y");
+    let y = b.op("Scan", &inputs, attrs, "y");
     b.output(y, DataType::FLOAT);
     b.build().unwrap()
 }
@@ -95,9 +103,21 @@ fn scan(body_inputs: usize, attrs: Vec<Attribute>) -> Model {
 #[test]
 fn scan_bodies_match_their_state_and_scan_counts() {
     validate(&scan(2, vec![])).expect("1 state, 1 scanned input, 1 state out");
-    let e = error(&scan(3, vec![]));
+    let e = error(&scan_of(2, 3, vec![]));
     assert!(
         e.contains("(Scan): its body has 1 outputs, fewer than its 2 state inputs"),
+        "{e}"
+    );
+    // The node's inputs are the body's (found by fuzzing: 52 inputs to a
+    // body of 2, written, then refused by onnx's checker).
+    let e = error(&scan(3, vec![]));
+    assert!(
+        e.contains("(Scan): the node has 2 inputs, its body 3"),
+        "{e}"
+    );
+    let e = error(&scan_of(51, 2, vec![]));
+    assert!(
+        e.contains("(Scan): the node has 52 inputs, its body 2"),
         "{e}"
     );
     let axes = Attribute::ints("scan_input_axes", &[0, 0]);
