@@ -94,6 +94,14 @@ pub fn validate(model: &Model) -> Result<(), Invalid> {
         Some(v) => Some(v),
         // Before IR 3 a model imported no opsets and meant ai.onnx's first.
         None if model.opset_import.is_empty() && model.ir_version.is_some_and(|v| v < 3) => Some(1),
+        // From IR 3 a model says which opsets it uses (onnx's checker).
+        None if model.opset_import.is_empty() => {
+            return Err(Invalid {
+                at: "opset_import".into(),
+                rule: "it is empty: a model of IR version 3 or later names the opsets it uses"
+                    .into(),
+            })
+        }
         None => None,
     };
     // The model's inputs are fed: each tensor needs an element type (onnx's

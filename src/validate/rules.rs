@@ -112,6 +112,17 @@ pub fn check(g: &Graph, id: NodeId, op: &Operator, s: &Schema, opset: i64, ranks
                 padding_within(&p)?;
             }
         }
+        // Its optional outputs come all or none: onnx's schema lists the
+        // output counts allowed, not a range (found by fuzzing: 2 outputs).
+        "BatchNormalization" if s.since >= 6 => {
+            let (n, all) = (g.node(id).outputs.len(), if s.since >= 14 { 3 } else { 5 });
+            if n != 1 && n != all {
+                return Err(format!(
+                    "it has {n} outputs: 1 or {all} (BatchNormalization-{})",
+                    s.since
+                ));
+            }
+        }
         "DepthToSpace" | "SpaceToDepth" => positive_int(op, "blocksize")?,
         "LRN" => positive_int(op, "size")?,
         _ => {}

@@ -309,6 +309,54 @@ fn operators_must_exist_at_the_models_opset() {
     // Past the newest opset the schemas know, the newest schema judges (as
     // in onnx's checker).
     assert_eq!(validate(&one_op_at(99, "Relu", &[], vec![])), Ok(()));
+    // No opset at all: refused from IR 3, ai.onnx 1 before (found by
+    // fuzzing: an IR-8 model whose opset_import was emptied).
+    let mut m = one_op("Relu", &[], vec![]);
+    m.opset_import.clear();
+    let e = error(&m);
+    assert!(e.contains("opset_import: it is empty"), "{e}");
+    m.ir_version = Some(2);
+    assert_eq!(validate(&m), Ok(()));
+}
+
+/// BatchNormalization's optional outputs come all or none: 1 or 5 from
+/// opset 6, 1 or 3 from 14 (found by fuzzing: 2 outputs at opset 13).
+#[test]
+fn batch_norm_outputs_come_all_or_none() {
+    for (opset, outputs, ok) in [
+        (13, 2, false),
+        (13, 1, true),
+        (13, 5, true),
+        (14, 3, true),
+        (14, 5, false),
+    ] {
+        let mut b = ModelBuilder::new(opset);
+        let x = b.input("x", DataType::FLOAT, &[1, 3, 4, 4]);
+        let p: Vec<_> = ["scale", "bias", "mean", "var"]
+            .iter()
+            .map(|n| Some(b.init(n, Tensor::from_f32(vec![3], &[1.0; 3]))))
+            .collect();
+        let names: Vec<String> = (0..outputs).map(|k| format!("y{k}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut inputs = vec![Some(x)];
+        inputs.extend(p);
+        let attrs = if opset >= 14 && outputs > 1 {
+            vec![Attribute::int("training_mode", 1)]
+        } else {
+            vec![]
+        };
+        let y = b.op_n("BatchNormalization", &inputs, attrs, &names);
+        b.output(y[0], DataType::FLOAT);
+        let m = b.build().unwrap();
+        match validate(&m) {
+            // (5 at opset 14 is over the schema's count already.)
+            Err(e) if !ok => assert!(
+                e.to_string().contains(&format!("has {outputs} outputs")),
+                "opset {opset}, {outputs}: {e}"
+            ),
+            r => assert_eq!(r.is_ok(), ok, "opset {opset}, {outputs} outputs: {r:?}"),
+        }
+    }
 }
 
 #[test]
