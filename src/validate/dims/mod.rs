@@ -249,7 +249,10 @@ fn infer(
         // onnx's inference does not use it, and exporters declare such
         // outputs wrongly (ddddocr's CRNN: [1, seqlen] for a rank-3 value;
         // its checker and ONNX Runtime accept the model).
-        "Reshape" => one(konst(1).and_then(|shape| reshape(input(0), &shape, op))),
+        "Reshape" => match konst(1) {
+            Some(shape) => reshape(input(0), &shape, op).map(|d| vec![d]),
+            None => one(None),
+        },
         "ConstantOfShape" => one(konst(0)
             .map(|v| v.into_iter().map(Some).collect())
             .or_else(|| unknown_of_length(input(0)))),

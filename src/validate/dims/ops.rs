@@ -162,7 +162,14 @@ fn spatial_dims(
 
 /// Reshape to a constant shape: 0 copies the input's dim (unless
 /// `allowzero`), one -1 takes what is left.
-pub(super) fn reshape(x: Option<Dims>, shape: &[i64], op: &Operator) -> Option<Dims> {
+/// Reshape to a constant shape; an input whose known element count the
+/// shape cannot hold is refused, as onnx's inference refuses it (found by
+/// fuzzing: 6 elements into `[4, -1]`).
+pub(super) fn reshape(
+    x: Option<Dims>,
+    shape: &[i64],
+    op: &Operator,
+) -> Result<Option<Dims>, String> {
     let allowzero = op.attr_int("allowzero", 0) != 0;
     let mut out: Dims = shape
         .iter()
@@ -173,21 +180,33 @@ pub(super) fn reshape(x: Option<Dims>, shape: &[i64], op: &Operator) -> Option<D
             _ => None,
         })
         .collect();
-    if let Some(hole) = shape.iter().position(|&v| v == -1) {
-        let total = x.as_ref().and_then(|x| product(x));
-        let rest = product(
-            &out.iter()
-                .enumerate()
-                .filter(|&(i, _)| i != hole)
-                .map(|(_, d)| *d)
-                .collect::<Vec<_>>(),
-        );
+    let total = x.as_ref().and_then(|x| product(x));
+    let hole = shape.iter().position(|&v| v == -1);
+    let rest = product(
+        &out.iter()
+            .enumerate()
+            .filter(|&(i, _)| Some(i) != hole)
+            .map(|(_, d)| *d)
+            .collect::<Vec<_>>(),
+    );
+    if let (Some(t), Some(r)) = (total, rest) {
+        let fits = match hole {
+            Some(_) => (r > 0 && t % r == 0) || (r == 0 && t == 0),
+            None => r == t,
+        };
+        if !fits {
+            return Err(format!(
+                "its input's {t} elements do not fit the shape {shape:?}"
+            ));
+        }
+    }
+    if let Some(hole) = hole {
         out[hole] = match (total, rest) {
-            (Some(t), Some(r)) if r > 0 && t % r == 0 => Some(t / r),
+            (Some(t), Some(r)) if r > 0 => Some(t / r),
             _ => None,
         };
     }
-    Some(out)
+    Ok(Some(out))
 }
 
 pub(super) fn concat(all: &[Dims], axis: i64) -> Option<Dims> {

@@ -88,6 +88,31 @@ fn padding_is_bounded() {
     assert!(e.contains("padded positions on axis 3"), "{e}");
 }
 
+/// A Reshape whose constant shape cannot hold its input's known element
+/// count is refused, as onnx's inference refuses it (found by fuzzing: 6
+/// elements into `[4, -1]`).
+#[test]
+fn a_reshape_keeps_the_element_count() {
+    let shape = |s: &[i64]| [Tensor::from_i64(vec![s.len() as i64], s)];
+    for (s, ok) in [
+        (&[4, -1][..], true),
+        (&[192][..], true),
+        (&[0, 3, -1][..], true),
+        (&[5, -1][..], false),
+        (&[7, 8][..], false),
+    ] {
+        let r = validate(&one_op("Reshape", &shape(s), vec![]));
+        match r {
+            Err(e) if !ok => assert!(
+                e.to_string()
+                    .contains("its input's 192 elements do not fit the shape"),
+                "{s:?}: {e}"
+            ),
+            r => assert_eq!(r.is_ok(), ok, "{s:?}: {r:?}"),
+        }
+    }
+}
+
 /// A Conv's weight has the input's rank (found by fuzzing: an Add turned
 /// Conv, its rank-1 bias as the weight, written, then refused by onnx's
 /// checker).
