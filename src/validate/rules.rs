@@ -431,7 +431,7 @@ fn scan_body(op: &Operator, m: usize, before: usize, node_outputs: usize) -> Rul
     if op.arity != before + inputs {
         return Err(format!(
             "the node has {} inputs, its body {inputs}",
-            op.arity - before.min(op.arity)
+            op.arity.saturating_sub(before)
         ));
     }
     if outputs != node_outputs {

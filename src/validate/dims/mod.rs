@@ -7,11 +7,13 @@
 //! Only what follows for certain is computed, dim by dim: shape-keeping
 //! operators, broadcasting, MatMul/Gemm, convolutions and pools without
 //! `ceil_mode`, Flatten, Reshape/Expand/ConstantOfShape/Tile with constant
-//! shapes, Transpose, Concat, reductions, Squeeze/Unsqueeze, Gather, Shape.
-//! A subgraph sees the values it captures with the dims they have outside.
-//! An unknown dim (symbolic, negative, or not computed) is never refused.
-//! Besides a declared shape, two rules of the inference are refused on
-//! their own: dims that do not broadcast, and a MatMul whose inner dims differ.
+//! shapes (Expand/ConstantOfShape: the rank alone from a computed shape of
+//! known length), Transpose, Concat, reductions, Squeeze/Unsqueeze, Gather,
+//! Shape. A subgraph sees the values it captures with the dims they have
+//! outside. An unknown dim (symbolic, -1, or not computed) is never refused.
+//! Besides a declared shape, three rules of the inference are refused on
+//! their own: dims that do not broadcast, a MatMul whose inner dims differ,
+//! and a Reshape whose shape cannot hold its input's element count.
 //!
 //! The parts: this file holds [`Shapes`] and `infer`, which picks the rule
 //! of each operator; `ops.rs` the rules that take more than a line
