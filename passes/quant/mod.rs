@@ -48,7 +48,8 @@
 //! **Measured where it runs** (`measure`, on by default): `target=ort`
 //! times its int8 forms against the float model in ONNX Runtime when it is
 //! installed (`measure.rs`), `target=tract` its QLinear form in tract; the
-//! fastest is kept, float included. tract's int8 kernels pay on some CPUs
+//! fastest is kept, float included, and of two forms within timing noise
+//! the more accurate. tract's int8 kernels pay on some CPUs
 //! only: mlp-lowrank's ran 1.16× faster than float on an AVX-512 VNNI Xeon
 //! and 40× slower on an AVX2 EPYC. With `bits=auto`, `target=ort` also
 //! measures 7-bit weights against 8-bit ones: ONNX Runtime's u8×s8 kernels
@@ -148,7 +149,7 @@ crate::pass_options! {
         samples: usize = "samples", "300",
             "calibrate on at most this many of the given samples, spread evenly over them (NNCF's default subset size; calibration time grows with every sample); 0: all";
         measure: bool = "measure", "true",
-            "time the int8 forms against the float model where they run and keep the fastest, float included: target=ort in ONNX Runtime when it is installed (flowing, in the layers only, every layer), target=tract in tract (whose int8 kernels pay on some CPUs only); the report gives the options that give the same model without timing";
+            "time the int8 forms against the float model where they run and keep the fastest, float included (a less accurate form only when it is 3% faster than a more accurate one): target=ort in ONNX Runtime when it is installed (flowing, in the layers only, every layer), target=tract in tract (whose int8 kernels pay on some CPUs only); the report gives the options that give the same model without timing";
     }
 }
 
