@@ -157,6 +157,7 @@ impl Quant {
         layers: &[Layer],
         grids: &Grids,
         lossy: &BTreeSet<String>,
+        quantized: &QuantizedWeights,
     ) -> Result<BTreeMap<String, f64>> {
         let data = &*data.at_most(super::measure::JUDGED_SAMPLES);
         let reference = data.run(model, &[])?;
@@ -171,6 +172,7 @@ impl Quant {
                     std::slice::from_ref(layer),
                     self.weight_bits(),
                     &mut patch,
+                    quantized,
                 )?;
                 for (name, pair) in self.alone(&m.graph, layer, lossy) {
                     let grid = self.grid_of(&m.graph, &name, &pair, grids)?;

@@ -122,11 +122,12 @@ impl Quant {
         grids: &Grids,
         lossy: &BTreeSet<String>,
         form: Form,
+        quantized: &QuantizedWeights,
     ) -> Result<Candidate> {
         let mut m = model.clone();
         let acts = self.plan(&m.graph, layers, form.flow, lossy);
         let mut patch = Patch::new("quant");
-        let weights = self.quantize_weights(&m.graph, layers, form.bits, &mut patch)?;
+        let weights = self.quantize_weights(&m.graph, layers, form.bits, &mut patch, quantized)?;
         for (name, pair) in &acts {
             let grid = self.grid_of(&m.graph, name, pair, grids)?;
             self.add_pair(&m.graph, &mut patch, name, pair, &grid)?;

@@ -92,6 +92,7 @@ use crate::quantize::{self, Grid, Method};
 use anyhow::{bail, ensure, Context, Result};
 use forms::{Bits, Candidate, Form};
 use measure::{Judged, Measured, Rebuild};
+use rewrite::QuantizedWeights;
 
 mod analysis;
 mod calibrate;
@@ -521,10 +522,12 @@ impl Pass for Quant {
                 });
             }
         }
+        // Each weight quantized once for all the forms below.
+        let int8_weights = QuantizedWeights::default();
         let mut sensitivity = BTreeMap::new();
         if self.fallback > 0 && !layers.is_empty() {
             let d = data.context("fallback needs calibration data (not with weight-only)")?;
-            sensitivity = self.sensitivity(model, d, &layers, &grids, &lossy)?;
+            sensitivity = self.sensitivity(model, d, &layers, &grids, &lossy, &int8_weights)?;
             let mut ranked: Vec<(&String, &f64)> = sensitivity.iter().collect();
             ranked.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
             let keep: Vec<String> = ranked
@@ -548,7 +551,7 @@ impl Pass for Quant {
         let mut candidates = vec![];
         for form in &forms {
             let layers = if form.min_k == 0 { &every } else { &layers };
-            candidates.push(self.quantized(model, layers, &grids, &lossy, *form)?);
+            candidates.push(self.quantized(model, layers, &grids, &lossy, *form, &int8_weights)?);
         }
         let timing = self.measure
             && self.target == Target::Ort
@@ -556,7 +559,7 @@ impl Pass for Quant {
         // bits=auto: 7-bit weights are measured against 8-bit ones.
         let rebuild = |form: Form| {
             let layers = if form.min_k == 0 { &every } else { &layers };
-            self.quantized(model, layers, &grids, &lossy, form)
+            self.quantized(model, layers, &grids, &lossy, form, &int8_weights)
         };
         let probe = (self.bits.is_none() && timing).then_some(&rebuild as Rebuild);
         let judged = match data {

@@ -2,6 +2,55 @@
 //! pairs on activations.
 
 use super::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Weights quantized once a run, for every form built from the model:
+/// the forms (flowing or not, the bits probe's) quantize a weight alike and
+/// share one int8 copy of it, where each used to compute and hold its own
+/// (50 MB a form on a 201 MB MLP). Keyed by the weight's name, axis and
+/// bits: every form of a run is built from the one model, so a name is one
+/// tensor.
+#[derive(Default)]
+pub(super) struct QuantizedWeights(Mutex<HashMap<WeightKey, Arc<Quantized>>>);
+
+/// A weight's name, its axis (`None`: per tensor) and bits.
+type WeightKey = (String, Option<usize>, u32);
+
+/// A weight quantized, as its int8 initializer holds it.
+struct Quantized {
+    q: bytes::Bytes,
+    scales: Vec<f32>,
+    rel_err: f64,
+}
+
+impl QuantizedWeights {
+    /// The weight `name` (`t`) quantized on `axis` to `bits`, computed the
+    /// first time only.
+    fn get(
+        &self,
+        name: &str,
+        t: &Tensor,
+        axis: Option<usize>,
+        bits: u32,
+    ) -> Result<Arc<Quantized>> {
+        let key = (name.to_string(), axis, bits);
+        if let Some(kept) = self.0.lock().expect("weights lock").get(&key) {
+            return Ok(kept.clone());
+        }
+        // Quantized without the lock: layers of other threads go on.
+        let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+        let q = quantize::quantize_weight(&t.to_f32()?, &dims, axis, bits)
+            .with_context(|| format!("weight {name}"))?;
+        let quantized = Arc::new(Quantized {
+            q: q.q.iter().map(|&v| v as u8).collect::<Vec<u8>>().into(),
+            scales: q.scales,
+            rel_err: q.rel_err,
+        });
+        let mut kept = self.0.lock().expect("weights lock");
+        Ok(kept.entry(key).or_insert(quantized).clone())
+    }
+}
 
 impl Quant {
     /// Replaces each layer's weight by values of its `bits` (stored in
@@ -13,6 +62,7 @@ impl Quant {
         layers: &[Layer],
         bits: Bits,
         patch: &mut Patch,
+        quantized: &QuantizedWeights,
     ) -> Result<BTreeMap<NodeId, serde_json::Value>> {
         // A weight shared by several layers is quantized once (per tensor if
         // their axes differ, with the fewest bits any of them asks for).
@@ -32,9 +82,7 @@ impl Quant {
         for (w, (axis, bits, readers)) in shared {
             let t = g.const_tensor(w).expect("a constant weight");
             let name = g.outlet_name(w).to_string();
-            let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
-            let q = quantize::quantize_weight(&t.to_f32()?, &dims, axis, bits)
-                .with_context(|| format!("weight {name}"))?;
+            let q = quantized.get(&name, t, axis, bits)?;
             let channels = q.scales.len() as i64;
             let shape = if axis.is_some() {
                 vec![channels]
@@ -43,11 +91,7 @@ impl Quant {
             };
             let wq = patch.add_const(
                 &format!("{name}_quantized"),
-                Tensor::new(
-                    DataType::INT8,
-                    t.dims.clone(),
-                    TensorData::Raw(q.q.iter().map(|&v| v as u8).collect::<Vec<u8>>().into()),
-                ),
+                Tensor::new(DataType::INT8, t.dims.clone(), TensorData::Raw(q.q.clone())),
             );
             let scale = patch.add_const(
                 &format!("{name}_scale"),
