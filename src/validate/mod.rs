@@ -126,6 +126,9 @@ pub fn validate(model: &Model) -> Result<(), Invalid> {
 struct Captured {
     ty: Option<schema::TypeCode>,
     dims: Option<dims::Dims>,
+    rank: Option<usize>,
+    /// A small integer constant's values (a shape, axes, pads).
+    values: Option<Vec<i64>>,
 }
 
 /// One graph; `captures` holds what is known of the values it captures
@@ -151,10 +154,16 @@ fn validate_graph(g: &Graph, opset: Option<i64>, captures: &[Captured]) -> Resul
     // [2, 8] capture to a [4, 8] declaration is refused as onnx refuses it.
     let mut shapes = dims::Shapes::default();
     for (&id, c) in g.captures.iter().zip(captures) {
+        let outlet = crate::ir::Outlet::new(id, 0);
         if let Some(d) = &c.dims {
-            let outlet = crate::ir::Outlet::new(id, 0);
             shapes.learn(outlet, d.clone());
             ranks.learn(outlet, d.len());
+        }
+        if let Some(r) = c.rank {
+            ranks.learn(outlet, r);
+        }
+        if let Some(v) = &c.values {
+            ranks.capture(outlet, v.clone());
         }
     }
     for id in order {
@@ -184,6 +193,8 @@ fn validate_graph(g: &Graph, opset: Option<i64>, captures: &[Captured]) -> Resul
                 let mut outer = g.implicit_inputs(id).into_iter().map(|o| Captured {
                     ty: types.of(g, o),
                     dims: shapes.of(g, o),
+                    rank: ranks.of(g, o),
+                    values: ranks.small_values(g, o),
                 });
                 for attr in &op.attributes {
                     attribute_tensors(&attr.value).map_err(|rule| Invalid {

@@ -2,7 +2,9 @@
 //! propagation in topological order through operators whose output rank is
 //! plain (element-wise ops keep it, broadcasting takes the largest, Flatten
 //! makes 2, ...). Unknown stays unknown: a rule needing a rank then checks
-//! only what holds for any rank.
+//! only what holds for any rank. A subgraph also learns here the ranks and
+//! the values of the small integer constants it captures, so that its
+//! rules see a captured shape, axes or pads as the enclosing graph does.
 
 use crate::ir::op_kinds::{BROADCAST, SAME_DIMS, SAME_RANK};
 use crate::ir::{Graph, NodeId, NodeKind, Operator, Outlet};
@@ -11,9 +13,39 @@ use std::collections::HashMap;
 #[derive(Default)]
 pub struct Ranks {
     found: HashMap<Outlet, usize>,
+    /// The integer values of small constants a subgraph captures (its
+    /// captures are not constants inside it).
+    captured: HashMap<Outlet, Vec<i64>>,
 }
 
+/// Captured constants of at most this many elements are carried into a
+/// subgraph: shapes, axes and pads, not weights.
+const CAPTURED_VALUES: i64 = 64;
+
 impl Ranks {
+    /// The integer values of a constant input ([`const_values`]), or of a
+    /// captured constant.
+    pub fn values(&self, g: &Graph, outlet: Outlet) -> Option<Vec<i64>> {
+        const_values(g, outlet).or_else(|| self.captured.get(&outlet).cloned())
+    }
+
+    /// The values of `outlet` when it is a small integer constant, to be
+    /// carried into a subgraph that captures it.
+    pub fn small_values(&self, g: &Graph, outlet: Outlet) -> Option<Vec<i64>> {
+        if let Some(t) = g.const_tensor(outlet) {
+            if t.dims.iter().product::<i64>() > CAPTURED_VALUES {
+                return None;
+            }
+        }
+        self.values(g, outlet)
+            .filter(|v| v.len() as i64 <= CAPTURED_VALUES)
+    }
+
+    /// Records the values of a captured constant.
+    pub fn capture(&mut self, outlet: Outlet, values: Vec<i64>) {
+        self.captured.insert(outlet, values);
+    }
+
     /// The rank of a value: declared, else propagated.
     pub fn of(&self, g: &Graph, outlet: Outlet) -> Option<usize> {
         g.known_rank(outlet)
@@ -58,12 +90,12 @@ impl Ranks {
                 "Reshape" | "ConstantOfShape" => {
                     let k = if t == "Reshape" { 1 } else { 0 };
                     g.input(id, k)
-                        .and_then(|o| const_values(g, o))
+                        .and_then(|o| self.values(g, o))
                         .map(|v| v.len())
                 }
                 // Broadcast of the input against the shape.
                 "Expand" => {
-                    let shape = g.input(id, 1).and_then(|o| const_values(g, o));
+                    let shape = g.input(id, 1).and_then(|o| self.values(g, o));
                     match (input(0), shape) {
                         (Some(r), Some(s)) => Some(r.max(s.len())),
                         _ => None,

@@ -5,7 +5,7 @@
 //! shapes that would size an absurd allocation. Each rule returns the broken
 //! rule as a sentence; `mod.rs` adds the node.
 
-use super::ranks::{const_values, Ranks};
+use super::ranks::Ranks;
 use super::schema::{self, Kind, Repeat, Schema};
 use super::{element_count_within, MAX_COMPUTED_ELEMENTS, MAX_RANK};
 use crate::ir::{AttrValue, Graph, NodeId, Operator};
@@ -40,7 +40,7 @@ pub fn check(g: &Graph, id: NodeId, op: &Operator, s: &Schema, opset: i64, ranks
         "OneHot" => axis(op, rank(0), 1, 1)?,
         "Squeeze" | "Unsqueeze" | "ReduceL1" | "ReduceL2" | "ReduceLogSum" | "ReduceLogSumExp"
         | "ReduceMax" | "ReduceMean" | "ReduceMin" | "ReduceProd" | "ReduceSum"
-        | "ReduceSumSquare" => axes(g, id, op, rank(0))?,
+        | "ReduceSumSquare" => axes(g, id, op, rank(0), ranks)?,
         "Transpose" => perm(op, rank(0))?,
         "If" => if_branches(op, g.node(id).outputs.len())?,
         "Loop" | "Scan" if op.attr("body").is_none() => return Err("has no body".into()),
@@ -65,19 +65,19 @@ pub fn check(g: &Graph, id: NodeId, op: &Operator, s: &Schema, opset: i64, ranks
         }
         "ConstantOfShape" | "Expand" => {
             let k = if t == "Expand" { 1 } else { 0 };
-            if let Some(shape) = g.input(id, k).and_then(|o| const_values(g, o)) {
+            if let Some(shape) = g.input(id, k).and_then(|o| ranks.values(g, o)) {
                 element_count_within(shape, MAX_COMPUTED_ELEMENTS)
                     .map_err(|e| format!("its shape input: {e}"))?;
             }
         }
         "Tile" => {
-            if let Some(reps) = g.input(id, 1).and_then(|o| const_values(g, o)) {
+            if let Some(reps) = g.input(id, 1).and_then(|o| ranks.values(g, o)) {
                 element_count_within(reps, MAX_COMPUTED_ELEMENTS)
                     .map_err(|e| format!("its repeats input: {e}"))?;
             }
         }
         "Reshape" => {
-            if let Some(shape) = g.input(id, 1).and_then(|o| const_values(g, o)) {
+            if let Some(shape) = g.input(id, 1).and_then(|o| ranks.values(g, o)) {
                 if shape.iter().any(|&d| d < -1) || shape.iter().filter(|&&d| d == -1).count() > 1 {
                     return Err(format!(
                         "shape {shape:?}: dims must be >= -1, with at most one -1"
@@ -103,13 +103,24 @@ pub fn check(g: &Graph, id: NodeId, op: &Operator, s: &Schema, opset: i64, ranks
         }
         "Pad" => {
             // Since opset 11 an input, before an attribute (`paddings` in 1).
-            let pads = g.input(id, 1).and_then(|o| const_values(g, o)).or_else(|| {
+            let pads = g.input(id, 1).and_then(|o| ranks.values(g, o)).or_else(|| {
                 ["pads", "paddings"]
                     .iter()
                     .find_map(|n| Some(op.attr_ints(n)?.to_vec()))
             });
             if let Some(p) = pads {
                 padding_within(&p)?;
+                // A begin and an end a padded axis: every axis, unless
+                // opset 18's `axes` input names them (found by fuzzing: 4
+                // pads for a rank-3 input, inside an If branch).
+                if let (Some(r), None) = (rank(0), g.input(id, 3)) {
+                    if p.len() != 2 * r {
+                        return Err(format!(
+                            "{} pads for an input of rank {r}: 2 × {r} needed",
+                            p.len()
+                        ));
+                    }
+                }
             }
         }
         // Its optional outputs come all or none: onnx's schema lists the
@@ -335,11 +346,11 @@ fn axis(op: &Operator, rank: Option<usize>, extra_low: i64, extra_high: i64) -> 
 
 /// `axes` (attribute, or constant second input since opsets 13/18) within
 /// rank and without repeats. Unsqueeze's axes index its output.
-fn axes(g: &Graph, id: NodeId, op: &Operator, rank: Option<usize>) -> Rule {
+fn axes(g: &Graph, id: NodeId, op: &Operator, rank: Option<usize>, ranks: &Ranks) -> Rule {
     let given = op
         .attr_ints("axes")
         .map(|v| v.to_vec())
-        .or_else(|| g.input(id, 1).and_then(|o| const_values(g, o)));
+        .or_else(|| g.input(id, 1).and_then(|o| ranks.values(g, o)));
     let Some(axes) = given else {
         return Ok(());
     };

@@ -88,6 +88,26 @@ fn padding_is_bounded() {
     assert!(e.contains("padded positions on axis 3"), "{e}");
 }
 
+/// Pad's pads hold a begin and an end for every axis of its input, unless
+/// opset 18's `axes` input names the padded axes: onnx's inference says
+/// "Pads has incorrect number of values" (found by fuzzing: 4 pads for a
+/// rank-3 input in an If branch, kept as a checker-* regression).
+#[test]
+fn pad_has_two_pads_an_axis() {
+    let pads = |p: &[i64]| Tensor::from_i64(vec![p.len() as i64], p);
+    let e = error(&one_op("Pad", &[pads(&[0, 0, 1, 1])], vec![]));
+    assert!(
+        e.contains("4 pads for an input of rank 4: 2 × 4 needed"),
+        "{e}"
+    );
+    let all = pads(&[0, 0, 1, 1, 0, 0, 1, 1]);
+    assert_eq!(validate(&one_op("Pad", &[all], vec![])), Ok(()));
+    let value = Tensor::from_f32(vec![], &[0.0]);
+    let axes = Tensor::from_i64(vec![2], &[2, 3]);
+    let m = one_op_at(18, "Pad", &[pads(&[1, 1, 1, 1]), value, axes], vec![]);
+    assert_eq!(validate(&m), Ok(()));
+}
+
 /// A Reshape whose constant shape cannot hold its input's known element
 /// count is refused, as onnx's inference refuses it (found by fuzzing: 6
 /// elements into `[4, -1]`).
