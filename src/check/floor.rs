@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use std::collections::BTreeSet;
 
 /// An output within this many times its floor passes an exact check.
-pub(crate) const FLOOR_TIMES: f64 = 2.0;
+pub const FLOOR_TIMES: f64 = 2.0;
 
 /// Samples the floor is measured on, at most (spread over the groups in
 /// order): a second opinion, not a second verification.
@@ -68,8 +68,9 @@ pub(super) fn rounding_floor(
 }
 
 /// `model` with every f32 weight and bias of its layers scaled by 1 ± ε
-/// (ε = 2⁻²³; the sign alternating along the tensor), in every graph.
-fn nudged(model: &Model) -> Result<Model> {
+/// (ε = 2⁻²³; the sign alternating along the tensor), in every graph: how
+/// far this moves the outputs is the model's rounding floor.
+pub fn nudged(model: &Model) -> Result<Model> {
     let mut m = model.clone();
     // Weights held by Constant nodes (PP-OCR's) become initializers first.
     Pipeline::parse("lift-constants")?.run(&mut m, &PassContext::default(), &mut |_| {})?;

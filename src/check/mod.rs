@@ -24,7 +24,7 @@ use anyhow::{anyhow, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 
 mod floor;
-pub(crate) use floor::FLOOR_TIMES;
+pub use floor::{nudged, FLOOR_TIMES};
 
 /// What to check and how.
 pub struct Settings {
