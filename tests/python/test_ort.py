@@ -7,7 +7,9 @@ deployment sees. Checked here:
     the same settings (optimisation level all, 1 thread, sequential) returns;
   - `--verify --bench --runtime tract,ort` reports each runtime's figures;
   - `onnx-opt profile` reports op types, layers of the model and nodes;
-  - quant calibrated through ONNX Runtime gives the scales it gets through tract.
+  - quant calibrated through ONNX Runtime gives the scales it gets through tract;
+  - outputs that are string tensors or sequences of maps (skl2onnx's
+    classifiers) are read, compared and judged like tensors.
 
     ONNX_OPT=target/debug/onnx-opt .venv/bin/python -m pytest tests/python/test_ort.py
 """
@@ -139,3 +141,72 @@ def test_quant_calibrated_in_ort_matches_tract(name, tmp_path):
         s2, z2 = got["ort"][k]
         np.testing.assert_allclose(s2, s, rtol=1e-4, err_msg=k)
         assert z2 is None or np.max(np.abs(z2.astype(int) - z.astype(int))) <= 1, k
+
+
+def classifier_with_map_outputs(scale=(1.0, 1.0, 1.0)):
+    """What skl2onnx makes of a classifier trained on named classes: a label
+    per row as a string, and the class probabilities as a ZipMap (a sequence
+    of one map per row), here on top of a Mul and a Softmax. `scale` is the
+    Mul's (a changed one stands for a wrong rewrite)."""
+    from onnx import TensorProto, helper
+
+    classes = ["cat", "ant", "bee"]  # keys out of order: columns follow key order
+    nodes = [
+        helper.make_node("Mul", ["X", "scale"], ["scaled"]),
+        helper.make_node("Softmax", ["scaled"], ["p"], axis=1),
+        helper.make_node("ArgMax", ["p"], ["best"], axis=1, keepdims=0),
+        helper.make_node("LabelEncoder", ["best"], ["label"], domain="ai.onnx.ml",
+                         keys_int64s=[0, 1, 2], values_strings=classes),
+        helper.make_node("ZipMap", ["p"], ["probabilities"], domain="ai.onnx.ml",
+                         classlabels_strings=classes),
+    ]
+    probabilities = helper.make_value_info("probabilities", helper.make_sequence_type_proto(
+        helper.make_map_type_proto(TensorProto.STRING, helper.make_tensor_type_proto(TensorProto.FLOAT, None))))
+    graph = helper.make_graph(
+        nodes, "skl", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("label", TensorProto.STRING, ["N"]), probabilities],
+        [numpy_helper.from_array(np.array(scale, np.float32), "scale")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    model.ir_version = 8
+    return model
+
+
+def test_string_and_map_outputs_are_read_compared_and_judged(tmp_path):
+    # Every skl2onnx classifier returns these: ONNX Runtime runs it, and so
+    # must onnx-opt's run, --verify and check (they refused it: "not a tensor").
+    src, x = tmp_path / "clf.onnx", tmp_path / "x.npz"  # 40 samples, or one of 40 rows
+    onnx.save(classifier_with_map_outputs(), src)
+    rows = np.random.default_rng(0).standard_normal((40, 3)).astype(np.float32) * 3
+    np.savez(x, X=rows)
+    code, log = sh(ONNX_OPT, "run", src, "--runtime", "ort", "--inputs", x, "--input-shape", "X=40,3",
+                   "--save", tmp_path / "y.npz")
+    assert code == 0, log
+    got = np.load(tmp_path / "y.npz")
+    labels, maps = session(src).run(None, {"X": rows})
+    # The maps, as rows of their values in key order.
+    want = np.array([[m[k] for k in sorted(m)] for m in maps], np.float32)
+    assert got["probabilities"].shape == (40, 3) and got["probabilities"].dtype == np.float32
+    np.testing.assert_array_equal(got["probabilities"], want)
+    # The labels, as hashes: equal where the strings are, different where not.
+    hashes = got["label"]
+    assert hashes.shape == (40,) and hashes.dtype == np.int64
+    assert len(set(labels)) == len(set(hashes.tolist())) >= 2
+    for i in range(40):
+        assert all((hashes[i] == hashes[j]) == (labels[i] == labels[j]) for j in range(40))
+
+    report = tmp_path / "r.json"
+    code, log = sh(ONNX_OPT, src, "-o", tmp_path / "o.onnx", "--passes", "fuse", "--verify", "--runtime", "ort",
+                   "--inputs", x, "--report", report)
+    assert code == 0, log
+    outputs = {o["name"]: o for o in json.loads(report.read_text())["verify"]["outputs"]}
+    assert sorted(outputs) == ["label", "probabilities"], log
+    assert all(o["max_abs_err"] == 0 and o["samples"] == 40 for o in outputs.values()), log
+
+    # The deployment gate passes the model itself and fails one that computes
+    # other probabilities and labels.
+    wrong = tmp_path / "wrong.onnx"
+    onnx.save(classifier_with_map_outputs(scale=(1.0, 1.0, 4.0)), wrong)
+    for model, want_code in [(src, 0), (wrong, 2)]:
+        code, log = sh(ONNX_OPT, "check", model, "--against", src, "--inputs", x, "--runtime", "ort",
+                       "--metric", "cosine", "--min-metric", "99")
+        assert code == want_code, log

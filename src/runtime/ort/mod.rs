@@ -12,6 +12,7 @@
 //! are the runtime's [`Sample`] and [`Outputs`], so comparing and timing are
 //! shared with tract.
 
+mod maps;
 mod profile;
 
 pub use profile::{parse as parse_profile, NodeTime, Profile};
@@ -373,10 +374,9 @@ macro_rules! from_ort_typed {
 }
 
 fn from_ort(v: DynValue) -> Result<Tensor> {
-    let ty = v
-        .dtype()
-        .tensor_type()
-        .ok_or_else(|| anyhow!("not a tensor (sequences and maps are not supported)"))?;
+    let Some(ty) = v.dtype().tensor_type() else {
+        return maps::as_tensor(&v);
+    };
     match ty {
         TensorElementType::Float32 => from_ort_typed!(f32, v, Tensor::from_f32),
         TensorElementType::Float64 => from_ort_typed!(f64, v, Tensor::from_f64),
@@ -392,6 +392,7 @@ fn from_ort(v: DynValue) -> Result<Tensor> {
         TensorElementType::Int64 => from_ort_typed!(i64, v, Tensor::from_i64),
         TensorElementType::Uint64 => from_ort_typed!(u64, v, Tensor::from_u64),
         TensorElementType::Bool => from_ort_typed!(bool, v, Tensor::from_bool),
+        TensorElementType::String => maps::strings_as_tensor(&v),
         other => bail!("element type {other:?} is not supported"),
     }
 }
