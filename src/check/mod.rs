@@ -304,16 +304,15 @@ fn check_in(check: Check) -> Result<RuntimeReport> {
                             .run(&s)
                             .map_err(|e| of_the_rewrite(engine, "run", &e))?;
                         if let Some(labels) = data.labels(i) {
-                            let first = |o: &runtime::Outputs| -> Result<Vec<f32>> {
-                                o.iter()
-                                    .next()
+                            let scores = |o: &runtime::Outputs| -> Result<Vec<f32>> {
+                                o.scores()
                                     .context("the model has no output")?
                                     .1
                                     .to_f32_vec()
                             };
                             let at = || format!("{}: accuracy", s.source());
-                            acc.0.add(&first(&reference)?, labels).with_context(at)?;
-                            acc.1.add(&first(&got)?, labels).with_context(at)?;
+                            acc.0.add(&scores(&reference)?, labels).with_context(at)?;
+                            acc.1.add(&scores(&got)?, labels).with_context(at)?;
                         }
                         per_sample.push(runtime::compare(&reference, &got)?);
                     }

@@ -51,8 +51,8 @@ pub struct JudgeArgs {
     pub min_metric: Option<f64>,
     /// top1 or top5 (with --labels); agreement (percent of output rows whose best class is
     /// the original's), cosine (×100, worst output) or snr (dB, worst output) against the
-    /// original. Default: top1 with labels, agreement for one output of class scores,
-    /// else cosine.
+    /// original. Default: top1 with labels, agreement when the only float output holds
+    /// class scores (labels may sit beside it), else cosine.
     #[arg(long, value_name = "NAME")]
     pub metric: Option<String>,
     /// Your own metric: a shell command in which {model} is replaced by a candidate's path;

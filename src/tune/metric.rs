@@ -33,15 +33,15 @@ pub enum Metric {
 /// SNR of identical outputs is infinite; capped so that averages stay finite.
 const SNR_CAP_DB: f64 = 150.0;
 
-/// Output rows up to which the first output is read as class scores (a
+/// Output rows up to which the scores output is read as class scores (a
 /// classifier's `[1, C]`, a recogniser's `[1, T, C]`); a detector's
 /// thousands of anchors are not.
 const MAX_CLASS_ROWS: usize = 256;
 
 impl Metric {
     /// The metric asked for (`name`, `command`), else the default for this
-    /// data: top-1 with labels, agreement for a single output of class
-    /// scores, cosine otherwise. Returns the metric and why it was chosen.
+    /// data: top-1 with labels, agreement when the only float output holds
+    /// class scores, cosine otherwise. Returns the metric and why it was chosen.
     pub fn choose(
         name: Option<&str>,
         command: Option<&str>,
@@ -66,8 +66,16 @@ impl Metric {
                 bail!("--metric {other}: expected top1, top5, agreement, cosine or snr")
             }
             None if has_labels => return Ok((Metric::Top1, "labels given".into())),
+            // Beside its scores a classifier may return labels (skl2onnx's
+            // do): they follow from the scores, agreement judges them too.
             None => match class_rows(first) {
-                Some(rows) if first.len() == 1 => {
+                Some(rows)
+                    if first
+                        .iter()
+                        .filter(|(_, t)| t.elem_type().is_float())
+                        .count()
+                        == 1 =>
+                {
                     return Ok((
                         Metric::Agreement,
                         format!("no labels; the output holds {rows} row(s) of class scores"),
@@ -125,10 +133,11 @@ impl Metric {
     }
 }
 
-/// Rows of class scores in the first output, if it looks like them:
-/// float, rank 1 to 3, at least two classes, at most [`MAX_CLASS_ROWS`] rows.
+/// Rows of class scores in the scores output ([`Outputs::scores`]), if it
+/// looks like them: float, rank 1 to 3, at least two classes, at most
+/// [`MAX_CLASS_ROWS`] rows.
 fn class_rows(outputs: &Outputs) -> Option<usize> {
-    let (_, t) = outputs.iter().next()?;
+    let (_, t) = outputs.scores()?;
     let shape = t.shape();
     let classes = *shape.last()?;
     let rows = t.len().checked_div(classes)?;
@@ -371,7 +380,7 @@ impl Judge {
                     let labels = self.labels[i]
                         .as_deref()
                         .with_context(|| format!("sample {i} has no label"))?;
-                    acc.add(&first_f32(o)?, labels)?;
+                    acc.add(&scores_f32(o)?, labels)?;
                 }
                 let r = acc.result().context("no labelled samples")?;
                 if self.metric == Metric::Top1 {
@@ -386,10 +395,9 @@ impl Judge {
             Metric::Agreement => {
                 let (mut same, mut rows) = (0usize, 0usize);
                 for (i, o) in pairs() {
-                    let (a, b) = (first_f32(&self.reference[i])?, first_f32(o)?);
+                    let (a, b) = (scores_f32(&self.reference[i])?, scores_f32(o)?);
                     let classes = self.reference[i]
-                        .iter()
-                        .next()
+                        .scores()
                         .and_then(|(_, t)| t.shape().last().copied())
                         .filter(|&c| c > 0 && a.len() == b.len())
                         .context("the outputs differ in shape from the original's")?;
@@ -425,8 +433,8 @@ impl Judge {
     }
 }
 
-fn first_f32(o: &Outputs) -> Result<Vec<f32>> {
-    let (name, t) = o.iter().next().context("the model has no output")?;
+fn scores_f32(o: &Outputs) -> Result<Vec<f32>> {
+    let (name, t) = o.scores().context("the model has no output")?;
     t.to_f32_vec()
         .with_context(|| format!("output {name} is not numeric"))
 }
@@ -526,6 +534,38 @@ mod tests {
         assert!(why.contains("predictions flip"), "{why}");
         let (_, why) = Metric::choose(Some("cosine"), None, false, &map).unwrap();
         assert_eq!(why, "--metric");
+    }
+
+    #[test]
+    fn labels_beside_the_scores_leave_them_the_scores() {
+        // skl2onnx's classifiers: labels first (int64, or hashed strings), then
+        // the probabilities; two rows of three classes.
+        let labels = Tensor::from_i64(&[2], &[1, 0]).unwrap();
+        let probabilities = Tensor::from_f32(&[2, 3], &[0.2, 0.7, 0.1, 0.6, 0.3, 0.1]).unwrap();
+        let o = Outputs::new(vec![
+            ("label".into(), labels),
+            ("probabilities".into(), probabilities),
+        ]);
+        assert_eq!(o.scores().unwrap().0, "probabilities");
+        let chosen = Metric::choose(None, None, false, &o).unwrap().0;
+        assert_eq!(chosen, Metric::Agreement);
+        let mut acc = Accuracy::default();
+        acc.add(&scores_f32(&o).unwrap(), &[1, 2]).unwrap();
+        assert_eq!(acc.result().unwrap().top1, 0.5);
+        // Two float outputs are not one set of scores; labels alone are all there is.
+        let two = Outputs::new(vec![
+            ("a".into(), Tensor::from_f32(&[1, 3], &[0.0; 3]).unwrap()),
+            ("b".into(), Tensor::from_f32(&[1, 3], &[0.0; 3]).unwrap()),
+        ]);
+        assert_eq!(
+            Metric::choose(None, None, false, &two).unwrap().0,
+            Metric::Cosine
+        );
+        let only = Outputs::new(vec![(
+            "label".into(),
+            Tensor::from_i64(&[2], &[1, 0]).unwrap(),
+        )]);
+        assert_eq!(only.scores().unwrap().0, "label");
     }
 
     #[test]

@@ -202,6 +202,13 @@ def test_string_and_map_outputs_are_read_compared_and_judged(tmp_path):
     assert sorted(outputs) == ["label", "probabilities"], log
     assert all(o["max_abs_err"] == 0 and o["samples"] == 40 for o in outputs.values()), log
 
+    # Labels (class indices, in key order as scikit-learn's classes_ are)
+    # are scored on the probabilities, not on the label output before them.
+    np.savetxt(tmp_path / "labels.txt", [sorted(set(labels)).index(l) for l in labels], fmt="%d")
+    code, log = sh(ONNX_OPT, src, "-o", tmp_path / "o.onnx", "--passes", "fuse", "--verify", "--runtime", "ort",
+                   "--inputs", x, "--labels", tmp_path / "labels.txt")
+    assert code == 0 and "top-1 100.00% -> 100.00%" in log, log
+
     # The deployment gate passes the model itself and fails one that computes
     # other probabilities and labels.
     wrong = tmp_path / "wrong.onnx"

@@ -72,6 +72,18 @@ impl Outputs {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
         self.entries.iter().map(|(n, t)| (n.as_str(), t))
     }
+
+    /// The output that holds class scores, for accuracy and agreement: the
+    /// first float output with at least two values in its last dim, else the
+    /// first output. Most classifiers return their scores first; those
+    /// skl2onnx converts return the labels first (int64 or string) and the
+    /// probabilities second.
+    pub fn scores(&self) -> Option<(&str, &Tensor)> {
+        let scores = |t: &Tensor| t.elem_type().is_float() && t.shape().last() >= Some(&2);
+        self.iter()
+            .find(|(_, t)| scores(t))
+            .or_else(|| self.iter().next())
+    }
 }
 
 /// A model loaded, typed and optimised by tract, ready to run.
