@@ -97,23 +97,12 @@ fn row(
     key: &TensorElementType,
     value: &TensorElementType,
 ) -> Result<(Vec<Key>, Vec<f64>)> {
-    let mut pairs: Vec<(Key, f64)> = match (key, value) {
-        (TensorElementType::Int64, TensorElementType::Float32) => pairs::<i64, f32>(map)?
-            .into_iter()
-            .map(|(k, v)| (Key::Int(k), v as f64))
-            .collect(),
-        (TensorElementType::Int64, TensorElementType::Float64) => pairs::<i64, f64>(map)?
-            .into_iter()
-            .map(|(k, v)| (Key::Int(k), v))
-            .collect(),
-        (TensorElementType::String, TensorElementType::Float32) => pairs::<String, f32>(map)?
-            .into_iter()
-            .map(|(k, v)| (Key::Text(k), v as f64))
-            .collect(),
-        (TensorElementType::String, TensorElementType::Float64) => pairs::<String, f64>(map)?
-            .into_iter()
-            .map(|(k, v)| (Key::Text(k), v))
-            .collect(),
+    use TensorElementType::{Float32, Float64, Int64, String as Text};
+    let mut pairs = match (key, value) {
+        (Int64, Float32) => pairs(map, Key::Int, |v: f32| v.into())?,
+        (Int64, Float64) => pairs(map, Key::Int, |v: f64| v)?,
+        (Text, Float32) => pairs(map, Key::Text, |v: f32| v.into())?,
+        (Text, Float64) => pairs(map, Key::Text, |v: f64| v)?,
         _ => bail!(
             "a map from {key} to {value} is not supported (int64 or string to float or double are)"
         ),
@@ -122,13 +111,16 @@ fn row(
     Ok(pairs.into_iter().unzip())
 }
 
-fn pairs<K, V>(map: &DynValue) -> Result<Vec<(K, V)>>
+/// A map's pairs, keys and values converted by `key` and `value`.
+fn pairs<K, V>(map: &DynValue, key: fn(K) -> Key, value: fn(V) -> f64) -> Result<Vec<(Key, f64)>>
 where
     K: ort::value::IntoTensorElementType + Clone + std::hash::Hash + Eq,
     V: ort::value::PrimitiveTensorElementType + Clone,
 {
-    map.try_extract_key_values::<K, V>()
-        .map_err(|e| anyhow!("reading an ONNX Runtime map: {e}"))
+    let pairs = map
+        .try_extract_key_values::<K, V>()
+        .map_err(|e| anyhow!("reading an ONNX Runtime map: {e}"))?;
+    Ok(pairs.into_iter().map(|(k, v)| (key(k), value(v))).collect())
 }
 
 /// Keys for an error message (the first few).
