@@ -67,7 +67,8 @@ impl Metric {
             }
             None if has_labels => return Ok((Metric::Top1, "labels given".into())),
             // Beside its scores a classifier may return labels (skl2onnx's
-            // do): they follow from the scores, agreement judges them too.
+            // do), mostly their argmax: agreement on the scores is still
+            // the metric of a classifier.
             None => match class_rows(first) {
                 Some(rows)
                     if first

@@ -79,7 +79,8 @@ impl Outputs {
     /// skl2onnx converts return the labels first (int64 or string) and the
     /// probabilities second.
     pub fn scores(&self) -> Option<(&str, &Tensor)> {
-        let scores = |t: &Tensor| t.elem_type().is_float() && t.shape().last() >= Some(&2);
+        let scores =
+            |t: &Tensor| t.elem_type().is_float() && t.shape().last().is_some_and(|&c| c >= 2);
         self.iter()
             .find(|(_, t)| scores(t))
             .or_else(|| self.iter().next())
