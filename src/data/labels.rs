@@ -135,12 +135,13 @@ pub struct Accuracy {
 }
 
 impl Accuracy {
-    /// Adds one sample: `scores` is the first output (rows × classes,
+    /// Adds one sample: `scores` is the output of class scores
+    /// (`runtime::Outputs::scores`; rows × classes,
     /// row-major), `labels` one per row.
     pub fn add(&mut self, scores: &[f32], labels: &[i64]) -> Result<()> {
         if labels.is_empty() || scores.len() % labels.len() != 0 {
             bail!(
-                "the first output has {} values, which do not split into one row per label ({} labels)",
+                "the output of class scores has {} values, which do not split into one row per label ({} labels)",
                 scores.len(),
                 labels.len()
             );
