@@ -208,6 +208,10 @@ def test_string_and_map_outputs_are_read_compared_and_judged(tmp_path):
     code, log = sh(ONNX_OPT, src, "-o", tmp_path / "o.onnx", "--passes", "fuse", "--verify", "--runtime", "ort",
                    "--inputs", x, "--labels", tmp_path / "labels.txt")
     assert code == 0 and "top-1 100.00% -> 100.00%" in log, log
+    # tune judges top-1 on the same columns: the original scores 100 on every fold.
+    code, log = sh(ONNX_OPT, "tune", src, "-o", tmp_path / "t.onnx", "--inputs", x, "--labels",
+                   tmp_path / "labels.txt", "--max-drop", "1", "--budget", "60s")
+    assert code == 0 and "original 100.00%" in log and (tmp_path / "t.onnx").exists(), log
 
     # The deployment gate passes the model itself and fails one that computes
     # other probabilities and labels.
