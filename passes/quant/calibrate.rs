@@ -173,6 +173,7 @@ impl Quant {
                     self.weight_bits(),
                     &mut patch,
                     quantized,
+                    None,
                 )?;
                 for (name, pair) in self.alone(&m.graph, layer, lossy) {
                     let grid = self.grid_of(&m.graph, &name, &pair, grids)?;
@@ -200,7 +201,11 @@ const CAPTURE_BUDGET: usize = 512 << 20;
 /// Each value's f32 bytes on one sample: from its dims when the graph knows
 /// them, else measured on the first sample (a size guessed without the
 /// sample count once let magika's values on 1200 samples take 20 GB).
-fn sample_bytes(model: &Model, data: &Calibration, names: &[String]) -> Result<Vec<usize>> {
+pub(super) fn sample_bytes(
+    model: &Model,
+    data: &Calibration,
+    names: &[String],
+) -> Result<Vec<usize>> {
     let g = &model.graph;
     let known: Vec<Option<usize>> = names
         .iter()
@@ -236,7 +241,7 @@ fn sample_bytes(model: &Model, data: &Calibration, names: &[String]) -> Result<V
 /// `names` in consecutive batches, each with the index of its first name,
 /// holding at most `CAPTURE_BUDGET` bytes over `in_flight` samples run at
 /// once (a value over that alone is a batch of its own).
-fn capture_batches<'a>(
+pub(super) fn capture_batches<'a>(
     names: &'a [String],
     sizes: &[usize],
     in_flight: usize,

@@ -5,13 +5,14 @@
 
 use super::*;
 
-/// A quantized form: which layers, whether int8 flows between them, and
-/// the weights' bits.
+/// A quantized form: which layers, whether int8 flows between them, the
+/// weights' bits, and whether the layers' biases are corrected (`bias.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Form {
     pub(super) flow: bool,
     pub(super) min_k: usize,
     pub(super) bits: Bits,
+    pub(super) corrected: bool,
 }
 
 /// The weights' bits: `first` in the model's first layers (see
@@ -84,6 +85,8 @@ pub(super) struct Candidate {
     pub(super) weights: BTreeMap<NodeId, serde_json::Value>,
     /// The operators int8 flows through, by type.
     pub(super) flows: BTreeMap<String, usize>,
+    /// The layers whose bias was corrected.
+    pub(super) corrected: usize,
 }
 
 impl Quant {
@@ -98,6 +101,7 @@ impl Quant {
             flow: self.flows(),
             min_k: self.min_k,
             bits: self.weight_bits(),
+            corrected: self.correction == Some(true),
         };
         let mut forms = vec![own];
         if self.target != Target::Ort || !data || self.weight_only {
@@ -114,7 +118,9 @@ impl Quant {
         forms
     }
 
-    /// `model` with `layers` quantized on `grids` in `form`.
+    /// `model` with `layers` quantized on `grids` in `form` (biases
+    /// corrected with `means` if the form says so).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn quantized(
         &self,
         model: &Model,
@@ -123,11 +129,18 @@ impl Quant {
         lossy: &BTreeSet<String>,
         form: Form,
         quantized: &QuantizedWeights,
+        means: &bias::Means,
     ) -> Result<Candidate> {
         let mut m = model.clone();
         let acts = self.plan(&m.graph, layers, form.flow, lossy);
         let mut patch = Patch::new("quant");
-        let weights = self.quantize_weights(&m.graph, layers, form.bits, &mut patch, quantized)?;
+        let means = form.corrected.then_some(means);
+        let weights =
+            self.quantize_weights(&m.graph, layers, form.bits, &mut patch, quantized, means)?;
+        let corrected = weights
+            .values()
+            .filter(|w| w.get("bias_corrected").is_some())
+            .count();
         for (name, pair) in &acts {
             let grid = self.grid_of(&m.graph, name, pair, grids)?;
             self.add_pair(&m.graph, &mut patch, name, pair, &grid)?;
@@ -142,6 +155,7 @@ impl Quant {
             acts,
             weights,
             flows,
+            corrected,
         })
     }
 }

@@ -19,6 +19,7 @@
 //! options that give the chosen model without timing (`measure=false`), for
 //! byte-identical reruns.
 
+use super::bias::{ChannelSums, Means};
 use super::calibrate::flat;
 use super::*;
 use crate::calibrate::Loaded;
@@ -70,8 +71,39 @@ pub(super) const JUDGED_SAMPLES: usize = 16;
 const SATURATION_GAIN: f64 = 1.25;
 const SATURATION_ABS: f64 = 0.005;
 
-/// Rebuilds a candidate in another form (other weight bits).
-pub(super) type Rebuild<'a> = &'a dyn Fn(Form) -> Result<Candidate>;
+/// Bias correction is kept when it lowers the error of the outputs on the
+/// calibration samples to at most this fraction of the error without it.
+/// The means it uses come from those samples, so a gain on them is not
+/// quite a gain held out: a few percent are not taken as one.
+const CORRECTION_KEEPS: f64 = 0.95;
+
+/// Builds the candidate of a form (other weight bits, biases corrected),
+/// with other means than the run's where given.
+pub(super) type Rebuild<'a> = &'a dyn Fn(Form, Option<&Means>) -> Result<Candidate>;
+
+/// Runs a model on the judged samples at the given positions.
+type RunOn<'a> = &'a dyn Fn(&Model, &[usize]) -> Result<Vec<crate::runtime::Outputs>>;
+
+/// What the judge measures besides the guard and the timing.
+#[derive(Clone, Copy)]
+pub(super) struct Probes<'a> {
+    /// bits=auto: 7-bit weights against 8-bit ones (see [`probe_bits`]).
+    pub bits: bool,
+    /// bias-correction=auto: corrected biases against plain ones, with the
+    /// sums the means come from (see [`probe_correction`]).
+    pub correction: Option<&'a ChannelSums>,
+}
+
+/// The indices of the samples the judge runs on: all, or
+/// [`JUDGED_SAMPLES`] spread over them (as `Calibration::at_most` takes
+/// them).
+pub(super) fn judged_samples(len: usize) -> Vec<usize> {
+    if len > JUDGED_SAMPLES {
+        crate::data::spread(len, JUDGED_SAMPLES)
+    } else {
+        (0..len).collect()
+    }
+}
 
 /// What judging the candidates found (see [`Quant::judge`]).
 pub(super) struct Judged {
@@ -83,12 +115,17 @@ pub(super) struct Judged {
     /// Whether 7-bit weights were measured against 8-bit ones, and why the
     /// bits kept were kept (`null` when not measured).
     pub weights: serde_json::Value,
+    /// Whether corrected biases were kept, and why (`null` when not
+    /// measured).
+    pub correction: serde_json::Value,
 }
 
 impl Quant {
     /// Judges the candidates, each loaded once for all judgements:
-    /// - with `probe` (bits=auto, timing in ONNX Runtime): the weight
+    /// - with `probes.bits` (bits=auto, timing in ONNX Runtime): the weight
     ///   bits every candidate is built with (see [`probe_bits`]);
+    /// - with `probes.correction` (bias-correction=auto): whether every
+    ///   candidate's biases are corrected (see [`probe_correction`]);
     /// - the accuracy guard (when there is a choice): each candidate's
     ///   output error against `float` on the calibration samples; a flowing
     ///   form that loses clearly more than int8 in the layers only is
@@ -101,16 +138,18 @@ impl Quant {
         float: &Model,
         candidates: &mut Vec<Candidate>,
         time: bool,
-        probe: Option<Rebuild>,
+        rebuild: Rebuild,
+        probes: Probes,
     ) -> Result<Judged> {
         let ort = timing::ort_installed();
         let (guard, time) = (candidates.len() > 1, time && ort);
-        let probe = probe.filter(|_| time);
-        if !guard && !time {
+        let (probe_bits_too, correct) = (probes.bits && time, probes.correction);
+        if !guard && !time && correct.is_none() {
             return Ok(Judged {
                 guard: serde_json::Value::Null,
                 timed: None,
                 weights: serde_json::Value::Null,
+                correction: serde_json::Value::Null,
             });
         }
         let data = &*data.at_most(JUDGED_SAMPLES);
@@ -120,12 +159,12 @@ impl Quant {
         let base = data
             .load_model(engine, float)
             .context("loading the float model")?;
-        let want = if guard || probe.is_some() {
-            let outputs = data.run_loaded(&base).context("running the float model")?;
-            Some(flat(&outputs)?)
+        let float_outputs = if guard || probe_bits_too || correct.is_some() {
+            Some(data.run_loaded(&base).context("running the float model")?)
         } else {
             None
         };
+        let want = float_outputs.as_deref().map(flat).transpose()?;
         let load = |model: &Model| {
             data.load_model(engine, model)
                 .context("loading a quantized form")
@@ -142,10 +181,23 @@ impl Quant {
         // are judged against its error.
         let mut order: Vec<usize> = (0..candidates.len()).collect();
         order.sort_by_key(|&i| candidates[i].form.flow);
-        let mut weights = serde_json::Value::Null;
-        if let (Some(rebuild), Some(want)) = (probe, &want) {
+        let (mut weights, mut correction) = (serde_json::Value::Null, serde_json::Value::Null);
+        if let Some(want) = &want {
             let error = |model: &Model| error_of(model, want).map(|(_, err)| err);
-            weights = probe_bits(candidates, rebuild, &error)?;
+            if probe_bits_too {
+                weights = probe_bits(candidates, rebuild, &error)?;
+            }
+            if let (Some(sums), Some(float)) = (correct, &float_outputs) {
+                // A model's outputs on the judged samples at `positions`.
+                let run = |model: &Model, positions: &[usize]| {
+                    let some = data.subset(positions);
+                    let loaded = some
+                        .load_model(engine, model)
+                        .context("loading a quantized form")?;
+                    some.run_loaded(&loaded).context("running a quantized form")
+                };
+                correction = probe_correction(candidates, rebuild, sums, float, &run, &error)?;
+            }
         }
         let mut reference = None;
         let mut timed: Vec<Option<BenchResult>> = vec![None; candidates.len()];
@@ -197,6 +249,7 @@ impl Quant {
             // Every kept candidate was timed; the refused ones were not.
             timed: time.then(|| timed.into_iter().flatten().collect()),
             weights,
+            correction,
         })
     }
 
@@ -221,6 +274,9 @@ impl Quant {
                 }
                 if f.bits != self.weight_bits() {
                     options.push(format!("bits={}", f.bits));
+                }
+                if self.correction.is_none() {
+                    options.push(format!("bias-correction={}", f.corrected));
                 }
                 options.push("measure=false".to_string());
                 options.join(",")
@@ -300,7 +356,7 @@ fn probe_bits(
         if bits.first != bits.rest && !has_first {
             continue;
         }
-        let mut fewer = rebuild(Form { bits, ..form })?;
+        let mut fewer = rebuild(Form { bits, ..form }, None)?;
         let err = error(&fewer.model)?;
         fewer.err = Some(err);
         report.insert(bits.to_string(), json!(err));
@@ -313,10 +369,13 @@ fn probe_bits(
             // A form without a first layer in int8 is the same model with
             // first-7: it keeps its name (and the options that give it).
             if i != probed && (kept.first == kept.rest || has_first_layer(c)) {
-                *c = rebuild(Form {
-                    bits: kept,
-                    ..c.form
-                })?;
+                *c = rebuild(
+                    Form {
+                        bits: kept,
+                        ..c.form
+                    },
+                    None,
+                )?;
             }
         }
         candidates[probed] = built;
@@ -325,6 +384,75 @@ fn probe_bits(
         "bits": kept.to_string(),
         "outputs_rel_err": report,
         "rule": format!("8-bit weights, then 7-bit ones in the first layers, then everywhere, each step taken when the form with the most layers in int8 loses {SATURATION_GAIN}× less with it in ONNX Runtime, + {SATURATION_ABS} (its int8 kernels saturate on CPUs without VNNI)"),
+    }))
+}
+
+/// bias-correction=auto: whether the candidates' biases are corrected.
+/// Measured on the candidate with the most layers in int8 (as the bits
+/// are), in two folds: each half of the judged samples (`float`: the
+/// float model's outputs on them) runs the form corrected with the means
+/// of the other calibration samples, so that no sample judges a mean it
+/// is part of. Kept when the error of those outputs is at most
+/// [`CORRECTION_KEEPS`] of the form's own; every candidate is then
+/// rebuilt corrected with the means of every sample. Returns the report.
+fn probe_correction(
+    candidates: &mut [Candidate],
+    rebuild: Rebuild,
+    sums: &ChannelSums,
+    float: &[crate::runtime::Outputs],
+    run: RunOn,
+    error: &dyn Fn(&Model) -> Result<f64>,
+) -> Result<serde_json::Value> {
+    if float.len() < 2 {
+        return Ok(
+            json!({ "kept": false, "why": "fewer than 2 calibration samples to judge it on" }),
+        );
+    }
+    let probed = (0..candidates.len())
+        .rev()
+        .max_by_key(|&i| candidates[i].layers.len())
+        .expect("a candidate");
+    let form = Form {
+        corrected: true,
+        ..candidates[probed].form
+    };
+    let halves: [Vec<usize>; 2] = [
+        (0..float.len()).step_by(2).collect(),
+        (1..float.len()).step_by(2).collect(),
+    ];
+    let mut got: Vec<Vec<f32>> = vec![vec![]; float.len()];
+    for half in &halves {
+        let fold = rebuild(form, Some(&sums.means_without(half)?))?;
+        if fold.corrected == 0 {
+            return Ok(json!({ "kept": false, "why": "no Conv or Gemm with a bias to correct" }));
+        }
+        for (&p, outputs) in half.iter().zip(run(&fold.model, half)?) {
+            got[p] = flat(std::slice::from_ref(&outputs))?;
+        }
+    }
+    let corrected = quantize::rel_l2(&got.concat(), &flat(float)?);
+    let c = &mut candidates[probed];
+    let plain = match c.err {
+        Some(err) => err,
+        None => error(&c.model)?,
+    };
+    c.err = Some(plain);
+    let kept = corrected <= CORRECTION_KEEPS * plain;
+    if kept {
+        for c in candidates.iter_mut() {
+            *c = rebuild(
+                Form {
+                    corrected: true,
+                    ..c.form
+                },
+                None,
+            )?;
+        }
+    }
+    Ok(json!({
+        "kept": kept,
+        "outputs_rel_err": { "as_given": plain, "corrected": corrected },
+        "rule": format!("corrected with the means of the other calibration samples, on each half of the {} judged in turn; kept where the form with the most layers in int8 then loses at most {CORRECTION_KEEPS}× what it loses uncorrected", float.len()),
     }))
 }
 
@@ -347,8 +475,13 @@ impl Form {
             Bits { first, rest } if first == rest => format!(", {rest}-bit weights"),
             Bits { first, .. } => format!(", {first}-bit weights in the first layers"),
         };
+        let bias = if self.corrected {
+            ", biases corrected"
+        } else {
+            ""
+        };
         format!(
-            "int8 {}, {}{bits}",
+            "int8 {}, {}{bits}{bias}",
             if self.flow {
                 "flowing"
             } else {

@@ -54,8 +54,9 @@ impl QuantizedWeights {
 
 impl Quant {
     /// Replaces each layer's weight by values of its `bits` (stored in
-    /// int8) read through a DequantizeLinear; returns a report entry per
-    /// layer.
+    /// int8) read through a DequantizeLinear, and with `means` corrects
+    /// the biases of the layers it can (`bias.rs`); returns a report entry
+    /// per layer.
     pub(super) fn quantize_weights(
         &self,
         g: &Graph,
@@ -63,6 +64,7 @@ impl Quant {
         bits: Bits,
         patch: &mut Patch,
         quantized: &QuantizedWeights,
+        means: Option<&bias::Means>,
     ) -> Result<BTreeMap<NodeId, serde_json::Value>> {
         // A weight shared by several layers is quantized once (per tensor if
         // their axes differ, with the fewest bits any of them asks for).
@@ -149,7 +151,14 @@ impl Quant {
                 entry["float_copy_kept_for"] = json!(float_readers);
             }
             for (node, _) in readers {
-                out.insert(node, entry.clone());
+                let mut entry = entry.clone();
+                let layer = layers.iter().find(|l| l.node == node);
+                if let (Some(means), Some(layer)) = (means, layer) {
+                    if self.correct_bias(g, layer, t, &q.q, &q.scales, means, patch)? {
+                        entry["bias_corrected"] = json!(true);
+                    }
+                }
+                out.insert(node, entry);
             }
         }
         Ok(out)

@@ -258,6 +258,12 @@ fn qdq_rewrites_are_pinned_and_close_to_the_float_model() {
             0.15,
         ),
         (
+            "quant__cnn-bias-corrected",
+            cnn(),
+            "quant{measure=false,target=ort,min-k=0,flow=false,bias-correction=true}",
+            0.05,
+        ),
+        (
             "quant__mlp-s8",
             mlp(),
             "quant{measure=false,target=trt,min-k=0}",
@@ -671,6 +677,11 @@ fn bad_options_are_refused_with_the_reason() {
         ),
         ("quant{target=tract,fallback=2}", "not with target=tract"),
         ("quant{ops=Add}", "ops may hold"),
+        ("quant{bias-correction=yes}", "bias-correction=yes must be"),
+        (
+            "quant{target=tract,bias-correction=true}",
+            "not with target=tract",
+        ),
         ("quant{min-k=some}", "min-k"),
     ] {
         let err = Pipeline::parse(passes)
@@ -803,4 +814,83 @@ fn a_weight_also_read_in_float_keeps_its_float_copy_and_says_so() {
         head["weight"]["float_copy_kept_for"],
         serde_json::json!(["embed"])
     );
+}
+
+/// Relu → Conv 3×3 and Relu → Gemm: inputs with positive channel means, so
+/// that rounding the weights shifts the outputs' means.
+fn relu_layers() -> Model {
+    let mut b = ModelBuilder::new(13);
+    let x = b.input("x", DataType::FLOAT, &[1, 8, 6, 6]);
+    let r = b.op("Relu", &[x], vec![], "relu");
+    let y = conv(&mut b, r, "conv", 6, 8, 3, 1);
+    b.output(y, DataType::FLOAT);
+    let v = b.input("v", DataType::FLOAT, &[64, 24]);
+    let r = b.op("Relu", &[v], vec![], "relu_v");
+    let w = b.init("w", Tensor::from_f32(vec![24, 12], &weights(5, 1, 24 * 12)));
+    let c = b.init("c", Tensor::from_f32(vec![12], &weights(6, 1, 12)));
+    let z = b.op("Gemm", &[r, w, c], vec![], "gemm");
+    b.output(z, DataType::FLOAT);
+    b.build().unwrap()
+}
+
+/// Each output's mean difference from `before`'s per channel (axis 1),
+/// over the seeded random samples 0..8.
+fn channel_shifts(before: &Model, after: &Model) -> Vec<Vec<f64>> {
+    use crate::runtime::{InputShapes, Sample};
+    let shapes = InputShapes::new();
+    let a = crate::exec::load(before, &shapes, &[]).unwrap();
+    let b = crate::exec::load(after, &shapes, &[]).unwrap();
+    let mut sums: Vec<Vec<f64>> = vec![];
+    for seed in 0..8 {
+        let sample = Sample::random(a.inputs(), seed).unwrap();
+        let (ya, yb) = (a.run(&sample).unwrap(), b.run(&sample).unwrap());
+        for (k, ((_, ta), (_, tb))) in ya.iter().zip(yb.iter()).enumerate() {
+            let channels = ta.shape()[1];
+            let inner: usize = ta.shape()[2..].iter().product();
+            if sums.len() <= k {
+                sums.push(vec![0.0; channels]);
+            }
+            let (va, vb) = (ta.f32s().unwrap(), tb.f32s().unwrap());
+            for (j, (p, q)) in va.iter().zip(vb.iter()).enumerate() {
+                sums[k][j / inner % channels] += (*q - *p) as f64;
+            }
+        }
+    }
+    sums
+}
+
+#[test]
+fn bias_correction_takes_the_weights_mean_shift_out() {
+    let model = relu_layers();
+    // 4-bit weights: their rounding, not the activations', dominates.
+    let passes =
+        |on: bool| format!("quant{{measure=false,flow=false,min-k=0,bits=4,bias-correction={on}}}");
+    let (plain, corrected) = (
+        rewrite_with_data(&model, &passes(false), 8),
+        rewrite_with_data(&model, &passes(true), 8),
+    );
+    let (plain, corrected) = (
+        channel_shifts(&model, &plain),
+        channel_shifts(&model, &corrected),
+    );
+    let size = |s: &[f64]| s.iter().map(|v| v * v).sum::<f64>().sqrt();
+    for (k, (p, c)) in plain.iter().zip(&corrected).enumerate() {
+        assert!(
+            size(c) < 0.5 * size(p),
+            "output {k}: mean shift {} corrected, {} not",
+            size(c),
+            size(p)
+        );
+    }
+    let d = details(&model, &passes(true));
+    assert_eq!(d["bias_correction_layers"], 2, "{d}");
+    // auto measures it on the calibration samples and says what it kept.
+    let d = details(&model, "quant{measure=false,flow=false,min-k=0,bits=4}");
+    let b = &d["bias_correction"];
+    let errs = &b["outputs_rel_err"];
+    let (given, fixed) = (errs["as_given"].as_f64(), errs["corrected"].as_f64());
+    let (given, fixed) = (given.unwrap(), fixed.unwrap());
+    assert_eq!(b["kept"], fixed <= 0.95 * given, "{b}");
+    let layers = if fixed <= 0.95 * given { 2 } else { 0 };
+    assert_eq!(d["bias_correction_layers"], layers, "{d}");
 }

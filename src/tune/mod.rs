@@ -531,7 +531,7 @@ impl Search<'_> {
             spent: [build, judge],
         } = self.judge_fold(&c.passes, 0)?;
         (c.spent.build, c.spent.judge) = (build, judge);
-        if let Some(pinned) = space::pin_flow(&c.passes, &reports) {
+        if let Some(pinned) = space::pin_measured(&c.passes, &reports) {
             c.asked = Some(std::mem::replace(&mut c.passes, pinned));
         }
         let original = self.original_folds[0];

@@ -121,20 +121,33 @@ pub fn forms(space: &Space, engine: Engine) -> Vec<String> {
     out
 }
 
-/// `passes` with the flow its quant step chose on the search fold's data
-/// pinned (its report's `flowing`), when it left the choice to quant's
-/// accuracy guard (`flow=auto`): a guard judging on other folds' data can
-/// choose otherwise (PP-OCR rec: 2 of 8 calibrations on 160 of its 200
-/// lines dropped the flowing form), and the folds must judge one form.
-pub fn pin_flow(passes: &str, reports: &[PassReport]) -> Option<String> {
+/// `passes` with what its quant step chose by measuring on the search
+/// fold's data pinned, where it left the choice to quant: the flow
+/// (`flow=auto`: the accuracy guard's, its report's `flowing`) and bias
+/// correction (`bias-correction=auto`: its report's `bias_correction.kept`).
+/// Measured on other folds' data, either can go the other way (PP-OCR rec:
+/// 2 of 8 calibrations on 160 of its 200 lines dropped the flowing form),
+/// and the folds must judge one model structure. `None`: nothing to pin.
+pub fn pin_measured(passes: &str, reports: &[PassReport]) -> Option<String> {
     let specs = parse_pipeline(passes).ok()?;
     let quant = specs.iter().find(|s| s.name == "quant")?;
-    if quant.options.get("flow").is_some_and(|f| f != "auto") {
-        return None;
-    }
     let report = reports.iter().find(|r| r.name == "quant")?;
-    let flowing = report.details.get("flowing")?.as_bool()?;
-    with_quant_option(passes, "flow", &flowing.to_string())
+    let auto = |key: &str| quant.options.get(key).is_none_or(|v| v == "auto");
+    let mut pinned = None;
+    if let Some(flowing) = report.details.get("flowing").and_then(|f| f.as_bool()) {
+        if auto("flow") {
+            pinned = with_quant_option(passes, "flow", &flowing.to_string());
+        }
+    }
+    let kept = report
+        .details
+        .get("bias_correction")
+        .and_then(|b| b["kept"].as_bool());
+    if let Some(kept) = kept.filter(|_| auto("bias-correction")) {
+        let base = pinned.as_deref().unwrap_or(passes);
+        pinned = with_quant_option(base, "bias-correction", &kept.to_string());
+    }
+    pinned
 }
 
 /// `passes` with option `key=value` set on its quant step, or `None` when
@@ -219,8 +232,8 @@ mod tests {
     }
 
     #[test]
-    fn a_guarded_flow_is_pinned_to_what_the_search_fold_built() {
-        let report = |flowing: bool| PassReport {
+    fn what_quant_measured_is_pinned_to_what_the_search_fold_built() {
+        let report = |details: serde_json::Value| PassReport {
             name: "quant".into(),
             options: Default::default(),
             ms: 0.0,
@@ -230,9 +243,11 @@ mod tests {
             params_after: 0,
             bytes_before: 0,
             bytes_after: 0,
-            details: serde_json::json!({ "flowing": flowing }),
+            details,
         };
-        let pin = |passes: &str, flowing| pin_flow(passes, &[report(flowing)]);
+        let pin = |passes: &str, flowing: bool| {
+            pin_measured(passes, &[report(serde_json::json!({ "flowing": flowing }))])
+        };
         assert_eq!(
             pin("fuse,quant{bits=7,measure=false}", false).as_deref(),
             Some("fuse,quant{bits=7,flow=false,measure=false}")
@@ -244,7 +259,20 @@ mod tests {
         // Chosen by name already, or no quant step: nothing to pin.
         assert_eq!(pin("fuse,quant{flow=false}", true), None);
         assert_eq!(pin("fuse", true), None);
-        assert_eq!(pin_flow("fuse,quant", &[]), None);
+        assert_eq!(pin_measured("fuse,quant", &[]), None);
+        // Bias correction as measured, with the flow or alone.
+        let both = serde_json::json!({ "flowing": true, "bias_correction": { "kept": true } });
+        assert_eq!(
+            pin_measured("fuse,quant{measure=false}", &[report(both.clone())]).as_deref(),
+            Some("fuse,quant{bias-correction=true,flow=true,measure=false}")
+        );
+        assert_eq!(
+            pin_measured("fuse,quant{flow=false}", &[report(both)]).as_deref(),
+            Some("fuse,quant{bias-correction=true,flow=false}")
+        );
+        // Not measured (no layer to correct): nothing to pin.
+        let off = serde_json::json!({ "flowing": false, "bias_correction": "off: no quantized Conv or Gemm whose input was measured" });
+        assert_eq!(pin_measured("fuse,quant{flow=false}", &[report(off)]), None);
         // The search names both structures itself.
         let forms = forms(&Space::parse("quant").unwrap(), Engine::Ort);
         assert!(forms.contains(&"fuse,quant{flow=true,measure=false}".to_string()));
