@@ -8,6 +8,7 @@ and peak RSS from wait4), alternated over --rounds rounds, medians printed:
 - `onnx-opt fuse,quant` with its defaults (calibration, the accuracy guard
   and the timing of its forms in ONNX Runtime);
 - `onnx-opt fuse,quant{measure=false}` (no timing);
+- `onnx-opt fuse,quant{bias-correction=false}` (what bias correction costs);
 - onnxruntime `quantize_static` (QDQ, per channel, s8 weights, u8
   activations, MinMax), without and with `quant_pre_process`.
 
@@ -77,6 +78,9 @@ def main():
              [src, "-o", out, "--passes", "fuse,quant", "--inputs", cal]),
             ("onnx-opt fuse,quant{measure=false}", args.onnx_opt,
              [src, "-o", out, "--passes", "fuse,quant{measure=false}", "--inputs", cal]),
+            # What bias correction costs: its means' sweep, and its two folds judged.
+            ("onnx-opt fuse,quant{bias-correction=false}", args.onnx_opt,
+             [src, "-o", out, "--passes", "fuse,quant{bias-correction=false}", "--inputs", cal]),
             ("quantize_static", sys.executable, [script, src, cal, out, "plain"]),
             ("quant_pre_process + quantize_static", sys.executable, [script, src, cal, out, "pre"]),
         ]
@@ -90,11 +94,11 @@ def main():
                     failed = True
                 results[name].append((wall, rss))
         print(f"ppocr-det {'x'.join(map(str, SHAPE))}, {SAMPLES} samples, {args.rounds} alternated rounds (medians)")
-        print(f"{'command':<38} {'time s':>8} {'peak RSS MB':>12}   runs (s)")
+        print(f"{'command':<44} {'time s':>8} {'peak RSS MB':>12}   runs (s)")
         for name, runs in results.items():
             walls = [w for w, _ in runs]
             rss = statistics.median(r for _, r in runs) / 2**20
-            print(f"{name:<38} {statistics.median(walls):>8.1f} {rss:>12.0f}   {', '.join(f'{w:.1f}' for w in walls)}")
+            print(f"{name:<44} {statistics.median(walls):>8.1f} {rss:>12.0f}   {', '.join(f'{w:.1f}' for w in walls)}")
     sys.exit(1 if failed else 0)
 
 

@@ -23,7 +23,6 @@
 //! `bias-correction=auto` keeps it only where the accuracy guard measures
 //! a gain on the calibration samples (`measure.rs`).
 
-use super::calibrate::{capture_batches, sample_bytes};
 use super::*;
 
 /// Each corrected layer's input: the mean of each of its channels over
@@ -32,7 +31,7 @@ pub(super) type Means = BTreeMap<String, Vec<f64>>;
 
 /// A value's sums per channel, and the count of elements each sums.
 #[derive(Clone, Debug, Default)]
-struct Sum {
+pub(super) struct Sum {
     values: Vec<f64>,
     count: u64,
 }
@@ -128,55 +127,51 @@ fn input_of(g: &Graph, layer: &Layer) -> Option<(String, usize)> {
     Some((g.outlet_name(x).to_string(), axis))
 }
 
-impl Quant {
-    /// The channel sums of the inputs of `layers` that can be corrected,
-    /// over every sample and over each of the `judged` samples (indices),
-    /// in one run per sample per batch of values (bounded in bytes as
-    /// calibration's are), summed in sample order: the same bits on every
-    /// run.
-    pub(super) fn channel_sums(
-        &self,
-        model: &Model,
-        data: &Calibration,
-        layers: &[Layer],
-        judged: &[usize],
-    ) -> Result<ChannelSums> {
-        let inputs: BTreeMap<String, usize> = layers
-            .iter()
-            .filter_map(|l| input_of(&model.graph, l))
-            .collect();
-        let names: Vec<String> = inputs.keys().cloned().collect();
-        let sizes = sample_bytes(model, data, &names)?;
-        let mut out = ChannelSums {
-            total: BTreeMap::new(),
-            judged: vec![BTreeMap::new(); judged.len()],
-        };
-        for (start, batch) in capture_batches(&names, &sizes, rayon::current_num_threads()) {
-            let per_sample = data.sweep(model, batch, |_, tensors| {
-                tensors
-                    .iter()
-                    .zip(batch)
-                    .map(|(&t, name)| channel_sums(t.shape(), &t.f32s()?, inputs[name]))
-                    .collect::<Result<Vec<_>>>()
-            })?;
-            for (i, sample) in per_sample.into_iter().enumerate() {
-                let position = judged.iter().position(|&j| j == i);
-                for (k, sum) in sample.into_iter().enumerate() {
-                    let name = &names[start + k];
-                    out.total
-                        .entry(name.clone())
-                        .or_default()
-                        .add(&sum, 1.0)
-                        .with_context(|| format!("value {name}"))?;
-                    if let Some(p) = position {
-                        out.judged[p].insert(name.clone(), sum);
-                    }
-                }
-            }
+/// What calibration measures for bias correction, in its first sweep:
+/// the channel sums of each correctable layer's input (name → channel
+/// axis), over every sample and over each of the `judged` samples (their
+/// indices).
+pub(super) struct SumsWanted {
+    pub(super) inputs: BTreeMap<String, usize>,
+    judged: Vec<usize>,
+}
+
+impl SumsWanted {
+    /// The inputs of `layers` whose biases can be corrected.
+    pub(super) fn new(g: &Graph, layers: &[Layer], judged: Vec<usize>) -> SumsWanted {
+        SumsWanted {
+            inputs: layers.iter().filter_map(|l| input_of(g, l)).collect(),
+            judged,
         }
-        Ok(out)
     }
 
+    /// One sample's sums of the value `name` (`None`: not wanted).
+    pub(super) fn observe(&self, name: &str, t: &crate::runtime::Tensor) -> Result<Option<Sum>> {
+        match self.inputs.get(name) {
+            Some(&axis) => Ok(Some(channel_sums(t.shape(), &t.f32s()?, axis)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Adds sample `i`'s sums of the value `name`; samples are added in
+    /// order, so the sums are the same bits on every run.
+    pub(super) fn add(&self, into: &mut ChannelSums, i: usize, name: &str, sum: Sum) -> Result<()> {
+        if into.judged.len() != self.judged.len() {
+            into.judged = vec![BTreeMap::new(); self.judged.len()];
+        }
+        into.total
+            .entry(name.to_string())
+            .or_default()
+            .add(&sum, 1.0)
+            .with_context(|| format!("value {name}"))?;
+        if let Some(p) = self.judged.iter().position(|&j| j == i) {
+            into.judged[p].insert(name.to_string(), sum);
+        }
+        Ok(())
+    }
+}
+
+impl Quant {
     /// Corrects the bias of `layer`, which reads the weight `w` quantized
     /// to the int8 values `q` with `scales` (one, or one per channel on the
     /// layer's weight axis), when its input's channel means are known:

@@ -1,6 +1,7 @@
 //! Calibration: each planned activation's grid from its captured values, and
 //! each layer's sensitivity for `fallback`.
 
+use super::bias::{ChannelSums, SumsWanted};
 use super::*;
 use crate::quantize::{snap_outward, AbsHistogram, Range};
 use std::collections::HashMap;
@@ -17,30 +18,59 @@ impl Quant {
     /// the values of every sample were held, in batches bounded over all
     /// samples: a 640×640 detector's large activations took a batch each,
     /// and 32 samples ran about 20 times over (138 s).
+    ///
+    /// With `sums`, the first sweep also captures what bias correction
+    /// needs (`bias.rs`): a separate sweep cost PP-OCR rec on 160 lines
+    /// 3-4 s of a 10 s `quant`.
     pub(super) fn calibrate(
         &self,
         model: &Model,
         data: &Calibration,
         names: &[String],
         act: Act,
-    ) -> Result<Grids> {
-        let sizes = sample_bytes(model, data, names)?;
-        let batches = capture_batches(names, &sizes, rayon::current_num_threads());
+        sums: Option<&SumsWanted>,
+    ) -> Result<(Grids, ChannelSums)> {
+        let threads = rayon::current_num_threads();
+        // The first sweep's values: the names, then the inputs to sum.
+        let mut first: Vec<String> = names.to_vec();
+        if let Some(w) = sums {
+            let named: BTreeSet<&String> = names.iter().collect();
+            first.extend(w.inputs.keys().filter(|n| !named.contains(n)).cloned());
+        }
+        let first_sizes = sample_bytes(model, data, &first)?;
+        let sizes = first_sizes[..names.len()].to_vec();
+        let batches = capture_batches(names, &sizes, threads);
         let mut ranges = vec![Range::default(); names.len()];
-        for &(start, batch) in &batches {
+        let mut channel_sums = ChannelSums::default();
+        for (start, batch) in capture_batches(&first, &first_sizes, threads) {
             let per_sample = data.sweep(model, batch, |_, tensors| {
                 tensors
                     .iter()
-                    .map(|&t| {
-                        let mut r = Range::default();
-                        r.observe(&t.f32s()?);
-                        Ok(r)
+                    .zip(batch)
+                    .enumerate()
+                    .map(|(k, (&t, name))| {
+                        let range = (start + k < names.len()).then(|| {
+                            let mut r = Range::default();
+                            r.observe(&t.f32s()?);
+                            Ok::<_, anyhow::Error>(r)
+                        });
+                        let sum = match sums {
+                            Some(w) => w.observe(name, t)?,
+                            None => None,
+                        };
+                        Ok((range.transpose()?, sum))
                     })
-                    .collect::<Result<Vec<Range>>>()
+                    .collect::<Result<Vec<_>>>()
             })?;
-            for sample in per_sample {
-                for (k, r) in sample.iter().enumerate() {
-                    ranges[start + k].merge(r);
+            // Merged in sample order: the same bits on every run.
+            for (i, sample) in per_sample.into_iter().enumerate() {
+                for (k, (range, sum)) in sample.into_iter().enumerate() {
+                    if let Some(r) = range {
+                        ranges[start + k].merge(&r);
+                    }
+                    if let (Some(w), Some(sum)) = (sums, sum) {
+                        w.add(&mut channel_sums, i, &first[start + k], sum)?;
+                    }
                 }
             }
         }
@@ -96,7 +126,7 @@ impl Quant {
                 }
             }
         }
-        Ok(names
+        let grids = names
             .iter()
             .zip(grids)
             .zip(lost)
@@ -108,7 +138,8 @@ impl Quant {
                 };
                 (name.clone(), Calibrated { grid, lo, hi, err })
             })
-            .collect())
+            .collect();
+        Ok((grids, channel_sums))
     }
 
     /// The grid of the planned value `name`: calibrated, shared with the
@@ -201,11 +232,7 @@ const CAPTURE_BUDGET: usize = 512 << 20;
 /// Each value's f32 bytes on one sample: from its dims when the graph knows
 /// them, else measured on the first sample (a size guessed without the
 /// sample count once let magika's values on 1200 samples take 20 GB).
-pub(super) fn sample_bytes(
-    model: &Model,
-    data: &Calibration,
-    names: &[String],
-) -> Result<Vec<usize>> {
+fn sample_bytes(model: &Model, data: &Calibration, names: &[String]) -> Result<Vec<usize>> {
     let g = &model.graph;
     let known: Vec<Option<usize>> = names
         .iter()
@@ -241,7 +268,7 @@ pub(super) fn sample_bytes(
 /// `names` in consecutive batches, each with the index of its first name,
 /// holding at most `CAPTURE_BUDGET` bytes over `in_flight` samples run at
 /// once (a value over that alone is a batch of its own).
-pub(super) fn capture_batches<'a>(
+fn capture_batches<'a>(
     names: &'a [String],
     sizes: &[usize],
     in_flight: usize,

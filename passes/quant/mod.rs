@@ -511,16 +511,27 @@ impl Pass for Quant {
         // on a grid of its own, which the first plans shared: calibrate
         // until the plans read only calibrated values (PP-OCR det with
         // method=entropy: a Resize output).
+        // Bias correction's channel sums come with the first sweep.
+        let mut sums = None;
         loop {
             let missing: Vec<String> = self
                 .calibrated_by_plans(&model.graph, &forms, &layers, &every, &lossy)
                 .into_iter()
                 .filter(|n| !grids.contains_key(n))
                 .collect();
-            let Some(d) = data.filter(|_| !missing.is_empty()) else {
+            let want_sums = sums.is_none() && self.correction != Some(false);
+            let Some(d) = data.filter(|_| !missing.is_empty() || want_sums) else {
                 break;
             };
-            grids.extend(self.calibrate(model, d, &missing, self.act)?);
+            let wanted = want_sums.then(|| {
+                let judged = measure::judged_samples(d.samples.len());
+                bias::SumsWanted::new(&model.graph, &every, judged)
+            });
+            let (calibrated, s) = self.calibrate(model, d, &missing, self.act, wanted.as_ref())?;
+            grids.extend(calibrated);
+            if wanted.is_some() {
+                sums = Some(s);
+            }
             // A range an 8-bit grid cannot hold stays float, with what reads it.
             lossy = analysis::lossy(&grids, self.max_act_err);
             for set in [&mut layers, &mut every] {
@@ -569,15 +580,7 @@ impl Pass for Quant {
                 }
             });
         }
-        // Bias correction needs each corrected layer's input means.
-        let sums = match data.filter(|_| self.correction != Some(false)) {
-            Some(d) => {
-                let judged = measure::judged_samples(d.samples.len());
-                self.channel_sums(model, d, &every, &judged)
-                    .context("measuring the layers' input means for bias correction")?
-            }
-            None => bias::ChannelSums::default(),
-        };
+        let sums = sums.unwrap_or_default();
         let means = sums.means();
         let bytes_before = float_weight_bytes(&model.graph, &layers);
         let build = |form: Form, other: Option<&bias::Means>| {

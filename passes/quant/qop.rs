@@ -62,7 +62,7 @@ impl Quant {
             *model = given;
             return Ok(self.given_back("float (no layer to quantize)", report, json!({})));
         }
-        let grids = self.calibrate(model, data, &values(g, &lowered), Act::U8)?;
+        let (grids, _) = self.calibrate(model, data, &values(g, &lowered), Act::U8, None)?;
         let (patch, mut entries, enters, leaves) = lower(&model.graph, &lowered, &grids)?;
         let float = model.clone();
         patch
