@@ -84,6 +84,26 @@ fn build(options: &Options) -> Result<Box<dyn Pass>> {
     }))
 }
 
+/// What a round's type inference said that the user must hear of (the
+/// CLI reports both from the pass's details).
+#[derive(Default)]
+struct Heard {
+    /// Output declarations the inferred types replaced.
+    outputs_corrected: Vec<serde_json::Value>,
+    /// tract panicked (caught) while inferring types.
+    tract_panicked: bool,
+}
+
+impl Heard {
+    /// Takes what `infer-shapes`' details say.
+    fn take(&mut self, details: &serde_json::Value) {
+        if let Some(c) = details["outputs_corrected"].as_array() {
+            self.outputs_corrected.extend(c.iter().cloned());
+        }
+        self.tract_panicked |= details["tract_panicked"] == true;
+    }
+}
+
 struct Fuse {
     rounds: usize,
     lift: Pipeline,
@@ -112,7 +132,7 @@ impl Fuse {
         cx: &PassContext,
         lift: bool,
         tail: &mut Option<(u64, usize)>,
-        corrected: &mut Vec<serde_json::Value>,
+        heard: &mut Heard,
     ) -> Result<(Vec<PassReport>, ModelStats)> {
         let mut typed = |model: &mut Model| -> Result<Vec<PassReport>> {
             let known = tail
@@ -178,9 +198,7 @@ impl Fuse {
                         .unwrap_or_else(|_| Err(anyhow!("type inference panicked")))
                 });
                 let details = infer_shapes::record(model, inferred)?;
-                if let Some(c) = details["outputs_corrected"].as_array() {
-                    corrected.extend(c.iter().cloned());
-                }
+                heard.take(&details);
                 reports.extend(typed(model)?);
                 Ok((reports, before))
             })();
@@ -196,10 +214,9 @@ impl Pass for Fuse {
         let mut rounds = 0;
         let mut parts: Vec<serde_json::Value> = vec![];
         let mut tail = None;
-        let mut corrected = vec![];
+        let mut heard = Heard::default();
         loop {
-            let (reports, before) =
-                self.round(model, cx, rounds == 0, &mut tail, &mut corrected)?;
+            let (reports, before) = self.round(model, cx, rounds == 0, &mut tail, &mut heard)?;
             rounds += 1;
             parts.extend(reports.into_iter().filter(|r| r.nodes_before != r.nodes_after).map(|r| {
                 json!({ "round": rounds, "pass": r.name, "nodes_removed": r.nodes_before - r.nodes_after.min(r.nodes_before) })
@@ -209,10 +226,33 @@ impl Pass for Fuse {
             }
         }
         let mut details = json!({ "rounds": rounds, "changes": parts });
-        if !corrected.is_empty() {
+        if !heard.outputs_corrected.is_empty() {
             // A wrong output declaration the inferred types replaced.
-            details["outputs_corrected"] = json!(corrected);
+            details["outputs_corrected"] = json!(heard.outputs_corrected);
+        }
+        if heard.tract_panicked {
+            // The types are missing where it panicked: the CLI warns of it.
+            details["tract_panicked"] = json!(true);
         }
         Ok(details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Heard;
+    use serde_json::json;
+
+    #[test]
+    fn what_inference_said_is_kept_over_the_rounds() {
+        let mut heard = Heard::default();
+        heard.take(&json!({ "annotated": 3 }));
+        assert!(!heard.tract_panicked && heard.outputs_corrected.is_empty());
+        // A panic in one round is heard even if a later round is clean.
+        heard.take(&json!({ "annotated": 0, "error": "tract panicked", "tract_panicked": true }));
+        heard.take(&json!({ "outputs_corrected": [{ "output": "y" }] }));
+        heard.take(&json!({ "annotated": 3 }));
+        assert!(heard.tract_panicked);
+        assert_eq!(heard.outputs_corrected, vec![json!({ "output": "y" })]);
     }
 }
