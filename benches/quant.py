@@ -86,6 +86,30 @@ def path_of(name):
     return cached if os.path.exists(cached) else os.path.join(ROOT, "models", name + ".onnx")
 
 
+def selected(models, only, failures):
+    """(name, shapes, path) of each of `models` (those named in `only`, when
+    given) whose file is there; a missing one is added to `failures`."""
+    for name, shapes in models:
+        if only and name not in only:
+            continue
+        src = path_of(name)
+        if not os.path.exists(src):
+            failures.append(f"{name}: {src} missing (run models/fetch.py)")
+            continue
+        yield name, shapes, src
+
+
+def samples_of(tmp, name, shapes):
+    """The model's calibration samples, written to tmp/NAME/calib (one file
+    each), and its held-out ones: (tmp/NAME, calibration feeds, held-out feeds)."""
+    d = os.path.join(tmp, name)
+    os.makedirs(os.path.join(d, "calib"))
+    calib = [make_inputs(name, s, shapes) for s in CALIB_SEEDS]
+    for s, feeds in zip(CALIB_SEEDS, calib):
+        save_sample(os.path.join(d, "calib", str(s)), feeds)
+    return d, calib, [make_inputs(name, s, shapes) for s in HELD_OUT_SEEDS]
+
+
 def outputs_on(sess, feeds_list):
     return [outputs(sess, f) for f in feeds_list]
 
@@ -186,19 +210,8 @@ def main():
     print(f"CPU: {cpu_flags()}; load average {os.getloadavg()[0]:.1f}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print("| model | form | MiB | rel_l2 | cosine | ms (ORT) | vs float |\n|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, shapes in MODELS:
-            if args.only and name not in args.only:
-                continue
-            src = path_of(name)
-            if not os.path.exists(src):
-                failures.append(f"{name}: {src} missing (run models/fetch.py)")
-                continue
-            d = os.path.join(tmp, name)
-            os.makedirs(os.path.join(d, "calib"))
-            calib = [make_inputs(name, s, shapes) for s in CALIB_SEEDS]
-            for s, feeds in zip(CALIB_SEEDS, calib):
-                save_sample(os.path.join(d, "calib", str(s)), feeds)
-            held = [make_inputs(name, s, shapes) for s in HELD_OUT_SEEDS]
+        for name, shapes, src in selected(MODELS, args.only, failures):
+            d, calib, held = samples_of(tmp, name, shapes)
             forms = {"float": src}
             notes = []
             for form, pre in [("qs", False), ("qs-pre", True)]:
