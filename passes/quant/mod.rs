@@ -77,7 +77,8 @@
 //!
 //! **Bias correction** (`bias-correction`, `bias.rs`): the mean shift
 //! rounding causes, `Σ (W_int8 − W)·E[x]` per output channel, is taken
-//! out of each quantized Conv's and Gemm's bias, `E[x]` from the
+//! out of each quantized Conv's, Gemm's and MatMul's bias (the constant
+//! of the Add after a MatMul), `E[x]` from the
 //! calibration samples; `auto` keeps it where it lowers the outputs' error
 //! on samples whose means it did not use (`measure.rs`).
 //!
@@ -157,7 +158,7 @@ crate::pass_options! {
         samples: usize = "samples", "300",
             "calibrate on at most this many of the given samples, spread evenly over them (NNCF's default subset size; calibration time grows with every sample); 0: all";
         bias_correction: String = "bias-correction", "auto",
-            "take the mean shift that int8 weights cause out of each quantized Conv's and Gemm's bias (b − Σ (W_int8 − W)·E[x], E[x] each input channel's mean over the calibration samples; Nagel et al. 2019): auto (kept where it lowers the outputs' error on the calibration samples by 5% or more, in ONNX Runtime when installed: it can also raise it), true or false; ort and trt targets";
+            "take the mean shift that int8 weights cause out of each quantized Conv's, Gemm's and MatMul's bias (the constant of the Add after a MatMul; b − Σ (W_int8 − W)·E[x], E[x] each input channel's mean over the calibration samples; Nagel et al. 2019): auto (measured, as it can also raise the error: kept where it lowers the outputs' error by 5% or more on calibration samples whose means it did not use, in ONNX Runtime when installed), true or false; ort and trt targets";
         measure: bool = "measure", "true",
             "time the int8 forms against the float model where they run and keep the fastest, float included (a less accurate form only when it is 3% faster than a more accurate one): target=ort in ONNX Runtime when it is installed (flowing, in the layers only, every layer), target=tract in tract (whose int8 kernels pay on some CPUs only); the report gives the options that give the same model without timing";
     }
@@ -507,12 +508,12 @@ impl Pass for Quant {
         let mut every = self.candidates(&model.graph, 0).0;
         let mut grids = Grids::new();
         let mut lossy = BTreeSet::new();
+        // Bias correction's channel sums come with the first sweep.
+        let mut sums = None;
         // A value left float (its range lossy) can put an operator after it
         // on a grid of its own, which the first plans shared: calibrate
         // until the plans read only calibrated values (PP-OCR det with
         // method=entropy: a Resize output).
-        // Bias correction's channel sums come with the first sweep.
-        let mut sums = None;
         loop {
             let missing: Vec<String> = self
                 .calibrated_by_plans(&model.graph, &forms, &layers, &every, &lossy)

@@ -18,16 +18,16 @@ pub(super) struct QuantizedWeights(Mutex<HashMap<WeightKey, Arc<Quantized>>>);
 type WeightKey = (String, Option<usize>, u32);
 
 /// A weight quantized, as its int8 initializer holds it.
-struct Quantized {
-    q: bytes::Bytes,
-    scales: Vec<f32>,
+pub(super) struct Quantized {
+    pub(super) q: bytes::Bytes,
+    pub(super) scales: Vec<f32>,
     rel_err: f64,
 }
 
 impl QuantizedWeights {
     /// The weight `name` (`t`) quantized on `axis` to `bits`, computed the
     /// first time only.
-    fn get(
+    pub(super) fn get(
         &self,
         name: &str,
         t: &Tensor,
@@ -53,21 +53,15 @@ impl QuantizedWeights {
 }
 
 impl Quant {
-    /// Replaces each layer's weight by values of its `bits` (stored in
-    /// int8) read through a DequantizeLinear, and with `means` corrects
-    /// the biases of the layers it can (`bias.rs`); returns a report entry
-    /// per layer.
-    pub(super) fn quantize_weights(
+    /// How each weight `layers` read is quantized: its axis (`None`: per
+    /// tensor), its bits and its readers. A weight shared by several
+    /// layers is quantized once (per tensor if their axes differ, with the
+    /// fewest bits any of them asks for).
+    pub(super) fn weight_plan(
         &self,
-        g: &Graph,
         layers: &[Layer],
         bits: Bits,
-        patch: &mut Patch,
-        quantized: &QuantizedWeights,
-        means: Option<&bias::Means>,
-    ) -> Result<BTreeMap<NodeId, serde_json::Value>> {
-        // A weight shared by several layers is quantized once (per tensor if
-        // their axes differ, with the fewest bits any of them asks for).
+    ) -> BTreeMap<Outlet, (Option<usize>, u32, Readers)> {
         let mut shared: BTreeMap<Outlet, (Option<usize>, u32, Readers)> = BTreeMap::new();
         for layer in layers {
             if let Some((slot, w, axis)) = layer.weight {
@@ -80,8 +74,22 @@ impl Quant {
                 e.2.push((layer.node, slot));
             }
         }
+        shared
+    }
+
+    /// Replaces each layer's weight by values of its `bits` (stored in
+    /// int8) read through a DequantizeLinear; returns a report entry per
+    /// layer.
+    pub(super) fn quantize_weights(
+        &self,
+        g: &Graph,
+        layers: &[Layer],
+        bits: Bits,
+        patch: &mut Patch,
+        quantized: &QuantizedWeights,
+    ) -> Result<BTreeMap<NodeId, serde_json::Value>> {
         let mut out = BTreeMap::new();
-        for (w, (axis, bits, readers)) in shared {
+        for (w, (axis, bits, readers)) in self.weight_plan(layers, bits) {
             let t = g.const_tensor(w).expect("a constant weight");
             let name = g.outlet_name(w).to_string();
             let q = quantized.get(&name, t, axis, bits)?;
@@ -151,14 +159,7 @@ impl Quant {
                 entry["float_copy_kept_for"] = json!(float_readers);
             }
             for (node, _) in readers {
-                let mut entry = entry.clone();
-                let layer = layers.iter().find(|l| l.node == node);
-                if let (Some(means), Some(layer)) = (means, layer) {
-                    if self.correct_bias(g, layer, t, &q.q, &q.scales, means, patch)? {
-                        entry["bias_corrected"] = json!(true);
-                    }
-                }
-                out.insert(node, entry);
+                out.insert(node, entry.clone());
             }
         }
         Ok(out)

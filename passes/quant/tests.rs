@@ -816,8 +816,9 @@ fn a_weight_also_read_in_float_keeps_its_float_copy_and_says_so() {
     );
 }
 
-/// Relu → Conv 3×3 and Relu → Gemm: inputs with positive channel means, so
-/// that rounding the weights shifts the outputs' means.
+/// Relu → Conv 3×3, Relu → Gemm and Relu → MatMul → Add (a bias as
+/// exported): inputs with positive channel means, so that rounding the
+/// weights shifts the outputs' means.
 fn relu_layers() -> Model {
     let mut b = ModelBuilder::new(13);
     let x = b.input("x", DataType::FLOAT, &[1, 8, 6, 6]);
@@ -830,11 +831,21 @@ fn relu_layers() -> Model {
     let c = b.init("c", Tensor::from_f32(vec![12], &weights(6, 1, 12)));
     let z = b.op("Gemm", &[r, w, c], vec![], "gemm");
     b.output(z, DataType::FLOAT);
+    let u = b.input("u", DataType::FLOAT, &[4, 16, 24]);
+    let r = b.op("Relu", &[u], vec![], "relu_u");
+    let w = b.init(
+        "mw",
+        Tensor::from_f32(vec![24, 12], &weights(7, 1, 24 * 12)),
+    );
+    let m = b.op("MatMul", &[r, w], vec![], "matmul");
+    let c = b.init("mc", Tensor::from_f32(vec![12], &weights(8, 1, 12)));
+    let y = b.op("Add", &[m, c], vec![], "bias");
+    b.output(y, DataType::FLOAT);
     b.build().unwrap()
 }
 
-/// Each output's mean difference from `before`'s per channel (axis 1),
-/// over the seeded random samples 0..8.
+/// Each output's mean difference from `before`'s per channel (axis 1 of
+/// an image, else the last), over the seeded random samples 0..8.
 fn channel_shifts(before: &Model, after: &Model) -> Vec<Vec<f64>> {
     use crate::runtime::{InputShapes, Sample};
     let shapes = InputShapes::new();
@@ -845,8 +856,10 @@ fn channel_shifts(before: &Model, after: &Model) -> Vec<Vec<f64>> {
         let sample = Sample::random(a.inputs(), seed).unwrap();
         let (ya, yb) = (a.run(&sample).unwrap(), b.run(&sample).unwrap());
         for (k, ((_, ta), (_, tb))) in ya.iter().zip(yb.iter()).enumerate() {
-            let channels = ta.shape()[1];
-            let inner: usize = ta.shape()[2..].iter().product();
+            let rank = ta.shape().len();
+            let axis = if rank == 4 { 1 } else { rank - 1 };
+            let channels = ta.shape()[axis];
+            let inner: usize = ta.shape()[axis + 1..].iter().product();
             if sums.len() <= k {
                 sums.push(vec![0.0; channels]);
             }
@@ -863,27 +876,32 @@ fn channel_shifts(before: &Model, after: &Model) -> Vec<Vec<f64>> {
 fn bias_correction_takes_the_weights_mean_shift_out() {
     let model = relu_layers();
     // 4-bit weights: their rounding, not the activations', dominates.
-    let passes =
-        |on: bool| format!("quant{{measure=false,flow=false,min-k=0,bits=4,bias-correction={on}}}");
-    let (plain, corrected) = (
-        rewrite_with_data(&model, &passes(false), 8),
-        rewrite_with_data(&model, &passes(true), 8),
-    );
-    let (plain, corrected) = (
-        channel_shifts(&model, &plain),
-        channel_shifts(&model, &corrected),
-    );
+    let passes = |on: bool, flow: bool| {
+        format!("quant{{measure=false,flow={flow},min-k=0,bits=4,bias-correction={on}}}")
+    };
     let size = |s: &[f64]| s.iter().map(|v| v * v).sum::<f64>().sqrt();
-    for (k, (p, c)) in plain.iter().zip(&corrected).enumerate() {
-        assert!(
-            size(c) < 0.5 * size(p),
-            "output {k}: mean shift {} corrected, {} not",
-            size(c),
-            size(p)
+    // Flowing, the Add after the MatMul is quantized with its corrected
+    // constant.
+    for flow in [false, true] {
+        let (plain, corrected) = (
+            rewrite_with_data(&model, &passes(false, flow), 8),
+            rewrite_with_data(&model, &passes(true, flow), 8),
         );
+        let (plain, corrected) = (
+            channel_shifts(&model, &plain),
+            channel_shifts(&model, &corrected),
+        );
+        for (k, (p, c)) in plain.iter().zip(&corrected).enumerate() {
+            assert!(
+                size(c) < 0.5 * size(p),
+                "flow={flow}, output {k}: mean shift {} corrected, {} not",
+                size(c),
+                size(p)
+            );
+        }
+        let d = details(&model, &passes(true, flow));
+        assert_eq!(d["bias_correction_layers"], 3, "{d}");
     }
-    let d = details(&model, &passes(true));
-    assert_eq!(d["bias_correction_layers"], 2, "{d}");
     // auto measures it on the calibration samples and says what it kept.
     let d = details(&model, "quant{measure=false,flow=false,min-k=0,bits=4}");
     let b = &d["bias_correction"];
@@ -891,6 +909,6 @@ fn bias_correction_takes_the_weights_mean_shift_out() {
     let (given, fixed) = (errs["as_given"].as_f64(), errs["corrected"].as_f64());
     let (given, fixed) = (given.unwrap(), fixed.unwrap());
     assert_eq!(b["kept"], fixed <= 0.95 * given, "{b}");
-    let layers = if fixed <= 0.95 * given { 2 } else { 0 };
+    let layers = if fixed <= 0.95 * given { 3 } else { 0 };
     assert_eq!(d["bias_correction_layers"], layers, "{d}");
 }
