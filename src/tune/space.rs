@@ -61,10 +61,10 @@ fn spec(name: &str, options: &[(&str, &str)]) -> PassSpec {
 
 /// The quant pass for `engine`, with `extra` options. Bias correction is
 /// a form of its own, chosen by the task metric, not by quant's measure of
-/// it (the outputs' relative L2): on PP-OCR rec it lowered that error on
-/// the calibration samples (0.092 → 0.061) and cost characters on 4 of 5
-/// folds (3, 7, 12, 0 and 40 lost of 1872, against 0, 2, 0, 0 and 25
-/// uncorrected; benches/tune.py, 2026-12-08 02:35).
+/// it (the outputs' relative L2): on PP-OCR rec it lowers that error
+/// (benches/bias_correction.py: 0.122 → 0.095 held out) and cost
+/// characters on 4 of 5 folds (3, 7, 12, 0 and 40 lost of 1872, against
+/// 0, 2, 0, 0 and 25 uncorrected; benches/tune.py, 2026-12-08 02:35).
 fn quant(engine: Engine, extra: &[(&str, &str)]) -> PassSpec {
     let mut options = vec![("measure", "false")];
     if engine == Engine::Tract {
