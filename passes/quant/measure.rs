@@ -72,9 +72,9 @@ const SATURATION_GAIN: f64 = 1.25;
 const SATURATION_ABS: f64 = 0.005;
 
 /// Bias correction is kept when it lowers the error of the outputs on the
-/// calibration samples to at most this fraction of the error without it.
-/// The means it uses come from those samples, so a gain on them is not
-/// quite a gain held out: a few percent are not taken as one.
+/// judged samples (corrected with the other samples' means) to at most
+/// this fraction of the error without it: a few percent on 16 samples or
+/// fewer are not taken as a gain.
 const CORRECTION_KEEPS: f64 = 0.95;
 
 /// Builds the candidate of a form (other weight bits, biases corrected),
@@ -430,7 +430,9 @@ fn probe_correction(
     for half in &halves {
         let fold = rebuild(form, Some(&sums.means_without(half)?))?;
         if fold.corrected == 0 {
-            return Ok(json!({ "kept": false, "why": "no Conv or Gemm with a bias to correct" }));
+            return Ok(
+                json!({ "kept": false, "why": "no Conv, Gemm or MatMul with a bias to correct" }),
+            );
         }
         for (&p, outputs) in half.iter().zip(run(&fold.model, half)?) {
             got[p] = flat(std::slice::from_ref(&outputs))?;

@@ -699,7 +699,7 @@ impl Pass for Quant {
         }
         details["bias_correction"] = match (self.correction, judged.correction) {
             (None, serde_json::Value::Null) => {
-                json!("off: no quantized Conv or Gemm whose input was measured")
+                json!("off: no quantized Conv, Gemm or MatMul whose input was measured")
             }
             (None, measured) => measured,
             (Some(on), _) => json!(format!(

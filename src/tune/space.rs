@@ -280,7 +280,7 @@ mod tests {
             Some("fuse,quant{bias-correction=true,flow=false}")
         );
         // Not measured (no layer to correct): nothing to pin.
-        let off = serde_json::json!({ "flowing": false, "bias_correction": "off: no quantized Conv or Gemm whose input was measured" });
+        let off = serde_json::json!({ "flowing": false, "bias_correction": "off: no quantized Conv, Gemm or MatMul whose input was measured" });
         assert_eq!(pin_measured("fuse,quant{flow=false}", &[report(off)]), None);
         // The search names both structures itself.
         let forms = forms(&Space::parse("quant").unwrap(), Engine::Ort);
